@@ -1,0 +1,3 @@
+"""derive (being assembled)."""
+
+from . import symbols

@@ -1,0 +1,461 @@
+"""Layer kinds as data: one place per kind for its three views.
+
+A transformer block is a :class:`Sequence` of layers. Each layer kind holds,
+side by side:
+
+- ``overlap_map(state, ctx)``: the symbolic map of the overlap state (q, p) —
+  q = |X_t|^2/d, p = X_t.X_s/d — derived with :mod:`derive.gaussian`,
+  :mod:`derive.attention` and :mod:`derive.kernels`;
+- what :mod:`numeric` needs beyond the compiled symbolic map (the NumPy form
+  of an activation, for kernels without a closed form);
+- ``torch_init`` / ``torch_forward``: the layer at initialisation in PyTorch,
+  batched over a leading seed dimension, with DESIGN.md's conventions
+  (:mod:`verify` wraps these into an ``nn.Module``).
+
+NumPy and torch are imported lazily inside those methods: ``import derive``
+needs SymPy only.
+
+Composition rules (a spec that breaks them raises ``ValueError``):
+an :class:`Activation` needs Gaussian pre-activations (it must follow a
+:class:`Linear`); the branch of a :class:`Residual` must end in a layer that is
+linear in fresh zero-mean weights (Linear or SelfAttention), so that the
+cross terms E[F(X)_t . X_s] vanish (paper B.6.1).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import sympy
+
+from . import gaussian as g
+from . import kernels
+from .attention import attention_map
+from .symbols import BY_NAME
+
+
+# --- overlap state and the derivation context ------------------------------------
+
+@dataclass(frozen=True)
+class State:
+    """Overlap state of a token sequence.
+
+    ``gaussian``: the tokens are jointly Gaussian over fresh weights with
+    covariance (q, p), so an activation kernel applies. ``centred``: the
+    tokens are linear in fresh zero-mean weights, so cross terms with any
+    earlier signal average to zero.
+    """
+
+    q: sympy.Expr
+    p: sympy.Expr
+    gaussian: bool = False
+    centred: bool = False
+
+
+@dataclass
+class Context:
+    """What a derivation needs besides the state.
+
+    ``T``: sequence length (``sympy.oo`` for the paper's asymptotic theory).
+    ``trace``: when a list, every layer appends a step
+    ``(label, q_name, p_name, q_expr, p_expr)`` and hands on fresh symbols,
+    which is how :func:`derive.blocks.algorithm` prints a block as an algorithm.
+    ``attention_inputs``: the input state of every attention layer, in order
+    (what the entropy-collapse criterion looks at).
+    """
+
+    T: sympy.Expr = sympy.oo
+    trace: list | None = None
+    attention_inputs: list = field(default_factory=list)
+
+    def emit(self, label: str, state: State) -> State:
+        if self.trace is None:
+            return state
+        k = len(self.trace) + 1
+        qk, pk = sympy.Symbol(f"q_{k}", positive=True), sympy.Symbol(f"p_{k}", positive=True)
+        self.trace.append((label, qk, pk, state.q, state.p))
+        return State(qk, pk, state.gaussian, state.centred)
+
+
+def parameter(name: str) -> sympy.Symbol:
+    """The SymPy symbol of a parameter name (a contract symbol where it is one)."""
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"parameter name must be an identifier, got {name!r}")
+    return BY_NAME.get(name) or sympy.Symbol(name, positive=True)
+
+
+def _value(params: dict, name: str) -> float:
+    if name not in params:
+        raise ValueError(f"missing parameter {name!r}; given: {sorted(params)}")
+    value = float(params[name])
+    if not math.isfinite(value):
+        raise ValueError(f"parameter {name!r} must be finite, got {value}")
+    return value
+
+
+def _per_seed(w, x):
+    """View per-seed weights (seeds, ...) so they broadcast over x's batch dimensions."""
+    extra = x.dim() - w.dim()
+    return w.reshape(w.shape[0], *([1] * extra), *w.shape[1:]) if extra > 0 else w
+
+
+def _normal(shape, std, generator, dtype, device):
+    import torch
+    return torch.randn(shape, generator=generator, dtype=dtype, device=device) * std
+
+
+# --- layer kinds -----------------------------------------------------------------
+
+class Layer:
+    """Base class: a layer kind with its symbolic map and its torch form."""
+
+    label = "layer"
+
+    def overlap_map(self, state: State, ctx: Context) -> State:
+        raise NotImplementedError
+
+    def parameters(self) -> set[str]:
+        """Names of the parameters this layer's map and init use."""
+        return set()
+
+    def lines(self) -> list[str]:
+        return [str(self)]
+
+    def torch_init(self, d: int, n_seeds: int, generator, dtype, device) -> dict:
+        """Sample this layer's random weights for input width ``d`` (unit variance; scaled in forward)."""
+        return {}
+
+    def out_features(self, d: int) -> int:
+        """Output width for input width ``d``."""
+        return d
+
+    def torch_forward(self, x, weights: dict, params: dict):
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class LayerNorm(Layer):
+    """X_t -> X_t / sqrt(|X_t|^2/d + eps) (paper eq. 5; no centring, no affine).
+
+    ``centre=True`` subtracts the feature mean first (real LayerNorm); at
+    large d it does not change the overlaps of zero-mean tokens, so the
+    symbolic map is the same. Map: q -> q/(q+eps), p -> p/(q+eps).
+    """
+
+    eps: float = 0.0
+    centre: bool = False
+    label = "LayerNorm"
+
+    def __post_init__(self):
+        if not (math.isfinite(self.eps) and self.eps >= 0):
+            raise ValueError(f"LayerNorm eps must be finite and >= 0, got {self.eps}")
+
+    def overlap_map(self, state, ctx):
+        qt, qs, qts = sympy.symbols("q_tt q_ss q_ts", positive=True)
+        eps = sympy.nsimplify(self.eps)
+        norm = qts / sympy.sqrt((qt + eps) * (qs + eps))
+        q_new = norm.subs({qts: state.q, qt: state.q, qs: state.q})
+        p_new = norm.subs({qts: state.p, qt: state.q, qs: state.q})
+        return ctx.emit(self.label, State(sympy.simplify(q_new), sympy.simplify(p_new)))
+
+    def __str__(self):
+        opts = [f"eps={self.eps}"] if self.eps else []
+        opts += ["centre=True"] if self.centre else []
+        return f"LayerNorm({', '.join(opts)})"
+
+    def torch_forward(self, x, weights, params):
+        if self.centre:
+            x = x - x.mean(dim=-1, keepdim=True)
+        return x / (x.pow(2).mean(dim=-1, keepdim=True) + self.eps).sqrt()
+
+
+@dataclass(frozen=True)
+class Linear(Layer):
+    """y = W x + b, W entries N(0, weight/fan_in), b entries N(0, bias) (eqs. 35-36).
+
+    ``width`` scales the output width relative to d (the MLP's d_ff/d) in the
+    torch view; the infinite-width map does not depend on it.
+    """
+
+    weight: str = "sigma_w2"
+    bias: str | None = "sigma_b2"
+    width: float = 1.0
+    label = "Linear"
+
+    def parameters(self):
+        return {self.weight} | ({self.bias} if self.bias else set())
+
+    def overlap_map(self, state, ctx):
+        d_in, d_out = sympy.symbols("d_in d_out", positive=True)
+        ranges = {"t": None, "u": None, "i": d_out, "j": d_in, "l": d_in}
+
+        def y(row, inner):
+            wx = (g.tensor("W", "i", inner, ranges=ranges) * g.tensor("X", row, inner, ranges=ranges))
+            out = wx.summed_over(inner)
+            return out + g.tensor("b", "i", ranges=ranges) if self.bias else out
+
+        variances = {"W": parameter(self.weight) / d_in}
+        if self.bias:
+            variances["b"] = parameter(self.bias)
+        out = {}
+        for name, other in (("q", "t"), ("p", "u")):
+            expr = (y("t", "j") * y(other, "l")).summed_over("i").scaled(1 / d_out)
+            expr = g.mean_field(g.contract(g.wick(expr, variances)), state.q, state.p)
+            out[name] = sum((t.coeff for t in expr.terms), sympy.Integer(0))
+            if any(t.factors for t in expr.terms):
+                raise ValueError(f"Linear map did not reduce to overlaps: {expr}")
+        return ctx.emit(str(self), State(out["q"], out["p"], gaussian=True, centred=True))
+
+    def __str__(self):
+        bias = f", bias={self.bias}" if self.bias else ", no bias"
+        width = f", width={self.width:g}d" if self.width != 1 else ""
+        return f"Linear(weight={self.weight}{bias}{width})"
+
+    def out_features(self, d: int) -> int:
+        return max(1, int(round(self.width * d)))
+
+    def torch_init(self, d, n_seeds, generator, dtype, device):
+        d_out = self.out_features(d)
+        weights = {"W": _normal((n_seeds, d_out, d), 1.0, generator, dtype, device)}
+        if self.bias:
+            weights["b"] = _normal((n_seeds, 1, d_out), 1.0, generator, dtype, device)
+        return weights
+
+    def torch_forward(self, x, weights, params):
+        d_in = x.shape[-1]
+        W = _per_seed(weights["W"], x) * math.sqrt(_value(params, self.weight) / d_in)
+        y = x @ W.transpose(-1, -2)
+        if self.bias:
+            y = y + _per_seed(weights["b"], x) * math.sqrt(_value(params, self.bias))
+        return y
+
+
+@dataclass(frozen=True)
+class Activation(Layer):
+    """Elementwise phi; maps (q, p) -> (K(q, q), K(q, p)) with K the Gaussian
+    kernel of phi (paper B.6.2, eqs. 35-37; :mod:`derive.kernels`)."""
+
+    name: str = "relu"
+    label = "Activation"
+
+    def __post_init__(self):
+        if self.name not in kernels.ACTIVATIONS:
+            raise ValueError(f"activation must be one of {kernels.ACTIVATIONS}, got {self.name!r}")
+
+    def overlap_map(self, state, ctx):
+        if not state.gaussian:
+            raise ValueError(f"{self} needs Gaussian pre-activations: put a Linear layer before it")
+        q_new = kernels.gaussian_kernel(self.name, state.q, state.q)
+        p_new = kernels.gaussian_kernel(self.name, state.q, state.p)
+        return ctx.emit(str(self), State(q_new, p_new))
+
+    def __str__(self):
+        return f"Activation({self.name})"
+
+    def numpy_function(self):
+        """phi as a vectorised NumPy function (for quadrature of kernels without closed form)."""
+        import numpy as np
+        from scipy.special import erf, ndtr
+        return {"relu": lambda z: np.maximum(z, 0.0), "erf": erf, "tanh": np.tanh,
+                "gelu": lambda z: z * ndtr(z), "identity": lambda z: z}[self.name]
+
+    def torch_forward(self, x, weights, params):
+        import torch
+        import torch.nn.functional as F
+        return {"relu": torch.relu, "erf": torch.erf, "tanh": torch.tanh,
+                "gelu": F.gelu, "identity": lambda z: z}[self.name](x)
+
+
+@dataclass(frozen=True)
+class SelfAttention(Layer):
+    """Softmax self-attention at initialisation (paper eqs. 6-7; gain control, section 3).
+
+    Scores a_ts = (W_Q X_t).(W_K X_s)/sqrt(d_h) with W_Q, W_K entries
+    N(0, beta sqrt(ln T)/d); values W_V entries N(0, sigma_v2/d). Gain-controlled
+    attention subtracts (1/T) sum_s W_V X_s. ``heads`` splits d into heads of
+    d/heads features each (same per-head score statistics, so the same map).
+    """
+
+    gain: bool = False
+    beta: str = "beta"
+    sigma_v2: str = "sigma_v2"
+    heads: int = 1
+    label = "SelfAttention"
+
+    def __post_init__(self):
+        if not (isinstance(self.heads, int) and self.heads >= 1):
+            raise ValueError(f"heads must be an integer >= 1, got {self.heads!r}")
+
+    def parameters(self):
+        return {self.beta, self.sigma_v2}
+
+    def overlap_map(self, state, ctx):
+        ctx.attention_inputs.append(state)
+        q_s, p_s = attention_map(parameter(self.beta), state.q, state.p, ctx.T,
+                                 parameter(self.sigma_v2), self.gain)
+        return ctx.emit(str(self), State(q_s, p_s, gaussian=False, centred=True))
+
+    def __str__(self):
+        kind = "gain-controlled" if self.gain else "vanilla"
+        heads = f", heads={self.heads}" if self.heads != 1 else ""
+        return f"SelfAttention({kind}, beta={self.beta}, sigma_v2={self.sigma_v2}{heads})"
+
+    def torch_init(self, d, n_seeds, generator, dtype, device):
+        if d % self.heads:
+            raise ValueError(f"d={d} is not divisible by heads={self.heads}")
+        return {k: _normal((n_seeds, d, d), 1.0, generator, dtype, device) for k in ("W_Q", "W_K", "W_V")}
+
+    def torch_forward(self, x, weights, params):
+        import torch
+        n_seeds, T, d = x.shape[0], x.shape[-2], x.shape[-1]
+        if T < 2:
+            raise ValueError(f"self-attention needs T >= 2 tokens, got T={T}")
+        std_qk = math.sqrt(_value(params, self.beta) * math.sqrt(math.log(T)) / d)
+        std_v = math.sqrt(_value(params, self.sigma_v2) / d)
+        d_h = d // self.heads
+
+        def heads(w, scale):
+            y = x @ (_per_seed(w, x) * scale).transpose(-1, -2)
+            return y.reshape(*x.shape[:-1], self.heads, d_h).transpose(-2, -3)
+
+        queries, keys = heads(weights["W_Q"], std_qk), heads(weights["W_K"], std_qk)
+        values = heads(weights["W_V"], std_v)
+        scores = queries @ keys.transpose(-1, -2) / math.sqrt(d_h)
+        attention = torch.softmax(scores, dim=-1)
+        out = attention @ values
+        if self.gain:
+            out = out - values.mean(dim=-2, keepdim=True)
+        return out.transpose(-2, -3).reshape(x.shape)
+
+    def torch_attention(self, x, weights, params):
+        """The attention matrices A (seeds, heads, T, T) of this layer for input ``x``."""
+        import torch
+        T, d = x.shape[-2], x.shape[-1]
+        std_qk = math.sqrt(_value(params, self.beta) * math.sqrt(math.log(T)) / d)
+        d_h = d // self.heads
+        qs = (x @ (_per_seed(weights["W_Q"], x) * std_qk).transpose(-1, -2)).reshape(*x.shape[:-1], self.heads, d_h)
+        ks = (x @ (_per_seed(weights["W_K"], x) * std_qk).transpose(-1, -2)).reshape(*x.shape[:-1], self.heads, d_h)
+        scores = qs.transpose(-2, -3) @ ks.transpose(-2, -3).transpose(-1, -2) / math.sqrt(d_h)
+        return torch.softmax(scores, dim=-1)
+
+
+@dataclass(frozen=True)
+class Sequence(Layer):
+    """Layers applied one after the other."""
+
+    layers: tuple[Layer, ...] = ()
+    name: str | None = None
+    label = "Sequence"
+
+    def __init__(self, *layers: Layer, name: str | None = None):
+        if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
+            layers = tuple(layers[0])
+        for k, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise ValueError(f"Sequence element {k} must be a Layer, got {type(layer).__name__}")
+        object.__setattr__(self, "layers", tuple(layers))
+        object.__setattr__(self, "name", name)
+
+    def parameters(self):
+        return set().union(*(layer.parameters() for layer in self.layers)) if self.layers else set()
+
+    def overlap_map(self, state, ctx):
+        for layer in self.layers:
+            state = layer.overlap_map(state, ctx)
+        return state
+
+    def lines(self) -> list[str]:
+        head = [f"{self.name}:"] if self.name else []
+        body = [line for layer in self.layers for line in layer.lines()]
+        return head + (["  " + line for line in body] if self.name else body)
+
+    def __str__(self):
+        return "\n".join(self.lines())
+
+    def __repr__(self):
+        return f"Sequence({', '.join(repr(layer) for layer in self.layers)}, name={self.name!r})"
+
+    def out_features(self, d):
+        for layer in self.layers:
+            d = layer.out_features(d)
+        return d
+
+    def torch_init(self, d, n_seeds, generator, dtype, device):
+        weights = {}
+        for k, layer in enumerate(self.layers):
+            weights[str(k)] = layer.torch_init(d, n_seeds, generator, dtype, device)
+            d = layer.out_features(d)
+        return weights
+
+    def torch_forward(self, x, weights, params):
+        for k, layer in enumerate(self.layers):
+            x = layer.torch_forward(x, weights.get(str(k), {}), params)
+        return x
+
+
+class MLP(Sequence):
+    """Linear -> activation -> Linear, both linears with the same variances (paper B.6.2)."""
+
+    def __init__(self, activation: str = "relu", weight: str = "sigma_w2", bias: str | None = "sigma_b2",
+                 width: float = 1.0):
+        super().__init__(Linear(weight, bias, width), Activation(activation),
+                         Linear(weight, bias, 1.0 / width), name=None)
+        object.__setattr__(self, "activation", activation)
+
+    def lines(self):
+        return [f"MLP({self.activation}): " + " -> ".join(str(layer) for layer in self.layers)]
+
+
+@dataclass(frozen=True)
+class Residual(Layer):
+    """RES(X) = F(X) + alpha X (paper eq. 8): q -> q_F + alpha^2 q, p -> p_F + alpha^2 p.
+
+    The cross terms E[F(X)_t . X_s] vanish because the branch ends linear in
+    fresh zero-mean weights (checked, and the vanishing computed by Wick's
+    theorem in :func:`_cross_term`).
+    """
+
+    branch: Layer
+    alpha: str = "alpha_sa"
+    label = "Residual"
+
+    def __post_init__(self):
+        if not isinstance(self.branch, Layer):
+            raise ValueError(f"Residual branch must be a Layer, got {type(self.branch).__name__}")
+
+    def parameters(self):
+        return {self.alpha} | self.branch.parameters()
+
+    def overlap_map(self, state, ctx):
+        out = self.branch.overlap_map(State(state.q, state.p), ctx)
+        if not out.centred:
+            raise ValueError(f"the branch of Residual(alpha={self.alpha}) must end in a layer linear in "
+                             f"fresh zero-mean weights (Linear or SelfAttention), got:\n{self.branch}")
+        a2 = parameter(self.alpha) ** 2
+        cross = _cross_term()
+        q_new = out.q + a2 * state.q + 2 * parameter(self.alpha) * cross
+        p_new = out.p + a2 * state.p + 2 * parameter(self.alpha) * cross
+        return ctx.emit(f"Residual(alpha={self.alpha})", State(q_new, p_new))
+
+    def lines(self):
+        return [f"Residual(alpha={self.alpha}):"] + ["  " + line for line in self.branch.lines()]
+
+    def __str__(self):
+        return "\n".join(self.lines())
+
+    def torch_init(self, d, n_seeds, generator, dtype, device):
+        return {"branch": self.branch.torch_init(d, n_seeds, generator, dtype, device)}
+
+    def torch_forward(self, x, weights, params):
+        return self.branch.torch_forward(x, weights["branch"], params) + _value(params, self.alpha) * x
+
+
+def _cross_term() -> sympy.Expr:
+    """(1/d) E_W[F(X)_t . X_s] for F = W H with W fresh and zero-mean: zero by Wick (odd order)."""
+    d = sympy.Symbol("d", positive=True)
+    ranges = {"i": d, "j": d}
+    f = (g.tensor("W", "i", "j", ranges=ranges) * g.tensor("H", "t", "j", ranges=ranges)).summed_over("j")
+    expr = (f * g.tensor("X", "s", "i", ranges=ranges)).summed_over("i").scaled(1 / d)
+    expr = g.wick(expr, {"W": sympy.Symbol("sigma2", positive=True)})
+    return sum((t.coeff for t in expr.terms), sympy.Integer(0))

@@ -1,0 +1,136 @@
+"""Trainability diagrams over (beta, alpha_sa): the paper's Fig. 1(c).
+
+Each grid point is iterated through ``depth`` blocks. Phases:
+
+- 0 trainable;
+- 1 rank collapse: rho after the last block > 1 - eps;
+- 2 entropy collapse. Two criteria:
+  ``criterion="first"`` (the paper's, Fig. 1c): beta above beta_c(q, p) of the
+  first attention layer's input overlap — for orthogonal inputs
+  beta_c = sqrt(2); ``criterion="any"`` (stricter): beta above beta_c(q_l, p_l)
+  of the attention input of *any* block, i.e. some layer condenses.
+  At finite T there is no sharp threshold; a layer counts as condensed when
+  its finite-T IPR E sum_s A^2 exceeds ``ipr_threshold`` (default 0.5:
+  half the attention weight on one key).
+
+Entropy collapse takes precedence over rank collapse (it cannot be cured by
+skip connections, Result 1 discussion). The grid is processed in chunks so
+that all layers of a chunk stay in cache; order of the grid does not matter.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import validation as check
+from .moments import parisi_m
+from .profile import DEFAULTS, critical_alpha, iterate, prepare
+
+TRAINABLE, RANK_COLLAPSE, ENTROPY_COLLAPSE = 0, 1, 2
+PHASE_NAMES = {TRAINABLE: "trainable", RANK_COLLAPSE: "rank collapse", ENTROPY_COLLAPSE: "entropy collapse"}
+CHUNK = 16384
+
+
+@dataclass
+class Diagram:
+    """A trainability diagram: ``phase`` and ``rho`` have shape (len(alphas), len(betas)).
+
+    ``critical_alpha[j]``: the smallest alpha_sa avoiding rank collapse at
+    ``betas[j]`` (bisection, :func:`numeric.critical_alpha`), the boundary
+    between phases 1 and 0.
+    """
+
+    betas: np.ndarray
+    alphas: np.ndarray
+    phase: np.ndarray
+    rho: np.ndarray
+    critical_alpha: np.ndarray
+    arch: str
+    depth: int
+    eps: float
+    T: int | None
+    criterion: str
+    params: dict = field(default_factory=dict)
+
+    def to_csv(self, path) -> None:
+        """One row per grid point: beta, alpha_sa, rho, phase, phase name."""
+        with open(path, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["beta", "alpha_sa", "rho", "phase", "phase_name"])
+            for i, alpha in enumerate(self.alphas):
+                for j, beta in enumerate(self.betas):
+                    ph = int(self.phase[i, j])
+                    writer.writerow([repr(float(beta)), repr(float(alpha)), repr(float(self.rho[i, j])), ph,
+                                     PHASE_NAMES[ph]])
+
+    def plot(self, path=None, ax=None):
+        """Draw the phases (colours as in Fig. 1c) and the critical alpha_sa; save to ``path``."""
+        from .plotting import plot_diagram
+        return plot_diagram(self, path=path, ax=ax)
+
+    def summary(self) -> dict:
+        counts = {PHASE_NAMES[k]: int((self.phase == k).sum()) for k in PHASE_NAMES}
+        return {"arch": self.arch, "depth": self.depth, "eps": self.eps, "T": self.T,
+                "criterion": self.criterion, "grid": list(self.phase.shape), "phases": counts}
+
+
+def _grid(name, values):
+    arr = check.as_array(name, values)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D sequence of values, got shape {arr.shape}")
+    return arr
+
+
+def trainability_diagram(arch, depth, *, betas, alphas, eps=0.01, T=None, rho0=0.0, activation="relu",
+                         criterion="first", ipr_threshold=0.5, progress=None, **params):
+    """Phases over the grid (alphas x betas) for ``depth`` blocks of ``arch`` (see module doc).
+
+    ``params``: alpha_mlp, sigma_v2, sigma_w2, sigma_b2 (scalars). ``progress``:
+    a callable taking the number of grid points done (e.g. a tqdm update).
+    """
+    betas, alphas = _grid("betas", betas), _grid("alphas", alphas)
+    check.positive("betas", betas)
+    check.nonnegative("alphas", alphas)
+    eps = float(check.interval("eps", eps, 0.0, 1.0, closed=False))
+    if criterion not in ("first", "any"):
+        raise ValueError(f"criterion must be 'first' or 'any', got {criterion!r}")
+    ipr_threshold = float(check.interval("ipr_threshold", ipr_threshold, 0.0, 1.0, closed=False))
+    if "alpha_sa" in params or "beta" in params:
+        raise ValueError("trainability_diagram takes betas= and alphas= grids, not beta/alpha_sa")
+    B, A = np.meshgrid(betas, alphas)
+    block, moments, values, depth, T, rho0 = prepare(arch, depth, beta=B.ravel(), T=T, rho0=rho0,
+                                                      activation=activation, params={**params, "alpha_sa": A.ravel()})
+    rho, condensed = np.empty(B.size), np.empty(B.size, dtype=bool)
+    for start in range(0, B.size, CHUNK):
+        sl = slice(start, start + CHUNK)
+        chunk = {k: np.broadcast_to(v, B.size)[sl] for k, v in values.items()}
+        run = iterate(block, moments, chunk, depth, T, rho0, record=True)
+        rho[sl] = run.rho[-1]
+        condensed[sl] = _condensed(run, chunk["beta"], T, moments[0], criterion, ipr_threshold)
+        if progress is not None:
+            progress(min(CHUNK, B.size - start))
+    phase = np.where(condensed, ENTROPY_COLLAPSE, np.where(rho > 1.0 - eps, RANK_COLLAPSE, TRAINABLE))
+    boundary = critical_alpha(arch, depth, beta=betas, eps=eps, T=T, rho0=rho0, activation=activation, **params)
+    return Diagram(betas, alphas, phase.reshape(B.shape), rho.reshape(B.shape), np.asarray(boundary),
+                   _name(arch), depth, eps, T, criterion,
+                   {**DEFAULTS, **params, "activation": activation, "rho0": float(rho0)})
+
+
+def _condensed(run, beta, T, Y2, criterion, threshold):
+    """Entropy collapse per point: the first (or any) attention layer condenses."""
+    layers = range(len(run.att_q)) if criterion == "any" else range(min(1, len(run.att_q)))
+    out = np.zeros(np.shape(beta), dtype=bool)
+    for l in layers:
+        q_att, p_att = run.att_q[l], run.att_p[l]
+        if T is None:
+            out |= parisi_m(beta, q_att, p_att) < 1.0
+        else:
+            out |= Y2(beta, q_att, p_att, T) > threshold
+    return out
+
+
+def _name(arch) -> str:
+    return arch if isinstance(arch, str) else getattr(arch, "name", None) or "custom"

@@ -1,0 +1,33 @@
+"""Look up (or compile) the block map of an architecture, and the moment functions for T.
+
+Named architectures use the generated module :mod:`numeric._generated`;
+a custom :class:`derive.layers.Layer` spec is compiled on first use with the
+same code generator (this needs SymPy) and cached for the session.
+"""
+
+from __future__ import annotations
+
+from . import moments
+from . import validation as check
+
+_COMPILED: dict[str, object] = {}
+
+
+def block_function(arch, activation: str = "relu"):
+    """The compiled block map ``f(q, p, *params, T, Y2, Yp) -> (q', p', q_att, p_att)``."""
+    arch = check.architecture(arch)
+    if isinstance(arch, str):
+        from ._generated import BLOCK_MAPS
+        return BLOCK_MAPS[(arch, check.activation(activation))]
+    key = repr(arch)
+    if key not in _COMPILED:
+        from .codegen import compile_spec
+        _COMPILED[key] = compile_spec(arch)
+    return _COMPILED[key]
+
+
+def moment_functions(T):
+    """(Y2, Yp) as functions of (beta, q, p, T): asymptotic for ``T=None``, exact finite-T otherwise."""
+    if T is None:
+        return moments.ipr2_asymptotic, moments.ipr_pair_asymptotic
+    return moments.ipr2_finite, moments.ipr_pair_finite

@@ -1,0 +1,103 @@
+"""Attention moments: the IPR E sum_s A_ts^r, the pair term and E (sum A^2)^2.
+
+``T=None`` is the paper's asymptotic theory (Result 1, eq. 4): below
+beta_c(q, p) = sqrt(2/(q(q-p))) attention is spread and every moment
+vanishes; above it the row is a frozen REM whose largest weights are a
+Poisson–Dirichlet(m) sequence with Parisi parameter m = beta_c/beta. The
+frozen-phase formulas in m are generated from :mod:`derive.rem` into
+:mod:`numeric._generated`. Writing m = min(1, beta_c/beta) makes every moment
+continuous through beta_c (m = 1 gives 0) without evaluating beta_c itself,
+which diverges as p -> q.
+
+A finite integer ``T`` gives the exact finite-T theory (:mod:`numeric.finite_t`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import validation as check
+
+
+def parisi_m(beta, q, p):
+    """m = min(1, beta_c(q, p)/beta), computed as sqrt(2/x) with x = beta^2 q (q - p) (eq. 15)."""
+    x = beta * beta * q * (q - p)
+    frozen = x > 2.0
+    return np.where(frozen, np.sqrt(2.0 / np.where(frozen, x, 2.0)), 1.0)
+
+
+def _frozen(name):
+    from . import _generated
+    return getattr(_generated, name)
+
+
+def ipr2_asymptotic(beta, q, p, T=None):
+    """Y2 = max(0, 1 - beta_c/beta) (eq. 4) as a block-map moment function."""
+    return _frozen("ipr_frozen")(2.0, parisi_m(beta, q, p))
+
+
+def ipr_pair_asymptotic(beta, q, p, T=None):
+    """E sum_s A_ts A_t's -> 0 as T -> oo (B.2.2)."""
+    return np.zeros(np.broadcast(beta, q, p).shape)
+
+
+def ipr2_finite(beta, q, p, T):
+    from .finite_t import ipr2_fast
+    return ipr2_fast(beta, q, p, T)
+
+
+def ipr_pair_finite(beta, q, p, T):
+    from .finite_t import ipr_pair_fast
+    return ipr_pair_fast(beta, q, p, T)
+
+
+def _overlaps(q, p):
+    q = check.positive("q", q)
+    p = check.as_array("p", p)
+    if np.any(p >= q) or np.any(p < -q):
+        raise ValueError(f"p must satisfy -q <= p < q (overlap below the norm), got q={q!r}, p={p!r}")
+    return q, p
+
+
+def _order(r):
+    r = check.as_array("r", r)
+    if np.any(r <= 1):
+        raise ValueError(f"r must be > 1, got {r!r}")
+    return r
+
+
+def _scalar(x):
+    return float(x) if np.ndim(x) == 0 else x
+
+
+def ipr(beta, *, r=2, q=1.0, p=0.0, T=None):
+    """E sum_s A_ts^r of one attention row (eq. 2; eq. 4 for r = 2 at T = oo)."""
+    beta, r = check.positive("beta", beta), _order(r)
+    q, p = _overlaps(q, p)
+    T = check.sequence_length(T)
+    if T is None:
+        return _scalar(_frozen("ipr_frozen")(r, parisi_m(beta, q, p)))
+    from . import finite_t
+    return _scalar(finite_t.ipr(beta, r=r, q=q, p=p, T=T))
+
+
+def ipr_pair(beta, *, q=1.0, p=0.0, T=None):
+    """E sum_s A_ts A_t's for two rows t != t' (eq. 22); 0 at T = oo."""
+    beta = check.positive("beta", beta)
+    q, p = _overlaps(q, p)
+    T = check.sequence_length(T)
+    if T is None:
+        return _scalar(ipr_pair_asymptotic(beta, q, p))
+    from . import finite_t
+    return _scalar(finite_t.ipr_pair(beta, q=q, p=p, T=T))
+
+
+def ipr_square(beta, *, q=1.0, p=0.0, T=None):
+    """E (sum_s A_ts^2)^2, kept distinct from (E sum_s A_ts^2)^2 (B.5)."""
+    beta = check.positive("beta", beta)
+    q, p = _overlaps(q, p)
+    T = check.sequence_length(T)
+    if T is None:
+        return _scalar(_frozen("ipr_square_frozen")(parisi_m(beta, q, p)))
+    from . import finite_t
+    return _scalar(finite_t.ipr_square(beta, q=q, p=p, T=T))

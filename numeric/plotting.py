@@ -1,0 +1,74 @@
+"""Matplotlib drawings of diagrams and profiles (the ``plot`` extra).
+
+Colours follow the paper's Fig. 1(c): blue trainable, yellow rank collapse,
+red entropy collapse.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+PHASE_COLOURS = ("#4c72b0", "#f2c14e", "#c44e52")
+
+
+def pyplot():
+    """matplotlib.pyplot with a file backend, or a clear error when the extra is missing."""
+    try:
+        import matplotlib
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise RuntimeError("plotting needs matplotlib: pip install 'sigprop[plot]'") from None
+    if matplotlib.get_backend().lower() not in ("agg", "pdf", "svg", "cairo"):
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def save(fig, path):
+    if path is not None:
+        fig.savefig(path, dpi=150, bbox_inches="tight")
+    return fig
+
+
+def plot_diagram(diagram, path=None, ax=None):
+    """Phase map over (beta, alpha_sa) with the critical alpha_sa and beta_c marked."""
+    plt = pyplot()
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    fig = ax.figure if ax is not None else plt.figure(figsize=(5.5, 4.2))
+    ax = ax or fig.add_subplot(111)
+    extent = [diagram.betas.min(), diagram.betas.max(), diagram.alphas.min(), diagram.alphas.max()]
+    order_b, order_a = np.argsort(diagram.betas), np.argsort(diagram.alphas)
+    ax.imshow(diagram.phase[np.ix_(order_a, order_b)], origin="lower", aspect="auto", extent=extent,
+              cmap=ListedColormap(PHASE_COLOURS), vmin=0, vmax=2, interpolation="nearest")
+    finite = np.isfinite(diagram.critical_alpha)
+    ax.plot(diagram.betas[order_b][finite[order_b]], diagram.critical_alpha[order_b][finite[order_b]],
+            color="k", lw=1.2, label=r"$\alpha_c(\beta)$")
+    ax.set_xlabel(r"query/key scale $\beta$")
+    ax.set_ylabel(r"self-attention residual strength $\alpha_{SA}$")
+    ax.set_ylim(extent[2], extent[3])
+    T = "T \\to \\infty" if diagram.T is None else f"T = {diagram.T}"
+    ax.set_title(f"{diagram.arch}, {diagram.depth} blocks, ${T}$, $\\epsilon = {diagram.eps:g}$")
+    handles = [Patch(color=c, label=n) for c, n in zip(PHASE_COLOURS, ("trainable", "rank collapse",
+                                                                        "entropy collapse"))]
+    ax.legend(handles=handles + ax.get_lines()[:1], loc="upper right", fontsize=8, framealpha=0.9)
+    return save(fig, path)
+
+
+def plot_profiles(profiles: dict, path=None, ax=None, title=None, measured: dict | None = None):
+    """Cosine similarity against depth, one line per label; optional measured points with error bars."""
+    plt = pyplot()
+    fig = ax.figure if ax is not None else plt.figure(figsize=(5.5, 4.0))
+    ax = ax or fig.add_subplot(111)
+    for k, (label, rho) in enumerate(profiles.items()):
+        line, = ax.plot(np.arange(len(rho)), rho, lw=1.6, label=label)
+        if measured and label in measured:
+            layers, mean, err = measured[label]
+            ax.errorbar(layers, mean, yerr=err, fmt="o", ms=3.5, color=line.get_color(), capsize=2)
+    ax.set_xlabel("block")
+    ax.set_ylabel(r"cosine similarity $\rho$")
+    ax.set_ylim(-0.02, 1.02)
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=8)
+    return save(fig, path)

@@ -1,0 +1,135 @@
+"""Depth profiles of the cosine similarity, and the critical residual strength.
+
+Iterating a compiled block map (paper Algorithms 1-3) from the input overlap
+q0 = 1, p0 = rho0 gives rho = p/q before the first block and after each block
+(:func:`cosine_profile`). Rank collapse at depth L means rho_L > 1 - eps;
+:func:`critical_alpha` finds the smallest alpha_sa that avoids it, by a
+vectorised bisection (rho_L decreases with alpha_sa: a stronger skip keeps more
+of the input; see tests/numeric/test_profile.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import validation as check
+from .maps import block_function, moment_functions
+
+DEFAULTS = dict(alpha_sa=1.0, alpha_mlp=1.0, sigma_v2=1.0, sigma_w2=2.0, sigma_b2=0.0)
+
+
+@dataclass
+class Run:
+    """The state of an iteration over depth: final (q, p) and what was recorded."""
+
+    q: np.ndarray
+    p: np.ndarray
+    rho: list            # rho before block 1 and after each block (when recorded)
+    att_q: list          # input overlaps of each block's attention layer
+    att_p: list
+
+
+def prepare(arch, depth, *, beta, T, rho0, activation, params):
+    """Validate everything a depth iteration needs; return (block, moments, values, depth, T, rho0)."""
+    arch = check.architecture(arch)
+    depth = check.depth(depth)
+    T = check.sequence_length(T)
+    rho0 = check.interval("rho0", rho0, -1.0, 1.0, closed=True)
+    if isinstance(arch, str):
+        check.activation(activation)
+    unknown = set(params) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {sorted(unknown)}; allowed: beta, {', '.join(DEFAULTS)}")
+    values = check.block_parameters(beta=beta, **{**DEFAULTS, **params})
+    return block_function(arch, activation), moment_functions(T), values, depth, T, rho0
+
+
+def iterate(block, moments, values: dict, depth: int, T, rho0, *, record: bool = True) -> Run:
+    """Apply ``depth`` blocks to q0 = 1, p0 = rho0 (broadcast over the parameter arrays)."""
+    Y2, Yp = moments
+    T_value = np.inf if T is None else float(T)
+    shape = np.broadcast_shapes(np.shape(rho0), *(np.shape(v) for v in values.values()))
+    q = np.ones(shape)
+    p = np.broadcast_to(rho0, shape).astype(float)
+    run = Run(q, p, [p / q] if record else [], [], [])
+    args = [np.broadcast_to(values[k], shape) for k in
+            ("beta", "alpha_sa", "alpha_mlp", "sigma_v2", "sigma_w2", "sigma_b2")]
+    with np.errstate(all="ignore"):
+        for _ in range(depth):
+            q, p, q_att, p_att = block(q, p, *args, T_value, Y2, Yp)
+            q = np.broadcast_to(q, shape)
+            p = np.clip(p, -q, q)
+            if record:
+                run.rho.append(p / q)
+                run.att_q.append(np.broadcast_to(q_att, shape))
+                run.att_p.append(np.broadcast_to(p_att, shape))
+    run.q, run.p = q, p
+    return run
+
+
+def cosine_profile(arch, depth, *, beta, T=None, rho0=0.0, alpha_sa=1.0, alpha_mlp=1.0, sigma_v2=1.0,
+                   sigma_w2=2.0, sigma_b2=0.0, activation="relu"):
+    """rho = p/q before block 1 and after each of ``depth`` blocks: shape (depth+1, *broadcast).
+
+    ``arch``: "post-ln" (Alg. 1), "pre-ln" (Alg. 2, corrected), "gain-post-ln"
+    (Alg. 3), "gain-pre-ln", or a derive spec. Parameters broadcast together;
+    ``T=None`` is the asymptotic theory, an integer T the exact finite-T theory.
+    """
+    params = dict(alpha_sa=alpha_sa, alpha_mlp=alpha_mlp, sigma_v2=sigma_v2, sigma_w2=sigma_w2, sigma_b2=sigma_b2)
+    block, moments, values, depth, T, rho0 = prepare(arch, depth, beta=beta, T=T, rho0=rho0,
+                                                      activation=activation, params=params)
+    return np.stack(iterate(block, moments, values, depth, T, rho0).rho)
+
+
+def final_rho(block, moments, values, depth, T, rho0) -> np.ndarray:
+    """rho after the last block (no per-layer record)."""
+    run = iterate(block, moments, values, depth, T, rho0, record=False)
+    return run.p / run.q
+
+
+def critical_alpha(arch, depth, *, beta, eps=0.01, T=None, rho0=0.0, activation="relu", rtol=1e-6,
+                   alpha_max=1e6, **params):
+    """Smallest alpha_sa with rho after ``depth`` blocks <= 1 - eps (Fig. 1c's boundary).
+
+    Vectorised over ``beta`` (and any other parameter). Returns 0 where even
+    alpha_sa = 0 avoids rank collapse and ``inf`` where no alpha_sa <= alpha_max
+    does (e.g. when the MLP alone collapses the tokens). Relative accuracy ``rtol``.
+    """
+    eps = check.interval("eps", eps, 0.0, 1.0, closed=False)
+    if "alpha_sa" in params:
+        raise ValueError("critical_alpha solves for alpha_sa: do not pass it")
+    block, moments, values, depth, T, rho0 = prepare(arch, depth, beta=beta, T=T, rho0=rho0,
+                                                      activation=activation, params=params)
+    target = 1.0 - eps
+
+    def ok(alpha):
+        return final_rho(block, moments, {**values, "alpha_sa": alpha}, depth, T, rho0) <= target
+
+    shape = np.broadcast_shapes(np.shape(eps), np.shape(rho0), *(np.shape(v) for v in values.values()))
+    return _bisect(ok, shape, rtol, alpha_max)
+
+
+def _bisect(ok, shape, rtol, alpha_max):
+    """Smallest alpha in [0, alpha_max] with ok(alpha), for ok monotone in alpha."""
+    at_zero = ok(np.zeros(shape))
+    hi = np.ones(shape)
+    while True:
+        good = ok(hi)
+        grow = ~good & ~at_zero & (hi < alpha_max)
+        if not grow.any():
+            break
+        hi = np.where(grow, np.minimum(2 * hi, alpha_max), hi)
+    never = ~ok(hi) & ~at_zero
+    lo = np.where(hi > 1, hi / 2, 0.0)
+    while True:
+        active = ~at_zero & ~never & (hi - lo > rtol * hi)
+        if not active.any():
+            break
+        mid = 0.5 * (lo + hi)
+        good = ok(mid)
+        hi = np.where(active & good, mid, hi)
+        lo = np.where(active & ~good, mid, lo)
+    result = np.where(at_zero, 0.0, np.where(never, np.inf, hi))
+    return float(result) if result.ndim == 0 else result

@@ -1,0 +1,42 @@
+"""Range-safe elementary functions for the compiled maps, and the kernel registry.
+
+In exact arithmetic the arguments below are in range; rounding can push
+1 - rho^2 to -1e-17 or rho to 1 + 1e-16 when tokens have all but collapsed
+(rho -> 1), which would turn a valid map into NaN. These guards clip by at
+most that rounding.
+"""
+
+from __future__ import annotations
+
+import numpy
+
+
+def _sqrt(x):
+    """sqrt of a quantity that is >= 0 in exact arithmetic."""
+    return numpy.sqrt(numpy.maximum(x, 0.0))
+
+
+def _acos(x):
+    return numpy.arccos(numpy.clip(x, -1.0, 1.0))
+
+
+def _asin(x):
+    return numpy.arcsin(numpy.clip(x, -1.0, 1.0))
+
+
+class _KernelRegistry(dict):
+    """name -> vectorised K(q, c) for activations without a closed form.
+
+    Built on first use by Gauss–Hermite quadrature of the activation's NumPy
+    form (:meth:`derive.layers.Activation.numpy_function`), so that
+    ``import numeric`` stays free of SymPy.
+    """
+
+    def __missing__(self, name):
+        from .quadrature import gaussian_kernel
+        kernel = gaussian_kernel(name)
+        self[name] = kernel
+        return kernel
+
+
+KERNELS = _KernelRegistry()

@@ -1,0 +1,1 @@
+"""verify: PyTorch Monte Carlo checks."""

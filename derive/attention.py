@@ -115,11 +115,16 @@ class Yp(AttentionMoment):
         return sympy.Integer(0)
 
 
-def attention_map(beta, q_in, p_in, T, sigma_v2_value, gain: bool):
-    """(q_S, p_S) of a self-attention layer fed with overlaps (q_in, p_in) (eq. 23)."""
+def attention_map(beta, q_in, p_in, T, sigma_v2_value, gain: bool, moments: dict | None = None):
+    """(q_S, p_S) of a self-attention layer fed with overlaps (q_in, p_in) (eq. 23).
+
+    ``moments`` may name expressions to use for "Y2" and "Yp" (default: the
+    functions :class:`Y2`, :class:`Yp` of the input state).
+    """
+    moments = moments or {"Y2": Y2(beta, q_in, p_in, T), "Yp": Yp(beta, q_in, p_in, T)}
     table = {q: q_in, p: p_in, sigma_v2: sigma_v2_value, T_sym: T,
-             sympy.Symbol("Y2", positive=True): Y2(beta, q_in, p_in, T),
-             sympy.Symbol("Yp", positive=True): Yp(beta, q_in, p_in, T)}
+             sympy.Symbol("Y2", positive=True): moments["Y2"],
+             sympy.Symbol("Yp", positive=True): moments["Yp"]}
     q_s = value_overlap(gain, True).subs(table, simultaneous=True)
     p_s = value_overlap(gain, False).subs(table, simultaneous=True)
     return q_s, p_s

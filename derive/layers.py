@@ -31,7 +31,7 @@ import sympy
 
 from . import gaussian as g
 from . import kernels
-from .attention import attention_map
+from .attention import Y2, Yp, attention_map
 from .symbols import BY_NAME
 
 
@@ -58,9 +58,9 @@ class Context:
     """What a derivation needs besides the state.
 
     ``T``: sequence length (``sympy.oo`` for the paper's asymptotic theory).
-    ``trace``: when a list, every layer appends a step
-    ``(label, q_name, p_name, q_expr, p_expr)`` and hands on fresh symbols,
-    which is how :func:`derive.blocks.algorithm` prints a block as an algorithm.
+    ``trace``: when a list, every layer appends a :class:`Step` of
+    assignments and hands on fresh symbols, which is how
+    :func:`derive.blocks.algorithm` prints a block as an algorithm.
     ``attention_inputs``: the input state of every attention layer, in order
     (what the entropy-collapse criterion looks at).
     """
@@ -70,12 +70,31 @@ class Context:
     attention_inputs: list = field(default_factory=list)
 
     def emit(self, label: str, state: State) -> State:
+        """Record the layer's output state as a step (when tracing) and hand on its symbols."""
         if self.trace is None:
             return state
-        k = len(self.trace) + 1
+        k = sum(1 for step in self.trace if step.is_state) + 1
         qk, pk = sympy.Symbol(f"q_{k}", positive=True), sympy.Symbol(f"p_{k}", positive=True)
-        self.trace.append((label, qk, pk, state.q, state.p))
+        self.trace.append(Step(label, ((qk, state.q), (pk, state.p)), is_state=True))
         return State(qk, pk, state.gaussian, state.centred)
+
+    def define(self, label: str, name: str, expr: sympy.Expr) -> sympy.Expr:
+        """Name an intermediate quantity (e.g. the IPR) as its own step when tracing."""
+        if self.trace is None or expr.is_number:
+            return expr
+        k = sum(1 for step in self.trace if step.is_state) + 1
+        symbol = sympy.Symbol(f"{name}_{k}", real=True)
+        self.trace.append(Step(label, ((symbol, expr),), is_state=False))
+        return symbol
+
+
+@dataclass(frozen=True)
+class Step:
+    """One line of an algorithm: ``assignments`` is a tuple of (symbol, expression)."""
+
+    label: str
+    assignments: tuple
+    is_state: bool = True
 
 
 def parameter(name: str) -> sympy.Symbol:
@@ -134,6 +153,20 @@ class Layer:
         raise NotImplementedError
 
 
+#: Placeholders for a layer's input overlaps: each map is derived on these
+#: (small expressions, cheap to simplify) and then the input state is substituted.
+_Q, _P = sympy.symbols("q_in p_in", positive=True)
+
+
+def _layernorm_map(eps):
+    """LN(X)_t . LN(X)_s / d = q_ts / sqrt((q_tt + eps)(q_ss + eps)) with q_tt = q_ss = q (concentration)."""
+    qt, qs, qts = sympy.symbols("q_tt q_ss q_ts", positive=True)
+    norm = qts / sympy.sqrt((qt + eps) * (qs + eps))
+    diagonal = sympy.simplify(norm.subs({qts: _Q, qt: _Q, qs: _Q}))
+    off = sympy.simplify(norm.subs({qts: _P, qt: _Q, qs: _Q}))
+    return diagonal, off
+
+
 @dataclass(frozen=True)
 class LayerNorm(Layer):
     """X_t -> X_t / sqrt(|X_t|^2/d + eps) (paper eq. 5; no centring, no affine).
@@ -152,12 +185,9 @@ class LayerNorm(Layer):
             raise ValueError(f"LayerNorm eps must be finite and >= 0, got {self.eps}")
 
     def overlap_map(self, state, ctx):
-        qt, qs, qts = sympy.symbols("q_tt q_ss q_ts", positive=True)
-        eps = sympy.nsimplify(self.eps)
-        norm = qts / sympy.sqrt((qt + eps) * (qs + eps))
-        q_new = norm.subs({qts: state.q, qt: state.q, qs: state.q})
-        p_new = norm.subs({qts: state.p, qt: state.q, qs: state.q})
-        return ctx.emit(self.label, State(sympy.simplify(q_new), sympy.simplify(p_new)))
+        q_new, p_new = _layernorm_map(sympy.nsimplify(self.eps))
+        table = {_Q: state.q, _P: state.p}
+        return ctx.emit(self.label, State(q_new.subs(table, simultaneous=True), p_new.subs(table, simultaneous=True)))
 
     def __str__(self):
         opts = [f"eps={self.eps}"] if self.eps else []
@@ -292,8 +322,10 @@ class SelfAttention(Layer):
 
     def overlap_map(self, state, ctx):
         ctx.attention_inputs.append(state)
-        q_s, p_s = attention_map(parameter(self.beta), state.q, state.p, ctx.T,
-                                 parameter(self.sigma_v2), self.gain)
+        beta = parameter(self.beta)
+        moments = {name: ctx.define(f"attention moment {name}", name, fn(beta, state.q, state.p, ctx.T))
+                   for name, fn in (("Y2", Y2), ("Yp", Yp))}
+        q_s, p_s = attention_map(beta, state.q, state.p, ctx.T, parameter(self.sigma_v2), self.gain, moments)
         return ctx.emit(str(self), State(q_s, p_s, gaussian=False, centred=True))
 
     def __str__(self):

@@ -36,7 +36,7 @@ def compiled_throughput(arch, depth, n_beta, n_alpha, T=None, activation="relu",
 
 def naive_throughput(arch, depth, n_points, T=None, activation="relu"):
     """Block updates per second of a Python loop over points, one block map call per point and layer."""
-    block = block_function(arch, activation)
+    block = block_function(arch, activation, T)
     Y2, Yp = moment_functions(T)
     T_value = float("inf") if T is None else float(T)
     rng = np.random.default_rng(0)

@@ -24,7 +24,7 @@ import hashlib
 import pathlib
 
 import sympy
-from sympy.printing.numpy import NumPyPrinter
+from sympy.printing.numpy import SciPyPrinter
 
 PARAMETERS = ("beta", "alpha_sa", "alpha_mlp", "sigma_v2", "sigma_w2", "sigma_b2")
 GENERATED = pathlib.Path(__file__).with_name("_generated.py")
@@ -34,6 +34,7 @@ sympy {sympy_version}; derive sources sha256 {digest}
 """
 # flake8: noqa
 import numpy
+import scipy.special
 from numpy import inf
 
 from .safe import _acos, _asin, _sqrt, KERNELS
@@ -58,7 +59,7 @@ class _SafeAsin(sympy.Function):
         return f"_asin({printer._print(self.args[0])})"
 
 
-class _Printer(NumPyPrinter):
+class _Printer(SciPyPrinter):
     """NumPy printer that calls opaque functions by name (moments, kernels)."""
 
     def __init__(self):
@@ -74,38 +75,91 @@ class _Printer(NumPyPrinter):
     def _print_Infinity(self, expr):
         return "inf"
 
+    def _print_Pi(self, expr):
+        return "numpy.pi"
+
+
+def _one_minus_square(base):
+    """``w`` if ``base`` is 1 - w^2 (so sqrt(base) can be computed as sqrt((1-w)(1+w))), else None."""
+    w = sympy.Wild("w")
+    match = base.match(1 - w**2)
+    return match[w] if match and match[w] != 0 else None
+
+
+def _sqrt_of(base):
+    """sqrt(1 - w^2) as sqrt((1 - w)(1 + w)): 1 - w is exact for w near 1, 1 - w*w is not (rho -> 1)."""
+    w = _one_minus_square(base)
+    return _SafeSqrt((1 - w) * (1 + w), evaluate=False) if w is not None else _SafeSqrt(base)
+
 
 def _safe(expr: sympy.Expr) -> sympy.Expr:
     """Guard sqrt, acos and asin against arguments pushed out of range by rounding."""
-    expr = expr.replace(lambda e: e.is_Pow and e.exp == sympy.S.Half, lambda e: _SafeSqrt(e.base))
-    expr = expr.replace(lambda e: e.is_Pow and e.exp == -sympy.S.Half, lambda e: 1 / _SafeSqrt(e.base))
+    expr = expr.replace(lambda e: e.is_Pow and e.exp == sympy.S.Half, lambda e: _sqrt_of(e.base))
+    expr = expr.replace(lambda e: e.is_Pow and e.exp == -sympy.S.Half, lambda e: 1 / _sqrt_of(e.base))
     expr = expr.replace(sympy.acos, _SafeAcos)
     return expr.replace(sympy.asin, _SafeAsin)
 
 
-def _map_expressions(spec, T):
-    """(q', p', q_att, p_att) of one block of ``spec`` as SymPy expressions."""
+def _steps(spec, T):
+    """The block's algorithm (derive.layers.Step list) and its attention-layer input state."""
     from derive.layers import Context, State
     from derive.symbols import p, q
 
-    ctx = Context(T=T)
-    out = spec.overlap_map(State(q, p), ctx)
+    ctx = Context(T=T, trace=[])
+    spec.overlap_map(State(q, p), ctx)
     if len(ctx.attention_inputs) != 1:
         raise ValueError(f"compiled maps need exactly one attention layer per block, got {len(ctx.attention_inputs)}")
-    (att,) = ctx.attention_inputs
-    return [out.q, out.p, att.q, att.p]
+    return ctx.trace, ctx.attention_inputs[0]
 
 
-def function_source(name: str, spec) -> str:
-    """Python source of the compiled map of ``spec`` (see module docstring)."""
+def _asymptotic(steps, T):
+    """The T -> oo form of an algorithm: Yp = 0 and 1/T = 0 substituted (Y2 stays a call)."""
+    pair = {symbol for step in steps for symbol, expr in step.assignments
+            if not step.is_state and isinstance(expr, sympy.Function) and type(expr).__name__ == "Yp"}
+    out = []
+    for step in steps:
+        if not step.is_state:
+            if not any(symbol in pair for symbol, _ in step.assignments):
+                out.append(step)
+            continue
+        assignments = tuple((s, _at_infinite_T(e.subs({symbol: 0 for symbol in pair}), T))
+                            for s, e in step.assignments)
+        out.append(type(step)(step.label, assignments, True))
+    return out
+
+
+def _at_infinite_T(expr, T):
+    """expr at T -> oo, where T enters only through 1/T (gain control's mean over T tokens)."""
+    if T not in expr.free_symbols:
+        return expr
+    value = sympy.expand(expr).subs(T, sympy.oo)
+    if value.has(sympy.nan, sympy.zoo, sympy.oo, -sympy.oo):
+        raise ValueError(f"cannot take T -> oo in {expr}")
+    return value
+
+
+def function_source(name: str, spec, asymptotic: bool = False) -> str:
+    """Python source of the compiled map of ``spec``: one line per step of its algorithm.
+
+    ``asymptotic=True`` specialises to T -> oo (Yp = 0, 1/T = 0), which saves
+    array operations in the common case; the signature stays the same.
+    """
     T = sympy.Symbol("T", positive=True, integer=True)
-    exprs = [_safe(e) for e in _map_expressions(spec, T)]
-    replacements, reduced = sympy.cse(exprs, symbols=sympy.numbered_symbols("x"), optimizations="basic")
+    steps, attention_input = _steps(spec, T)
+    if asymptotic:
+        steps = _asymptotic(steps, T)
     printer = _Printer()
     args = ", ".join(("q", "p") + PARAMETERS + ("T", "Y2", "Yp"))
     lines = [f"def {name}({args}):", f'    """{_doc(spec)}"""']
-    lines += [f"    {sym} = {printer.doprint(value)}" for sym, value in replacements]
-    lines.append(f"    return ({', '.join(printer.doprint(e) for e in reduced)})")
+    temporaries = sympy.numbered_symbols("t")
+    for step in steps:
+        lines.append(f"    # {step.label.splitlines()[0]}")
+        symbols = [symbol for symbol, _ in step.assignments]
+        shared, reduced = sympy.cse([_safe(expr) for _, expr in step.assignments], symbols=temporaries)
+        lines += [f"    {t} = {printer.doprint(value)}" for t, value in shared]
+        lines += [f"    {symbol} = {printer.doprint(value)}" for symbol, value in zip(symbols, reduced)]
+    (q_out, _), (p_out, _) = steps[-1].assignments
+    lines.append(f"    return {q_out}, {p_out}, {attention_input.q}, {attention_input.p}")
     return "\n".join(lines) + "\n"
 
 
@@ -127,29 +181,55 @@ def derive_digest() -> str:
     return digest.hexdigest()
 
 
+def frozen_moments_source() -> str:
+    """NumPy forms of the frozen-phase moments in the Parisi parameter m (derive.rem).
+
+    ``ipr_frozen(r, m)`` = E sum_s A^r = Gamma(r - m)/(Gamma(r) Gamma(1 - m)),
+    printed through log-Gamma so that large r cannot overflow and m = 1
+    (beta <= beta_c) gives exactly 0; ``ipr_square_frozen(m)`` = E (sum_s A^2)^2.
+    """
+    from derive import rem
+    from derive.symbols import m, r
+
+    printer = _Printer()
+    log_moment = sympy.expand_log(sympy.log(rem.frozen_moment((r,))), force=True)
+    log_moment = log_moment.replace(lambda e: isinstance(e, sympy.log) and isinstance(e.args[0], sympy.gamma),
+                                    lambda e: sympy.loggamma(e.args[0].args[0]))
+    square = sympy.factor(rem.frozen_moment((4,)) + rem.frozen_moment((2, 2)))
+    return (f'def ipr_frozen(r, m):\n    """E sum_s A_ts^r in the frozen phase (PPP / Poisson-Dirichlet(m))."""\n'
+            f"    return numpy.exp({printer.doprint(log_moment)})\n\n\n"
+            f'def ipr2_frozen(m):\n    """E sum_s A_ts^2 in the frozen phase (eq. 4: 1 - beta_c/beta)."""\n'
+            f"    return {printer.doprint(rem.frozen_moment((2,)))}\n\n\n"
+            f'def ipr_square_frozen(m):\n    """E (sum_s A_ts^2)^2 in the frozen phase."""\n'
+            f"    return {printer.doprint(square)}\n")
+
+
 def module_source() -> str:
     """The whole of :mod:`numeric._generated`."""
     from derive.architectures import ARCHITECTURES, architecture
     from derive.kernels import ACTIVATIONS
 
-    parts = [HEADER.format(sympy_version=sympy.__version__, digest=derive_digest())]
+    parts = [HEADER.format(sympy_version=sympy.__version__, digest=derive_digest()), frozen_moments_source()]
     names = []
     for arch in ARCHITECTURES:
         for activation in ACTIVATIONS:
             name = function_name(arch, activation)
-            parts.append(function_source(name, architecture(arch, activation)))
+            spec = architecture(arch, activation)
+            parts.append(function_source(name, spec))
+            parts.append(function_source(name + "__asymptotic", spec, asymptotic=True))
             names.append((arch, activation, name))
-    table = ",\n".join(f"    ({a!r}, {act!r}): {n}" for a, act, n in names)
-    parts.append(f"BLOCK_MAPS = {{\n{table},\n}}\n")
+    for suffix, table_name in (("", "BLOCK_MAPS"), ("__asymptotic", "ASYMPTOTIC_BLOCK_MAPS")):
+        table = ",\n".join(f"    ({a!r}, {act!r}): {n}{suffix}" for a, act, n in names)
+        parts.append(f"{table_name} = {{\n{table},\n}}\n")
     return "\n\n".join(parts)
 
 
-def compile_spec(spec):
+def compile_spec(spec, asymptotic: bool = False):
     """Compile a custom spec at run time (SymPy needed); same signature as the generated maps."""
     from . import safe
 
-    source = function_source("block", spec)
-    namespace = {"numpy": __import__("numpy"), "inf": float("inf"), "_acos": safe._acos,
+    source = function_source("block", spec, asymptotic)
+    namespace = {"numpy": __import__("numpy"), "scipy": __import__("scipy.special"), "inf": float("inf"), "_acos": safe._acos,
                  "_asin": safe._asin, "_sqrt": safe._sqrt, "KERNELS": safe.KERNELS}
     exec(compile(source, f"<compiled {type(spec).__name__}>", "exec"), namespace)
     return namespace["block"]

@@ -13,6 +13,8 @@ Each grid point is iterated through ``depth`` blocks. Phases:
   its finite-T IPR E sum_s A^2 exceeds ``ipr_threshold`` (default 0.5:
   half the attention weight on one key).
 
+A grid value alpha_sa = 0 is evaluated as the limit alpha_sa -> 0+ (at T = oo an
+attention output can vanish exactly; rho stays continuous in that limit).
 Entropy collapse takes precedence over rank collapse (it cannot be cured by
 skip connections, Result 1 discussion). The grid is processed in chunks so
 that all layers of a chunk stay in cache; order of the grid does not matter.
@@ -21,13 +23,15 @@ that all layers of a chunk stay in cache; order of the grid does not matter.
 from __future__ import annotations
 
 import csv
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import validation as check
 from .moments import parisi_m
-from .profile import DEFAULTS, critical_alpha, iterate, prepare
+from .profile import ALPHA_ZERO, DEFAULTS, critical_alpha, iterate, prepare
 
 TRAINABLE, RANK_COLLAPSE, ENTROPY_COLLAPSE = 0, 1, 2
 PHASE_NAMES = {TRAINABLE: "trainable", RANK_COLLAPSE: "rank collapse", ENTROPY_COLLAPSE: "entropy collapse"}
@@ -101,17 +105,24 @@ def trainability_diagram(arch, depth, *, betas, alphas, eps=0.01, T=None, rho0=0
     if "alpha_sa" in params or "beta" in params:
         raise ValueError("trainability_diagram takes betas= and alphas= grids, not beta/alpha_sa")
     B, A = np.meshgrid(betas, alphas)
+    A = np.maximum(A, ALPHA_ZERO)  # alpha_sa = 0 is read as the limit alpha_sa -> 0+
     block, moments, values, depth, T, rho0 = prepare(arch, depth, beta=B.ravel(), T=T, rho0=rho0,
                                                       activation=activation, params={**params, "alpha_sa": A.ravel()})
     rho, condensed = np.empty(B.size), np.empty(B.size, dtype=bool)
-    for start in range(0, B.size, CHUNK):
-        sl = slice(start, start + CHUNK)
-        chunk = {k: np.broadcast_to(v, B.size)[sl] for k, v in values.items()}
-        run = iterate(block, moments, chunk, depth, T, rho0, record=True)
-        rho[sl] = run.rho[-1]
-        condensed[sl] = _condensed(run, chunk["beta"], T, moments[0], criterion, ipr_threshold)
-        if progress is not None:
-            progress(min(CHUNK, B.size - start))
+
+    def run_chunk(sl):
+        chunk = {k: (v[sl] if np.ndim(v) else v) for k, v in values.items()}
+        run = iterate(block, moments, chunk, depth, T, rho0, record=False,
+                      attention="all" if criterion == "any" else "first")
+        rho[sl] = run.p / run.q
+        condensed[sl] = _condensed(run, chunk["beta"], T, moments[0], ipr_threshold)
+        return sl.stop - sl.start
+
+    chunks = [slice(start, min(start + CHUNK, B.size)) for start in range(0, B.size, CHUNK)]
+    with ThreadPoolExecutor(max_workers=_workers(len(chunks))) as pool:
+        for done in pool.map(run_chunk, chunks):
+            if progress is not None:
+                progress(done)
     phase = np.where(condensed, ENTROPY_COLLAPSE, np.where(rho > 1.0 - eps, RANK_COLLAPSE, TRAINABLE))
     boundary = critical_alpha(arch, depth, beta=betas, eps=eps, T=T, rho0=rho0, activation=activation, **params)
     return Diagram(betas, alphas, phase.reshape(B.shape), rho.reshape(B.shape), np.asarray(boundary),
@@ -119,12 +130,16 @@ def trainability_diagram(arch, depth, *, betas, alphas, eps=0.01, T=None, rho0=0
                    {**DEFAULTS, **params, "activation": activation, "rho0": float(rho0)})
 
 
-def _condensed(run, beta, T, Y2, criterion, threshold):
-    """Entropy collapse per point: the first (or any) attention layer condenses."""
-    layers = range(len(run.att_q)) if criterion == "any" else range(min(1, len(run.att_q)))
+def _workers(n_chunks: int) -> int:
+    """Threads for the chunks: NumPy releases the GIL inside its loops, so chunks run in parallel."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cpus, n_chunks))
+
+
+def _condensed(run, beta, T, Y2, threshold):
+    """Entropy collapse per point: an attention layer recorded in ``run`` condenses."""
     out = np.zeros(np.shape(beta), dtype=bool)
-    for l in layers:
-        q_att, p_att = run.att_q[l], run.att_p[l]
+    for q_att, p_att in zip(run.att_q, run.att_p):
         if T is None:
             out |= parisi_m(beta, q_att, p_att) < 1.0
         else:

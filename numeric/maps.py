@@ -13,16 +13,21 @@ from . import validation as check
 _COMPILED: dict[str, object] = {}
 
 
-def block_function(arch, activation: str = "relu"):
-    """The compiled block map ``f(q, p, *params, T, Y2, Yp) -> (q', p', q_att, p_att)``."""
+def block_function(arch, activation: str = "relu", T=None):
+    """The compiled block map ``f(q, p, *params, T, Y2, Yp) -> (q', p', q_att, p_att)``.
+
+    ``T=None`` selects the form specialised to T -> oo.
+    """
     arch = check.architecture(arch)
+    asymptotic = T is None
     if isinstance(arch, str):
-        from ._generated import BLOCK_MAPS
-        return BLOCK_MAPS[(arch, check.activation(activation))]
-    key = repr(arch)
+        from ._generated import ASYMPTOTIC_BLOCK_MAPS, BLOCK_MAPS
+        table = ASYMPTOTIC_BLOCK_MAPS if asymptotic else BLOCK_MAPS
+        return table[(arch, check.activation(activation))]
+    key = (repr(arch), asymptotic)
     if key not in _COMPILED:
         from .codegen import compile_spec
-        _COMPILED[key] = compile_spec(arch)
+        _COMPILED[key] = compile_spec(arch, asymptotic)
     return _COMPILED[key]
 
 

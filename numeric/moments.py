@@ -20,10 +20,13 @@ from . import validation as check
 
 
 def parisi_m(beta, q, p):
-    """m = min(1, beta_c(q, p)/beta), computed as sqrt(2/x) with x = beta^2 q (q - p) (eq. 15)."""
+    """m = min(1, beta_c(q, p)/beta), computed as sqrt(2/max(x, 2)) with x = beta^2 q (q - p) (eq. 15).
+
+    Written without beta_c itself, which diverges as p -> q; x <= 0 (p >= q)
+    gives m = 1, spread attention.
+    """
     x = beta * beta * q * (q - p)
-    frozen = x > 2.0
-    return np.where(frozen, np.sqrt(2.0 / np.where(frozen, x, 2.0)), 1.0)
+    return np.sqrt(2.0 / np.maximum(x, 2.0))
 
 
 def _frozen(name):
@@ -33,12 +36,12 @@ def _frozen(name):
 
 def ipr2_asymptotic(beta, q, p, T=None):
     """Y2 = max(0, 1 - beta_c/beta) (eq. 4) as a block-map moment function."""
-    return _frozen("ipr_frozen")(2.0, parisi_m(beta, q, p))
+    return _frozen("ipr2_frozen")(parisi_m(beta, q, p))
 
 
 def ipr_pair_asymptotic(beta, q, p, T=None):
     """E sum_s A_ts A_t's -> 0 as T -> oo (B.2.2)."""
-    return np.zeros(np.broadcast(beta, q, p).shape)
+    return 0.0
 
 
 def ipr2_finite(beta, q, p, T):
@@ -87,7 +90,7 @@ def ipr_pair(beta, *, q=1.0, p=0.0, T=None):
     q, p = _overlaps(q, p)
     T = check.sequence_length(T)
     if T is None:
-        return _scalar(ipr_pair_asymptotic(beta, q, p))
+        return _scalar(np.zeros(np.broadcast(beta, q, p).shape))
     from . import finite_t
     return _scalar(finite_t.ipr_pair(beta, q=q, p=p, T=T))
 

@@ -43,30 +43,53 @@ def prepare(arch, depth, *, beta, T, rho0, activation, params):
     if unknown:
         raise ValueError(f"unknown parameter(s) {sorted(unknown)}; allowed: beta, {', '.join(DEFAULTS)}")
     values = check.block_parameters(beta=beta, **{**DEFAULTS, **params})
-    return block_function(arch, activation), moment_functions(T), values, depth, T, rho0
+    return block_function(arch, activation, T), moment_functions(T), values, depth, T, rho0
 
 
-def iterate(block, moments, values: dict, depth: int, T, rho0, *, record: bool = True) -> Run:
-    """Apply ``depth`` blocks to q0 = 1, p0 = rho0 (broadcast over the parameter arrays)."""
+def iterate(block, moments, values: dict, depth: int, T, rho0, *, record: bool = True,
+            attention: str = "all") -> Run:
+    """Apply ``depth`` blocks to q0 = 1, p0 = rho0 (broadcast over the parameter arrays).
+
+    ``record``: keep rho after every block. ``attention``: keep the input
+    overlaps of the attention layer of "all" blocks, the "first" only, or "none".
+    """
     Y2, Yp = moments
     T_value = np.inf if T is None else float(T)
     shape = np.broadcast_shapes(np.shape(rho0), *(np.shape(v) for v in values.values()))
     q = np.ones(shape)
     p = np.broadcast_to(rho0, shape).astype(float)
     run = Run(q, p, [p / q] if record else [], [], [])
-    args = [np.broadcast_to(values[k], shape) for k in
-            ("beta", "alpha_sa", "alpha_mlp", "sigma_v2", "sigma_w2", "sigma_b2")]
+    args = [_scalar_or_array(values[k]) for k in ("beta", "alpha_sa", "alpha_mlp", "sigma_v2", "sigma_w2", "sigma_b2")]
     with np.errstate(all="ignore"):
-        for _ in range(depth):
+        for layer in range(depth):
             q, p, q_att, p_att = block(q, p, *args, T_value, Y2, Yp)
             q = np.broadcast_to(q, shape)
+            if not (np.all(q > 0) and np.all(np.isfinite(p))):
+                _vanishing(q, p, values, layer)
             p = np.clip(p, -q, q)
             if record:
                 run.rho.append(p / q)
+            if attention == "all" or (attention == "first" and layer == 0):
                 run.att_q.append(np.broadcast_to(q_att, shape))
                 run.att_p.append(np.broadcast_to(p_att, shape))
     run.q, run.p = q, p
     return run
+
+
+def _vanishing(q, p, values, layer):
+    """A layer's output is exactly zero somewhere (a LayerNorm after it is 0/0): say where and why."""
+    bad = np.atleast_1d(~(q > 0) | ~np.isfinite(p))
+    where = {k: float(np.atleast_1d(np.broadcast_to(v, q.shape))[bad][0]) for k, v in values.items()}
+    raise ValueError(
+        f"the signal vanishes in block {layer + 1} (at {int(bad.sum())} point(s), e.g. {where}): an "
+        "attention branch outputs exactly zero in the T -> oo theory while its skip is off (alpha_sa = 0). "
+        "Spread attention (beta <= beta_c) averages orthogonal tokens (p = 0) to zero, and gain control "
+        "removes that average for any p; use alpha_sa > 0 or a finite T")
+
+
+def _scalar_or_array(value):
+    """A Python float for a 0-d value: the compiled maps then do scalar, not array, arithmetic."""
+    return float(value) if np.ndim(value) == 0 else value
 
 
 def cosine_profile(arch, depth, *, beta, T=None, rho0=0.0, alpha_sa=1.0, alpha_mlp=1.0, sigma_v2=1.0,
@@ -85,7 +108,7 @@ def cosine_profile(arch, depth, *, beta, T=None, rho0=0.0, alpha_sa=1.0, alpha_m
 
 def final_rho(block, moments, values, depth, T, rho0) -> np.ndarray:
     """rho after the last block (no per-layer record)."""
-    run = iterate(block, moments, values, depth, T, rho0, record=False)
+    run = iterate(block, moments, values, depth, T, rho0, record=False, attention="none")
     return run.p / run.q
 
 
@@ -93,8 +116,8 @@ def critical_alpha(arch, depth, *, beta, eps=0.01, T=None, rho0=0.0, activation=
                    alpha_max=1e6, **params):
     """Smallest alpha_sa with rho after ``depth`` blocks <= 1 - eps (Fig. 1c's boundary).
 
-    Vectorised over ``beta`` (and any other parameter). Returns 0 where even
-    alpha_sa = 0 avoids rank collapse and ``inf`` where no alpha_sa <= alpha_max
+    Vectorised over ``beta`` (and any other parameter). Returns 0 where any
+    alpha_sa > 0 avoids rank collapse and ``inf`` where no alpha_sa <= alpha_max
     does (e.g. when the MLP alone collapses the tokens). Relative accuracy ``rtol``.
     """
     eps = check.interval("eps", eps, 0.0, 1.0, closed=False)
@@ -111,9 +134,14 @@ def critical_alpha(arch, depth, *, beta, eps=0.01, T=None, rho0=0.0, activation=
     return _bisect(ok, shape, rtol, alpha_max)
 
 
+#: alpha_sa = 0 in a search or a grid stands for the limit alpha_sa -> 0+: at T = oo an attention
+#: output can vanish exactly (see _vanishing), while rho is continuous as alpha_sa -> 0+.
+ALPHA_ZERO = 1e-12
+
+
 def _bisect(ok, shape, rtol, alpha_max):
-    """Smallest alpha in [0, alpha_max] with ok(alpha), for ok monotone in alpha."""
-    at_zero = ok(np.zeros(shape))
+    """Smallest alpha in (0, alpha_max] with ok(alpha), for ok monotone in alpha (0 if alpha -> 0+ works)."""
+    at_zero = ok(np.full(shape, ALPHA_ZERO))
     hi = np.ones(shape)
     while True:
         good = ok(hi)

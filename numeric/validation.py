@@ -85,7 +85,7 @@ def architecture(arch):
 
 
 def block_parameters(*, beta, alpha_sa, alpha_mlp, sigma_v2, sigma_w2, sigma_b2) -> dict:
-    """Check the block parameters and broadcast them together.
+    """Check the block parameters and that they broadcast together (arrays are not expanded).
 
     beta, sigma_v2, sigma_w2 > 0 (a zero weight variance removes the layer and
     can leave LayerNorm a zero vector); alpha_sa, alpha_mlp, sigma_b2 >= 0.
@@ -94,8 +94,8 @@ def block_parameters(*, beta, alpha_sa, alpha_mlp, sigma_v2, sigma_w2, sigma_b2)
               "alpha_mlp": nonnegative("alpha_mlp", alpha_mlp), "sigma_v2": positive("sigma_v2", sigma_v2),
               "sigma_w2": positive("sigma_w2", sigma_w2), "sigma_b2": nonnegative("sigma_b2", sigma_b2)}
     try:
-        arrays = np.broadcast_arrays(*values.values())
+        np.broadcast_shapes(*(v.shape for v in values.values()))
     except ValueError:
         shapes = {k: v.shape for k, v in values.items()}
         raise ValueError(f"parameters do not broadcast together: {shapes}") from None
-    return dict(zip(values, arrays))
+    return values

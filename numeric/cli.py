@@ -1,0 +1,248 @@
+"""The ``sigprop`` command line.
+
+    sigprop profile  --arch post-ln --depth 30 --beta 1.0 [--T 512] [--plot profile.png] [--json]
+    sigprop diagram  --arch post-ln --depth 60 --betas 0.05:3:128 --alphas 0:4:128 --out diagram.png
+    sigprop alpha-c  --arch post-ln --depth 60 --beta 0.5,1.0,1.4
+    sigprop formula  --arch pre-ln --form latex
+    sigprop bench    --json
+    sigprop figure   1c|2|6 --out fig.png
+
+Parameters carry the paper's names (``--alpha_sa``; ``--alpha-sa`` works too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+from . import validation as check
+
+PARAMETER_HELP = {
+    "alpha_sa": "self-attention residual strength alpha_SA: RES(X) = SA(X) + alpha_SA X (eq. 8)",
+    "alpha_mlp": "MLP residual strength alpha_MLP (eq. 8)",
+    "sigma_v2": "value variance: W_V entries N(0, sigma_v2/d)",
+    "sigma_w2": "MLP weight variance: W entries N(0, sigma_w2/fan_in), both layers (eq. 35)",
+    "sigma_b2": "MLP bias variance: b entries N(0, sigma_b2) (eq. 35)",
+}
+DEFAULTS = {"alpha_sa": 1.0, "alpha_mlp": 1.0, "sigma_v2": 1.0, "sigma_w2": 2.0, "sigma_b2": 0.0}
+
+
+def _floats(text: str) -> np.ndarray:
+    """'0.5,1,2' -> [0.5, 1, 2]; 'start:stop:num' -> linspace(start, stop, num)."""
+    try:
+        if ":" in text:
+            start, stop, num = text.split(":")
+            return np.linspace(float(start), float(stop), int(num))
+        return np.array([float(v) for v in text.split(",")])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a,b,c or start:stop:num, got {text!r}") from None
+
+
+def _T(text: str):
+    if text.lower() in ("inf", "none", "oo"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"T must be an integer >= 2 or 'inf', got {text!r}") from None
+
+
+def _add_model(parser, *, beta=True, alpha_sa=True):
+    parser.add_argument("--arch", default="post-ln", choices=check.ARCHITECTURES,
+                        help="block architecture: post-ln (Alg. 1), pre-ln (Alg. 2), gain-post-ln (Alg. 3), "
+                             "gain-pre-ln (default: post-ln)")
+    parser.add_argument("--depth", type=int, default=30, help="number of blocks (default: 30)")
+    parser.add_argument("--activation", default="relu", choices=check.ACTIVATIONS,
+                        help="MLP activation (default: relu)")
+    if beta:
+        parser.add_argument("--beta", type=float, default=1.0,
+                            help="query/key scale: W_Q, W_K entries N(0, beta sqrt(ln T)/d) (default: 1.0)")
+    parser.add_argument("--T", type=_T, default=None,
+                        help="sequence length: an integer for the exact finite-T theory, inf for T -> oo "
+                             "(default: inf)")
+    parser.add_argument("--rho0", type=float, default=0.0, help="cosine similarity of the input tokens (default: 0)")
+    for name, text in PARAMETER_HELP.items():
+        if name == "alpha_sa" and not alpha_sa:
+            continue
+        parser.add_argument(f"--{name}", f"--{name.replace('_', '-')}", dest=name, type=float,
+                            default=DEFAULTS[name], help=f"{text} (default: {DEFAULTS[name]:g})")
+
+
+def _params(args, *names):
+    return {k: getattr(args, k) for k in names if hasattr(args, k)}
+
+
+def _mlp_params(args):
+    return _params(args, "alpha_mlp", "sigma_v2", "sigma_w2", "sigma_b2")
+
+
+def cmd_profile(args):
+    from .profile import cosine_profile
+    rho = cosine_profile(args.arch, args.depth, beta=args.beta, T=args.T, rho0=args.rho0,
+                         activation=args.activation, alpha_sa=args.alpha_sa, **_mlp_params(args))
+    if args.json:
+        print(json.dumps({"arch": args.arch, "depth": args.depth, "T": args.T, "rho": rho.tolist()}))
+    else:
+        T = "inf" if args.T is None else args.T
+        print(f"# {args.arch}, beta={args.beta:g}, alpha_sa={args.alpha_sa:g}, T={T}")
+        print(f"{'block':>5}  {'rho':>10}")
+        for layer, value in enumerate(rho):
+            print(f"{layer:>5}  {value:>10.6f}")
+    if args.plot:
+        from .plotting import plot_profiles
+        plot_profiles({args.arch: rho}, path=args.plot,
+                      title=f"beta={args.beta:g}, alpha_sa={args.alpha_sa:g}, T={'inf' if args.T is None else args.T}")
+        print(f"wrote {args.plot}", file=sys.stderr)
+
+
+def cmd_diagram(args):
+    from .diagram import trainability_diagram
+    total = len(args.betas) * len(args.alphas)
+    with _progress(total, "diagram") as bar:
+        diagram = trainability_diagram(args.arch, args.depth, betas=args.betas, alphas=args.alphas, eps=args.eps,
+                                       T=args.T, rho0=args.rho0, activation=args.activation,
+                                       criterion=args.criterion, progress=bar, **_mlp_params(args))
+    if args.out:
+        diagram.plot(args.out)
+        print(f"wrote {args.out}", file=sys.stderr)
+    if args.csv:
+        diagram.to_csv(args.csv)
+        print(f"wrote {args.csv}", file=sys.stderr)
+    print(json.dumps(diagram.summary()))
+
+
+def cmd_alpha_c(args):
+    from .profile import critical_alpha
+    alpha = critical_alpha(args.arch, args.depth, beta=args.beta, eps=args.eps, T=args.T, rho0=args.rho0,
+                           activation=args.activation, **_mlp_params(args))
+    alpha = np.atleast_1d(alpha)
+    if args.json:
+        print(json.dumps({"beta": args.beta.tolist(), "critical_alpha": [float(a) for a in alpha]}))
+        return
+    print(f"# smallest alpha_sa with rho after {args.depth} blocks <= 1 - {args.eps:g} ({args.arch})")
+    print(f"{'beta':>8}  {'alpha_c':>12}")
+    for b, a in zip(args.beta, alpha):
+        print(f"{b:>8.4f}  {a:>12.6g}")
+
+
+def cmd_formula(args):
+    import derive
+    print(derive.formula(args.arch, form=args.form, activation=args.activation))
+
+
+def cmd_bench(args):
+    from . import bench
+    result = bench.run(args.arch, args.depth, args.grid, args.naive_points, args.T, args.activation, args.repeats)
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"compiled: {result['compiled_updates_per_s']:.3e} block updates/s "
+          f"({args.grid}x{args.grid} grid, {args.depth} blocks, {result['compiled_seconds']:.2f} s)")
+    print(f"naive:    {result['naive_updates_per_s']:.3e} block updates/s "
+          f"(Python loop over {args.naive_points} points)")
+    print(f"ratio:    {result['ratio']:.0f}x")
+
+
+def cmd_figure(args):
+    from . import figures
+    path = figures.make(args.which, args.out, quick=args.quick, measure=args.measure)
+    print(f"wrote {path}", file=sys.stderr)
+
+
+class _progress:
+    """A tqdm bar that appears only after 2 s (so quick runs stay quiet); a no-op without tqdm."""
+
+    def __init__(self, total, desc):
+        self.total, self.desc, self.bar = total, desc, None
+
+    def __enter__(self):
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            return None
+        self.bar = tqdm(total=self.total, desc=self.desc, unit="pt", delay=2.0, file=sys.stderr)
+        return self.bar.update
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sigprop", description=(
+        "Signal propagation through transformers at initialisation (Giorlandino & Goldt, ICLR 2026): "
+        "depth profiles of the token cosine similarity, critical residual strengths and trainability "
+        "diagrams from the paper's theory, corrected and extended."))
+    sub = parser.add_subparsers(dest="command", metavar="command", required=True)
+
+    p = sub.add_parser("profile", help="cosine similarity rho after every block (table, JSON or plot)")
+    _add_model(p)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--plot", metavar="PNG", help="also draw the profile to this file")
+    p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser("diagram", help="trainability diagram over (beta, alpha_sa): PNG, CSV and a JSON summary")
+    _add_model(p, beta=False, alpha_sa=False)
+    p.set_defaults(depth=60)
+    p.add_argument("--betas", type=_floats, default=np.linspace(0.05, 3.0, 128),
+                   help="beta grid: a,b,c or start:stop:num (default: 0.05:3:128)")
+    p.add_argument("--alphas", type=_floats, default=np.linspace(0.0, 4.0, 128),
+                   help="alpha_sa grid: a,b,c or start:stop:num (default: 0:4:128)")
+    p.add_argument("--eps", type=float, default=0.01, help="rank collapse: rho after the last block > 1 - eps")
+    p.add_argument("--criterion", choices=("first", "any"), default="first",
+                   help="entropy collapse when the first attention layer (paper, Fig. 1c) or any layer "
+                        "condenses (default: first)")
+    p.add_argument("--out", metavar="PNG", default="diagram.png", help="image path (default: diagram.png)")
+    p.add_argument("--csv", metavar="CSV", help="also write one row per grid point")
+    p.set_defaults(func=cmd_diagram)
+
+    p = sub.add_parser("alpha-c", help="critical alpha_sa: smallest residual strength avoiding rank collapse")
+    _add_model(p, beta=False, alpha_sa=False)
+    p.add_argument("--beta", type=_floats, default=np.array([0.5, 1.0, 1.4]),
+                   help="beta values: a,b,c or start:stop:num (default: 0.5,1.0,1.4)")
+    p.add_argument("--eps", type=float, default=0.01, help="rank collapse threshold (default: 0.01)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_alpha_c)
+
+    p = sub.add_parser("formula", help="a block map as a LaTeX algorithm or a Python function (from derive)")
+    p.add_argument("--arch", default="post-ln", choices=check.ARCHITECTURES, help="block architecture")
+    p.add_argument("--activation", default="relu", choices=check.ACTIVATIONS, help="MLP activation")
+    p.add_argument("--form", choices=("latex", "python"), default="latex", help="output form (default: latex)")
+    p.set_defaults(func=cmd_formula)
+
+    p = sub.add_parser("bench", help="compiled block-map throughput against a plain Python loop, same run")
+    p.add_argument("--arch", default="post-ln", choices=check.ARCHITECTURES, help="block architecture")
+    p.add_argument("--activation", default="relu", choices=check.ACTIVATIONS, help="MLP activation")
+    p.add_argument("--depth", type=int, default=60, help="blocks per grid point (default: 60)")
+    p.add_argument("--grid", type=int, default=512, help="grid points per axis (default: 512)")
+    p.add_argument("--naive-points", type=int, default=300, help="points in the Python loop (default: 300)")
+    p.add_argument("--T", type=_T, default=None, help="sequence length (default: inf)")
+    p.add_argument("--repeats", type=int, default=1, help="time the compiled side this often, keep the best")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("figure", help="reproduce a figure of the paper: 1c, 2, 6")
+    p.add_argument("which", help="figure: 1c (trainability diagram), 2 (profiles), 6 (tanh fixed point)")
+    p.add_argument("--out", metavar="PNG", help="image path (default: figure-<which>.png)")
+    p.add_argument("--quick", action="store_true", help="small sizes (for tests)")
+    p.add_argument("--measure", action="store_true", help="add Monte Carlo measurements (needs torch)")
+    p.set_defaults(func=cmd_figure)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except ValueError as exc:
+        print(f"sigprop {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -125,6 +125,9 @@ def attention_map(beta, q_in, p_in, T, sigma_v2_value, gain: bool, moments: dict
     table = {q: q_in, p: p_in, sigma_v2: sigma_v2_value, T_sym: T,
              sympy.Symbol("Y2", positive=True): moments["Y2"],
              sympy.Symbol("Yp", positive=True): moments["Yp"]}
-    q_s = value_overlap(gain, True).subs(table, simultaneous=True)
-    p_s = value_overlap(gain, False).subs(table, simultaneous=True)
-    return q_s, p_s
+    return tuple(_at(value_overlap(gain, same), T).subs(table, simultaneous=True) for same in (True, False))
+
+
+def _at(expr, T):
+    """``expr`` ready for T: expanded when T = oo, so that 1/T terms vanish instead of giving oo/oo."""
+    return sympy.expand(expr) if T is sympy.oo else expr

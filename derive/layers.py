@@ -254,8 +254,7 @@ class Linear(Layer):
 
     def torch_forward(self, x, weights, params):
         d_in = x.shape[-1]
-        W = _per_seed(weights["W"], x) * math.sqrt(_value(params, self.weight) / d_in)
-        y = x @ W.transpose(-1, -2)
+        y = (x @ _per_seed(weights["W"], x).transpose(-1, -2)) * math.sqrt(_value(params, self.weight) / d_in)
         if self.bias:
             y = y + _per_seed(weights["b"], x) * math.sqrt(_value(params, self.bias))
         return y
@@ -338,38 +337,41 @@ class SelfAttention(Layer):
             raise ValueError(f"d={d} is not divisible by heads={self.heads}")
         return {k: _normal((n_seeds, d, d), 1.0, generator, dtype, device) for k in ("W_Q", "W_K", "W_V")}
 
-    def torch_forward(self, x, weights, params):
-        import torch
-        n_seeds, T, d = x.shape[0], x.shape[-2], x.shape[-1]
+    def torch_scores(self, x, weights, params):
+        """The scores a_ts (seeds, [batch...,] heads, T, T) of eq. (6) for input ``x``.
+
+        One place for the query/key convention (W_Q, W_K entries N(0, beta sqrt(ln T)/d),
+        divided by sqrt(d_h)), shared by :meth:`torch_forward` and :meth:`torch_attention`.
+        """
+        T, d = x.shape[-2], x.shape[-1]
         if T < 2:
             raise ValueError(f"self-attention needs T >= 2 tokens, got T={T}")
-        std_qk = math.sqrt(_value(params, self.beta) * math.sqrt(math.log(T)) / d)
-        std_v = math.sqrt(_value(params, self.sigma_v2) / d)
-        d_h = d // self.heads
+        var_qk = _value(params, self.beta) * math.sqrt(math.log(T)) / d
+        queries, keys = self._heads(x, weights["W_Q"]), self._heads(x, weights["W_K"])
+        return (queries @ keys.transpose(-1, -2)) * (var_qk / math.sqrt(d // self.heads))
 
-        def heads(w, scale):
-            y = x @ (_per_seed(w, x) * scale).transpose(-1, -2)
-            return y.reshape(*x.shape[:-1], self.heads, d_h).transpose(-2, -3)
+    def _heads(self, x, w):
+        """x W^T with unit-variance W, split into heads: (seeds, [batch...,] heads, T, d_h).
 
-        queries, keys = heads(weights["W_Q"], std_qk), heads(weights["W_K"], std_qk)
-        values = heads(weights["W_V"], std_v)
-        scores = queries @ keys.transpose(-1, -2) / math.sqrt(d_h)
-        attention = torch.softmax(scores, dim=-1)
+        The variances are applied to the (smaller) products, not to the weights.
+        """
+        y = x @ _per_seed(w, x).transpose(-1, -2)
+        return y.reshape(*x.shape[:-1], self.heads, x.shape[-1] // self.heads).transpose(-2, -3)
+
+    def torch_forward(self, x, weights, params):
+        import torch
+        attention = torch.softmax(self.torch_scores(x, weights, params), dim=-1)
+        values = self._heads(x, weights["W_V"])
         out = attention @ values
         if self.gain:
             out = out - values.mean(dim=-2, keepdim=True)
-        return out.transpose(-2, -3).reshape(x.shape)
+        std_v = math.sqrt(_value(params, self.sigma_v2) / x.shape[-1])
+        return out.transpose(-2, -3).reshape(x.shape) * std_v
 
     def torch_attention(self, x, weights, params):
-        """The attention matrices A (seeds, heads, T, T) of this layer for input ``x``."""
+        """The attention matrices A (seeds, [batch...,] heads, T, T) of this layer for input ``x``."""
         import torch
-        T, d = x.shape[-2], x.shape[-1]
-        std_qk = math.sqrt(_value(params, self.beta) * math.sqrt(math.log(T)) / d)
-        d_h = d // self.heads
-        qs = (x @ (_per_seed(weights["W_Q"], x) * std_qk).transpose(-1, -2)).reshape(*x.shape[:-1], self.heads, d_h)
-        ks = (x @ (_per_seed(weights["W_K"], x) * std_qk).transpose(-1, -2)).reshape(*x.shape[:-1], self.heads, d_h)
-        scores = qs.transpose(-2, -3) @ ks.transpose(-2, -3).transpose(-1, -2) / math.sqrt(d_h)
-        return torch.softmax(scores, dim=-1)
+        return torch.softmax(self.torch_scores(x, weights, params), dim=-1)
 
 
 @dataclass(frozen=True)

@@ -79,17 +79,31 @@ class _Printer(SciPyPrinter):
         return "numpy.pi"
 
 
-def _one_minus_square(base):
-    """``w`` if ``base`` is 1 - w^2 (so sqrt(base) can be computed as sqrt((1-w)(1+w))), else None."""
-    w = sympy.Wild("w")
-    match = base.match(1 - w**2)
-    return match[w] if match and match[w] != 0 else None
+def _difference_of_squares(base):
+    """(a, b) with base = a^2 - b^2 for rational a, b (1 - p^2/q^2, q^2 - p^2, ...), else None."""
+    rational = [lambda e: e.is_rational_function() and not e.has(sympy.I) and e != 0]
+    a, b = sympy.Wild("a", properties=rational), sympy.Wild("b", properties=rational)
+    match = base.match(a**2 - b**2)
+    if not match or sympy.expand(match[a] ** 2 - match[b] ** 2 - base) != 0:
+        return None
+    return match[a], match[b]
 
 
 def _sqrt_of(base):
-    """sqrt(1 - w^2) as sqrt((1 - w)(1 + w)): 1 - w is exact for w near 1, 1 - w*w is not (rho -> 1)."""
-    w = _one_minus_square(base)
-    return _SafeSqrt((1 - w) * (1 + w), evaluate=False) if w is not None else _SafeSqrt(base)
+    """sqrt(a^2 - b^2) as a sqrt((1 - w)(1 + w)), w = b/a.
+
+    Near w -> 1 (tokens all but collapsed) 1 - w is exact while a^2 - b^2 and
+    1 - w*w are not, and the result then depends on the *same* rounded ratio
+    w as the kernel's other terms (acos(w), asin(w)), so the rounding cancels
+    as the singular derivatives do in exact arithmetic.
+    """
+    pair = _difference_of_squares(base)
+    if pair is None:
+        return _SafeSqrt(base)
+    a, b = pair
+    w = sympy.cancel(b / a)
+    root = _SafeSqrt((1 - w) * (1 + w), evaluate=False)
+    return root if a == 1 else a * root
 
 
 def _safe(expr: sympy.Expr) -> sympy.Expr:

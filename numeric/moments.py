@@ -25,7 +25,8 @@ def parisi_m(beta, q, p):
     Written without beta_c itself, which diverges as p -> q; x <= 0 (p >= q)
     gives m = 1, spread attention.
     """
-    x = beta * beta * q * (q - p)
+    with np.errstate(over="ignore"):  # beta^2 = inf for beta > 1e154: m = 0, the fully frozen limit
+        x = beta * beta * q * (q - p)
     return np.sqrt(2.0 / np.maximum(x, 2.0))
 
 

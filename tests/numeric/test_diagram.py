@@ -1,0 +1,102 @@
+"""Trainability diagrams (numeric.diagram): phases agree with critical_alpha and beta_c."""
+
+import csv
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import numeric
+from numeric.diagram import ENTROPY_COLLAPSE, RANK_COLLAPSE, TRAINABLE
+
+BETAS = np.linspace(0.1, 2.5, 25)
+ALPHAS = np.linspace(0.0, 3.0, 31)
+
+
+@pytest.fixture(scope="module")
+def diagram():
+    return numeric.trainability_diagram("post-ln", 30, betas=BETAS, alphas=ALPHAS, eps=0.01)
+
+
+def test_shapes(diagram):
+    assert diagram.phase.shape == diagram.rho.shape == (len(ALPHAS), len(BETAS))
+    assert diagram.critical_alpha.shape == (len(BETAS),)
+    np.testing.assert_array_equal(diagram.betas, BETAS)
+
+
+def test_entropy_collapse_above_beta_c_of_orthogonal_tokens(diagram):
+    """Fig. 1(c): phase 2 exactly where beta > beta_c(q=1, p=0) = sqrt(2)."""
+    above = BETAS > np.sqrt(2.0)
+    assert np.all(diagram.phase[:, above] == ENTROPY_COLLAPSE)
+    assert np.all(diagram.phase[:, ~above] != ENTROPY_COLLAPSE)
+
+
+def test_rank_collapse_boundary_is_critical_alpha(diagram):
+    below = BETAS <= np.sqrt(2.0)
+    for j in np.nonzero(below)[0]:
+        a_c = diagram.critical_alpha[j]
+        column = diagram.phase[:, j]
+        np.testing.assert_array_equal(column[ALPHAS > a_c * (1 + 1e-6)], TRAINABLE)
+        np.testing.assert_array_equal(column[ALPHAS < a_c * (1 - 1e-6)], RANK_COLLAPSE)
+    np.testing.assert_allclose(diagram.critical_alpha, numeric.critical_alpha("post-ln", 30, beta=BETAS),
+                               rtol=0, atol=0)
+
+
+def test_rho_matches_profile(diagram):
+    i, j = 7, 5
+    want = numeric.cosine_profile("post-ln", 30, beta=BETAS[j], alpha_sa=ALPHAS[i])[-1]
+    assert diagram.rho[i, j] == pytest.approx(want, abs=1e-15)
+
+
+@given(st.permutations(list(range(6))), st.permutations(list(range(5))))
+def test_invariant_to_grid_order(perm_b, perm_a):
+    betas, alphas = np.linspace(0.5, 2.0, 6), np.linspace(0.2, 2.2, 5)
+    base = numeric.trainability_diagram("pre-ln", 20, betas=betas, alphas=alphas)
+    shuffled = numeric.trainability_diagram("pre-ln", 20, betas=betas[perm_b], alphas=alphas[perm_a])
+    np.testing.assert_array_equal(shuffled.phase, base.phase[np.ix_(perm_a, perm_b)])
+    np.testing.assert_array_equal(shuffled.rho, base.rho[np.ix_(perm_a, perm_b)])
+
+
+def test_stricter_criterion_marks_more_entropy_collapse():
+    """'any': a later layer condenses though the first does not, when rho falls with depth
+    (beta_c(q, p) = sqrt(2/(q(q-p))) falls with it): correlated inputs, a decorrelating erf MLP."""
+    kw = dict(betas=np.linspace(0.5, 5.0, 46), alphas=np.linspace(0.5, 3.0, 6), rho0=0.8, activation="erf",
+              sigma_w2=10.0)
+    first = numeric.trainability_diagram("pre-ln", 20, criterion="first", **kw)
+    strict = numeric.trainability_diagram("pre-ln", 20, criterion="any", **kw)
+    assert np.all(strict.phase[first.phase == ENTROPY_COLLAPSE] == ENTROPY_COLLAPSE)
+    assert (strict.phase == ENTROPY_COLLAPSE).sum() > (first.phase == ENTROPY_COLLAPSE).sum()
+
+
+def test_csv_and_plot(tmp_path, diagram):
+    path = tmp_path / "d.csv"
+    diagram.to_csv(path)
+    rows = list(csv.DictReader(open(path)))
+    assert len(rows) == diagram.phase.size
+    row = rows[3 * len(BETAS) + 4]
+    assert float(row["beta"]) == BETAS[4] and float(row["alpha_sa"]) == ALPHAS[3]
+    assert int(row["phase"]) == diagram.phase[3, 4]
+    png = tmp_path / "d.png"
+    diagram.plot(png)
+    assert png.stat().st_size > 10_000
+
+
+def test_summary_counts(diagram):
+    summary = diagram.summary()
+    assert sum(summary["phases"].values()) == diagram.phase.size
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(betas=[], alphas=[1.0]), "betas"),
+    (dict(betas=[1.0], alphas=[]), "alphas"),
+    (dict(betas=[[1.0, 2.0]], alphas=[1.0]), "betas"),
+    (dict(betas=[0.0, 1.0], alphas=[1.0]), "betas"),
+    (dict(betas=[1.0], alphas=[-1.0]), "alphas"),
+    (dict(betas=[1.0], alphas=[1.0], eps=2.0), "eps"),
+    (dict(betas=[1.0], alphas=[1.0], criterion="all"), "criterion"),
+    (dict(betas=[1.0], alphas=[1.0], beta=1.0), "betas= and alphas="),
+])
+def test_bad_input(kw, match):
+    with pytest.raises(ValueError, match=match):
+        numeric.trainability_diagram("post-ln", 5, **kw)

@@ -1,0 +1,296 @@
+"""Monte Carlo measurements of the theory's quantities, each with a standard error over seeds.
+
+Every function draws ``seeds`` independent initialisations in one batched
+torch program (:mod:`verify.torch_view`), reduces each to one number per seed
+(or one row of numbers), and returns an :class:`Estimate`: the per-seed
+samples, their mean and the standard error of the mean. Seeds are the
+independent units; everything inside one seed (tokens, rows, batch) is
+averaged first.
+
+Definitions, matching the theory (DESIGN.md, paper eq. 1):
+
+- per seed, q̂ = mean_t |X_t|^2/d and p̂ = mean_{t != s} X_t.X_s/d over the
+  tokens of its sequences (averaged over its batch), and ρ̂ = p̂/q̂. The
+  theory's ρ = p/q is the ratio of the *averaged* overlap to the averaged norm
+  (B.6.1: ρ = E<q_ts>/E<q_tt>), so ρ̂ is a ratio of token averages, not an
+  average of per-pair cosines; its bias over the ratio of expectations is
+  O(1/(d T)), far below the standard errors used here;
+- the attention moments of a row t (eqs. 2, 22): Y2 = Σ_s A_ts², Y3 = Σ_s A_ts³,
+  (Y2)² and the pair term Σ_s A_ts A_t's (t != t'), averaged over the rows
+  (pairs of rows) of one attention matrix;
+- the query gradient (B.4-B.5): ||∂L/∂W_Q||_F² for L = Σ_{t,i} G_ti S(X)_ti,
+  G i.i.d. N(0, 1), by autograd, with respect to W_Q itself (entries of
+  variance β √(ln T)/d), not its unit-variance parametrisation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from derive.layers import SelfAttention
+
+from .torch_view import (build, make_generator, positive_int, resolve_device, resolve_dtype, sequence_length,
+                         tokens)
+
+#: Most score entries (rows x T) held at once when sampling Gaussian scores.
+GAUSSIAN_CHUNK = 1 << 22
+
+
+# --- estimates ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Estimate:
+    """Per-seed ``samples`` (n, *shape); ``mean`` and ``se`` = std/√n over the n seeds."""
+
+    samples: np.ndarray
+
+    @classmethod
+    def of(cls, values) -> "Estimate":
+        """From a tensor or array whose first axis runs over independent seeds."""
+        if isinstance(values, torch.Tensor):
+            values = values.detach().to("cpu", torch.float64).numpy()
+        return cls(np.asarray(values, dtype=np.float64))
+
+    @property
+    def n(self) -> int:
+        return int(self.samples.shape[0])
+
+    @property
+    def mean(self):
+        return _scalar(self.samples.mean(axis=0))
+
+    @property
+    def se(self):
+        if self.n < 2:
+            return _scalar(np.full(self.samples.shape[1:], np.nan))
+        return _scalar(self.samples.std(axis=0, ddof=1) / math.sqrt(self.n))
+
+    def __getitem__(self, index) -> "Estimate":
+        """The estimate of one entry (or slice) of a vector quantity, e.g. one block of a profile."""
+        return Estimate(self.samples[:, index])
+
+    def __repr__(self):
+        return f"Estimate(mean={self.mean!r}, se={self.se!r}, n={self.n})"
+
+
+def _scalar(x):
+    return float(x) if np.ndim(x) == 0 else x
+
+
+@dataclass(frozen=True)
+class Profile:
+    """q, p and ρ = p/q before the first block and after each block: Estimates of shape (depth + 1,)."""
+
+    q: Estimate
+    p: Estimate
+    rho: Estimate
+
+
+@dataclass(frozen=True)
+class Moments:
+    """Attention moments of one row (eqs. 2, 22; B.5): E Y2, E Y3, E (Y2)², E Σ_s A_ts A_t's."""
+
+    ipr2: Estimate
+    ipr3: Estimate
+    ipr_square: Estimate
+    pair: Estimate
+
+
+@dataclass(frozen=True)
+class ScoreStatistics:
+    """Second moments of the scores a_ts (eq. 9 with eq. 6's convention).
+
+    ``var``: E a_ts²; ``same_row``: E a_ts a_ts' (s != s'); ``same_column``:
+    E a_ts a_t's (t != t'); ``disjoint``: E a_ts a_t's' (t != t', s != s').
+    """
+
+    var: Estimate
+    same_row: Estimate
+    same_column: Estimate
+    disjoint: Estimate
+
+
+# --- overlaps -------------------------------------------------------------------------
+
+def overlap_samples(x: torch.Tensor):
+    """Per-seed (q̂, p̂) of tokens x (seeds, [batch...,] T, d), averaged over the batch (module docstring).
+
+    p̂ uses |Σ_t X_t|² = Σ_t |X_t|² + Σ_{t != s} X_t.X_s, so it costs O(T d).
+    """
+    T, d = x.shape[-2], x.shape[-1]
+    norms = x.pow(2).sum(-1)
+    q = norms.mean(-1) / d
+    p = (x.sum(-2).pow(2).sum(-1) - norms.sum(-1)) / (d * T * (T - 1))
+    batch_dims = tuple(range(1, q.dim()))
+    if batch_dims:
+        q, p = q.mean(batch_dims), p.mean(batch_dims)
+    return q, p
+
+
+def _check_sizes(T, d, seeds):
+    return sequence_length(T), positive_int("d", d), positive_int("seeds", seeds)
+
+
+def _setup(device, dtype, seed):
+    device = resolve_device(device)
+    return device, resolve_dtype(dtype), make_generator(seed, None, device)
+
+
+def profile(arch, depth: int, *, beta: float, T: int, d: int, seeds: int, rho0: float = 0.0, q0: float = 1.0,
+            activation: str = "relu", heads: int = 1, batch: int = 1, kind: str = "basis", device=None,
+            dtype=torch.float64, seed: int = 0, **params) -> Profile:
+    """q, p, ρ before block 1 and after each of ``depth`` blocks of ``arch`` (compare numeric.cosine_profile).
+
+    Inputs have norm ``q0`` (the theory's 1) and cosine similarity ``rho0`` (:func:`verify.torch_view.tokens`);
+    ``batch`` sequences per seed share the seed's weights. ``params``: alpha_sa,
+    alpha_mlp, sigma_v2, sigma_w2, sigma_b2.
+    """
+    T, d, seeds = _check_sizes(T, d, seeds)
+    batch = positive_int("batch", batch)
+    device, dtype, generator = _setup(device, dtype, seed)
+    stack = build(arch, d, seeds=seeds, depth=depth, params={"beta": beta, **params}, activation=activation,
+                  heads=heads, device=device, dtype=dtype, generator=generator)
+    x = tokens(seeds, T, d, rho0=rho0, q0=q0, batch=(batch,) if batch > 1 else (), kind=kind, device=device,
+               dtype=dtype, generator=generator)
+    qs, ps = [], []
+    with torch.no_grad():
+        for k in range(depth + 1):
+            if k:
+                x = stack.blocks[k - 1](x)
+            q, p = overlap_samples(x)
+            qs.append(q)
+            ps.append(p)
+    q, p = torch.stack(qs, dim=1), torch.stack(ps, dim=1)
+    return Profile(Estimate.of(q), Estimate.of(p), Estimate.of(p / q))
+
+
+# --- attention alone ------------------------------------------------------------------
+
+def _attention_layer(beta, T, d, seeds, q, p, heads, sigma_v2, gain, device, dtype, seed):
+    """(spec, stack of one attention layer, exact input tokens with overlaps (q, p), generator)."""
+    T, d, seeds = _check_sizes(T, d, seeds)
+    if not (q > 0 and 0.0 <= p <= q):
+        raise ValueError(f"need q > 0 and 0 <= p <= q (tokens with a common component), got q={q}, p={p}")
+    device, dtype, generator = _setup(device, dtype, seed)
+    spec = SelfAttention(gain=gain, heads=positive_int("heads", heads))
+    stack = build(spec, d, seeds=seeds, params={"beta": beta, "sigma_v2": sigma_v2}, device=device, dtype=dtype,
+                  generator=generator)
+    x = tokens(seeds, T, d, rho0=p / q, q0=q, device=device, dtype=dtype, generator=generator)
+    return spec, stack, x, generator
+
+
+def row_moments(A: torch.Tensor):
+    """Per-matrix (Y2, Y3, Y2², pair) of attention matrices A (..., T, T), averaged over rows / row pairs.
+
+    The pair term uses Σ_{t != t'} Σ_s A_ts A_t's = Σ_s (Σ_t A_ts)² - Σ_t Σ_s A_ts².
+    """
+    T = A.shape[-1]
+    y2 = A.pow(2).sum(-1)
+    y3 = A.pow(3).sum(-1)
+    pair = (A.sum(-2).pow(2).sum(-1) - y2.sum(-1)) / (T * (T - 1))
+    return y2.mean(-1), y3.mean(-1), y2.pow(2).mean(-1), pair
+
+
+def _moments(values) -> Moments:
+    return Moments(*(Estimate.of(v.reshape(-1)) for v in values))
+
+
+def attention_moments(beta: float, *, T: int, d: int, seeds: int, q: float = 1.0, p: float = 0.0, heads: int = 1,
+                      device=None, dtype=torch.float64, seed: int = 0) -> Moments:
+    """Row moments of a real attention layer (X, W_Q, W_K) fed exact tokens with overlaps (q, p).
+
+    Every (seed, head) is an independent sample: the heads use disjoint rows
+    of W_Q, W_K and the input Gram matrix is the same in every seed.
+    """
+    spec, stack, x, _ = _attention_layer(beta, T, d, seeds, q, p, heads, 1.0, False, device, dtype, seed)
+    with torch.no_grad():
+        A = spec.torch_attention(x, stack.blocks[0].layer_weights(), stack.params)
+    return _moments(row_moments(A))
+
+
+def gaussian_moments(beta: float, *, T: int, samples: int, q: float = 1.0, p: float = 0.0, device=None,
+                     dtype=torch.float64, seed: int = 0) -> Moments:
+    """Row moments from Gaussian scores with the exact covariance of eq. (9) (cheap; any T).
+
+    With Cov(a_ts, a_kl) = β² ln T q_tk q_sl and q_ts = p + (q - p) δ_ts, a row
+    is a row constant plus b x_s with x_s i.i.d. N(0, 1) and b = β √(ln T q (q - p));
+    two rows t != t' have corr(x_s, x'_s) = p/q (numeric/finite_t.py). The row
+    constant cancels in the softmax. Each sample is a pair of rows; Y2, Y3 and
+    (Y2)² are averaged over its two rows.
+    """
+    T, samples = sequence_length(T), positive_int("samples", samples)
+    if not (q > 0 and 0.0 <= p <= q):
+        raise ValueError(f"need q > 0 and 0 <= p <= q, got q={q}, p={p}")
+    device, dtype, generator = _setup(device, dtype, seed)
+    b, c = beta * math.sqrt(math.log(T) * q * (q - p)), p / q
+    chunk = max(1, GAUSSIAN_CHUNK // T)
+    parts = []
+    for start in range(0, samples, chunk):
+        n = min(chunk, samples - start)
+        shared, own = (torch.randn(n, 2, T, generator=generator, dtype=dtype, device=device) for _ in range(2))
+        x = math.sqrt(c) * shared[:, :1] + math.sqrt(1.0 - c) * own
+        A = torch.softmax(b * x, dim=-1)
+        y2, y3 = A.pow(2).sum(-1), A.pow(3).sum(-1)
+        parts.append(torch.stack([y2.mean(-1), y3.mean(-1), y2.pow(2).mean(-1), (A[:, 0] * A[:, 1]).sum(-1)], -1))
+    values = torch.cat(parts)
+    return _moments(values.unbind(-1))
+
+
+def attention_overlaps(beta: float, *, T: int, d: int, seeds: int, q: float = 1.0, p: float = 0.0,
+                       sigma_v2: float = 1.0, gain: bool = False, heads: int = 1, device=None,
+                       dtype=torch.float64, seed: int = 0):
+    """(q̂_S, p̂_S, moments) of S(X) for a self-attention layer alone (eqs. 7, 20-23; gain control, section 3).
+
+    ``moments`` are the row moments of the same attention matrices (head-averaged
+    per seed), so that E[q_S | A] = σ_v² (p + (q - p) Ŷ2) can be checked seed by seed.
+    """
+    spec, stack, x, _ = _attention_layer(beta, T, d, seeds, q, p, heads, sigma_v2, gain, device, dtype, seed)
+    with torch.no_grad():
+        out = stack(x)
+        A = spec.torch_attention(x, stack.blocks[0].layer_weights(), stack.params)
+    q_s, p_s = overlap_samples(out)
+    moments = Moments(*(Estimate.of(v.mean(-1)) for v in row_moments(A)))
+    return Estimate.of(q_s), Estimate.of(p_s), moments
+
+
+def score_statistics(beta: float, *, T: int, d: int, seeds: int, q: float = 1.0, p: float = 0.0, heads: int = 1,
+                     device=None, dtype=torch.float64, seed: int = 0) -> ScoreStatistics:
+    """Second moments of the real scores a_ts (eq. 6) per (seed, head) sample.
+
+    Theory (eq. 9 with Result 1's variances, exact at any d for exact tokens):
+    E a_ts a_τσ = β² ln T q_tτ q_sσ, i.e. (var, same_row, same_column, disjoint)
+    = β² ln T (q², q p, q p, p²).
+    """
+    spec, stack, x, _ = _attention_layer(beta, T, d, seeds, q, p, heads, 1.0, False, device, dtype, seed)
+    with torch.no_grad():
+        a = spec.torch_scores(x, stack.blocks[0].layer_weights(), stack.params)
+    squares = a.pow(2).sum((-1, -2))
+    rows, columns, total = a.sum(-1).pow(2).sum(-1), a.sum(-2).pow(2).sum(-1), a.sum((-1, -2)).pow(2)
+    n = T * (T - 1)
+    values = (squares / (T * T), (rows - squares) / (T * n), (columns - squares) / (T * n),
+              (total - rows - columns + squares) / (n * n))
+    return ScoreStatistics(*(Estimate.of(v.reshape(-1)) for v in values))
+
+
+# --- the backward pass ----------------------------------------------------------------
+
+def query_gradient(beta: float, *, T: int, d: int, seeds: int, q: float = 1.0, p: float = 0.0,
+                   sigma_v2: float = 1.0, gain: bool = False, heads: int = 1, device=None, dtype=torch.float64,
+                   seed: int = 0) -> Estimate:
+    """||∂L/∂W_Q||_F² per seed by autograd, L = Σ_{t,i} G_ti S(X)_ti with G i.i.d. N(0, 1) (B.4, eq. 26).
+
+    W_Q = s Ŵ with Ŵ the unit-variance parameter and s = √(β √(ln T)/d), so
+    ∂L/∂W_Q = (∂L/∂Ŵ)/s. Averaging over G gives the squared Frobenius norm of the
+    Jacobian ∂S/∂W_Q (eq. 28); averaging over seeds, its expectation.
+    """
+    spec, stack, x, generator = _attention_layer(beta, T, d, seeds, q, p, heads, sigma_v2, gain, device, dtype,
+                                                 seed)
+    G = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    (G * stack(x)).sum().backward()
+    scale = math.sqrt(beta * math.sqrt(math.log(T)) / d)
+    grad = stack.blocks[0].weights["W_Q"].grad / scale
+    return Estimate.of(grad.pow(2).sum((-1, -2)))

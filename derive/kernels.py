@@ -139,22 +139,31 @@ def _gaussian_moment(n):
     return sympy.factor(sympy.simplify(full * exp(-_B**2 / (4 * _A))))
 
 
-def _eliminate_c_squared(expr):
-    """Rewrite a rational expression so that c enters at most linearly, via c^2 = q^2 - D.
+def _reduce_root(expr, root, square):
+    """Rewrite a rational expression so that ``root`` enters at most linearly.
 
-    This keeps every radicand a polynomial in (q, D) with positive coefficients,
-    so SymPy can split and cancel square roots without case analysis.
+    Even powers are replaced by powers of ``square`` (= root^2); numerator and
+    denominator come back factored.
     """
     num, den = sympy.fraction(sympy.cancel(sympy.together(expr)))
 
     def reduce(poly_expr):
-        poly = sympy.Poly(poly_expr, _c)
+        poly = sympy.Poly(poly_expr, root)
         return sum(
-            (coeff * _c ** (k % 2) * (_q**2 - _D) ** (k // 2) for (k,), coeff in poly.terms()),
+            (coeff * root ** (k % 2) * square ** (k // 2) for (k,), coeff in poly.terms()),
             S.Zero,
         )
 
     return sympy.factor(reduce(num)) / sympy.factor(reduce(den))
+
+
+def _eliminate_c_squared(expr):
+    """Let c enter at most linearly, via c^2 = q^2 - D.
+
+    This keeps every radicand a polynomial in (q, D) with positive coefficients,
+    so SymPy splits and cancels square roots without case analysis.
+    """
+    return _reduce_root(expr, _c, _q**2 - _D)
 
 
 def _polynomial_gaussian_parts(term, var):
@@ -285,20 +294,6 @@ def _integrate_trig_polynomial(expr):
         primitive = _trig_primitive(int(powers.get(_S, 0)), int(powers.get(_C, 0)))
         total += coef * (primitive - primitive.subs(_theta, 0))
     return total
-
-
-def _reduce_root(expr, root, square):
-    """Rewrite expr so that ``root`` enters at most linearly, via root^2 = square."""
-    num, den = sympy.fraction(sympy.cancel(sympy.together(expr)))
-
-    def reduce(poly_expr):
-        poly = sympy.Poly(poly_expr, root)
-        return sum(
-            (coeff * root ** (k % 2) * square ** (k // 2) for (k,), coeff in poly.terms()),
-            S.Zero,
-        )
-
-    return sympy.cancel(reduce(num) / reduce(den))
 
 
 def _covariance_integral(f, order):
@@ -545,19 +540,11 @@ TanhKernel = opaque_kernel("tanh")
 _GUARD_DIGITS = 10
 
 
-def _ncdf(x):
-    return mpmath.ncdf(x)
-
-
-def _npdf(x):
-    return mpmath.npdf(x)
-
-
 def _relu_conditional_mean(m, s):
     """E relu(m + s z): m Phi(m/s) + s phi(m/s) (the mean of a rectified Gaussian)."""
     if s == 0:
         return max(m, mpmath.mpf(0))
-    return m * _ncdf(m / s) + s * _npdf(m / s)
+    return m * mpmath.ncdf(m / s) + s * mpmath.npdf(m / s)
 
 
 def _erf_conditional_mean(m, s):
@@ -568,7 +555,7 @@ def _erf_conditional_mean(m, s):
 def _gelu_conditional_mean(m, s):
     """E[(m + s z) Phi(m + s z)] = m Phi(m/r) + (s^2/r) phi(m/r), r = sqrt(1 + s^2)."""
     r = mpmath.sqrt(1 + s**2)
-    return m * _ncdf(m / r) + s**2 / r * _npdf(m / r)
+    return m * mpmath.ncdf(m / r) + s**2 / r * mpmath.npdf(m / r)
 
 
 def _identity_conditional_mean(m, s):

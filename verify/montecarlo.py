@@ -278,19 +278,56 @@ def score_statistics(beta: float, *, T: int, d: int, seeds: int, q: float = 1.0,
 
 # --- the backward pass ----------------------------------------------------------------
 
+@dataclass(frozen=True)
+class QueryGradient:
+    """Per-seed ||∂L/∂W_Q||_F²: by autograd for one draw of G, and its G-average in closed form."""
+
+    autograd: Estimate
+    jacobian: Estimate
+
+
 def query_gradient(beta: float, *, T: int, d: int, seeds: int, q: float = 1.0, p: float = 0.0,
-                   sigma_v2: float = 1.0, gain: bool = False, heads: int = 1, device=None, dtype=torch.float64,
-                   seed: int = 0) -> Estimate:
+                   sigma_v2: float = 1.0, gain: bool = False, device=None, dtype=torch.float64,
+                   seed: int = 0) -> QueryGradient:
     """||∂L/∂W_Q||_F² per seed by autograd, L = Σ_{t,i} G_ti S(X)_ti with G i.i.d. N(0, 1) (B.4, eq. 26).
 
     W_Q = s Ŵ with Ŵ the unit-variance parameter and s = √(β √(ln T)/d), so
     ∂L/∂W_Q = (∂L/∂Ŵ)/s. Averaging over G gives the squared Frobenius norm of the
-    Jacobian ∂S/∂W_Q (eq. 28); averaging over seeds, its expectation.
+    Jacobian ∂S/∂W_Q (eq. 28), returned alongside from :func:`jacobian_sq_norm`
+    for the same weights; averaging over seeds gives their expectation.
     """
-    spec, stack, x, generator = _attention_layer(beta, T, d, seeds, q, p, heads, sigma_v2, gain, device, dtype,
-                                                 seed)
+    spec, stack, x, generator = _attention_layer(beta, T, d, seeds, q, p, 1, sigma_v2, gain, device, dtype, seed)
     G = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
     (G * stack(x)).sum().backward()
     scale = math.sqrt(beta * math.sqrt(math.log(T)) / d)
     grad = stack.blocks[0].weights["W_Q"].grad / scale
-    return Estimate.of(grad.pow(2).sum((-1, -2)))
+    with torch.no_grad():
+        exact = jacobian_sq_norm(spec, stack.blocks[0].layer_weights(), stack.params, x)
+    return QueryGradient(Estimate.of(grad.pow(2).sum((-1, -2))), Estimate.of(exact))
+
+
+def jacobian_sq_norm(spec: SelfAttention, weights: dict, params: dict, x: torch.Tensor) -> torch.Tensor:
+    """||∂S/∂W_Q||_F² per seed in closed form: (1/d) Σ_t |X_t|² tr(D_t C D_t K) (B.5, eqs. 28-29).
+
+    D_t = diag(A_t) − A_t A_tᵀ is the softmax Jacobian of row t (eq. 29), C_uu' = V_u·V_u'
+    with V_u = W_V X_u, and K_ss' = k_s·k_s' with k_s = W_K X_s. Gain control subtracts a
+    term independent of the scores, so the formula is the same. One head; x: (seeds, T, d).
+    """
+    if spec.heads != 1:
+        raise ValueError("jacobian_sq_norm covers one head")
+    d, T = x.shape[-1], x.shape[-2]
+    A = spec.torch_attention(x, weights, params)[:, 0]
+    values = x @ weights["W_V"].transpose(-1, -2) * math.sqrt(params[spec.sigma_v2] / d)
+    keys = x @ weights["W_K"].transpose(-1, -2) * math.sqrt(params[spec.beta] * math.sqrt(math.log(T)) / d)
+    C, K = values @ values.transpose(-1, -2), keys @ keys.transpose(-1, -2)
+    return (x.pow(2).sum(-1) * _softmax_trace(A, C, K)).sum(-1) / d
+
+
+def _softmax_trace(A, C, K):
+    """tr(D_t C D_t K) for every row a = A_t, with C, K symmetric, without forming D_t:
+
+    a'(C∘K)a − 2 Σ_i a_i (Ca)_i (Ka)_i + (a'Ca)(a'Ka).
+    """
+    CA, KA = A @ C, A @ K
+    hadamard = ((A @ (C * K)) * A).sum(-1)
+    return hadamard - 2.0 * (A * CA * KA).sum(-1) + (CA * A).sum(-1) * (KA * A).sum(-1)

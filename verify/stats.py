@@ -37,8 +37,18 @@ from scipy import stats as _scipy_stats
 FALSE_ALARM = 1e-4
 #: The normal critical value for FALSE_ALARM (SE known exactly): 3.8906.
 Z = NormalDist().inv_cdf(1.0 - FALSE_ALARM / 2.0)
+#: Coefficient c of the declared finite-width allowance c·|value|/d: the mean-field (concentration)
+#: approximations of the theory — token norms q_tt ≈ q before a LayerNorm, finite MLP width, key
+#: Gram matrix ≈ its mean in the query gradient — change means by a relative O(1/d) (their first
+#: order in the O(1/√d) fluctuations averages to zero). Fixed once for the suite, not per test.
+FINITE_D_COEFF = 2.0
 #: Absolute rounding floor: float64 sums of O(1) quantities agree to this when SE is exactly 0.
 ROUNDING = 1e-12
+
+
+def finite_d_allowance(d: int, scale=1.0):
+    """FINITE_D_COEFF · |scale| / d: the declared O(1/d) finite-width term for a quantity of size ``scale``."""
+    return FINITE_D_COEFF * np.abs(np.asarray(scale, dtype=float)) / d
 
 
 def critical(n: int | None = None, family: int = 1) -> float:

@@ -104,3 +104,25 @@ def frozen_ipr_square(m) -> float:
 def spread_ipr(beta, *, q=1.0, p=0.0, T: int) -> float:
     """Annealed E Y2 ≈ e^{b²}/T, the leading finite-T term below β_c/2 (errata 5)."""
     return math.exp(effective_b(beta, q, p, T) ** 2) / T
+
+
+def query_grad_sq_norm(beta, *, d: int, T: int, q=1.0, p=0.0, sigma_v2=1.0) -> float:
+    """E ||∂L/∂W_Q||_F² to leading order in d, L = Σ G_ti S(X)_ti (B.5 re-derived; compare eq. 31).
+
+    The chain rule gives, exactly, E_G ||∂L/∂W_Q||² = (1/d) Σ_t |X_t|² tr(D_t C D_t K)
+    with D_t = diag(A_t) − A_t A_tᵀ (eq. 29), C_uu' = V_u·V_u' and K_ss' = (W_K X_s)·(W_K X_s')
+    (:func:`verify.montecarlo.jacobian_sq_norm`, checked against autograd). Replacing C by its mean σ_v² d Q
+    (exact in expectation: W_V is independent of A) and K by its mean β √(ln T) d Q
+    (the one concentration step), with Q = (q − p) I + p J and D_t J = 0:
+
+        E ||∂L/∂W_Q||² = d² β √(ln T) σ_v² q (q − p)² T E[Y2 − 2 Y3 + (Y2)²].
+
+    The bracket is tr(D_t²) ≥ 0. Paper eq. (31) has q (q − p)[(q − p)(Y2 − 2Y3) + p (Y2)²]
+    instead, which is negative for peaked rows (Y3 → Y2). Moments: finite T, averaged over
+    the query norm of width d (:func:`row_moment_at_d`).
+    """
+    y2 = row_moment_at_d("ipr", beta, d_h=d, q=q, p=p, T=T)
+    y3 = row_moment_at_d("ipr", beta, d_h=d, q=q, p=p, T=T, r=3)
+    y2_squared = row_moment_at_d("ipr_square", beta, d_h=d, q=q, p=p, T=T)
+    bracket = y2 - 2.0 * y3 + y2_squared
+    return d * d * beta * math.sqrt(math.log(T)) * sigma_v2 * q * (q - p) ** 2 * T * bracket

@@ -1,0 +1,58 @@
+"""Depth profiles ρ(block) of the four architectures against numeric.cosine_profile (Algorithms 1-3).
+
+The reference is numeric's exact finite-T theory at the measured T. Its residual
+finite-width terms (LayerNorm of fluctuating token norms, the MLP's finite
+width) shift ρ by a relative O(1/d): the declared allowance
+:func:`verify.stats.finite_d_allowance`. The T → ∞ theory is rejected near β_c
+by the same measurements (the power of the check, and the B.3 pitfall).
+"""
+
+import math
+import time
+
+import pytest
+
+import numeric
+from verify import montecarlo as mc
+from verify.stats import assert_agrees, deviation, finite_d_allowance
+
+ARCHS = ("post-ln", "pre-ln", "gain-post-ln", "gain-pre-ln")
+T, D, SEEDS, DEPTH = 64, 256, 24, 6
+REASON = "finite d: LayerNorm of fluctuating norms and finite MLP width, relative O(1/d)"
+
+
+@pytest.mark.parametrize("beta", [1.0, 2.5])
+@pytest.mark.parametrize("arch", ARCHS)
+def test_profile_matches_finite_T_theory(arch, beta, device):
+    measured = mc.profile(arch, DEPTH, beta=beta, T=T, d=D, seeds=SEEDS, device=device, seed=31)
+    expected = numeric.cosine_profile(arch, DEPTH, beta=beta, T=T)
+    assert_agrees(expected, measured.rho, allowance=finite_d_allowance(D), reason=REASON, skip_first=True,
+                  what=f"{arch} rho profile (beta={beta}, T={T}, d={D})")
+
+
+@pytest.mark.parametrize("arch", ["post-ln", "pre-ln"])
+def test_asymptotic_profile_is_rejected_near_beta_c(arch, device):
+    """At β = 1.5 (just above β_c = √2 for ρ = 0) and T = 64 the T → ∞ profile is off by ≈ 0.05."""
+    beta = 1.5
+    measured = mc.profile(arch, DEPTH, beta=beta, T=T, d=D, seeds=SEEDS, device=device, seed=32)
+    assert_agrees(numeric.cosine_profile(arch, DEPTH, beta=beta, T=T), measured.rho,
+                  allowance=finite_d_allowance(D), reason=REASON, skip_first=True, what="finite-T profile")
+    with pytest.raises(AssertionError):
+        assert_agrees(numeric.cosine_profile(arch, DEPTH, beta=beta), measured.rho, allowance=finite_d_allowance(D),
+                      reason=REASON, skip_first=True, what="T->oo profile")
+
+
+@pytest.mark.slow
+def test_issue_size_stack_runs_and_matches(device, record_property):
+    """The issue's size: 30 blocks at T = 256, d = 512, 8 initialisations (pre-LN, β = 1)."""
+    start = time.perf_counter()
+    measured = mc.profile("pre-ln", 30, beta=1.0, T=256, d=512, seeds=8, device=device, seed=33)
+    seconds = time.perf_counter() - start
+    record_property("seconds", seconds)
+    finite = numeric.cosine_profile("pre-ln", 30, beta=1.0, T=256)
+    asymptotic = numeric.cosine_profile("pre-ln", 30, beta=1.0)
+    record_property("max_dev_finite_T", deviation(finite, measured.rho))
+    record_property("max_dev_asymptotic", deviation(asymptotic, measured.rho))
+    assert_agrees(finite, measured.rho, allowance=finite_d_allowance(512), reason=REASON, skip_first=True,
+                  what="pre-ln 30 blocks")
+    assert math.isfinite(seconds)

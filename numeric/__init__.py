@@ -9,14 +9,16 @@ Contract (DESIGN.md)::
                            sigma_v2=1.0, sigma_w2=2.0, sigma_b2=0.0, activation="relu")
     numeric.critical_alpha(arch, depth, *, beta, eps=0.01, T=None, **params)
     numeric.trainability_diagram(arch, depth, *, betas, alphas, eps=0.01, T=None, **params)
+    numeric.query_grad_sq_norm(beta, *, d, T, q=1.0, p=0.0, sigma_v2=1.0, finite_T=True)
 
 ``import numeric`` imports NumPy only (no SymPy, no torch): the block maps were
 generated once from :mod:`derive` into :mod:`numeric._generated`.
 """
 
 from .diagram import Diagram, trainability_diagram
+from .gradients import key_grad_sq_norm, query_grad_sq_norm, value_grad_sq_norm
 from .moments import ipr, ipr_pair, ipr_square
 from .profile import cosine_profile, critical_alpha
 
-__all__ = ["Diagram", "cosine_profile", "critical_alpha", "ipr", "ipr_pair", "ipr_square",
-           "trainability_diagram"]
+__all__ = ["Diagram", "cosine_profile", "critical_alpha", "ipr", "ipr_pair", "ipr_square", "key_grad_sq_norm",
+           "query_grad_sq_norm", "trainability_diagram", "value_grad_sq_norm"]

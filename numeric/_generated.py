@@ -26,6 +26,21 @@ def ipr_square_frozen(m):
     return (1/3)*(m - 1)*(2*m - 3)
 
 
+def grad_sq_norm_Q(beta, d, T, q, p, sigma_v2, Y2, Y3, Y22):
+    """E ||dL/dW_Q||_F^2, L = sum G_ti S(X)_ti (derive.jacobian)."""
+    return T*beta*d**2*q*sigma_v2*(p - q)**2*(Y2 + Y22 - 2*Y3)*numpy.sqrt(numpy.log(T))
+
+
+def grad_sq_norm_K(beta, d, T, q, p, sigma_v2, Y2, Y3, Y22):
+    """E ||dL/dW_K||_F^2, L = sum G_ti S(X)_ti (derive.jacobian)."""
+    return T*beta*d**2*q*sigma_v2*(p - q)**2*(Y2 + Y22 - 2*Y3)*numpy.sqrt(numpy.log(T))
+
+
+def grad_sq_norm_V(beta, d, T, q, p, sigma_v2, Y2, Y3, Y22):
+    """E ||dL/dW_V||_F^2, L = sum G_ti S(X)_ti (derive.jacobian)."""
+    return -T*d**2*(Y2*p - Y2*q - p)
+
+
 def post_ln__relu(q, p, beta, alpha_sa, alpha_mlp, sigma_v2, sigma_w2, sigma_b2, T, Y2, Yp):
     """One block of:
 

@@ -218,12 +218,31 @@ def frozen_moments_source() -> str:
             f"    return {printer.doprint(square)}\n")
 
 
+def gradient_source() -> str:
+    """NumPy forms of E ||dL/dW||_F^2 for W_Q, W_K, W_V in terms of the attention moments (derive.jacobian)."""
+    from derive import jacobian
+    from derive.symbols import beta, p, q, sigma_v2
+
+    printer = _Printer()
+    args = (beta, jacobian.d_sym, jacobian.T_sym, q, p, sigma_v2, jacobian.Y2, jacobian.Y3, jacobian.Y22)
+    names = ", ".join(str(a) for a in args)
+    out = []
+    for weight in ("W_Q", "W_K", "W_V"):
+        expr = jacobian.gradient_square_norm(weight).subs(
+            jacobian.sigma_k2, beta * sympy.sqrt(sympy.log(jacobian.T_sym)) / jacobian.d_sym)
+        out.append(f"def grad_sq_norm_{weight[-1]}({names}):\n"
+                   f'    """E ||dL/d{weight}||_F^2, L = sum G_ti S(X)_ti (derive.jacobian)."""\n'
+                   f"    return {printer.doprint(expr)}\n")
+    return "\n\n".join(out)
+
+
 def module_source() -> str:
     """The whole of :mod:`numeric._generated`."""
     from derive.architectures import ARCHITECTURES, architecture
     from derive.kernels import ACTIVATIONS
 
-    parts = [HEADER.format(sympy_version=sympy.__version__, digest=derive_digest()), frozen_moments_source()]
+    parts = [HEADER.format(sympy_version=sympy.__version__, digest=derive_digest()), frozen_moments_source(),
+             gradient_source()]
     names = []
     for arch in ARCHITECTURES:
         for activation in ACTIVATIONS:

@@ -37,9 +37,15 @@ analytic in the strip |Im x| < pi/2, so spacing h costs ~ exp(-pi^2/h)), with
 the far left tail in closed form. The outer t (and t, t') integrals are
 trapezoid sums on grids of spacing h max(1, b/sqrt(2 ln T)): the integrand
 varies on the scale 1 below the condensation (b < sqrt(2 ln T), paper eq. 15)
-and on b/sqrt(2 ln T) above it. The direct functions use :data:`EXACT`
-(relative error ~1e-13, checked against mpmath at 30 digits in
+and on b/sqrt(2 ln T) above it. The pair term splits each row's log-weight
+into a shared and a private Gaussian (x = sqrt(rho) c + sqrt(1 - rho) e), so
+its 2-D integrand is a c-average of products of one-row smoothings
+(:func:`_pair_moment`). The direct functions use :data:`EXACT` (relative
+error ~1e-13, checked against mpmath at 30 digits in
 tests/numeric/test_finite_t.py); table nodes use the cheaper :data:`TABLE`.
+
+Domain: T an integer >= 2, beta > 0, q > 0, 0 <= p < q (p < 0, possible down
+to -q/(T-1), would need anti-correlated rows in the pair term; it is rejected).
 
 Fast versions. Y2 depends on (b, T) only and Yp on (b, rho, T): :func:`Y2_table`
 and :func:`Yp_table` interpolate them per T (Chebyshev in xi = b/(b + sqrt(2 ln T)),
@@ -74,7 +80,10 @@ class Accuracy:
     e^(r x) to relative e^x_lo, integrated in closed form); ``log_tail(T, r)``:
     log of the left-tail mass dropped from the one-row integral; ``pair_cut``:
     mass of the one-row density dropped on each side of the pair window;
-    ``delta_tail + delta_per_be * b_e``: the largest |t - t'| kept.
+    ``delta_tail + delta_per_be * b_e``: the largest |t - t'| kept (measured:
+    the pair integrand's mass beyond 32 + 7.8 b_e is below 1e-14 for T in
+    [2, 1e7], b <= 20); ``n_hermite``: Gauss-Hermite nodes for a small shared
+    width b_c.
     """
 
     h: float
@@ -101,7 +110,7 @@ EXACT = Accuracy(h=0.2, h_pair=1.0 / 3.0, z_max=12.0, x_lo=-45.0, relative=True,
                  tail=1e-14, delta_tail=34.0, delta_per_be=9.0, n_hermite=24)
 #: Table nodes: absolute error ~1e-10 at a fraction of the cost.
 TABLE = Accuracy(h=0.3, h_pair=0.45, z_max=9.0, x_lo=-38.0, relative=False,
-                 tail=1e-11, delta_tail=26.0, delta_per_be=7.0, n_hermite=12)
+                 tail=1e-13, delta_tail=26.0, delta_per_be=7.0, n_hermite=12)
 
 #: Smoothing widths above this sum over x instead of z.
 B_SWITCH = 1.0
@@ -180,9 +189,11 @@ def _smooth_over_x(t0, dt, n, b, rs, acc):
     """Trapezoid sum over x = t + b z with the Gaussian weight phi((x - t)/b)/b.
 
     The kernels are sharp in x (width 1) and the Gaussian is wide (b > 1), so a
-    sum over x resolves both with spacing <= acc.h (here dt/k). Below acc.x_lo
-    the kernels are e^(r x) to relative e^x_lo and their tails are closed forms
-    (:func:`_tail_exp_gauss`, :func:`_tail_exp_cdf`).
+    sum over x resolves both with spacing <= acc.h (dt/k, so that every
+    difference x - t lies on one grid and each sum is a correlation; when the
+    grid of t is much coarser than the x range, a full (t, x) array is cheaper).
+    Below acc.x_lo the kernels are e^(r x) to relative e^x_lo and their tails are
+    closed forms (:func:`_tail_exp_gauss`, :func:`_tail_exp_cdf`).
     """
     r_top = max(max(rs, default=1.0), 1.0)
     k = math.ceil(dt / acc.h - 1e-9)
@@ -192,15 +203,20 @@ def _smooth_over_x(t0, dt, n, b, rs, acc):
     wx[0] = 0.5 * h
     g, small, f = _kernels(x, rs)
     f1 = np.exp(x) * small * wx
-    s = (acc.x_lo - t0 + h * np.arange(-k * (n - 1), x.size)) / b
+    t = t0 + dt * np.arange(n)
+    if k * (n - 1) < n * x.size:
+        s = (acc.x_lo - t0 + h * np.arange(-k * (n - 1), x.size)) / b
+        combine = lambda values, weights: _correlate_every(values, weights, k)[::-1]
+    else:
+        s = (x[None, :] - t[:, None]) / b
+        combine = lambda values, weights: values @ weights
     tail = special.ndtr(-np.abs(s))
     below = np.where(s > 0, tail, 1.0 - tail)
     above = np.where(s > 0, 1.0 - tail, tail)
     dens = np.exp(-0.5 * s * s) / (b * _SQRT2PI)
-    t = t0 + dt * np.arange(n)
-    G = _correlate_every(below, f1, k)[::-1] + _tail_exp_cdf(t, b, acc.x_lo, upper=True)
-    L = _correlate_every(above, f1, k)[::-1] + _tail_exp_cdf(t, b, acc.x_lo, upper=False)
-    M = {r: _correlate_every(dens, f[r] * wx, k)[::-1] + _tail_exp_gauss(t, b, r, acc.x_lo) for r in rs}
+    G = combine(below, f1) + _tail_exp_cdf(t, b, acc.x_lo, upper=True)
+    L = combine(above, f1) + _tail_exp_cdf(t, b, acc.x_lo, upper=False)
+    M = {r: combine(dens, f[r] * wx) + _tail_exp_gauss(t, b, r, acc.x_lo) for r in rs}
     return G, L, M
 
 
@@ -389,9 +405,13 @@ def sequence_length(T) -> int:
 
 
 def _order(r) -> float:
-    if isinstance(r, bool) or not isinstance(r, numbers.Real) or not math.isfinite(r) or r <= 1:
+    """The moment order r: one finite real number > 1 (a 0-d array is accepted)."""
+    if isinstance(r, bool) or np.ndim(r) != 0 or not isinstance(np.asarray(r).item(), numbers.Real):
         raise ValueError(f"r must be a finite real number > 1, got {r!r}")
-    return float(r)
+    r = float(np.asarray(r).item())
+    if not math.isfinite(r) or r <= 1:
+        raise ValueError(f"r must be a finite real number > 1, got {r!r}")
+    return r
 
 
 def _state(beta, q, p):
@@ -578,7 +598,8 @@ class Y2Table:
         self.T = sequence_length(T)
         self.scale = _z_star(self.T)
         b = _b_of_xi(_lobatto(N_Y2, 0.0, 1.0), self.scale)
-        nodes = np.array([1.0 if np.isinf(bb) else _row_moments(bb, self.T, acc=TABLE)[2.0] for bb in b])
+        nodes = np.array([1.0 if np.isinf(bb) else 1.0 / self.T if bb == 0 else
+                          _row_moments(bb, self.T, acc=TABLE)[2.0] for bb in b])
         value, slope = _cheb_resample(nodes, np.linspace(0.0, 1.0, FINE_1D))
         self._cells = np.ascontiguousarray(_cubic_cells(value, slope, 1.0 / (FINE_1D - 1)).T)
 
@@ -675,16 +696,19 @@ def _fast_state(beta, q, p, T, table_T):
     return effective_b(beta, q, p, table_T), p / q
 
 
-@lru_cache(maxsize=32)
-def Y2_table(T: int) -> Y2Table:
-    """The (cached) :class:`Y2Table` for sequence length T."""
-    return Y2Table(T)
+def Y2_table(T) -> Y2Table:
+    """The :class:`Y2Table` for sequence length T, built on first use and cached."""
+    return _cached_table(Y2Table, sequence_length(T))
 
 
-@lru_cache(maxsize=32)
-def Yp_table(T: int) -> YpTable:
-    """The (cached) :class:`YpTable` for sequence length T."""
-    return YpTable(T)
+def Yp_table(T) -> YpTable:
+    """The :class:`YpTable` for sequence length T, built on first use and cached."""
+    return _cached_table(YpTable, sequence_length(T))
+
+
+@lru_cache(maxsize=64)
+def _cached_table(kind, T: int):
+    return kind(T)
 
 
 def ipr2_fast(beta, q, p, T):

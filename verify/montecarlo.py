@@ -10,11 +10,13 @@ averaged first.
 Definitions, matching the theory (DESIGN.md, paper eq. 1):
 
 - per seed, q̂ = mean_t |X_t|^2/d and p̂ = mean_{t != s} X_t.X_s/d over the
-  tokens of its sequences (averaged over its batch), and ρ̂ = p̂/q̂. The
-  theory's ρ = p/q is the ratio of the *averaged* overlap to the averaged norm
-  (B.6.1: ρ = E<q_ts>/E<q_tt>), so ρ̂ is a ratio of token averages, not an
-  average of per-pair cosines; its bias over the ratio of expectations is
-  O(1/(d T)), far below the standard errors used here;
+  tokens of its sequences (averaged over its batch). The theory's ρ = p/q is
+  the ratio of the *expected* overlap to the expected norm (B.6.1:
+  ρ = E<q_ts>/E<q_tt>, E over the initialisation), so ρ̂ = mean(p̂)/mean(q̂)
+  over the seeds — a ratio of averages, not an average of per-pair cosines nor
+  of per-seed ratios (whose O(1/d) bias would not shrink with more seeds). Its
+  standard error is the delta method's: :func:`ratio_estimate` stores the
+  linearised per-seed samples ρ̂ + (p̂_i − ρ̂ q̂_i)/mean(q̂), whose mean is ρ̂;
 - the attention moments of a row t (eqs. 2, 22): Y2 = Σ_s A_ts², Y3 = Σ_s A_ts³,
   (Y2)² and the pair term Σ_s A_ts A_t's (t != t'), averaged over the rows
   (pairs of rows) of one attention matrix;
@@ -164,8 +166,15 @@ def profile(arch, depth: int, *, beta: float, T: int, d: int, seeds: int, rho0: 
             q, p = overlap_samples(x)
             qs.append(q)
             ps.append(p)
-    q, p = torch.stack(qs, dim=1), torch.stack(ps, dim=1)
-    return Profile(Estimate.of(q), Estimate.of(p), Estimate.of(p / q))
+    q, p = Estimate.of(torch.stack(qs, dim=1)), Estimate.of(torch.stack(ps, dim=1))
+    return Profile(q, p, ratio_estimate(p, q))
+
+
+def ratio_estimate(numerator: Estimate, denominator: Estimate) -> Estimate:
+    """E[num]/E[den] as ratio of seed means, with delta-method samples (module docstring)."""
+    mean_den = denominator.samples.mean(axis=0)
+    ratio = numerator.samples.mean(axis=0) / mean_den
+    return Estimate(ratio + (numerator.samples - ratio * denominator.samples) / mean_den)
 
 
 # --- attention alone ------------------------------------------------------------------
@@ -184,14 +193,14 @@ def _attention_layer(beta, T, d, seeds, q, p, heads, sigma_v2, gain, device, dty
 
 
 def row_moments(A: torch.Tensor):
-    """Per-matrix (Y2, Y3, Y2², pair) of attention matrices A (..., T, T), averaged over rows / row pairs.
+    """Per-matrix (Y2, Y3, Y2², pair) of attention rows A (..., rows, T), averaged over rows / row pairs.
 
     The pair term uses Σ_{t != t'} Σ_s A_ts A_t's = Σ_s (Σ_t A_ts)² - Σ_t Σ_s A_ts².
     """
-    T = A.shape[-1]
+    n = A.shape[-2]
     y2 = A.pow(2).sum(-1)
     y3 = A.pow(3).sum(-1)
-    pair = (A.sum(-2).pow(2).sum(-1) - y2.sum(-1)) / (T * (T - 1))
+    pair = (A.sum(-2).pow(2).sum(-1) - y2.sum(-1)) / (n * (n - 1))
     return y2.mean(-1), y3.mean(-1), y2.pow(2).mean(-1), pair
 
 
@@ -212,32 +221,36 @@ def attention_moments(beta: float, *, T: int, d: int, seeds: int, q: float = 1.0
     return _moments(row_moments(A))
 
 
-def gaussian_moments(beta: float, *, T: int, samples: int, q: float = 1.0, p: float = 0.0, device=None,
-                     dtype=torch.float64, seed: int = 0) -> Moments:
+def gaussian_moments(beta: float, *, T: int, samples: int, q: float = 1.0, p: float = 0.0, rows: int = 32,
+                     device=None, dtype=torch.float64, seed: int = 0) -> Moments:
     """Row moments from Gaussian scores with the exact covariance of eq. (9) (cheap; any T).
 
     With Cov(a_ts, a_kl) = β² ln T q_tk q_sl and q_ts = p + (q - p) δ_ts, a row
-    is a row constant plus b x_s with x_s i.i.d. N(0, 1) and b = β √(ln T q (q - p));
-    two rows t != t' have corr(x_s, x'_s) = p/q (numeric/finite_t.py). The row
-    constant cancels in the softmax. Each sample is a pair of rows; Y2, Y3 and
-    (Y2)² are averaged over its two rows.
+    is a row constant plus b x_ts with b = β √(ln T q (q - p)) and
+    x_ts = √c v_s + √(1 - c) g_ts, c = p/q, v and g i.i.d. N(0, 1): rows are
+    i.i.d. N(0, 1) within, and two rows t != t' correlate by c through the
+    shared v_s (numeric/finite_t.py). The row constant cancels in the softmax.
+    Each sample is ``rows`` rows sharing one v; its moments are averaged over
+    its rows and its pair term over its row pairs, as for a real attention
+    matrix. (One pair per sample would make the pair estimate heavy-tailed: near
+    β_c, much of E Σ_s A_ts A_t's comes from the rare rows that condense on the
+    same key, probability ~1/T per pair.)
     """
     T, samples = sequence_length(T), positive_int("samples", samples)
+    rows = positive_int("rows", rows, minimum=2)
     if not (q > 0 and 0.0 <= p <= q):
         raise ValueError(f"need q > 0 and 0 <= p <= q, got q={q}, p={p}")
     device, dtype, generator = _setup(device, dtype, seed)
     b, c = beta * math.sqrt(math.log(T) * q * (q - p)), p / q
-    chunk = max(1, GAUSSIAN_CHUNK // T)
+    chunk = max(1, GAUSSIAN_CHUNK // (T * rows))
     parts = []
     for start in range(0, samples, chunk):
         n = min(chunk, samples - start)
-        shared, own = (torch.randn(n, 2, T, generator=generator, dtype=dtype, device=device) for _ in range(2))
-        x = math.sqrt(c) * shared[:, :1] + math.sqrt(1.0 - c) * own
-        A = torch.softmax(b * x, dim=-1)
-        y2, y3 = A.pow(2).sum(-1), A.pow(3).sum(-1)
-        parts.append(torch.stack([y2.mean(-1), y3.mean(-1), y2.pow(2).mean(-1), (A[:, 0] * A[:, 1]).sum(-1)], -1))
-    values = torch.cat(parts)
-    return _moments(values.unbind(-1))
+        shared = torch.randn(n, 1, T, generator=generator, dtype=dtype, device=device)
+        own = torch.randn(n, rows, T, generator=generator, dtype=dtype, device=device)
+        A = torch.softmax(b * (math.sqrt(c) * shared + math.sqrt(1.0 - c) * own), dim=-1)
+        parts.append(torch.stack(row_moments(A), -1))
+    return _moments(torch.cat(parts).unbind(-1))
 
 
 def attention_overlaps(beta: float, *, T: int, d: int, seeds: int, q: float = 1.0, p: float = 0.0,

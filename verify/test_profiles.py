@@ -30,15 +30,15 @@ def test_profile_matches_finite_T_theory(arch, beta, device):
                   what=f"{arch} rho profile (beta={beta}, T={T}, d={D})")
 
 
-@pytest.mark.parametrize("arch", ["post-ln", "pre-ln"])
+@pytest.mark.parametrize("arch", ["pre-ln", "gain-pre-ln"])
 def test_asymptotic_profile_is_rejected_near_beta_c(arch, device):
-    """At β = 1.5 (just above β_c = √2 for ρ = 0) and T = 64 the T → ∞ profile is off by ≈ 0.05."""
-    beta = 1.5
-    measured = mc.profile(arch, DEPTH, beta=beta, T=T, d=D, seeds=SEEDS, device=device, seed=32)
-    assert_agrees(numeric.cosine_profile(arch, DEPTH, beta=beta, T=T), measured.rho,
+    """At β = 1.5 (just above β_c = √2 for ρ = 0) and T = 32 the T → ∞ profile is off by 0.03-0.04 at block 4."""
+    beta, T_, depth = 1.5, 32, 4
+    measured = mc.profile(arch, depth, beta=beta, T=T_, d=D, seeds=64, device=device, seed=32)
+    assert_agrees(numeric.cosine_profile(arch, depth, beta=beta, T=T_), measured.rho,
                   allowance=finite_d_allowance(D), reason=REASON, skip_first=True, what="finite-T profile")
     with pytest.raises(AssertionError):
-        assert_agrees(numeric.cosine_profile(arch, DEPTH, beta=beta), measured.rho, allowance=finite_d_allowance(D),
+        assert_agrees(numeric.cosine_profile(arch, depth, beta=beta), measured.rho, allowance=finite_d_allowance(D),
                       reason=REASON, skip_first=True, what="T->oo profile")
 
 

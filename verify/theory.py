@@ -83,10 +83,13 @@ def key_gram_excess(beta, *, d_h: int, q=1.0, p=0.0, T: int) -> float:
 
 
 def frozen_parisi_m(beta, *, q=1.0, p=0.0, T: int) -> float:
-    """m_T = min(1, β_c/β) (1 − (ln ln T + ln 4π)/(4 ln T)): the extreme-value finite-T Parisi parameter."""
-    m = min(1.0, math.sqrt(2.0 / (q * (q - p))) / beta)
+    """m_T = min(1, (β_c/β)(1 − (ln ln T + ln 4π)/(4 ln T))): the extreme-value finite-T Parisi parameter.
+
+    Meaningful in the frozen phase (m_T < 1); m_T = 1 is the spread phase (no condensation).
+    """
     lnT = math.log(T)
-    return m * (1.0 - (math.log(lnT) + math.log(4.0 * math.pi)) / (4.0 * lnT))
+    shift = 1.0 - (math.log(lnT) + math.log(4.0 * math.pi)) / (4.0 * lnT)
+    return min(1.0, math.sqrt(2.0 / (q * (q - p))) / beta * shift)
 
 
 def frozen_ipr(r, m) -> float:

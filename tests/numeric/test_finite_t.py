@@ -1,0 +1,405 @@
+"""Exact finite-T attention moments (numeric.finite_t, issue 6 part 1).
+
+Checked four ways: against mpmath at 30 digits (the same Laplace integrals by
+Gauss-Legendre panels, and closed forms at T = 2), against Monte Carlo with the
+Gaussian scores of paper eq. (9) and with real tokens and weights, through
+limits and inequalities, and the tables against the direct functions.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import math
+
+import mpmath as mp
+import numpy as np
+import pytest
+from mpmath.calculus.quadrature import GaussLegendre
+
+from numeric import finite_t as ft
+
+BETA_C = math.sqrt(2.0)          # beta_c(q=1, p=0), Result 1
+
+
+# --- mpmath references (30 digits) -----------------------------------------------
+
+PANEL = mp.mpf(1.5)              # Gauss-Legendre panel width in units of x = log(u w)
+
+
+@functools.lru_cache(maxsize=None)
+def _legendre():
+    with mp.workdps(30):
+        return tuple(sorted(GaussLegendre(mp.mp).calc_nodes(3, mp.mp.prec)))   # 12 nodes on [-1, 1]
+
+
+def _panels(lo, hi, width):
+    """Composite 12-point Gauss-Legendre nodes and weights on [lo, lo + n width] (n = ceil)."""
+    n = int(mp.ceil((hi - lo) / width))
+    return [(lo + k * width + (x + 1) * width / 2, w * width / 2) for k in range(n) for x, w in _legendre()]
+
+
+def _mp_smoothing(b, rs):
+    """t -> (1 - L(e^t), L(e^t), {r: e^(rt) E[w^r e^(-e^t w)]}) by panels over z (b <= 1) or x = t + b z."""
+    if b <= 1:
+        nodes = _panels(mp.mpf(-13), 13 + rs[-1] * b, PANEL)
+        weight = [w * mp.npdf(z) for z, w in nodes]
+        growth = [mp.exp(b * z) for z, _ in nodes]
+
+        def inner(t):
+            et, G, L, M = mp.exp(t), mp.mpf(0), mp.mpf(0), {r: mp.mpf(0) for r in rs}
+            for wk, ek in zip(weight, growth):
+                ex = et * ek
+                small = mp.exp(-ex)
+                G += wk * -mp.expm1(-ex)
+                L += wk * small
+                for r in rs:
+                    M[r] += wk * ex ** r * small
+            return G, L, M
+        return inner
+    nodes = _panels(mp.mpf(-60), mp.mpf(7.5), PANEL)                  # exactly 45 panels
+    xs = [x for x, _ in nodes]
+    g = [-mp.expm1(-mp.exp(x)) for x in xs]
+    small = [mp.exp(-mp.exp(x)) for x in xs]
+    f = {r: [mp.exp(r * x - mp.exp(x)) for x in xs] for r in rs}
+
+    def inner(t):
+        G = mp.ncdf((t - mp.mpf(7.5)) / b)          # x > 7.5: g = 1, l = 0
+        L = mp.ncdf((-60 - t) / b)                 # x < -60: l = 1, g = e^x < 1e-26
+        M = {r: mp.mpf(0) for r in rs}
+        for k in range(bisect.bisect_left(xs, t - 14 * b), bisect.bisect_right(xs, t + 14 * b)):
+            wk = nodes[k][1] * mp.npdf((xs[k] - t) / b) / b
+            G += wk * g[k]
+            L += wk * small[k]
+            for r in rs:
+                M[r] += wk * f[r][k]
+        return G, L, M
+    return inner
+
+
+def mp_row_moments(b, T):
+    """E sum A^2, E sum A^3, E (sum A^2)^2 by the Laplace integrals of numeric.finite_t at 30 digits.
+
+    Outer integral over t = log u by panels walked leftwards from where L^(T-1) < e^-120
+    (found by bisection) until three panels add less than 1e-20 of the total.
+    """
+    with mp.workdps(30):
+        b, rs = mp.mpf(b), (2, 3, 4)
+        inner = _mp_smoothing(b, rs)
+        width = PANEL * max(1, b / mp.sqrt(2 * mp.log(T)))
+        lo, hi = -mp.log(T) - 13 * b - 40, mp.log(4) + 6 + 13 * b
+        for _ in range(30):
+            mid = (lo + hi) / 2
+            G, L, _ = inner(mid)
+            dead = (T - 1) * (G if G < 0.5 else -mp.log(L)) > 120
+            lo, hi = (lo, mid) if dead else (mid, hi)
+        out, cross, a, quiet = {r: mp.mpf(0) for r in rs}, mp.mpf(0), hi - width, 0
+        while quiet < 3:
+            before = out[2]
+            for t, w in [(a + (x + 1) * width / 2, wx * width / 2) for x, wx in _legendre()]:
+                G, L, M = inner(t)
+                log_L = mp.log1p(-G) if G < 0.5 else mp.log(L)
+                decay = mp.exp((T - 1) * log_L)
+                for r in rs:
+                    out[r] += w * T / mp.gamma(r) * M[r] * decay
+                cross += w * T * (T - 1) / 6 * M[2] ** 2 * mp.exp((T - 2) * log_L)
+            quiet = quiet + 1 if out[2] - before < mp.mpf(10) ** -20 * out[2] else 0
+            a -= width
+        return out[2], out[3], out[4] + cross
+
+
+def mp_two_token(b, kind, rho=None):
+    """T = 2 closed forms: A_1 = sigma(b D), D = z_1 - z_2 ~ N(0, 2), sigma the logistic function.
+
+    ``kind`` r (number): 2 E sigma^r; "square": E (sigma^2 + (1 - sigma)^2)^2; "pair":
+    2 E sigma(b D) sigma(b D') with corr(D, D') = rho (two rows, one Gaussian integral inside).
+    """
+    with mp.workdps(30):
+        b, root2 = mp.mpf(b), mp.sqrt(2)
+        nodes = _panels(mp.mpf(-13), mp.mpf(13), mp.mpf(1.5) / max(1, b * root2))
+        sig = lambda u: 1 / (1 + mp.exp(-u))
+        if kind == "square":
+            return sum(w * mp.npdf(z) * (sig(b * root2 * z) ** 2 + sig(-b * root2 * z) ** 2) ** 2 for z, w in nodes)
+        if kind != "pair":
+            return 2 * sum(w * mp.npdf(z) * sig(b * root2 * z) ** kind for z, w in nodes)
+        rho, total = mp.mpf(rho), mp.mpf(0)
+        spread = mp.sqrt(1 - rho * rho)
+        for z, w in nodes:
+            other = sum(v * mp.npdf(e) * sig(b * root2 * (rho * z + spread * e)) for e, v in nodes)
+            total += w * mp.npdf(z) * sig(b * root2 * z) * other
+        return 2 * total
+
+
+@pytest.mark.parametrize("b, T", [(0.5, 64), (6.0, 4096)])
+def test_row_moments_match_mpmath_laplace_integrals(b, T):
+    """Spread (b < sqrt(2 ln T)) and condensed (b > sqrt(2 ln T)) rows, to 1e-11 relative."""
+    y2, y3, y22 = mp_row_moments(b, T)
+    got = ft._row_moments(b, T, (2.0, 3.0), square=True)
+    assert got[2.0] == pytest.approx(float(y2), rel=1e-11, abs=0)
+    assert got[3.0] == pytest.approx(float(y3), rel=1e-11, abs=0)
+    assert got["square"] == pytest.approx(float(y22), rel=1e-11, abs=0)
+
+
+@pytest.mark.parametrize("b", [0.1, 0.9, 1.5, 4.0, 12.0])
+def test_two_tokens_match_closed_forms(b):
+    """T = 2: E sum A^r = 2 E sigma(b D)^r, also for non-integer r, and E (sum A^2)^2."""
+    for r in (2, 3, 2.5):
+        assert ft._row_moments(b, 2, (float(r),))[float(r)] == pytest.approx(float(mp_two_token(b, r)), abs=1e-14)
+    assert ft._row_moments(b, 2, (), square=True)["square"] == pytest.approx(float(mp_two_token(b, "square")), abs=1e-14)
+
+
+@pytest.mark.parametrize("b, rho", [(0.6, 0.9), (1.0, 0.5)])
+def test_pair_term_matches_two_token_closed_form(b, rho):
+    assert ft._pair_moment(b, rho, 2) == pytest.approx(float(mp_two_token(b, "pair", rho)), abs=1e-13)
+
+
+# --- internal consistency of the pair quadratures --------------------------------
+
+@pytest.mark.parametrize("T", [64, 4096])
+def test_pair_at_rho_one_is_the_ipr(T):
+    """Identical rows: the 2-D Laplace integral collapses to E sum A^2."""
+    for b in (0.7, 3.0, 9.0):
+        assert ft._pair_moment(b, 1.0, T) == pytest.approx(ft._row_moments(b, T)[2.0], rel=1e-11)
+
+
+@pytest.mark.parametrize("b, rho", [(0.8, 0.35), (2.0, 0.06), (0.9, 0.3)])
+def test_pair_quadratures_agree_where_both_apply(b, rho, monkeypatch):
+    """Gauss-Hermite in the shared part vs the Gaussian-weighted lattice sum (b_c ~ 0.5)."""
+    values = []
+    for switch in (0.0, 10.0):
+        monkeypatch.setattr(ft, "BC_SWITCH", switch)
+        values.append(ft._pair_moment(b, rho, 4096))
+    assert values[0] == pytest.approx(values[1], rel=1e-12)
+
+
+def test_table_settings_agree_with_exact_settings():
+    for T in (2, 64, 4096, 10**7):
+        for b, rho in ((0.4, 0.5), (2.5, 0.9), (7.0, 0.3), (20.0, 0.97)):
+            assert abs(ft._row_moments(b, T, acc=ft.TABLE)[2.0] - ft._row_moments(b, T)[2.0]) < 1e-11
+            assert abs(ft._pair_moment(b, rho, T, ft.TABLE) - ft._pair_moment(b, rho, T)) < 1e-9
+
+
+# --- Monte Carlo with the Gaussian scores of eq. (9) ------------------------------
+
+def gaussian_score_moments(rng, beta, p, T, rows, samples, q=1.0):
+    """Per-sample means of sum A^2, sum A^3, (sum A^2)^2 and sum_s A_ts A_t's over row pairs.
+
+    Scores a_ts = sigma[(q-p) g_ts + sqrt(p(q-p)) (u_t + v_s) + p w] have exactly the
+    covariance sigma^2 q_tk q_sl of eq. (9), sigma = beta sqrt(ln T); softmax by log-sum-exp.
+    """
+    sigma = beta * math.sqrt(math.log(T))
+    g = rng.standard_normal((samples, rows, T))
+    u = rng.standard_normal((samples, rows, 1))
+    v = rng.standard_normal((samples, 1, T))
+    w = rng.standard_normal((samples, 1, 1))
+    a = sigma * ((q - p) * g + math.sqrt(p * (q - p)) * (u + v) + p * w)
+    a -= a.max(axis=2, keepdims=True)
+    A = np.exp(a)
+    A /= A.sum(axis=2, keepdims=True)
+    y2 = (A * A).sum(axis=2)
+    column = A.sum(axis=1)
+    pair = ((column * column).sum(axis=1) - y2.sum(axis=1)) / (rows * (rows - 1))
+    return {"y2": y2.mean(axis=1), "y3": (A ** 3).sum(axis=2).mean(axis=1),
+            "square": (y2 * y2).mean(axis=1), "pair": pair}
+
+
+@pytest.mark.parametrize("T, rows, samples", [(64, 8, 4000), (512, 4, 1500), (4096, 4, 400)])
+def test_moments_match_gaussian_score_monte_carlo(T, rows, samples):
+    """Every moment within 4 standard errors, beta in {0.5, 1, sqrt 2, 2, 3}, p in {0, 0.5}.
+
+    The per-sample pair term is heavy-tailed (it hinges on the shared key scores
+    v_s), so samples, not rows, carry the statistics: a few hundred at least.
+    """
+    rng = np.random.default_rng(T)
+    for beta in (0.5, 1.0, BETA_C, 2.0, 3.0):
+        for p in (0.0, 0.5):
+            mc = gaussian_score_moments(rng, beta, p, T, rows, samples)
+            theory = {"y2": ft.ipr(beta, p=p, T=T), "y3": ft.ipr(beta, r=3, p=p, T=T),
+                      "square": ft.ipr_square(beta, p=p, T=T), "pair": ft.ipr_pair(beta, p=p, T=T)}
+            for key, value in theory.items():
+                se = mc[key].std(ddof=1) / math.sqrt(samples)
+                assert abs(mc[key].mean() - value) <= 4 * se + 1e-12, (T, beta, p, key, mc[key].mean(), value, se)
+
+
+def test_query_token_scores_like_any_key():
+    """Real tokens X (d = 256) and weights W_Q, W_K ~ N(0, beta sqrt(ln T)/d) (DESIGN conventions).
+
+    Given W and X_t, the scores of the other keys are exactly Gaussian with a
+    row scale b_t = sqrt(q - p) |W_K^T W_Q X_t|/sqrt(d); only the query's own
+    score a_tt = X_t^T W_K^T W_Q X_t/sqrt(d) could differ. So E sum A^2 must match
+    the theory averaged over the measured b_t within 4 SE (no own-token effect),
+    and the own score's z-score within its row must average to 0. Against the
+    nominal theory (b_t -> its mean) the finite-d spread of b_t (relative sd
+    ~ sqrt(3/d) ~ 0.1) biases E sum A^2 by Jensen's inequality; that bias, measured
+    here as |nominal - conditional|, is the allowance (~0.004 at beta = 2).
+    """
+    rng = np.random.default_rng(7)
+    T, d, samples = 256, 256, 40
+    table = ft.Y2_table(T)
+    for beta, p in ((1.0, 0.0), (2.0, 0.0), (2.0, 0.5)):
+        scale = math.sqrt(beta * math.sqrt(math.log(T)) / d)
+        measured, conditional, own = [], [], []
+        for _ in range(samples):
+            X = math.sqrt(p) * rng.standard_normal(d) + math.sqrt(1 - p) * rng.standard_normal((T, d))
+            WQ, WK = scale * rng.standard_normal((d, d)), scale * rng.standard_normal((d, d))
+            query = X @ WQ.T
+            a = query @ (X @ WK.T).T / math.sqrt(d)
+            z_own = (np.diag(a) - a.mean(axis=1)) / a.std(axis=1)
+            a -= a.max(axis=1, keepdims=True)
+            A = np.exp(a)
+            A /= A.sum(axis=1, keepdims=True)
+            measured.append((A * A).sum(axis=1).mean())
+            row_scale = math.sqrt(1 - p) * np.linalg.norm(query @ WK, axis=1) / math.sqrt(d)
+            conditional.append(table.at_b(row_scale).mean())
+            own.append(z_own.mean())
+        mean, se = np.mean(measured), np.std(measured, ddof=1) / math.sqrt(samples)
+        nominal = ft.ipr(beta, p=p, T=T)
+        assert abs(mean - np.mean(conditional)) <= 4 * se
+        assert abs(mean - nominal) <= 4 * se + abs(nominal - np.mean(conditional))
+        assert abs(np.mean(own)) <= 4 * np.std(own, ddof=1) / math.sqrt(samples)
+
+
+# --- limits and inequalities -------------------------------------------------------
+
+@pytest.mark.parametrize("T", [2, 64, 4096, 10**7])
+def test_uniform_attention_limit(T):
+    """beta -> 0: A_ts = 1/T, so sum A^r = T^(1-r), the pair term 1/T, (sum A^2)^2 = 1/T^2."""
+    beta = 1e-7
+    assert ft.ipr(beta, T=T) == pytest.approx(1.0 / T, rel=1e-9)
+    assert ft.ipr(beta, r=3, T=T) == pytest.approx(float(T) ** -2, rel=1e-9)
+    assert ft.ipr_square(beta, T=T) == pytest.approx(float(T) ** -2, rel=1e-9)
+    assert ft.ipr_pair(beta, p=0.5, T=T) == pytest.approx(1.0 / T, rel=1e-9)
+
+
+@pytest.mark.parametrize("T", [2, 64, 4096])
+def test_frozen_attention_limit(T):
+    """beta -> oo: one key takes all the weight; the corrections are O(1/b)."""
+    beta = 1e4
+    for value in (ft.ipr(beta, T=T), ft.ipr(beta, r=3, T=T), ft.ipr_square(beta, T=T)):
+        assert 0.99 < value < 1.0
+
+
+def test_two_token_pair_tends_to_shared_argmax_probability():
+    """T = 2, beta -> oo: both rows pick the same key with probability 1/2 + arcsin(rho)/pi."""
+    for rho in (0.3, 0.8):
+        values = [ft.ipr_pair(beta, p=rho, T=2) for beta in (1e2, 1e3, 1e4)]
+        limit = 0.5 + math.asin(rho) / math.pi
+        assert abs(values[-1] - limit) < 2e-4
+        assert abs(values[2] - limit) < abs(values[1] - limit) < abs(values[0] - limit)
+
+
+@pytest.mark.parametrize("T", [64, 4096])
+def test_independent_rows_give_exactly_one_over_T(T):
+    """p = 0: rows are independent, E A_ts A_t's = (1/T)^2 per key."""
+    betas = np.array([0.3, 1.0, 2.0, 5.0])
+    np.testing.assert_array_equal(ft.ipr_pair(betas, p=0.0, T=T), 1.0 / T)
+    assert ft._pair_moment(3.0, 1e-9, T) == pytest.approx(1.0 / T, rel=1e-7)
+
+
+@pytest.mark.parametrize("T", [16, 512, 10**6])
+def test_monotone_in_beta_and_ordered(T):
+    """Y2, Y3, Yp increase with beta; T^(1-r) <= Y_r; Y2^2 <= E Y2^2; 1/T <= Yp <= Y2 (Cauchy-Schwarz)."""
+    betas = np.linspace(0.05, 4.0, 25)
+    y2, y3 = ft.ipr(betas, T=T), ft.ipr(betas, r=3, T=T)
+    square, pair = ft.ipr_square(betas, T=T), ft.ipr_pair(betas, p=0.6, T=T)
+    for values in (y2, y3, pair):
+        assert np.all(np.diff(values) > 0)
+    assert np.all(y2 >= 1.0 / T) and np.all(y3 >= float(T) ** -2)
+    assert np.all(square >= y2 ** 2) and np.all(square <= y2)
+    assert np.all(pair >= 1.0 / T) and np.all(pair <= ft.ipr(betas, p=0.6, T=T))
+
+
+def test_depends_on_beta_q_p_only_through_b_and_rho():
+    T = 512
+    b = ft.effective_b(1.3, 2.0, 0.5, T)
+    beta_equiv = float(b / math.sqrt(math.log(T) * 1.0 * 0.75))       # q = 1, p = 0.25: same rho and b
+    assert ft.ipr(1.3, q=2.0, p=0.5, T=T) == pytest.approx(ft.ipr(beta_equiv, q=1.0, p=0.25, T=T), rel=1e-13)
+    assert ft.ipr_pair(1.3, q=2.0, p=0.5, T=T) == pytest.approx(ft.ipr_pair(beta_equiv, q=1.0, p=0.25, T=T), rel=1e-13)
+
+
+def test_never_nan_or_overflow():
+    betas = np.array([1e-300, 1e-12, 1e-3, 1.0, 1e3, 1e6])
+    with np.errstate(over="raise", invalid="raise"):
+        for T in (2, 10**7):
+            for values in (ft.ipr(betas, T=T), ft.ipr(betas, r=5, T=T), ft.ipr_square(betas, T=T),
+                           ft.ipr_pair(betas[:-1], p=0.5, T=T)):
+                assert np.all(np.isfinite(values)) and np.all((values > 0) & (values <= 1))
+
+
+# --- the paper's asymptotics and its finite-size error (B.3) -----------------------
+
+def test_approach_to_the_asymptotic_ipr():
+    """|Y2(T) - max(0, 1 - beta_c/beta)| shrinks with T, slowly (B.3): ~0.15 left at beta_c, T = 1e7."""
+    for beta, gap_at_1e7 in ((1.2, 0.08), (BETA_C, 0.16), (2.0, 0.07), (3.0, 0.05)):
+        limit = max(0.0, 1.0 - BETA_C / beta)
+        gaps = [abs(ft.ipr(beta, T=T) - limit) for T in (256, 4096, 65536, 10**7)]
+        assert np.all(np.diff(gaps) < 0)
+        assert gaps[-1] < gap_at_1e7
+
+
+def test_finite_size_values_quoted_in_the_issue():
+    """Issue 6: 0.44 at beta = 2, T = 256 and 0.26 at beta_c, T = 256 hold; at T = 65536 the exact
+    value is 0.381, not 0.37 (Monte Carlo with 4000 rows gives 0.387 +- 0.004)."""
+    assert ft.ipr(2.0, T=256) == pytest.approx(0.436, abs=5e-4)
+    assert ft.ipr(BETA_C, T=256) == pytest.approx(0.265, abs=5e-4)
+    assert ft.ipr(2.0, T=65536) == pytest.approx(0.381, abs=5e-4)
+    assert ft.ipr(BETA_C, T=4096) == pytest.approx(0.214, abs=5e-4)     # DESIGN.md: "about 0.2"
+
+
+# --- tables ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("T", [64, 4096])
+def test_tables_match_the_direct_functions(T):
+    """Interpolation error < 1e-7 absolute (measured: ~1e-11 for Y2, ~3e-8 for Yp)."""
+    rng = np.random.default_rng(11)
+    beta = np.concatenate([rng.uniform(0.02, 6.0, 40), [1e-6, 50.0]])
+    p = np.concatenate([rng.uniform(0.0, 0.995, 40), [0.3, 0.9]])
+    q = rng.uniform(0.5, 2.0, beta.size)
+    p = p * q
+    assert np.abs(ft.ipr2_fast(beta, q, p, T) - ft.ipr(beta, q=q, p=p, T=T)).max() < 1e-7
+    assert np.abs(ft.ipr_pair_fast(beta, q, p, T) - ft.ipr_pair(beta, q=q, p=p, T=T)).max() < 1e-7
+
+
+def test_fast_functions_are_drop_in_moment_functions():
+    T = 64
+    beta = np.linspace(0.5, 3.0, 6)[:, None]
+    p = np.array([0.0, 0.4, 1.0])
+    y2, yp = ft.ipr2_fast(beta, 1.0, p, T), ft.ipr_pair_fast(beta, 1.0, p, T)
+    assert y2.shape == yp.shape == (6, 3)
+    np.testing.assert_allclose(y2[:, 2], 1.0 / T, rtol=1e-12)            # p = q: uniform attention
+    np.testing.assert_allclose(yp[:, [0, 2]], 1.0 / T, rtol=1e-9)        # independent rows; p = q
+    assert isinstance(ft.ipr2_fast(1.0, 1.0, 0.2, T), float)
+    assert ft.Y2_table(T) is ft.Y2_table(64.0)
+    assert ft.ipr2_fast(1.0, 1.0, 1.0 + 1e-15, T) == pytest.approx(1.0 / T)   # rounding above q is clipped
+    with pytest.raises(ValueError, match="T=65"):
+        ft.Y2_table(T)(1.0, 1.0, 0.0, 65)
+    with pytest.raises(ValueError, match="p must lie in"):
+        ft.ipr_pair_fast(1.0, 1.0, 1.1, T)
+
+
+def test_beyond_the_pair_table_is_computed_directly():
+    T = 64
+    b = ft.B_PAIR_MAX * 1.5
+    beta = b / math.sqrt(math.log(T) * 0.5)
+    assert ft.ipr_pair_fast(beta, 1.0, 0.5, T) == pytest.approx(ft.ipr_pair(beta, p=0.5, T=T), rel=1e-13)
+
+
+# --- bad input ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"T": 1}, "T must be"), ({"T": 64.5}, "T must be"), ({"T": None}, "T must be"), ({"T": True}, "T must be"),
+    ({"T": 64, "r": 1}, "r must be"), ({"T": 64, "r": 0.5}, "r must be"), ({"T": 64, "r": float("nan")}, "r must be"),
+    ({"T": 64, "beta": 0.0}, "beta must be"), ({"T": 64, "beta": -1.0}, "beta must be"),
+    ({"T": 64, "beta": float("inf")}, "beta must be"), ({"T": 64, "q": 0.0}, "q must be"),
+    ({"T": 64, "p": 1.0}, "p must lie"), ({"T": 64, "p": -0.1}, "p must lie"), ({"T": 64, "p": float("nan")}, "p must be"),
+])
+def test_bad_input_raises_value_error_naming_the_parameter(kwargs, match):
+    kwargs = {"beta": 1.0, **kwargs}
+    beta = kwargs.pop("beta")
+    with pytest.raises(ValueError, match=match):
+        ft.ipr(beta, **kwargs)
+    if "r" not in kwargs:
+        with pytest.raises(ValueError, match=match):
+            ft.ipr_pair(beta, **kwargs)
+        with pytest.raises(ValueError, match=match):
+            ft.ipr_square(beta, **kwargs)

@@ -124,7 +124,8 @@ def effective_b():
 
 def gamma_identity(power=r, x=_X):
     """x^-power = Gamma(power)^-1 int_0^oo u^(power-1) e^(-u x) du, as an Eq with an unevaluated Integral."""
-    return sympy.Eq(x ** -power, sympy.Integral(u ** (power - 1) * sympy.exp(-u * x), (u, 0, sympy.oo)) / sympy.gamma(power))
+    integral = sympy.Integral(u ** (power - 1) * sympy.exp(-u * x), (u, 0, sympy.oo))
+    return sympy.Eq(x ** -power, integral / sympy.gamma(power))
 
 
 def weight(var=z, scale=b):

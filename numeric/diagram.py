@@ -124,10 +124,21 @@ def trainability_diagram(arch, depth, *, betas, alphas, eps=0.01, T=None, rho0=0
             if progress is not None:
                 progress(done)
     phase = np.where(condensed, ENTROPY_COLLAPSE, np.where(rho > 1.0 - eps, RANK_COLLAPSE, TRAINABLE))
-    boundary = critical_alpha(arch, depth, beta=betas, eps=eps, T=T, rho0=rho0, activation=activation, **params)
+    boundary = critical_alpha(arch, depth, beta=betas, eps=eps, T=T, rho0=rho0, activation=activation,
+                              bracket=_grid_bracket(rho.reshape(B.shape), alphas, eps), **params)
     return Diagram(betas, alphas, phase.reshape(B.shape), rho.reshape(B.shape), np.asarray(boundary),
                    _name(arch), depth, eps, T, criterion,
                    {**DEFAULTS, **params, "activation": activation, "rho0": float(rho0)})
+
+
+def _grid_bracket(rho, alphas, eps):
+    """Per beta column, (largest grid alpha with rank collapse below the first without, that one)."""
+    order = np.argsort(alphas)
+    ok = rho[order] <= 1.0 - eps
+    first = np.where(ok.any(axis=0), np.argmax(ok, axis=0), len(alphas))
+    sorted_alphas = np.append(alphas[order], np.inf)
+    lo = np.where(first > 0, sorted_alphas[np.maximum(first - 1, 0)], 0.0)
+    return lo, sorted_alphas[first]
 
 
 def _workers(n_chunks: int) -> int:

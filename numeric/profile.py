@@ -113,12 +113,14 @@ def final_rho(block, moments, values, depth, T, rho0) -> np.ndarray:
 
 
 def critical_alpha(arch, depth, *, beta, eps=0.01, T=None, rho0=0.0, activation="relu", rtol=1e-6,
-                   alpha_max=1e6, **params):
+                   alpha_max=1e6, bracket=None, **params):
     """Smallest alpha_sa with rho after ``depth`` blocks <= 1 - eps (Fig. 1c's boundary).
 
     Vectorised over ``beta`` (and any other parameter). Returns 0 where any
     alpha_sa > 0 avoids rank collapse and ``inf`` where no alpha_sa <= alpha_max
     does (e.g. when the MLP alone collapses the tokens). Relative accuracy ``rtol``.
+    ``bracket``: optional arrays (lo, hi) known to enclose the answer (rank
+    collapse at lo, none at hi; hi = inf where unknown), e.g. from a grid.
     """
     eps = check.interval("eps", eps, 0.0, 1.0, closed=False)
     if "alpha_sa" in params:
@@ -131,7 +133,7 @@ def critical_alpha(arch, depth, *, beta, eps=0.01, T=None, rho0=0.0, activation=
         return final_rho(block, moments, {**values, "alpha_sa": alpha}, depth, T, rho0) <= target
 
     shape = np.broadcast_shapes(np.shape(eps), np.shape(rho0), *(np.shape(v) for v in values.values()))
-    return _bisect(ok, shape, rtol, alpha_max)
+    return _bisect(ok, shape, rtol, alpha_max, bracket)
 
 
 #: alpha_sa = 0 in a search or a grid stands for the limit alpha_sa -> 0+: at T = oo an attention
@@ -139,25 +141,39 @@ def critical_alpha(arch, depth, *, beta, eps=0.01, T=None, rho0=0.0, activation=
 ALPHA_ZERO = 1e-12
 
 
-def _bisect(ok, shape, rtol, alpha_max):
-    """Smallest alpha in (0, alpha_max] with ok(alpha), for ok monotone in alpha (0 if alpha -> 0+ works)."""
-    at_zero = ok(np.full(shape, ALPHA_ZERO))
-    hi = np.ones(shape)
+SECTIONS = 15  # interior points tried per pass: each pass shrinks the bracket 16-fold
+
+
+def _bisect(ok, shape, rtol, alpha_max, bracket=None):
+    """Smallest alpha in (0, alpha_max] with ok(alpha), for ok monotone in alpha (0 if alpha -> 0+ works).
+
+    A vectorised k-section: every pass evaluates ``SECTIONS`` interior points of
+    every bracket at once, so few passes over the depth are needed.
+    """
+    lo, hi = (np.zeros(shape), np.ones(shape)) if bracket is None else \
+        (np.broadcast_to(bracket[0], shape).astype(float), np.broadcast_to(bracket[1], shape).astype(float))
+    at_zero = (lo <= ALPHA_ZERO) & ok(np.full(shape, ALPHA_ZERO))
+    hi = np.where(np.isfinite(hi), hi, np.maximum(2 * lo, 1.0))
     while True:
         good = ok(hi)
         grow = ~good & ~at_zero & (hi < alpha_max)
         if not grow.any():
             break
-        hi = np.where(grow, np.minimum(2 * hi, alpha_max), hi)
-    never = ~ok(hi) & ~at_zero
-    lo = np.where(hi > 1, hi / 2, 0.0)
+        lo = np.where(grow, hi, lo)
+        hi = np.where(grow, np.minimum(16 * hi, alpha_max), hi)
+    never = ~good & ~at_zero
+    fractions = np.arange(1, SECTIONS + 1).reshape((-1,) + (1,) * len(shape)) / (SECTIONS + 1)
     while True:
         active = ~at_zero & ~never & (hi - lo > rtol * hi)
         if not active.any():
             break
-        mid = 0.5 * (lo + hi)
-        good = ok(mid)
-        hi = np.where(active & good, mid, hi)
-        lo = np.where(active & ~good, mid, lo)
+        trial = lo + (hi - lo) * fractions                       # (SECTIONS, *shape)
+        good = ok(trial) | ~active                               # inactive points: keep their bracket
+        first = np.argmax(good, axis=0)                          # first interior point that avoids collapse
+        found = good.any(axis=0)
+        new_hi = np.where(found, np.take_along_axis(trial, first[None], 0)[0], hi)
+        new_lo = np.where(first > 0, np.take_along_axis(trial, np.maximum(first - 1, 0)[None], 0)[0], lo)
+        lo = np.where(active, np.where(found, new_lo, np.take_along_axis(trial, np.full((1,) + shape, SECTIONS - 1), 0)[0]), lo)
+        hi = np.where(active, new_hi, hi)
     result = np.where(at_zero, 0.0, np.where(never, np.inf, hi))
     return float(result) if result.ndim == 0 else result

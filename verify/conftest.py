@@ -29,7 +29,8 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 def pytest_addoption(parser):
     parser.addoption("--device", default=None,
-                     help="device for the Monte Carlo checks: cpu, cuda, cuda:N or auto (default $SIGPROP_DEVICE or cpu)")
+                     help="device for the Monte Carlo checks: cpu, cuda, cuda:N or auto "
+                          "(default $SIGPROP_DEVICE or cpu)")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -35,8 +35,8 @@ import torch
 
 from derive.layers import SelfAttention
 
-from .torch_view import (build, make_generator, positive_int, resolve_device, resolve_dtype, sequence_length,
-                         tokens)
+from .torch_view import (build, iter_blocks, make_generator, positive_int, resolve_device, resolve_dtype,
+                         sequence_length, tokens)
 
 #: Most score entries (rows x T) held at once when sampling Gaussian scores.
 GAUSSIAN_CHUNK = 1 << 22
@@ -147,6 +147,9 @@ def profile(arch, depth: int, *, beta: float, T: int, d: int, seeds: int, rho0: 
             dtype=torch.float64, seed: int = 0, **params) -> Profile:
     """q, p, ρ before block 1 and after each of ``depth`` blocks of ``arch`` (compare numeric.cosine_profile).
 
+    Blocks are sampled one at a time (:func:`verify.torch_view.iter_blocks`), so
+    memory holds one block's weights whatever the depth.
+
     Inputs have norm ``q0`` (the theory's 1) and cosine similarity ``rho0`` (:func:`verify.torch_view.tokens`);
     ``batch`` sequences per seed share the seed's weights. ``params``: alpha_sa,
     alpha_mlp, sigma_v2, sigma_w2, sigma_b2.
@@ -154,15 +157,15 @@ def profile(arch, depth: int, *, beta: float, T: int, d: int, seeds: int, rho0: 
     T, d, seeds = _check_sizes(T, d, seeds)
     batch = positive_int("batch", batch)
     device, dtype, generator = _setup(device, dtype, seed)
-    stack = build(arch, d, seeds=seeds, depth=depth, params={"beta": beta, **params}, activation=activation,
-                  heads=heads, device=device, dtype=dtype, generator=generator)
     x = tokens(seeds, T, d, rho0=rho0, q0=q0, batch=(batch,) if batch > 1 else (), kind=kind, device=device,
                dtype=dtype, generator=generator)
-    qs, ps = [], []
+    blocks = iter_blocks(arch, d, seeds=seeds, depth=depth, params={"beta": beta, **params}, activation=activation,
+                         heads=heads, device=device, dtype=dtype, generator=generator)
+    q, p = overlap_samples(x)
+    qs, ps = [q], [p]
     with torch.no_grad():
-        for k in range(depth + 1):
-            if k:
-                x = stack.blocks[k - 1](x)
+        for block in blocks:
+            x = block(x)
             q, p = overlap_samples(x)
             qs.append(q)
             ps.append(p)

@@ -114,7 +114,8 @@ def _unpack(estimate, se, n):
 def _message(what, theory, mean, se, allowance, gap, tol, bad, k, n, family, reason, offset):
     rows = np.flatnonzero(bad)
     worst = rows[np.argsort(-(gap[rows] - tol[rows]))][:8]
-    lines = [f"{what}: theory and Monte Carlo disagree at {rows.size} of {gap.size} entr{'y' if gap.size == 1 else 'ies'}",
+    entries = "entry" if gap.size == 1 else "entries"
+    lines = [f"{what}: theory and Monte Carlo disagree at {rows.size} of {gap.size} {entries}",
              f"  tolerance = k*SE + allowance with k = {k:.3f} (false-alarm rate {FALSE_ALARM:g} two-sided, "
              f"{'t with %d dof' % (n - 1) if n else 'normal'}, Bonferroni over {family})",
              f"  allowance: {reason or 'none'}",

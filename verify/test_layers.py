@@ -34,11 +34,12 @@ def _number(expr, spec):
     return float(value)
 
 
-@pytest.mark.parametrize("q, p, sigma_w2, sigma_b2", [(1.0, 0.0, 2.0, 0.0), (1.0, 0.6, 0.5, 0.3), (1.0, 0.95, 1.3, 0.05)])
+@pytest.mark.parametrize("q, p, sigma_w2, sigma_b2", [(1.0, 0.0, 2.0, 0.0), (1.8, 0.6, 0.5, 0.3),
+                                                    (1.0, 0.95, 1.3, 0.05)])
 def test_linear_matches_the_derived_map(q, p, sigma_w2, sigma_b2, device):
     spec = Sequence(Linear())
     theory = derived_map(spec, q, p, sigma_w2=sigma_w2, sigma_b2=sigma_b2)
-    out = mc.profile(spec, 1, beta=1.0, T=16, d=512, seeds=48, rho0=p / q, device=device, seed=1,
+    out = mc.profile(spec, 1, beta=1.0, T=16, d=512, seeds=48, rho0=p / q, q0=q, device=device, seed=1,
                      sigma_w2=sigma_w2, sigma_b2=sigma_b2)
     assert_agrees(theory[0], out.q[1], what=f"Linear q' (q={q}, p={p})")
     assert_agrees(theory[1], out.p[1], what=f"Linear p' (q={q}, p={p})")

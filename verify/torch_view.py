@@ -70,7 +70,8 @@ def resolve_device(device=None) -> torch.device:
     try:
         dev = torch.device(name)
     except (RuntimeError, ValueError):
-        raise RuntimeError(f"unsupported device {device!r} (from {source}): use 'cpu', 'cuda', 'cuda:N' or 'auto'") from None
+        raise RuntimeError(f"unsupported device {device!r} (from {source}): "
+                           "use 'cpu', 'cuda', 'cuda:N' or 'auto'") from None
     if dev.type == "cpu":
         return dev
     if dev.type != "cuda":
@@ -172,13 +173,16 @@ class Block(nn.Module):
 
 
 class Stack(nn.Module):
-    """``depth`` independent blocks of one spec; x has shape (seeds, [batch...,] T, d)."""
+    """Independent blocks of one spec; x has shape (seeds, [batch...,] T, d)."""
 
-    def __init__(self, spec: Layer, d: int, depth: int, n_seeds: int, params: dict, generator, dtype, device):
+    def __init__(self, blocks, d: int, n_seeds: int):
         super().__init__()
-        self.spec, self.d, self.n_seeds, self.params = spec, d, n_seeds, params
-        self.device, self.dtype = device, dtype
-        self.blocks = nn.ModuleList(Block(spec, d, n_seeds, params, generator, dtype, device) for _ in range(depth))
+        self.blocks = nn.ModuleList(blocks)
+        self.d, self.n_seeds = d, n_seeds
+
+    @property
+    def params(self) -> dict:
+        return self.blocks[0].params if len(self.blocks) else {}
 
     def _check(self, x):
         if x.dim() < 3 or x.shape[0] != self.n_seeds or x.shape[-1] != self.d:
@@ -212,6 +216,20 @@ def build(spec_or_name, d: int, *, seeds: int, params: dict | None = None, depth
     beta, alpha_sa, alpha_mlp, sigma_v2, sigma_w2, sigma_b2 to floats
     (defaults as numeric.cosine_profile, beta required by attention).
     """
+    d, seeds = positive_int("d", d), positive_int("seeds", seeds)
+    blocks = iter_blocks(spec_or_name, d, seeds=seeds, params=params, depth=depth, activation=activation,
+                         heads=heads, device=device, dtype=dtype, seed=seed, generator=generator)
+    return Stack(list(blocks), d, seeds)
+
+
+def iter_blocks(spec_or_name, d: int, *, seeds: int, params: dict | None = None, depth: int = 1,
+                activation: str = "relu", heads: int = 1, device=None, dtype=torch.float64,
+                seed: int | None = 0, generator: torch.Generator | None = None):
+    """The blocks of :func:`build`, sampled one at a time (same draws, same order).
+
+    A measurement that runs blocks in turn holds one block's weights at a
+    time: 30 blocks at d = 2048 and 8 seeds would need 10 GB at once.
+    """
     d = positive_int("d", d)
     seeds = positive_int("seeds", seeds)
     depth = positive_int("depth", depth, minimum=0)
@@ -219,7 +237,8 @@ def build(spec_or_name, d: int, *, seeds: int, params: dict | None = None, depth
     spec = spec_of(spec_or_name, activation, heads)
     values = full_params(spec, params)
     generator = make_generator(seed, generator, device)
-    return Stack(spec, d, depth, seeds, values, generator, dtype, device)
+    for _ in range(depth):
+        yield Block(spec, d, seeds, values, generator, dtype, device)
 
 
 # --- inputs ---------------------------------------------------------------------------

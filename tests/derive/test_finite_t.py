@@ -66,5 +66,5 @@ def test_representations_are_stated_with_the_contract_symbols():
     names = {s.name for s in F.ipr_integral().free_symbols}
     assert {"T", "r", "b"} <= names
     assert {s.name for s in F.ipr_integral(scale=F.effective_b()).free_symbols} >= {"beta", "q", "p", "T", "r"}
-    assert {s.name for s in F.ipr_pair_integral(scale=F.effective_b(), correlation=F.row_statistics()[1]).free_symbols} \
-        >= {"beta", "q", "p", "T"}
+    pair = F.ipr_pair_integral(scale=F.effective_b(), correlation=F.row_statistics()[1])
+    assert {s.name for s in pair.free_symbols} >= {"beta", "q", "p", "T"}

@@ -47,33 +47,25 @@ def _mp_smoothing(b, rs):
         growth = [mp.exp(b * z) for z, _ in nodes]
 
         def inner(t):
-            et, G, L, M = mp.exp(t), mp.mpf(0), mp.mpf(0), {r: mp.mpf(0) for r in rs}
-            for wk, ek in zip(weight, growth):
-                ex = et * ek
-                small = mp.exp(-ex)
-                G += wk * -mp.expm1(-ex)
-                L += wk * small
-                for r in rs:
-                    M[r] += wk * ex ** r * small
-            return G, L, M
+            ex = [mp.exp(t) * e for e in growth]
+            small = [mp.exp(-y) for y in ex]
+            g = [-mp.expm1(-y) if y < 1 else 1 - l for y, l in zip(ex, small)]
+            M = {r: mp.fdot(weight, [y ** r * l for y, l in zip(ex, small)]) for r in rs}
+            return mp.fdot(weight, g), mp.fdot(weight, small), M
         return inner
-    nodes = _panels(mp.mpf(-60), mp.mpf(7.5), PANEL)                  # exactly 45 panels
+    nodes = _panels(mp.mpf(-54), mp.mpf(7.5), PANEL)                  # exactly 41 panels
     xs = [x for x, _ in nodes]
-    g = [-mp.expm1(-mp.exp(x)) for x in xs]
-    small = [mp.exp(-mp.exp(x)) for x in xs]
-    f = {r: [mp.exp(r * x - mp.exp(x)) for x in xs] for r in rs}
+    norm = 1 / (b * mp.sqrt(2 * mp.pi))
+    g = [w * norm * -mp.expm1(-mp.exp(x)) for x, w in nodes]
+    small = [w * norm * mp.exp(-mp.exp(x)) for x, w in nodes]
+    f = {r: [w * norm * mp.exp(r * x - mp.exp(x)) for x, w in nodes] for r in rs}
 
     def inner(t):
-        G = mp.ncdf((t - mp.mpf(7.5)) / b)          # x > 7.5: g = 1, l = 0
-        L = mp.ncdf((-60 - t) / b)                 # x < -60: l = 1, g = e^x < 1e-26
-        M = {r: mp.mpf(0) for r in rs}
-        for k in range(bisect.bisect_left(xs, t - 14 * b), bisect.bisect_right(xs, t + 14 * b)):
-            wk = nodes[k][1] * mp.npdf((xs[k] - t) / b) / b
-            G += wk * g[k]
-            L += wk * small[k]
-            for r in rs:
-                M[r] += wk * f[r][k]
-        return G, L, M
+        lo, hi = bisect.bisect_left(xs, t - 14 * b), bisect.bisect_right(xs, t + 14 * b)
+        gauss = [mp.exp(-((x - t) / b) ** 2 / 2) for x in xs[lo:hi]]
+        G = mp.ncdf((t - mp.mpf(7.5)) / b) + mp.fdot(gauss, g[lo:hi])     # x > 7.5: g = 1, l = 0
+        L = mp.ncdf((-54 - t) / b) + mp.fdot(gauss, small[lo:hi])       # x < -54: l = 1, g < 4e-24
+        return G, L, {r: mp.fdot(gauss, f[r][lo:hi]) for r in rs}
     return inner
 
 
@@ -81,7 +73,7 @@ def mp_row_moments(b, T):
     """E sum A^2, E sum A^3, E (sum A^2)^2 by the Laplace integrals of numeric.finite_t at 30 digits.
 
     Outer integral over t = log u by panels walked leftwards from where L^(T-1) < e^-120
-    (found by bisection) until three panels add less than 1e-20 of the total.
+    (found by bisection) until three panels add less than 1e-17 of the total.
     """
     with mp.workdps(30):
         b, rs = mp.mpf(b), (2, 3, 4)
@@ -103,7 +95,7 @@ def mp_row_moments(b, T):
                 for r in rs:
                     out[r] += w * T / mp.gamma(r) * M[r] * decay
                 cross += w * T * (T - 1) / 6 * M[2] ** 2 * mp.exp((T - 2) * log_L)
-            quiet = quiet + 1 if out[2] - before < mp.mpf(10) ** -20 * out[2] else 0
+            quiet = quiet + 1 if out[2] - before < mp.mpf(10) ** -17 * out[2] else 0
             a -= width
         return out[2], out[3], out[4] + cross
 
@@ -122,11 +114,14 @@ def mp_two_token(b, kind, rho=None):
             return sum(w * mp.npdf(z) * (sig(b * root2 * z) ** 2 + sig(-b * root2 * z) ** 2) ** 2 for z, w in nodes)
         if kind != "pair":
             return 2 * sum(w * mp.npdf(z) * sig(b * root2 * z) ** kind for z, w in nodes)
-        rho, total = mp.mpf(rho), mp.mpf(0)
-        spread = mp.sqrt(1 - rho * rho)
-        for z, w in nodes:
-            other = sum(v * mp.npdf(e) * sig(b * root2 * (rho * z + spread * e)) for e, v in nodes)
-            total += w * mp.npdf(z) * sig(b * root2 * z) * other
+        rho = mp.mpf(rho)
+        weight = [w * mp.npdf(z) for z, w in nodes]
+        private = [mp.exp(-b * root2 * mp.sqrt(1 - rho * rho) * e) for e, _ in nodes]
+        total = mp.mpf(0)
+        for (z, _), wz in zip(nodes, weight):
+            shared = mp.exp(-b * root2 * rho * z)
+            other = mp.fdot(weight, [1 / (1 + shared * e) for e in private])     # E_e sigma(b D')
+            total += wz * sig(b * root2 * z) * other
         return 2 * total
 
 
@@ -145,10 +140,11 @@ def test_two_tokens_match_closed_forms(b):
     """T = 2: E sum A^r = 2 E sigma(b D)^r, also for non-integer r, and E (sum A^2)^2."""
     for r in (2, 3, 2.5):
         assert ft._row_moments(b, 2, (float(r),))[float(r)] == pytest.approx(float(mp_two_token(b, r)), abs=1e-14)
-    assert ft._row_moments(b, 2, (), square=True)["square"] == pytest.approx(float(mp_two_token(b, "square")), abs=1e-14)
+    square = ft._row_moments(b, 2, (), square=True)["square"]
+    assert square == pytest.approx(float(mp_two_token(b, "square")), abs=1e-14)
 
 
-@pytest.mark.parametrize("b, rho", [(0.6, 0.9), (1.0, 0.5)])
+@pytest.mark.parametrize("b, rho", [(0.8, 0.5), (2.0, 0.9)])
 def test_pair_term_matches_two_token_closed_form(b, rho):
     assert ft._pair_moment(b, rho, 2) == pytest.approx(float(mp_two_token(b, "pair", rho)), abs=1e-13)
 
@@ -221,6 +217,26 @@ def test_moments_match_gaussian_score_monte_carlo(T, rows, samples):
                 assert abs(mc[key].mean() - value) <= 4 * se + 1e-12, (T, beta, p, key, mc[key].mean(), value, se)
 
 
+def _real_token_run(rng, beta, p, T, d, samples, table):
+    """(beta, p, E sum A^2 per sample, the theory at each sample's row scales, own-token z-scores)."""
+    scale = math.sqrt(beta * math.sqrt(math.log(T)) / d)
+    measured, conditional, own = [], [], []
+    for _ in range(samples):
+        X = math.sqrt(p) * rng.standard_normal(d) + math.sqrt(1 - p) * rng.standard_normal((T, d))
+        WQ, WK = scale * rng.standard_normal((d, d)), scale * rng.standard_normal((d, d))
+        query = X @ WQ.T
+        a = query @ (X @ WK.T).T / math.sqrt(d)
+        z_own = (np.diag(a) - a.mean(axis=1)) / a.std(axis=1)
+        a -= a.max(axis=1, keepdims=True)
+        A = np.exp(a)
+        A /= A.sum(axis=1, keepdims=True)
+        measured.append((A * A).sum(axis=1).mean())
+        row_scale = math.sqrt(1 - p) * np.linalg.norm(query @ WK, axis=1) / math.sqrt(d)
+        conditional.append(table.at_b(row_scale).mean())
+        own.append(z_own.mean())
+    return beta, p, measured, conditional, own
+
+
 def test_query_token_scores_like_any_key():
     """Real tokens X (d = 256) and weights W_Q, W_K ~ N(0, beta sqrt(ln T)/d) (DESIGN conventions).
 
@@ -229,29 +245,19 @@ def test_query_token_scores_like_any_key():
     score a_tt = X_t^T W_K^T W_Q X_t/sqrt(d) could differ. So E sum A^2 must match
     the theory averaged over the measured b_t within 4 SE (no own-token effect),
     and the own score's z-score within its row must average to 0. Against the
-    nominal theory (b_t -> its mean) the finite-d spread of b_t (relative sd
-    ~ sqrt(3/d) ~ 0.1) biases E sum A^2 by Jensen's inequality; that bias, measured
-    here as |nominal - conditional|, is the allowance (~0.004 at beta = 2).
+    nominal theory (b_t -> its mean) the finite-d spread of b_t (relative sd 0.07
+    within a sample at d = 256, more across samples) biases E sum A^2 by Jensen's
+    inequality; that bias, measured here as |nominal - conditional|, is the
+    allowance (0.003 at beta = 2, p = 0; measured E sum A^2 = 0.432 +- 0.003,
+    nominal 0.436, conditional 0.433).
     """
     rng = np.random.default_rng(7)
     T, d, samples = 256, 256, 40
     table = ft.Y2_table(T)
-    for beta, p in ((1.0, 0.0), (2.0, 0.0), (2.0, 0.5)):
-        scale = math.sqrt(beta * math.sqrt(math.log(T)) / d)
-        measured, conditional, own = [], [], []
-        for _ in range(samples):
-            X = math.sqrt(p) * rng.standard_normal(d) + math.sqrt(1 - p) * rng.standard_normal((T, d))
-            WQ, WK = scale * rng.standard_normal((d, d)), scale * rng.standard_normal((d, d))
-            query = X @ WQ.T
-            a = query @ (X @ WK.T).T / math.sqrt(d)
-            z_own = (np.diag(a) - a.mean(axis=1)) / a.std(axis=1)
-            a -= a.max(axis=1, keepdims=True)
-            A = np.exp(a)
-            A /= A.sum(axis=1, keepdims=True)
-            measured.append((A * A).sum(axis=1).mean())
-            row_scale = math.sqrt(1 - p) * np.linalg.norm(query @ WK, axis=1) / math.sqrt(d)
-            conditional.append(table.at_b(row_scale).mean())
-            own.append(z_own.mean())
+    with ft._single_threaded_blas():                   # 256^3 products: one BLAS thread is faster
+        results = [_real_token_run(rng, beta, p, T, d, samples, table)
+                   for beta, p in ((1.0, 0.0), (2.0, 0.0), (2.0, 0.5))]
+    for beta, p, measured, conditional, own in results:
         mean, se = np.mean(measured), np.std(measured, ddof=1) / math.sqrt(samples)
         nominal = ft.ipr(beta, p=p, T=T)
         assert abs(mean - np.mean(conditional)) <= 4 * se
@@ -318,7 +324,7 @@ def test_depends_on_beta_q_p_only_through_b_and_rho():
 
 
 def test_never_nan_or_overflow():
-    betas = np.array([1e-300, 1e-12, 1e-3, 1.0, 1e3, 1e6])
+    betas = np.array([1e-300, 1e-12, 1e-3, 1.0, 1e3, 1e6, 1e300])
     with np.errstate(over="raise", invalid="raise"):
         for T in (2, 10**7):
             for values in (ft.ipr(betas, T=T), ft.ipr(betas, r=5, T=T), ft.ipr_square(betas, T=T),
@@ -391,7 +397,8 @@ def test_beyond_the_pair_table_is_computed_directly():
     ({"T": 64, "r": 1}, "r must be"), ({"T": 64, "r": 0.5}, "r must be"), ({"T": 64, "r": float("nan")}, "r must be"),
     ({"T": 64, "beta": 0.0}, "beta must be"), ({"T": 64, "beta": -1.0}, "beta must be"),
     ({"T": 64, "beta": float("inf")}, "beta must be"), ({"T": 64, "q": 0.0}, "q must be"),
-    ({"T": 64, "p": 1.0}, "p must lie"), ({"T": 64, "p": -0.1}, "p must lie"), ({"T": 64, "p": float("nan")}, "p must be"),
+    ({"T": 64, "p": 1.0}, "p must lie"), ({"T": 64, "p": -0.1}, "p must lie"),
+    ({"T": 64, "p": float("nan")}, "p must be"),
 ])
 def test_bad_input_raises_value_error_naming_the_parameter(kwargs, match):
     kwargs = {"beta": 1.0, **kwargs}

@@ -55,15 +55,32 @@ def naive_throughput(arch, depth, n_points, T=None, activation="relu"):
     return n_points * depth / elapsed, elapsed
 
 
-def run(arch="post-ln", depth=60, grid=512, naive_points=300, T=None, activation="relu", repeats=1) -> dict:
-    """Measure both sides; the result is what ``sigprop bench --json`` prints."""
+def finite_t_cost(arch, depth, grid, T, activation, repeats):
+    """A finite-T diagram against the asymptotic one on the same grid (tables built first, timed apart)."""
+    start = time.perf_counter()
+    trainability_diagram(arch, depth, betas=[0.5, 1.0], alphas=[1.0], T=T, activation=activation)
+    tables = time.perf_counter() - start
+    finite, _ = compiled_throughput(arch, depth, grid, grid, T, activation, repeats)
+    asymptotic, _ = compiled_throughput(arch, depth, grid, grid, None, activation, repeats)
+    return {"finite_T": T, "finite_T_updates_per_s": finite, "finite_T_table_seconds": tables,
+            "finite_T_cost_ratio": asymptotic / finite}
+
+
+def run(arch="post-ln", depth=60, grid=512, naive_points=300, T=None, activation="relu", repeats=1,
+        finite_T=512) -> dict:
+    """Measure both sides; the result is what ``sigprop bench --json`` prints.
+
+    With ``finite_T`` (an integer, or None to skip) it also reports what a
+    finite-T diagram costs relative to the asymptotic one on the same grid.
+    """
     compiled, t_compiled = compiled_throughput(arch, depth, grid, grid, T, activation, repeats)
     naive, t_naive = naive_throughput(arch, depth, naive_points, T, activation)
+    extra = finite_t_cost(arch, depth, grid, finite_T, activation, repeats) if finite_T else {}
     return {
         "arch": arch, "depth": depth, "grid": [grid, grid], "T": T, "activation": activation,
         "compiled_updates_per_s": compiled, "compiled_seconds": t_compiled,
         "naive_updates_per_s": naive, "naive_seconds": t_naive, "naive_points": naive_points,
-        "ratio": compiled / naive,
+        "ratio": compiled / naive, **extra,
         "machine": {"python": platform.python_version(), "numpy": np.__version__,
                     "processor": platform.machine(), "cpus": _cpus()},
     }

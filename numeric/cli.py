@@ -135,7 +135,8 @@ def cmd_formula(args):
 
 def cmd_bench(args):
     from . import bench
-    result = bench.run(args.arch, args.depth, args.grid, args.naive_points, args.T, args.activation, args.repeats)
+    result = bench.run(args.arch, args.depth, args.grid, args.naive_points, args.T, args.activation, args.repeats,
+                       finite_T=args.finite_T)
     if args.json:
         print(json.dumps(result))
         return
@@ -144,6 +145,10 @@ def cmd_bench(args):
     print(f"naive:    {result['naive_updates_per_s']:.3e} block updates/s "
           f"(Python loop over {args.naive_points} points)")
     print(f"ratio:    {result['ratio']:.0f}x")
+    if args.finite_T:
+        print(f"finite T = {args.finite_T}: {result['finite_T_updates_per_s']:.3e} block updates/s, "
+              f"{result['finite_T_cost_ratio']:.1f}x the asymptotic cost "
+              f"(moment tables built once in {result['finite_T_table_seconds']:.1f} s)")
 
 
 def cmd_figure(args):
@@ -221,11 +226,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--naive-points", type=int, default=300, help="points in the Python loop (default: 300)")
     p.add_argument("--T", type=_T, default=None, help="sequence length (default: inf)")
     p.add_argument("--repeats", type=int, default=1, help="time the compiled side this often, keep the best")
+    p.add_argument("--finite-T", dest="finite_T", type=_T, default=512,
+                   help="also time a finite-T diagram at this T against the asymptotic one ('inf' skips; "
+                        "default: 512)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("figure", help="reproduce a figure of the paper: 1c, 2, 6")
-    p.add_argument("which", help="figure: 1c (trainability diagram), 2 (profiles), 6 (tanh fixed point)")
+    p = sub.add_parser("figure", help="reproduce a figure of the paper: 1c, 2, 3, 6")
+    p.add_argument("which", help="figure: 1c (trainability diagram), 2 (profiles), 3 (IPR vs beta, Monte Carlo; "
+                                 "needs torch), 6 (tanh fixed point)")
     p.add_argument("--out", metavar="PNG", help="image path (default: figure-<which>.png)")
     p.add_argument("--quick", action="store_true", help="small sizes (for tests)")
     p.add_argument("--measure", action="store_true", help="add Monte Carlo measurements (needs torch)")

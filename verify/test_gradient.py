@@ -6,7 +6,8 @@
 2. The random-loss estimator of :func:`verify.montecarlo.query_gradient` is
    unbiased for it (per seed, over G).
 3. The leading order in d, d² β √(ln T) σ_v² q (q − p)² T E[Y2 − 2Y3 + (Y2)²]
-   (:func:`verify.theory.query_grad_sq_norm`), against autograd. Paper eq. (31)
+   (:func:`verify.theory.query_grad_sq_norm`, and numeric.query_grad_sq_norm
+   of the contract), against autograd. Paper eq. (31)
    is rejected by the same measurement (its bracket is negative for β ≥ 2 at p = 0).
 """
 
@@ -15,6 +16,7 @@ import math
 import pytest
 import torch
 
+import numeric
 from derive.layers import SelfAttention
 from verify import montecarlo as mc
 from verify import theory
@@ -56,6 +58,10 @@ def test_leading_order_query_gradient(beta, p, device):
     assert_agrees(expected, g.autograd, allowance=finite_d_allowance(d, expected),
                   reason="finite d: the key Gram matrix replaced by its mean (relative O(1/d))",
                   what=f"E||dL/dW_Q||^2 (beta={beta}, p={p})")
+    contract = numeric.query_grad_sq_norm(beta, d=d, T=T, p=p)
+    assert_agrees(contract, g.autograd, allowance=finite_d_allowance(d, contract),
+                  reason="finite d: key Gram matrix and query norm at their means (relative O(1/d))",
+                  what=f"numeric.query_grad_sq_norm (beta={beta}, p={p})")
 
 
 def test_paper_eq_31_is_rejected_where_its_bracket_is_negative(device):

@@ -67,11 +67,12 @@ def test_formula(capsys, form, marker):
 
 
 def test_bench_json_small(capsys):
-    rc, out, _ = run(capsys, "bench", "--json", "--grid", "32", "--depth", "5", "--naive-points", "20")
+    rc, out, _ = run(capsys, "bench", "--json", "--grid", "32", "--depth", "5", "--naive-points", "20", "--finite-T", "64")
     result = json.loads(out)
     for key in ("compiled_updates_per_s", "naive_updates_per_s", "ratio"):
         assert result[key] > 0
     assert result["ratio"] == pytest.approx(result["compiled_updates_per_s"] / result["naive_updates_per_s"])
+    assert result["finite_T"] == 64 and result["finite_T_cost_ratio"] > 0
 
 
 @pytest.mark.parametrize("argv, match", [

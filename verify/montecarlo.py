@@ -182,8 +182,12 @@ def ratio_estimate(numerator: Estimate, denominator: Estimate) -> Estimate:
 
 # --- attention alone ------------------------------------------------------------------
 
-def _attention_layer(beta, T, d, seeds, q, p, heads, sigma_v2, gain, device, dtype, seed):
-    """(spec, stack of one attention layer, exact input tokens with overlaps (q, p), generator)."""
+def _attention_layer(beta, T, d, seeds, q, p, heads, sigma_v2, gain, device, dtype, seed, kind="basis"):
+    """(spec, stack of one attention layer, input tokens with overlaps (q, p), generator).
+
+    ``kind="basis"`` gives the exact mean-field overlaps (needs T + 1 <= d);
+    ``"gaussian"`` i.i.d. Gaussian tokens, overlaps exact only in expectation (any T).
+    """
     T, d, seeds = _check_sizes(T, d, seeds)
     if not (q > 0 and 0.0 <= p <= q):
         raise ValueError(f"need q > 0 and 0 <= p <= q (tokens with a common component), got q={q}, p={p}")
@@ -191,7 +195,7 @@ def _attention_layer(beta, T, d, seeds, q, p, heads, sigma_v2, gain, device, dty
     spec = SelfAttention(gain=gain, heads=positive_int("heads", heads))
     stack = build(spec, d, seeds=seeds, params={"beta": beta, "sigma_v2": sigma_v2}, device=device, dtype=dtype,
                   generator=generator)
-    x = tokens(seeds, T, d, rho0=p / q, q0=q, device=device, dtype=dtype, generator=generator)
+    x = tokens(seeds, T, d, rho0=p / q, q0=q, kind=kind, device=device, dtype=dtype, generator=generator)
     return spec, stack, x, generator
 
 
@@ -303,16 +307,19 @@ class QueryGradient:
 
 
 def query_gradient(beta: float, *, T: int, d: int, seeds: int, q: float = 1.0, p: float = 0.0,
-                   sigma_v2: float = 1.0, gain: bool = False, device=None, dtype=torch.float64,
-                   seed: int = 0) -> QueryGradient:
+                   sigma_v2: float = 1.0, gain: bool = False, kind: str = "basis", device=None,
+                   dtype=torch.float64, seed: int = 0) -> QueryGradient:
     """||∂L/∂W_Q||_F² per seed by autograd, L = Σ_{t,i} G_ti S(X)_ti with G i.i.d. N(0, 1) (B.4, eq. 26).
 
     W_Q = s Ŵ with Ŵ the unit-variance parameter and s = √(β √(ln T)/d), so
     ∂L/∂W_Q = (∂L/∂Ŵ)/s. Averaging over G gives the squared Frobenius norm of the
     Jacobian ∂S/∂W_Q (eq. 28), returned alongside from :func:`jacobian_sq_norm`
     for the same weights; averaging over seeds gives their expectation.
+    ``kind``: the input tokens (:func:`verify.torch_view.tokens`); "basis" needs
+    T + 1 <= d, "gaussian" (i.i.d. embeddings, as in the paper's Fig. 4) any T.
     """
-    spec, stack, x, generator = _attention_layer(beta, T, d, seeds, q, p, 1, sigma_v2, gain, device, dtype, seed)
+    spec, stack, x, generator = _attention_layer(beta, T, d, seeds, q, p, 1, sigma_v2, gain, device, dtype, seed,
+                                                 kind)
     G = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
     (G * stack(x)).sum().backward()
     scale = math.sqrt(beta * math.sqrt(math.log(T)) / d)

@@ -261,6 +261,50 @@ class Linear(Layer):
 
 
 @dataclass(frozen=True)
+class Bias(Layer):
+    """y_t = x_t + b, one vector b with entries N(0, variance) shared by all tokens.
+
+    The common output bias of a real attention branch (value bias through the
+    output projection, plus the projection's own bias). Map, derived below by
+    Wick's theorem: q -> q + variance, p -> p + variance (the cross terms
+    E[b . x_t] are of odd order in b and vanish). Only second moments enter,
+    so the map holds for any zero-mean bias law (uniform included). The
+    input's Gaussian and centred flags carry over: b is independent and zero-mean.
+    """
+
+    variance: str = "sigma_b2"
+    label = "Bias"
+
+    def parameters(self):
+        return {self.variance}
+
+    def overlap_map(self, state, ctx):
+        d = sympy.Symbol("d_in", positive=True)
+        ranges = {"t": None, "u": None, "i": d}
+
+        def y(row):
+            return g.tensor("X", row, "i", ranges=ranges) + g.tensor("b", "i", ranges=ranges)
+
+        out = {}
+        for name, other in (("q", "t"), ("p", "u")):
+            expr = (y("t") * y(other)).summed_over("i").scaled(1 / d)
+            expr = g.mean_field(g.contract(g.wick(expr, {"b": parameter(self.variance)})), state.q, state.p)
+            out[name] = sum((t.coeff for t in expr.terms), sympy.Integer(0))
+            if any(t.factors for t in expr.terms):
+                raise ValueError(f"Bias map did not reduce to overlaps: {expr}")
+        return ctx.emit(str(self), State(out["q"], out["p"], state.gaussian, state.centred))
+
+    def __str__(self):
+        return f"Bias({self.variance})"
+
+    def torch_init(self, d, n_seeds, generator, dtype, device):
+        return {"b": _normal((n_seeds, 1, d), 1.0, generator, dtype, device)}
+
+    def torch_forward(self, x, weights, params):
+        return x + _per_seed(weights["b"], x) * math.sqrt(_value(params, self.variance))
+
+
+@dataclass(frozen=True)
 class Activation(Layer):
     """Elementwise phi; maps (q, p) -> (K(q, q), K(q, p)) with K the Gaussian
     kernel of phi (paper B.6.2, eqs. 35-37; :mod:`derive.kernels`)."""

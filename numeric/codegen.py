@@ -152,18 +152,26 @@ def _at_infinite_T(expr, T):
     return value
 
 
+def extra_parameters(spec) -> tuple[str, ...]:
+    """Parameter names a custom spec uses beyond :data:`PARAMETERS` (e.g. a second MLP weight variance), sorted."""
+    return tuple(sorted(set(spec.parameters()) - set(PARAMETERS)))
+
+
 def function_source(name: str, spec, asymptotic: bool = False) -> str:
     """Python source of the compiled map of ``spec``: one line per step of its algorithm.
 
     ``asymptotic=True`` specialises to T -> oo (Yp = 0, 1/T = 0), which saves
     array operations in the common case; the signature stays the same.
+    Parameters of a custom spec beyond :data:`PARAMETERS` (:func:`extra_parameters`)
+    become keyword-only arguments after ``Yp``; the named maps have none.
     """
     T = sympy.Symbol("T", positive=True, integer=True)
     steps, attention_input = _steps(spec, T)
     if asymptotic:
         steps = _asymptotic(steps, T)
     printer = _Printer()
-    args = ", ".join(("q", "p") + PARAMETERS + ("T", "Y2", "Yp"))
+    extra = extra_parameters(spec)
+    args = ", ".join(("q", "p") + PARAMETERS + ("T", "Y2", "Yp") + (("*",) + extra if extra else ()))
     lines = [f"def {name}({args}):", f'    """{_doc(spec)}"""']
     temporaries = sympy.numbered_symbols("t")
     for step in steps:
@@ -258,7 +266,11 @@ def module_source() -> str:
 
 
 def compile_spec(spec, asymptotic: bool = False):
-    """Compile a custom spec at run time (SymPy needed); same signature as the generated maps."""
+    """Compile a custom spec at run time (SymPy needed); same signature as the generated maps.
+
+    A spec with parameters beyond :data:`PARAMETERS` takes them as keyword-only
+    arguments (:func:`extra_parameters`).
+    """
     from . import safe
 
     source = function_source("block", spec, asymptotic)

@@ -39,11 +39,28 @@ def prepare(arch, depth, *, beta, T, rho0, activation, params):
     rho0 = check.interval("rho0", rho0, -1.0, 1.0, closed=True)
     if isinstance(arch, str):
         check.activation(activation)
-    unknown = set(params) - set(DEFAULTS)
+    extra = _extra_names(arch)
+    unknown = set(params) - set(DEFAULTS) - set(extra)
     if unknown:
-        raise ValueError(f"unknown parameter(s) {sorted(unknown)}; allowed: beta, {', '.join(DEFAULTS)}")
-    values = check.block_parameters(beta=beta, **{**DEFAULTS, **params})
+        allowed = ", ".join(("beta",) + tuple(DEFAULTS) + extra)
+        raise ValueError(f"unknown parameter(s) {sorted(unknown)}; allowed: {allowed}")
+    missing = set(extra) - set(params)
+    if missing:
+        raise ValueError(f"the spec uses parameter(s) {sorted(missing)} beyond the contract's: give their values")
+    values = check.block_parameters(beta=beta, **{**DEFAULTS, **{k: v for k, v in params.items() if k in DEFAULTS}})
+    values.update({name: check.nonnegative(name, params[name]) for name in extra})
     return block_function(arch, activation, T), moment_functions(T), values, depth, T, rho0
+
+
+#: The contract's block parameters, in the order of the compiled maps' positional arguments.
+POSITIONAL = ("beta", "alpha_sa", "alpha_mlp", "sigma_v2", "sigma_w2", "sigma_b2")
+
+
+def _extra_names(arch) -> tuple:
+    """Parameter names a custom spec uses beyond the contract's (none for a named architecture)."""
+    if isinstance(arch, str):
+        return ()
+    return tuple(sorted(set(arch.parameters()) - set(POSITIONAL)))
 
 
 def iterate(block, moments, values: dict, depth: int, T, rho0, *, record: bool = True,
@@ -59,10 +76,11 @@ def iterate(block, moments, values: dict, depth: int, T, rho0, *, record: bool =
     q = np.ones(shape)
     p = np.broadcast_to(rho0, shape).astype(float)
     run = Run(q, p, [p / q] if record else [], [], [])
-    args = [_scalar_or_array(values[k]) for k in ("beta", "alpha_sa", "alpha_mlp", "sigma_v2", "sigma_w2", "sigma_b2")]
+    args = [_scalar_or_array(values[k]) for k in POSITIONAL]
+    extra = {k: _scalar_or_array(v) for k, v in values.items() if k not in POSITIONAL}
     with np.errstate(all="ignore"):
         for layer in range(depth):
-            q, p, q_att, p_att = block(q, p, *args, T_value, Y2, Yp)
+            q, p, q_att, p_att = block(q, p, *args, T_value, Y2, Yp, **extra)
             q = np.broadcast_to(q, shape)
             if not (np.all(q > 0) and np.all(np.isfinite(p))):
                 _vanishing(q, p, values, layer)
@@ -93,14 +111,17 @@ def _scalar_or_array(value):
 
 
 def cosine_profile(arch, depth, *, beta, T=None, rho0=0.0, alpha_sa=1.0, alpha_mlp=1.0, sigma_v2=1.0,
-                   sigma_w2=2.0, sigma_b2=0.0, activation="relu"):
+                   sigma_w2=2.0, sigma_b2=0.0, activation="relu", **extra):
     """rho = p/q before block 1 and after each of ``depth`` blocks: shape (depth+1, *broadcast).
 
     ``arch``: "post-ln" (Alg. 1), "pre-ln" (Alg. 2, corrected), "gain-post-ln"
     (Alg. 3), "gain-pre-ln", or a derive spec. Parameters broadcast together;
     ``T=None`` is the asymptotic theory, an integer T the exact finite-T theory.
+    ``extra``: values of a custom spec's parameters beyond the contract's
+    (e.g. a second MLP weight variance; see :func:`numeric.codegen.extra_parameters`).
     """
-    params = dict(alpha_sa=alpha_sa, alpha_mlp=alpha_mlp, sigma_v2=sigma_v2, sigma_w2=sigma_w2, sigma_b2=sigma_b2)
+    params = dict(alpha_sa=alpha_sa, alpha_mlp=alpha_mlp, sigma_v2=sigma_v2, sigma_w2=sigma_w2, sigma_b2=sigma_b2,
+                  **extra)
     block, moments, values, depth, T, rho0 = prepare(arch, depth, beta=beta, T=T, rho0=rho0,
                                                       activation=activation, params=params)
     return np.stack(iterate(block, moments, values, depth, T, rho0).rho)

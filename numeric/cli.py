@@ -5,7 +5,8 @@
     sigprop alpha-c  --arch post-ln --depth 60 --beta 0.5,1.0,1.4
     sigprop formula  --arch pre-ln --form latex
     sigprop bench    --json
-    sigprop figure   1c|2|6 --out fig.png
+    sigprop grad     --d 256 --T 512 --p 0 --beta 0.25:4:16 [--asymptotic] [--json] [--plot grad.png]
+    sigprop figure   1c|2|3|4|6 --out fig.png
 
 Parameters carry the paper's names (``--alpha_sa``; ``--alpha-sa`` works too).
 """
@@ -151,6 +152,62 @@ def cmd_bench(args):
               f"(moment tables built once in {result['finite_T_table_seconds']:.1f} s)")
 
 
+GRAD_COLUMNS = ("query", "key", "value", "collapse")
+
+
+def grad_table(args) -> dict:
+    """The rows of ``sigprop grad``: E||dL/dW||_F^2 for W_Q, W_K, W_V and the collapse variable, per beta."""
+    from . import gradients
+    finite_T = not args.asymptotic
+    kw = dict(d=args.d, T=args.T, q=args.q, p=args.p, sigma_v2=args.sigma_v2, finite_T=finite_T)
+    beta = np.atleast_1d(args.beta)
+    query = np.atleast_1d(gradients.query_grad_sq_norm(beta, **kw))
+    return {
+        "d": args.d, "T": args.T, "q": args.q, "p": args.p, "sigma_v2": args.sigma_v2, "finite_T": finite_T,
+        "beta_c": gradients.critical_beta(args.q, args.p), "beta": beta.tolist(), "query": query.tolist(),
+        "key": np.atleast_1d(gradients.key_grad_sq_norm(beta, **kw)).tolist(),
+        "value": np.atleast_1d(gradients.value_grad_sq_norm(beta, **kw)).tolist(),
+        "collapse": (query / gradients.collapse_scale(d=args.d, T=args.T, q=args.q, p=args.p,
+                                                      sigma_v2=args.sigma_v2)).tolist(),
+    }
+
+
+def cmd_grad(args):
+    table = grad_table(args)
+    if args.json:
+        print(json.dumps(table))
+    else:
+        theory = "finite-T theory" if table["finite_T"] else "T -> oo moments"
+        print(f"# E||dL/dW||_F^2, L = sum G_ti S(X)_ti; d={args.d}, T={args.T}, q={args.q:g}, p={args.p:g}, "
+              f"sigma_v2={args.sigma_v2:g}, {theory}; beta_c = {table['beta_c']:.6g}")
+        print("# collapse = query / (T d^2 sqrt(ln T) sigma_v2 q (q-p)^2) = beta E[Y2 - 2Y3 + (sum A^2)^2]")
+        print(f"{'beta':>8}  " + "  ".join(f"{c:>13}" for c in GRAD_COLUMNS))
+        for k, b in enumerate(table["beta"]):
+            print(f"{b:>8.4f}  " + "  ".join(f"{table[c][k]:>13.6g}" for c in GRAD_COLUMNS))
+    if args.plot:
+        _plot_grad(table, args.plot)
+        print(f"wrote {args.plot}", file=sys.stderr)
+
+
+def _plot_grad(table: dict, path):
+    """Query (= key) and value gradient norms against beta, beta_c marked."""
+    from .plotting import pyplot, save
+    plt = pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    beta = table["beta"]
+    left.plot(beta, table["query"], "o-", ms=3, label=r"$W_Q$ (= $W_K$)")
+    right.plot(beta, table["value"], "o-", ms=3, color="C2", label=r"$W_V$")
+    for ax, name in ((left, "Q"), (right, "V")):
+        ax.axvline(table["beta_c"], color="grey", ls=":", lw=1.0, label=r"$\beta_c$")
+        ax.set_xlabel(r"$\beta$")
+        ax.set_ylabel(rf"$\mathbb{{E}}\,\|\partial L/\partial W_{name}\|_F^2$")
+        ax.legend(fontsize=8)
+    theory = "finite-T theory" if table["finite_T"] else r"$T \to \infty$ moments"
+    fig.suptitle(f"d = {table['d']}, T = {table['T']}, q = {table['q']:g}, p = {table['p']:g}, "
+                 f"$\\sigma_v^2$ = {table['sigma_v2']:g} ({theory})", fontsize=10)
+    return save(fig, path)
+
+
 def cmd_figure(args):
     from . import figures
     path = figures.make(args.which, args.out, quick=args.quick, measure=args.measure)
@@ -232,9 +289,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("figure", help="reproduce a figure of the paper: 1c, 2, 3, 6")
+    p = sub.add_parser("grad", help="gradient norms E||dL/dW||^2 of W_Q, W_K, W_V against beta (corrected Result 2)")
+    p.add_argument("--beta", type=_floats, default=np.linspace(0.25, 4.0, 16),
+                   help="beta values: a,b,c or start:stop:num (default: 0.25:4:16)")
+    p.add_argument("--d", type=int, default=256, help="embedding dimension d (default: 256)")
+    p.add_argument("--T", type=int, default=512, help="sequence length T, an integer >= 2 (default: 512)")
+    p.add_argument("--q", type=float, default=1.0, help="input token norm q = |X_t|^2/d (default: 1)")
+    p.add_argument("--p", type=float, default=0.0, help="input token overlap p = X_t.X_s/d, p < q (default: 0)")
+    p.add_argument("--sigma_v2", "--sigma-v2", dest="sigma_v2", type=float, default=1.0,
+                   help=f"{PARAMETER_HELP['sigma_v2']} (default: 1)")
+    p.add_argument("--asymptotic", action="store_true",
+                   help="attention moments of the T -> oo theory (zero gradient below beta_c) instead of exact "
+                        "finite-T ones")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--plot", metavar="PNG", help="also draw the norms against beta to this file")
+    p.set_defaults(func=cmd_grad)
+
+    p = sub.add_parser("figure", help="reproduce a figure of the paper: 1c, 2, 3, 4, 6")
     p.add_argument("which", help="figure: 1c (trainability diagram), 2 (profiles), 3 (IPR vs beta, Monte Carlo; "
-                                 "needs torch), 6 (tanh fixed point)")
+                                 "needs torch), 4 (query gradient vs beta, autograd; needs torch), "
+                                 "6 (tanh fixed point)")
     p.add_argument("--out", metavar="PNG", help="image path (default: figure-<which>.png)")
     p.add_argument("--quick", action="store_true", help="small sizes (for tests)")
     p.add_argument("--measure", action="store_true", help="add Monte Carlo measurements (needs torch)")

@@ -1,4 +1,4 @@
-"""The paper's figures from one command: ``sigprop figure 1c|2|6``.
+"""The paper's figures from one command: ``sigprop figure 1c|2|3|4|6``.
 
 - **1c**: trainability diagram of a 60-block post-LN transformer (Fig. 1c),
   with the initialisation of the paper's section C.1 (BERT's std 0.02 at
@@ -10,7 +10,9 @@
   the block's update map rho -> rho' with its non-trivial fixed point, and
   the depth profile over 200 blocks from rho0 = 0.05.
 
-Figures that need Monte Carlo (``--measure``) use :mod:`verify` and torch.
+Figures that need Monte Carlo (``--measure``) use :mod:`verify` and torch, as do
+**3** (the IPR against beta) and **4** (the query gradient norm against beta,
+corrected Result 2 with autograd points: :func:`verify.figures.figure_4`).
 """
 
 from __future__ import annotations
@@ -36,14 +38,20 @@ def figure_1c(path, quick=False):
     return diagram
 
 
-FIG2_MEASURED = {False: dict(T=256, depth=30), True: dict(T=64, depth=8)}
+#: Sizes of the torch measurement (d from verify.figures: 512, quick 128). Gaussian input tokens
+#: (overlaps 0 +- d^-1/2) where T > d - 1 leaves no room for T + 1 orthonormal ones.
+FIG2_MEASURED = {False: dict(T=512, depth=30, tokens="gaussian"), True: dict(T=64, depth=8, tokens="basis")}
+#: beta of the measured variant: just above beta_c = sqrt(2), where finite-T effects are largest (B.3)
+FIG2_MEASURED_BETA = 1.5
 
 
 def figure_2(path, quick=False, measure=False):
     """Fig. 2: rho against depth for the four architectures, alpha_sa = alpha_mlp = 1.
 
-    With ``measure`` the lines are the exact finite-T theory at the T of the
-    torch measurement (dots, +- one standard error over initialisations).
+    With ``measure`` (at beta = 1.5, just above beta_c, where finite-T effects
+    are largest) the solid lines are the exact finite-T theory at the T of
+    the torch measurement (dots, +- one standard error over initialisations),
+    the dashed lines the paper's T -> oo theory.
     """
     archs = ("post-ln", "pre-ln", "gain-post-ln", "gain-pre-ln")
     if not measure:
@@ -53,11 +61,13 @@ def figure_2(path, quick=False, measure=False):
                              title=rf"$\alpha_{{SA}} = \alpha_{{MLP}} = 1$, $\beta = {FIG2_BETA:g}$, $T \to \infty$")
     from verify.figures import measure_profiles
     sizes = FIG2_MEASURED[bool(quick)]
-    profiles = {arch: cosine_profile(arch, sizes["depth"], beta=FIG2_BETA, T=sizes["T"]) for arch in archs}
-    measured = measure_profiles(profiles, beta=FIG2_BETA, quick=quick, T=sizes["T"])
-    return plot_profiles(profiles, path=path, measured=measured,
-                         title=rf"$\alpha_{{SA}} = \alpha_{{MLP}} = 1$, $\beta = {FIG2_BETA:g}$, $T = {sizes['T']}$ "
-                               "(lines: theory, dots: torch)")
+    beta = FIG2_MEASURED_BETA
+    profiles = {arch: cosine_profile(arch, sizes["depth"], beta=beta, T=sizes["T"]) for arch in archs}
+    asymptotic = {arch: cosine_profile(arch, sizes["depth"], beta=beta) for arch in archs}
+    measured = measure_profiles(profiles, beta=beta, quick=quick, T=sizes["T"], kind=sizes["tokens"])
+    return plot_profiles(profiles, path=path, measured=measured, dashed=asymptotic,
+                         title=rf"$\beta = {beta:g}$, $T = {sizes['T']}$: finite-T theory (solid), "
+                               r"$T\to\infty$ (dashed), torch (dots)")
 
 
 def figure_6(path, quick=False):
@@ -117,4 +127,4 @@ def make(which: str, path=None, quick=False, measure=False):
 
 
 #: Figures drawn by other packages (Monte Carlo or autograd), imported only when asked for.
-_VERIFY_FIGURES: dict[str, tuple[str, str]] = {"3": ("verify.figures", "figure_3")}
+_VERIFY_FIGURES: dict[str, tuple[str, str]] = {"3": ("verify.figures", "figure_3"), "4": ("verify.figures", "figure_4")}

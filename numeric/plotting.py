@@ -55,13 +55,20 @@ def plot_diagram(diagram, path=None, ax=None):
     return save(fig, path)
 
 
-def plot_profiles(profiles: dict, path=None, ax=None, title=None, measured: dict | None = None):
-    """Cosine similarity against depth, one line per label; optional measured points with error bars."""
+def plot_profiles(profiles: dict, path=None, ax=None, title=None, measured: dict | None = None,
+                  dashed: dict | None = None):
+    """Cosine similarity against depth, one line per label.
+
+    ``measured``: {label: (layers, mean, err)} drawn as points with error bars;
+    ``dashed``: {label: rho} drawn dashed in the same colour (e.g. the T -> oo theory).
+    """
     plt = pyplot()
     fig = ax.figure if ax is not None else plt.figure(figsize=(5.5, 4.0))
     ax = ax or fig.add_subplot(111)
     for k, (label, rho) in enumerate(profiles.items()):
         line, = ax.plot(np.arange(len(rho)), rho, lw=1.6, label=label)
+        if dashed and label in dashed:
+            ax.plot(np.arange(len(dashed[label])), dashed[label], "--", lw=1.0, color=line.get_color())
         if measured and label in measured:
             layers, mean, err = measured[label]
             ax.errorbar(layers, mean, yerr=err, fmt="o", ms=3.5, color=line.get_color(), capsize=2)

@@ -1,10 +1,16 @@
-"""Figures that need Monte Carlo: Fig. 3 (the IPR against β) and the measured dots of Fig. 2.
+"""Figures that need Monte Carlo: Fig. 3 (the IPR against β), Fig. 4 (the query gradient) and the dots of Fig. 2.
 
 - :func:`figure_3`: E Σ_s A_ts² against β at q = 1, p = 0 — the T → ∞ theory
   (eq. 4), numeric's exact finite-T lines, and Monte Carlo points (± one
   standard error) from Gaussian scores with the covariance of eq. (9), for
   T up to 10⁴ on a CPU and 10⁵ on a GPU. It shows the B.3 finite-size effect:
   near β_c = √2 the measured IPR at practical T is far from eq. (4).
+- :func:`figure_4`: E‖∂L/∂W_Q‖_F² against β (q = 1, p = 0) — the corrected
+  Result 2 with exact finite-T moments (one line per T) and T → ∞ moments
+  (dashed), and autograd of torch layers (points ± one standard error) for
+  T ∈ {2048, 4096, 8192}, d ∈ {256, 512, 1024} on a GPU, smaller on a CPU; a
+  second panel shows autograd over the leading order against the first-order
+  finite-d theory (:func:`verify.theory.query_grad_finite_d`).
 - :func:`measure_profiles`: ρ after every block of torch stacks, for
   ``sigprop figure 2 --measure`` (numeric.figures.figure_2 draws them as dots).
 """
@@ -19,6 +25,7 @@ import torch
 import numeric
 
 from . import montecarlo as mc
+from . import theory
 from .torch_view import resolve_device
 
 #: Sequence lengths of Fig. 3's finite-T lines and points (the last only on a GPU).
@@ -55,6 +62,96 @@ def figure_3(path=None, quick: bool = False, device=None, seed: int = 0):
     ax.set_title(f"IPR of one attention row, q = 1, p = 0 (dots: Monte Carlo on {device.type}, ±1 SE)")
     ax.legend(fontsize=7)
     return save(fig, path)
+
+
+#: Fig. 4 sizes: (sequence lengths, widths, number of betas, initialisations per point).
+FIG4_SIZES = {"cuda": ((2048, 4096, 8192), (256, 512, 1024), 12, 32),
+              "cpu": ((128, 256, 512), (64, 128, 256), 10, 24),
+              "quick": ((32, 64), (16, 32), 4, 8)}
+#: Fig. 4's β range (q = 1, p = 0: β_c = √2).
+FIG4_BETAS = (0.25, 4.0)
+#: Most T² entries of one seed chunk's score-sized matrices (float32): ~10 such matrices live at once.
+FIG4_CHUNK_ENTRIES = 1 << 28
+
+
+def figure_4(path=None, quick: bool = False, device=None, seed: int = 0):
+    """Fig. 4: the query gradient norm against β for several (T, d), collapsed (q = 1, p = 0, σ_v² = 1).
+
+    Left: E‖∂L/∂W_Q‖_F² / (T d² √(ln T) σ_v² q (q − p)²) = β E[Y2 − 2Y3 + (ΣA²)²], the
+    collapse variable of the corrected Result 2 (:func:`numeric.gradients.collapse_scale`):
+    lines are the finite-T theory (one per T; the leading order does not depend on d),
+    the dashed line the T → ∞ theory (zero below β_c, β_c (1 − β_c/β)/3 above), points
+    autograd (± one standard error over initialisations). The paper's Fig. 4 scales by
+    T/(d² √(ln T)) instead: its loss carries a bounded B(X) assumed O(1/T) (eq. 32–33),
+    whereas L = Σ_{t,i} G_ti S(X)_ti here sums over the T tokens, so the norm grows like
+    T d² √(ln T). Right: autograd over the leading order; lines are the first-order
+    finite-d theory (token-overlap, score-scale and score-alignment terms), which explains
+    the excess below β_c (an absolute O(1/d) while the bracket is small).
+    Tokens are i.i.d. Gaussian (T > d), float32 (rounding ~1e-6, far below the errors).
+    """
+    from numeric.gradients import collapse_scale, critical_beta, gradient_bracket
+    from numeric.plotting import pyplot, save
+
+    device = _device(device)
+    lengths, widths, n_beta, seeds = FIG4_SIZES["quick" if quick else device.type]
+    betas = np.linspace(*FIG4_BETAS, n_beta)
+    grid = np.linspace(0.05, FIG4_BETAS[1], 200)
+    plt = pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12.0, 4.6))
+    left.plot(grid, grid * gradient_bracket(grid, T=lengths[-1], finite_T=False), "k--", lw=1.5,
+              label=r"$T \to \infty$ moments")
+    markers = "osD^v"
+    for i, T in enumerate(lengths):
+        colour = f"C{i}"
+        left.plot(grid, grid * gradient_bracket(grid, T=T), color=colour, lw=1.2, label=f"finite-T theory, T = {T}")
+        leading = betas * gradient_bracket(betas, T=T)
+        for j, d in enumerate(widths):
+            mean, err = gradient_points(betas, T=T, d=d, seeds=seeds, device=device, seed=seed + 1000 * i + 100 * j)
+            mean, err = mean / collapse_scale(d=d, T=T), err / collapse_scale(d=d, T=T)
+            left.errorbar(betas, mean, yerr=err, fmt=markers[j], ms=3.5, capsize=2, color=colour, mfc="none",
+                          label=f"autograd T = {T}, d = {d}")
+            right.errorbar(betas, mean / leading, yerr=err / leading, fmt=markers[j], ms=3.5, capsize=2,
+                           color=colour, mfc="none")
+            right.plot(betas, [1.0 + finite_d_total(b, d=d, T=T, seed=seed) for b in betas], color=colour,
+                       lw=0.8, ls=("-", "--", ":", "-.")[j % 4])
+    for ax in (left, right):
+        ax.axvline(critical_beta(), color="grey", ls=":", lw=1.0)
+        ax.set_xlabel(r"$\beta$  ($\beta_c = \sqrt{2}$ dotted)")
+    left.set_yscale("log")
+    left.set_ylim(1e-4, 1.0)
+    left.set_ylabel(r"$\mathbb{E}\,\|\partial L/\partial W_Q\|_F^2 \;/\; (T\, d^2 \sqrt{\ln T}\, \sigma_v^2\, q\, (q-p)^2)$")
+    left.set_title(f"query gradient, q = 1, p = 0 (autograd on {device.type}, ±1 SE)", fontsize=10)
+    left.legend(fontsize=6, ncol=2)
+    right.set_yscale("log")
+    right.set_ylabel("autograd / leading order")
+    right.set_title("finite d: lines = first-order theory (marker/line style = d)", fontsize=10)
+    return save(fig, path)
+
+
+def gradient_points(betas, *, T: int, d: int, seeds: int, device=None, seed: int = 0):
+    """Autograd ‖∂L/∂W_Q‖_F² at each β: (mean, standard error) arrays over ``seeds`` initialisations.
+
+    i.i.d. Gaussian tokens (q = 1, p = 0), float32.
+
+    Seeds run in chunks that keep ~:data:`FIG4_CHUNK_ENTRIES` score-sized entries in memory.
+    """
+    chunk = max(1, min(seeds, FIG4_CHUNK_ENTRIES // (T * T)))
+    means, errors = [], []
+    for k, beta in enumerate(betas):
+        samples = []
+        for start in range(0, seeds, chunk):
+            g = mc.query_gradient(float(beta), T=T, d=d, seeds=min(chunk, seeds - start), kind="gaussian",
+                                  dtype=torch.float32, device=device, seed=seed + 7919 * k + start)
+            samples.append(g.autograd.samples)
+        est = mc.Estimate(np.concatenate(samples))
+        means.append(est.mean)
+        errors.append(est.se)
+    return np.array(means), np.array(errors)
+
+
+def finite_d_total(beta, *, d: int, T: int, seed: int = 0) -> float:
+    """The first-order finite-d correction of the query gradient, relative (:func:`theory.query_grad_finite_d`)."""
+    return theory.query_grad_finite_d(float(beta), d=d, T=T, seed=seed).total
 
 
 def ipr_points(betas, T: int, *, quick: bool = False, device=None, seed: int = 0):

@@ -13,6 +13,8 @@
 
 import math
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -74,3 +76,64 @@ def test_paper_eq_31_is_rejected_where_its_bracket_is_negative(device):
     assert paper < 0 < g.autograd.mean
     with pytest.raises(AssertionError):
         assert_agrees(paper, g.autograd, what="paper eq. (31)")
+
+
+# --- issue 7's accuracy at T = 512, d = 256 (i.i.d. Gaussian tokens: T > d) -----------------------------
+
+#: The issue's tolerance for the leading order where attention is condensed (β ≥ β_c), and its goal.
+ISSUE_TOLERANCE, ISSUE_GOAL = 0.07, 0.03
+#: Size of the issue's checks and initialisations per point (two chunks of 32 seeds: ~5 s a point on 2 CPU cores).
+T_ISSUE, D_ISSUE, SEEDS_ISSUE, CHUNK_ISSUE = 512, 256, 64, 32
+#: (β, p) of the checks: β_c = √2 at p = 0 and 2 at p = 0.5, so each p has points on both sides.
+ISSUE_POINTS = [(0.5, 0.0), (1.0, 0.0), (math.sqrt(2.0), 0.0), (2.0, 0.0), (3.0, 0.0),
+                (0.5, 0.5), (1.0, 0.5), (1.41, 0.5), (2.0, 0.5), (3.0, 0.5)]
+
+
+def _issue_measurement(beta, p, device):
+    """(autograd, G-averaged autograd) estimates of E||∂L/∂W_Q||² over SEEDS_ISSUE initialisations, float32.
+
+    float32 changes the closed-form norm by ~1e-6 relative (measured against float64 on the same
+    weights), far below the standard errors; two seeded chunks keep memory at ~0.3 GB.
+    """
+    autograd, averaged = [], []
+    for chunk in range(SEEDS_ISSUE // CHUNK_ISSUE):
+        g = mc.query_gradient(beta, T=T_ISSUE, d=D_ISSUE, seeds=CHUNK_ISSUE, p=p, kind="gaussian",
+                              dtype=torch.float32, device=device, seed=7000 + 100 * chunk + round(100 * beta + 10 * p))
+        autograd.append(g.autograd.samples)
+        averaged.append(g.jacobian.samples)
+    return mc.Estimate(np.concatenate(autograd)), mc.Estimate(np.concatenate(averaged))
+
+
+@pytest.mark.parametrize("beta, p", ISSUE_POINTS)
+def test_query_gradient_at_T512_d256(beta, p, device):
+    """The leading order (contract) and its first-order finite-d correction against autograd, T = 512, d = 256.
+
+    1. The first-order finite-d theory, leading × (1 + token + scale + aligned)
+       (:func:`verify.theory.query_grad_finite_d`), agrees with autograd and with its exact
+       G-average (the closed-form Jacobian norm, equal to autograd to 1e-10) within k·SE
+       plus the suite's FINITE_D_COEFF/d for the second order. Measured (256 seeds):
+       residuals −0.3 % to +0.1 % at p = 0, about −1 ± 1 % at p = 0.5.
+    2. The finite-d allowance of the leading order is therefore the first-order terms:
+       below β_c they are large (the token-overlap term is an absolute O(1/d) while the
+       bracket is small): 46 % (β = 0.5) and 6.4 % (β = 1) at p = 0, 93 % and 17 % at
+       p = 0.5 (measured 49.9 ± 0.3 %, 5.7 ± 0.2 %, 94 ± 1 %, 18 ± 1.4 %).
+    3. Where attention is condensed (β ≥ β_c) that allowance is below the issue's goal
+       (3 %), and the leading order is within the issue's 7 % of the autograd mean
+       (measured: ≤ 1.6 % at p = 0, ≤ 1.1 % at p = 0.5).
+    """
+    autograd, averaged = _issue_measurement(beta, p, device)
+    leading = numeric.query_grad_sq_norm(beta, d=D_ISSUE, T=T_ISSUE, p=p)
+    first = theory.query_grad_finite_d(beta, d=D_ISSUE, T=T_ISSUE, p=p)
+    corrected = leading * (1.0 + first.total)
+    second = "second order in 1/d (O(1/d^2) relative, O(1/d^2)/bracket absolute)"
+    for estimate, name in ((averaged, "G-averaged autograd"), (autograd, "autograd")):
+        assert_agrees(corrected, estimate, allowance=finite_d_allowance(D_ISSUE, corrected), reason=second,
+                      what=f"first-order finite-d theory vs {name} (beta={beta:.4g}, p={p})")
+    allowance = abs(first.total) * leading + finite_d_allowance(D_ISSUE, leading)
+    assert_agrees(leading, averaged, allowance=allowance,
+                  reason="finite d: token-overlap, score-scale and score-alignment terms (first order) + second order",
+                  what=f"leading order (numeric.query_grad_sq_norm) vs autograd (beta={beta:.4g}, p={p})")
+    if beta >= numeric.gradients.critical_beta(1.0, p):
+        assert allowance / leading < ISSUE_GOAL
+        assert abs(averaged.mean / leading - 1.0) < ISSUE_TOLERANCE
+        assert abs(autograd.mean / leading - 1.0) < ISSUE_TOLERANCE

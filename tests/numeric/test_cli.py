@@ -19,7 +19,7 @@ def run(capsys, *argv):
 
 def test_help_lists_subcommands():
     out = subprocess.run([sys.executable, "-m", "numeric.cli", "--help"], capture_output=True, text=True).stdout
-    for command in ("profile", "diagram", "alpha-c", "formula", "bench", "figure"):
+    for command in ("profile", "diagram", "alpha-c", "formula", "bench", "grad", "figure"):
         assert command in out
 
 
@@ -82,6 +82,12 @@ def test_bench_json_small(capsys):
     (["diagram", "--eps", "1.5", "--depth", "2"], "eps"),
     (["alpha-c", "--rho0", "2"], "rho0"),
     (["figure", "7"], "figure"),
+    (["grad", "--d", "0"], "d"),
+    (["grad", "--T", "1"], "T"),
+    (["grad", "--p", "1"], "p"),
+    (["grad", "--q", "0.5", "--p", "0.7"], "p"),
+    (["grad", "--sigma_v2", "-1"], "sigma_v2"),
+    (["grad", "--beta", "0,1"], "beta"),
 ])
 def test_bad_input_is_a_clear_error(capsys, argv, match):
     rc, _, err = run(capsys, *argv)
@@ -92,3 +98,40 @@ def test_unknown_choice_is_rejected_by_argparse(capsys):
     with pytest.raises(SystemExit):
         main(["profile", "--arch", "mid-ln"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_grad_json_is_the_numeric_theory(capsys):
+    rc, out, _ = run(capsys, "grad", "--beta", "0.5,2", "--d", "64", "--T", "256", "--p", "0.3", "--q", "1.2",
+                     "--sigma-v2", "0.8", "--json")
+    got = json.loads(out)
+    kw = dict(d=64, T=256, q=1.2, p=0.3, sigma_v2=0.8)
+    assert rc == 0 and got["finite_T"] is True and got["beta"] == [0.5, 2.0]
+    np.testing.assert_allclose(got["query"], numeric.query_grad_sq_norm([0.5, 2.0], **kw), rtol=1e-14)
+    np.testing.assert_allclose(got["key"], numeric.key_grad_sq_norm([0.5, 2.0], **kw), rtol=1e-14)
+    np.testing.assert_allclose(got["value"], numeric.value_grad_sq_norm([0.5, 2.0], **kw), rtol=1e-14)
+    assert got["beta_c"] == pytest.approx(np.sqrt(2 / (1.2 * 0.9)))
+    np.testing.assert_allclose(got["collapse"], np.array(got["query"]) / (256 * 64**2 * np.sqrt(np.log(256)) * 0.8
+                                                                         * 1.2 * 0.9**2), rtol=1e-13)
+
+
+def test_grad_table_and_asymptotic(capsys):
+    rc, out, _ = run(capsys, "grad", "--beta", "0.5:3:6", "--asymptotic")
+    lines = [line for line in out.splitlines() if not line.startswith("#")]
+    assert rc == 0 and len(lines) == 7 and lines[0].split() == ["beta", "query", "key", "value", "collapse"]
+    assert "T -> oo" in out and float(lines[1].split()[1]) == 0.0  # beta = 0.5 < beta_c: spread attention
+    rc, out, _ = run(capsys, "grad", "--beta", "0.5")
+    assert rc == 0 and float(out.splitlines()[-1].split()[1]) > 0  # finite T: small but not zero
+
+
+def test_grad_plot(capsys, tmp_path):
+    path = tmp_path / "g.png"
+    rc, _, err = run(capsys, "grad", "--beta", "0.2:4:12", "--plot", str(path))
+    assert rc == 0 and path.stat().st_size > 5000 and "wrote" in err
+
+
+def test_grad_help_explains_every_option():
+    from numeric.cli import build_parser
+    commands = next(a for a in build_parser()._actions if a.dest == "command").choices
+    options = {a.dest: a.help for a in commands["grad"]._actions if a.dest != "help"}
+    assert set(options) == {"beta", "d", "T", "q", "p", "sigma_v2", "asymptotic", "json", "plot"}
+    assert all(text and "\n" not in text for text in options.values())

@@ -30,3 +30,23 @@ def test_figure_6_has_a_nontrivial_fixed_point():
     assert star is not None and 0.05 < star < 0.99
     deep = cosine_profile("post-ln", 200, rho0=0.05, **params)[-1]
     assert deep == pytest.approx(star, abs=5e-3)
+
+
+def test_figure_4_is_registered_for_the_command_line(tmp_path, monkeypatch):
+    """``sigprop figure 4`` draws verify.figures.figure_4 (torch), imported only when asked for."""
+    import sys
+    import types
+    calls = []
+    fake = types.ModuleType("verify.figures")
+    fake.figure_4 = lambda path, quick=False: calls.append((path, quick))
+    monkeypatch.setitem(sys.modules, "verify.figures", fake)
+    path = tmp_path / "f4.png"
+    assert main(["figure", "4", "--quick", "--out", str(path)]) == 0
+    assert calls == [(str(path), True)]
+
+
+def test_figure_4_quick_from_the_command_line(tmp_path):
+    pytest.importorskip("torch")
+    path = tmp_path / "fig4.png"
+    assert main(["figure", "4", "--quick", "--out", str(path)]) == 0
+    assert path.stat().st_size > 10_000

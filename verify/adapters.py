@@ -1,0 +1,350 @@
+"""Real models at their own initialisation: predict and measure the token cosine similarity.
+
+Contract (DESIGN.md)::
+
+    predict_cosine_profile(layers, seq_len, *, rho0=0.0)   # theory, ndarray (L+1,)
+    measure_cosine_profile(layers, x)                      # forward hooks on a real forward pass
+
+``layers``: ``torch.nn.TransformerEncoder``, a list of ``torch.nn.TransformerEncoderLayer``,
+or (with transformers installed) ``BertModel`` / ``BertEncoder`` / a list of ``BertLayer``.
+Entry 0 is the stack's input, entry l the output of layer l (a
+TransformerEncoder's final ``norm`` and BERT's pooler are not layers and are
+not part of the profile).
+
+**Prediction.** :mod:`verify.adapters_read` reads every layer into the theory's
+parameters (per-head query/key scale, sigma_v2 with the output projection, the
+two MLP weight and bias variances, the common attention bias, LayerNorm eps),
+:func:`encoder_spec` writes the layer as a derive spec (real LayerNorm with
+centring; a :class:`~derive.layers.Bias` for the attention branch's common
+bias; two Linear layers with their own variances), and the exact finite-T
+theory at T = ``seq_len`` is iterated layer by layer with each layer's own
+values (:func:`theory_run`). Heads with different scales enter through the
+weighted average of their finite-T moments (exact: the map is linear in them).
+
+**Measurement.** Per sequence, q = mean_t |X_t|^2/d and p = mean_{t != s} X_t.X_s/d,
+averaged over the batch; rho = p/q (the theory's ratio of averages, eq. 1 and B.6.1).
+
+**apply_init(model, beta, alpha_sa, seq_len=T)** rescales each head's query and
+key rows to reach ``beta`` and the residual branches so that the PyTorch form
+x + F(x) computes the theory's alpha x + F(x):
+
+- post-LN: LN(alpha x + F(x)) = LN(x + F(x)/alpha) (LayerNorm is scale invariant,
+  its eps aside), so the attention output projection (weight and bias) is
+  divided by alpha, in every layer;
+- pre-LN: the stream is not normalised, so no per-layer constant works. With
+  z_l the alpha-model's stream, x_l = z_l / alpha^l satisfies
+  x_l = x_(l-1) + F_l(LN(x_(l-1)))/alpha^l (LN(z) = LN(x) up to eps), and the MLP
+  residual of layer l sees the same factor: both branches of layer l (attention
+  output projection and linear2) are divided by alpha^l. The outputs are the
+  alpha-model's divided by alpha^l, so every rho is the same; the stream's
+  norm stays O(1) (for alpha >= 1), so LayerNorm's eps keeps its relative size
+  eps/q.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from derive.layers import Activation, Bias, LayerNorm, Linear, Residual, SelfAttention, Sequence
+from numeric.codegen import PARAMETERS
+from numeric.maps import block_function, moment_functions
+
+from .adapters_read import LayerReading, layer_modules, read
+
+__all__ = ["predict_cosine_profile", "measure_cosine_profile", "measure_overlaps", "apply_init", "read",
+           "encoder_spec", "theory_run", "LayerReading", "embedding_state"]
+
+
+# --- the theory --------------------------------------------------------------------------
+
+@lru_cache(maxsize=None)
+def encoder_spec(norm_first: bool, activation: str, eps_attention: float, eps_mlp: float, heads: int,
+                 width: float) -> Sequence:
+    """One real encoder layer as a derive spec (PyTorch's TransformerEncoderLayer / BertLayer).
+
+    post-LN: LN(x + SA(x) + b_att) -> LN(. + W2 phi(W1 . + b1) + b2);
+    pre-LN: x + SA(LN x) + b_att -> . + W2 phi(W1 LN(.) + b1) + b2.
+    LayerNorm subtracts the feature mean (``centre=True``; same map, see
+    :mod:`verify.adapters_read`); linear1 and linear2 carry their own variances
+    (sigma_w2, sigma_b2 and sigma_w2_out, sigma_b2_out).
+    """
+    attention = Sequence(SelfAttention(heads=heads), Bias("sigma_b2_att"))
+    mlp = Sequence(Linear("sigma_w2", "sigma_b2", width), Activation(activation),
+                   Linear("sigma_w2_out", "sigma_b2_out", 1.0 / width))
+    norm_att, norm_mlp = LayerNorm(eps_attention, centre=True), LayerNorm(eps_mlp, centre=True)
+    if norm_first:
+        return Sequence(Residual(Sequence(norm_att, attention), "alpha_sa"),
+                        Residual(Sequence(norm_mlp, mlp), "alpha_mlp"), name="pre-ln (real LayerNorm)")
+    return Sequence(Residual(attention, "alpha_sa"), norm_att, Residual(mlp, "alpha_mlp"), norm_mlp,
+                    name="post-ln (real LayerNorm)")
+
+
+def spec_of(reading: LayerReading) -> Sequence:
+    """The derive spec of one read layer (:func:`encoder_spec` of its structure)."""
+    return encoder_spec(*reading.structure())
+
+
+@dataclass
+class TheoryRun:
+    """rho before the first layer and after each layer, and every attention layer's input state.
+
+    ``attention``: per layer, (q_att, p_att, per-head beta) (the entropy-collapse check).
+    """
+
+    rho: np.ndarray
+    q: np.ndarray
+    p: np.ndarray
+    attention: list
+
+
+def head_moments(T: int, ratios, weights):
+    """(Y2, Yp) of a layer whose heads have beta_h = ratio_h beta: the w-weighted head averages (exact).
+
+    The attention map is sigma_v2 (p + (q - p) sum_h w_h M_h) (verify.adapters_read), so
+    the compiled block is handed these averages as its moment functions.
+    """
+    Y2, Yp = moment_functions(T)
+    ratios, weights = np.asarray(ratios, float), np.asarray(weights, float)
+    if np.all(ratios == 1.0):
+        return Y2, Yp
+
+    def average(fn):
+        return lambda beta, q, p, T_: sum(w * fn(beta * r, q, p, T_) for r, w in zip(ratios, weights))
+
+    return average(Y2), average(Yp)
+
+
+def theory_run(readings, T: int, *, rho0=0.0, q0=1.0, alpha_sa=1.0, beta=None) -> TheoryRun:
+    """Iterate the finite-T theory through ``readings`` layer by layer (each with its own values).
+
+    ``alpha_sa``: the theory's skip strength of every attention residual (the
+    read model has 1); ``beta``: if given, every head of every layer is set to
+    it (what :func:`apply_init` does), else each head's own beta_h. Both may be
+    arrays (broadcast): the profile then has shape (L+1, *broadcast).
+    """
+    T = _sequence_length(T)
+    shape = np.broadcast_shapes(np.shape(alpha_sa), np.shape(beta), np.shape(rho0), np.shape(q0))
+    q = np.broadcast_to(np.asarray(q0, float), shape).copy()
+    p = q * rho0
+    qs, ps, attention = [q], [p], []
+    with np.errstate(all="ignore"):
+        for reading in readings:
+            q, p, q_att, p_att, betas = _layer(reading, T, q, p, alpha_sa, beta)
+            if not np.all(q > 0):
+                raise ValueError(f"{reading.name}: the signal vanishes (q = 0) in the theory")
+            p = np.clip(p, -q, q)
+            qs.append(q)
+            ps.append(p)
+            attention.append((np.broadcast_to(q_att, shape), np.broadcast_to(p_att, shape), betas))
+    q, p = np.stack(qs), np.stack(ps)
+    return TheoryRun(p / q, q, p, attention)
+
+
+def _layer(reading: LayerReading, T: int, q, p, alpha_sa, beta):
+    """One compiled block with this layer's values; returns (q, p, q_att, p_att, per-head betas)."""
+    heads_beta = reading.beta(T)
+    if beta is None:
+        ref = float(heads_beta.mean())
+        moments = head_moments(T, heads_beta / ref, reading.value_weights)
+        betas = [b for b in heads_beta]
+    else:
+        ref = beta
+        moments = moment_functions(T)
+        betas = [beta]
+    values = dict(reading.values(), beta=ref, alpha_sa=alpha_sa, alpha_mlp=1.0)
+    block = block_function(spec_of(reading), T=T)
+    args = [values[name] for name in PARAMETERS]
+    extra = {name: value for name, value in values.items() if name not in PARAMETERS}
+    q, p, q_att, p_att = block(q, p, *args, float(T), *moments, **extra)
+    return q, p, q_att, p_att, betas
+
+
+def _sequence_length(T) -> int:
+    if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T < 2:
+        raise ValueError(f"seq_len must be an integer >= 2 (the finite-T theory at T = seq_len), got {T!r}")
+    return int(T)
+
+
+def predict_cosine_profile(layers, seq_len: int, *, rho0: float = 0.0, q0: float = 1.0) -> np.ndarray:
+    """Theory: rho before the first layer and after each of the L layers, shape (L+1,).
+
+    Reads ``layers`` (module docstring) and runs the exact finite-T theory at
+    T = ``seq_len`` from inputs with |X_t|^2/d = ``q0`` and cosine similarity
+    ``rho0`` (DESIGN.md: q0 = 1). ``q0`` matters for post-LN stacks, whose
+    first attention layer sees the raw input.
+    """
+    if not (0.0 <= float(rho0) < 1.0):
+        raise ValueError(f"rho0 must lie in [0, 1), got {rho0!r}")
+    if not (float(q0) > 0 and math.isfinite(float(q0))):
+        raise ValueError(f"q0 must be > 0, got {q0!r}")
+    return theory_run(read(layers), seq_len, rho0=float(rho0), q0=float(q0)).rho
+
+
+# --- measurement ------------------------------------------------------------------------
+
+def overlaps(x: torch.Tensor, batch_first: bool = True) -> tuple[float, float]:
+    """(q, p) of token sequences x: q = mean |X_t|^2/d, p = mean_{t != s} X_t.X_s/d, batch-averaged.
+
+    ``x``: (T, d), or (batch, T, d) when ``batch_first`` else (T, batch, d).
+    p uses |sum_t X_t|^2 = sum_t |X_t|^2 + sum_{t != s} X_t.X_s (O(T d)).
+    """
+    x = x.detach().to(torch.float64)
+    if x.dim() == 2:
+        x = x.unsqueeze(0)
+    elif not batch_first:
+        x = x.transpose(0, 1)
+    T, d = x.shape[-2], x.shape[-1]
+    if T < 2:
+        raise ValueError(f"need at least 2 tokens per sequence, got {T}")
+    norms = x.pow(2).sum(-1)
+    q = norms.mean() / d
+    p = ((x.sum(-2).pow(2).sum(-1) - norms.sum(-1)) / (d * T * (T - 1))).mean()
+    return float(q), float(p)
+
+
+def measure_overlaps(layers, x) -> tuple[np.ndarray, np.ndarray]:
+    """(q, p) before the first layer and after each layer, from hooks on one real forward pass.
+
+    ``x``: the stack's input. For torch layers a float tensor laid out as the
+    layers expect (``batch_first`` or not; unbatched (T, d) too). For BERT a
+    float tensor (batch, T, d) is the encoder's input (``BertModel``'s
+    embeddings are skipped), an integer tensor of token ids (batch, T) runs the
+    whole ``BertModel`` and entry 0 is the embedding output. The model must be
+    in eval mode (or free of dropout): :mod:`verify.adapters_read` rejects
+    active dropout.
+    """
+    readings = read(layers)
+    modules = [module for _, module in layer_modules(layers)[0]]
+    outputs: list = []
+    hooks = [modules[0].register_forward_pre_hook(lambda m, args, kwargs: outputs.append(_first(args, kwargs)),
+                                                  with_kwargs=True)]
+    hooks += [m.register_forward_hook(lambda m, args, out: outputs.append(_first((out,), {}))) for m in modules]
+    try:
+        with torch.no_grad():
+            _forward(layers, modules, x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    if len(outputs) != len(modules) + 1:
+        raise RuntimeError(f"expected {len(modules) + 1} hooked tensors, got {len(outputs)}")
+    pairs = [overlaps(t, readings[0].batch_first) for t in outputs]
+    return np.array([q for q, _ in pairs]), np.array([p for _, p in pairs])
+
+
+def measure_cosine_profile(layers, x) -> np.ndarray:
+    """Measured rho = p/q before the first layer and after each layer, shape (L+1,) (:func:`measure_overlaps`)."""
+    q, p = measure_overlaps(layers, x)
+    return p / q
+
+
+def _first(args, kwargs):
+    """The hidden states among a module's inputs or outputs (a tensor, or the first of a tuple)."""
+    value = args[0] if args else kwargs.get("hidden_states", kwargs.get("src"))
+    while isinstance(value, (tuple, list)):
+        value = value[0]
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"expected hidden states as a tensor, got {type(value).__name__}")
+    return value
+
+
+def _forward(layers, modules, x):
+    """Run the stack as its user would: the container's own forward where it has one."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    name = type(layers).__name__
+    if isinstance(layers, torch.nn.TransformerEncoder) or name == "BertEncoder":
+        return layers(x)
+    if hasattr(layers, "encoder") and type(layers.encoder).__name__ == "BertEncoder":
+        if x.dtype in (torch.int32, torch.int64):
+            return layers(input_ids=x)
+        return layers.encoder(x)
+    for module in modules:
+        x = _first((module(x),), {})
+    return x
+
+
+# --- apply_init ---------------------------------------------------------------------------
+
+def apply_init(model, beta: float, alpha_sa: float, *, seq_len: int):
+    """Rescale ``model`` in place so that the theory's (beta, alpha_sa) hold at T = ``seq_len``; return it.
+
+    Every head's query and key rows (and biases) are multiplied by
+    sqrt(beta / beta_h), which sets its score scale to beta sqrt(ln T) (beta is
+    defined at a sequence length, DESIGN.md). The residual branches are scaled
+    as in the module docstring (post-LN: attention output projection / alpha;
+    pre-LN: both branches of layer l / alpha^l).
+    """
+    T = _sequence_length(seq_len)
+    beta, alpha_sa = float(beta), float(alpha_sa)
+    if not (beta > 0 and math.isfinite(beta)) or not (alpha_sa > 0 and math.isfinite(alpha_sa)):
+        raise ValueError(f"beta and alpha_sa must be finite and > 0, got beta={beta!r}, alpha_sa={alpha_sa!r}")
+    readings = read(model)
+    with torch.no_grad():
+        for index, reading in enumerate(readings, start=1):
+            _set_beta(reading, beta, T)
+            _scale_branches(reading, alpha_sa, index)
+    return model
+
+
+def _set_beta(reading: LayerReading, beta: float, T: int) -> None:
+    """Multiply head h's query and key rows (and biases) by sqrt(beta / beta_h)."""
+    factors = np.sqrt(beta / reading.beta(T))
+    h = reading.handles
+    for name in ("q", "k", "bq", "bk"):
+        tensor = h[name]
+        if tensor is None:
+            continue
+        blocks = tensor.view(reading.heads, -1, *tensor.shape[1:])
+        for head, factor in enumerate(factors):
+            blocks[head].mul_(float(factor))
+
+
+def _scale_branches(reading: LayerReading, alpha_sa: float, index: int) -> None:
+    """post-LN: attention branch / alpha; pre-LN: both branches of layer ``index`` / alpha^index."""
+    if reading.norm_first:
+        factor = alpha_sa ** (-index)
+        modules = (reading.handles["out"], reading.handles["mlp_out"])
+    else:
+        factor = 1.0 / alpha_sa
+        modules = (reading.handles["out"],)
+    for module in modules:
+        module.weight.mul_(factor)
+        if module.bias is not None:
+            module.bias.mul_(factor)
+
+
+# --- BERT embeddings ----------------------------------------------------------------------
+
+def embedding_state(model, seq_len: int) -> tuple[float, float]:
+    """(q0, rho0) of a ``BertModel``'s embedding output for i.i.d. uniform random token ids.
+
+    e_t = W[id_t] + P[t] + S[0] (word, position, token type 0), then LayerNorm
+    (centring, eps; trivial affine). With independent uniform ids,
+    E e_t . e_s = a_t . a_s for t != s with a_t = mean_v W[v] + P[t] + S[0], and
+    E |e_t|^2 = mean_v |W[v]|^2 - |mean_v W[v]|^2 + |a_t|^2, all after centring; the
+    LayerNorm then divides by the mean norm (the theory's LayerNorm map).
+    The token-type row is shared by every token: BERT's inputs start at rho0 > 0.
+    """
+    from .adapters_read import read_layernorm
+
+    emb = model.embeddings
+    T = _sequence_length(seq_len)
+    d = emb.word_embeddings.embedding_dim
+    eps = read_layernorm(emb.LayerNorm, d, "embeddings.LayerNorm")
+
+    def centred(t):
+        t = t.detach().to(torch.float64)
+        return t - t.mean(-1, keepdim=True)
+
+    words = centred(emb.word_embeddings.weight)
+    a = words.mean(0) + centred(emb.position_embeddings.weight[:T]) + centred(emb.token_type_embeddings.weight[0])
+    spread = float(words.pow(2).sum(-1).mean() - words.mean(0).pow(2).sum())
+    norms = a.pow(2).sum(-1)
+    q_raw = float(spread + norms.mean()) / d
+    p_raw = float((a.sum(0).pow(2).sum() - norms.sum()) / (T * (T - 1))) / d
+    return q_raw / (q_raw + eps), p_raw / q_raw

@@ -1,0 +1,279 @@
+"""Recommend an initialisation for a real encoder: beta and alpha_sa in the trainable region, with a margin.
+
+``recommend(model_or_config, seq_len, *, margin=0.25)`` reads the model (or a
+one-layer model built from its config, repeated to the config's depth) with
+:mod:`verify.adapters_read` and answers with the finite-T theory at
+T = ``seq_len`` for *this* model's parameters (each layer's own variances):
+
+1. **entropy collapse** (Result 1; at finite T the IPR criterion of
+   :func:`numeric.trainability_diagram`): the first attention layer condenses
+   once its IPR E sum_s A_ts^2 exceeds ``ipr_threshold`` (0.5: half of a row's
+   weight on one key). Its input does not depend on beta or alpha_sa, so the limit
+   ``beta_limit`` solves IPR(beta) = ipr_threshold there; the recommended beta is
+   min(model's beta, beta_limit / (1 + margin)): a model already below the limit
+   keeps its query/key scale;
+2. **rank collapse** (Fig. 1c): alpha_c(beta) is the smallest skip strength with
+   rho after the last layer <= 1 - eps (``eps`` = 0.01 as in numeric); the
+   recommended alpha_sa is max(1, (1 + margin) alpha_c): PyTorch's and BERT's
+   skip (1) is kept when it already clears the margin.
+
+``Recommendation.apply(model)`` calls :func:`verify.adapters.apply_init`; a fresh
+measurement of the applied model is what the prediction ``rho_recommended`` states
+(verify/test_recommend.py checks it). ``Recommendation.diagram()`` draws the
+model's trainability diagram with :func:`numeric.trainability_diagram` (the
+layer-pooled parameters; refused when the layers differ).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from scipy.optimize import brentq
+from torch import nn
+
+from numeric.maps import moment_functions
+
+from . import adapters
+from .adapters_read import LayerReading, read
+
+#: Relative spread of a variance across layers above which the layers count as differently initialised.
+HOMOGENEOUS_RTOL = 0.1
+ALPHA_MAX = 1e6
+ALPHA_MIN = 1e-9
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """A stack of ``torch.nn.TransformerEncoderLayer`` as its constructor arguments (PyTorch's defaults)."""
+
+    num_layers: int = 6
+    d_model: int = 512
+    nhead: int = 8
+    dim_feedforward: int = 2048
+    norm_first: bool = False
+    activation: str = "relu"
+    layer_norm_eps: float = 1e-5
+    bias: bool = True
+
+    def build(self, seed: int = 0, num_layers: int | None = None) -> list:
+        """The layers at PyTorch's default initialisation, drawn from ``torch.manual_seed(seed)``, in eval mode."""
+        with torch.random.fork_rng():
+            torch.manual_seed(int(seed))
+            return [nn.TransformerEncoderLayer(self.d_model, self.nhead, self.dim_feedforward, dropout=0.0,
+                                               activation=self.activation, layer_norm_eps=self.layer_norm_eps,
+                                               batch_first=True, norm_first=self.norm_first, bias=self.bias).eval()
+                    for _ in range(self.num_layers if num_layers is None else num_layers)]
+
+
+def build_bert(config, seed: int = 0, num_layers: int | None = None):
+    """``transformers.BertModel(config)`` at its own initialisation (std ``initializer_range``), eval mode, seeded."""
+    from transformers import BertModel
+
+    if num_layers is not None:
+        config = type(config).from_dict({**config.to_dict(), "num_hidden_layers": int(num_layers)})
+    with torch.random.fork_rng():
+        torch.manual_seed(int(seed))
+        return BertModel(config, add_pooling_layer=False).eval()
+
+
+def _is_bert_config(obj) -> bool:
+    return type(obj).__name__ == "BertConfig"
+
+
+def readings_of(model_or_config, seed: int = 0) -> list[LayerReading]:
+    """Per-layer readings: of the model's layers, or of one layer built from a config, repeated to its depth."""
+    if isinstance(model_or_config, dict):
+        model_or_config = EncoderConfig(**model_or_config)
+    if isinstance(model_or_config, EncoderConfig):
+        one = read(model_or_config.build(seed, num_layers=1))[0]
+        return [one] * model_or_config.num_layers
+    if _is_bert_config(model_or_config):
+        one = read(build_bert(model_or_config, seed, num_layers=1))[0]
+        return [one] * model_or_config.num_hidden_layers
+    return read(model_or_config)
+
+
+def default_rho0(model_or_config, seq_len: int, seed: int = 0) -> float:
+    """rho0 of the stack's usual input: BERT's embedding output at random token ids, else 0 (orthogonal tokens)."""
+    if _is_bert_config(model_or_config):
+        return adapters.embedding_state(build_bert(model_or_config, seed, num_layers=1), seq_len)[1]
+    if hasattr(model_or_config, "embeddings") and hasattr(model_or_config, "encoder"):
+        return adapters.embedding_state(model_or_config, seq_len)[1]
+    return 0.0
+
+
+# --- the two limits ---------------------------------------------------------------------
+
+def entropy_limit(readings, T: int, *, rho0: float, q0: float = 1.0, ipr_threshold: float = 0.5) -> float:
+    """The beta at which the first attention layer's finite-T IPR reaches ``ipr_threshold``."""
+    run = adapters.theory_run(readings[:1], T, rho0=rho0, q0=q0)
+    q_att, p_att, _ = run.attention[0]
+    Y2 = moment_functions(T)[0]
+
+    def excess(log_beta):
+        return float(Y2(math.exp(log_beta), float(q_att), float(p_att), T)) - ipr_threshold
+
+    return math.exp(brentq(excess, math.log(1e-4), math.log(1e3), xtol=1e-10))
+
+
+def final_rho(readings, T: int, alpha_sa, beta, *, rho0: float, q0: float = 1.0):
+    """rho after the last layer with skip strength ``alpha_sa`` and every head at ``beta`` (broadcasts)."""
+    return adapters.theory_run(readings, T, rho0=rho0, q0=q0, alpha_sa=alpha_sa, beta=beta).rho[-1]
+
+
+def critical_alpha(readings, T: int, beta: float, *, eps: float = 0.01, rho0: float, q0: float = 1.0) -> float:
+    """Smallest alpha_sa with rho_L <= 1 - eps for this stack (0 if any works, inf if none up to ALPHA_MAX).
+
+    rho_L decreases with alpha_sa (a stronger skip keeps more of the input; the
+    property numeric.critical_alpha relies on), so a bracket and Brent's method find it.
+    """
+    target = 1.0 - eps
+
+    def gap(alpha):
+        return float(final_rho(readings, T, alpha, beta, rho0=rho0, q0=q0)) - target
+
+    if gap(ALPHA_MIN) <= 0:
+        return 0.0
+    hi = 1.0
+    while gap(hi) > 0:
+        if hi >= ALPHA_MAX:
+            return math.inf
+        hi *= 4.0
+    return brentq(gap, ALPHA_MIN if hi == 1.0 else hi / 4.0, hi, rtol=1e-8)
+
+
+def max_ipr(run, T: int) -> float:
+    """The largest finite-T IPR over all heads of all attention layers of a theory run."""
+    Y2 = moment_functions(T)[0]
+    return max(float(np.max(Y2(b, q, p, T))) for q, p, betas in run.attention for b in betas)
+
+
+# --- the recommendation -------------------------------------------------------------------
+
+@dataclass
+class Recommendation:
+    """beta and alpha_sa for a model at T = seq_len, what they are now, and the predicted profiles.
+
+    ``beta_model``: the model's query/key scale (mean over heads and layers);
+    ``beta_limit``: entropy-collapse limit; ``alpha_critical``: rank-collapse limit
+    at the recommended beta; ``rho_model`` / ``rho_recommended``: predicted profiles
+    (L+1,) as initialised and after :meth:`apply`; ``ipr_*``: the largest IPR.
+    """
+
+    beta: float
+    alpha_sa: float
+    seq_len: int
+    margin: float
+    eps: float
+    ipr_threshold: float
+    depth: int
+    arch: str
+    rho0: float
+    beta_model: float
+    beta_limit: float
+    alpha_critical: float
+    rho_model: np.ndarray
+    rho_recommended: np.ndarray
+    ipr_model: float
+    ipr_recommended: float
+    readings: list = field(repr=False, default_factory=list)
+
+    @property
+    def changes_model(self) -> bool:
+        """Whether :meth:`apply` changes anything beyond equalising the heads' query/key scales."""
+        return self.alpha_sa != 1.0 or not math.isclose(self.beta, self.beta_model, rel_tol=1e-12)
+
+    def apply(self, model):
+        """Rescale ``model`` in place (:func:`verify.adapters.apply_init`); return it."""
+        return adapters.apply_init(model, self.beta, self.alpha_sa, seq_len=self.seq_len)
+
+    def summary(self) -> dict:
+        """JSON-ready numbers."""
+        out = {k: v for k, v in asdict(self).items() if k != "readings"}
+        out["rho_model"] = [float(x) for x in self.rho_model]
+        out["rho_recommended"] = [float(x) for x in self.rho_recommended]
+        out["changes_model"] = self.changes_model
+        return out
+
+    def diagram(self, betas=None, alphas=None):
+        """The model's trainability diagram at T = seq_len (numeric.trainability_diagram, criterion "any")."""
+        import numeric
+
+        values, spec = pooled_values(self.readings), adapters.spec_of(self.readings[0])
+        betas = np.linspace(0.05, 3.0, 64) if betas is None else betas
+        alphas = np.linspace(0.0, max(4.0, 2 * self.alpha_sa), 64) if alphas is None else alphas
+        return numeric.trainability_diagram(spec, self.depth, betas=betas, alphas=alphas, eps=self.eps,
+                                            T=self.seq_len, rho0=self.rho0, criterion="any",
+                                            ipr_threshold=self.ipr_threshold, alpha_mlp=1.0, **values)
+
+    def __str__(self) -> str:
+        L, T = self.depth, self.seq_len
+        r = self.readings[0]
+        head = (f"# {r.kind} encoder, {self.arch}, {r.activation}, {L} layers, d_model {r.d}, {r.heads} heads, "
+                f"d_ff {r.d_ff}, T = {T}, rho0 = {self.rho0:.3g}")
+        lines = [head,
+                 f"as initialised:  beta = {self.beta_model:.4g}, alpha_sa = 1 -> rho after {L} layers "
+                 f"{self.rho_model[-1]:.4f}, largest IPR {self.ipr_model:.3g}",
+                 f"entropy collapse: beta <= {self.beta_limit:.4g} (first attention layer's IPR reaches "
+                 f"{self.ipr_threshold:g} at T = {T})",
+                 f"rank collapse:    alpha_sa >= {self.alpha_critical:.4g} at beta = {self.beta:.4g} "
+                 f"(rho after {L} layers <= {1 - self.eps:g})",
+                 f"recommended (margin {self.margin:.0%}): beta = {self.beta:.4g}, alpha_sa = {self.alpha_sa:.4g} "
+                 f"-> rho after {L} layers {self.rho_recommended[-1]:.4f}, largest IPR {self.ipr_recommended:.3g}"]
+        if not self.changes_model:
+            lines.append("the model is already in the trainable region with this margin: nothing to change")
+        else:
+            lines.append(f"apply: verify.adapters.apply_init(model, beta={self.beta:.6g}, alpha_sa={self.alpha_sa:.6g}, "
+                         f"seq_len={T})")
+        return "\n".join(lines)
+
+
+def pooled_values(readings) -> dict:
+    """The layer-mean of every variance (and beta sqrt(ln T) -> not included); refused if the layers differ."""
+    table = {k: np.array([r.values()[k] for r in readings]) for k in readings[0].values()}
+    structures = {r.structure() for r in readings}
+    if len(structures) > 1:
+        raise ValueError("the layers differ in structure (norm placement, activation, eps, heads or width)")
+    for name, column in table.items():
+        mean = column.mean()
+        if mean > 0 and np.max(np.abs(column - mean)) > HOMOGENEOUS_RTOL * mean:
+            raise ValueError(f"{name} differs across layers by more than {HOMOGENEOUS_RTOL:.0%} (e.g. after "
+                             "apply_init on a pre-LN stack): a single diagram does not describe this stack")
+    return {k: float(v.mean()) for k, v in table.items()}
+
+
+def recommend(model_or_config, seq_len: int, *, margin: float = 0.25, eps: float = 0.01, rho0: float | None = None,
+              q0: float = 1.0, ipr_threshold: float = 0.5, seed: int = 0) -> Recommendation:
+    """beta and alpha_sa that put ``model_or_config`` in the trainable region at T = ``seq_len`` (module docstring).
+
+    ``model_or_config``: a model the adapters read, an :class:`EncoderConfig` (or
+    its dict), or a transformers ``BertConfig``. ``rho0``: the inputs' cosine
+    similarity (default: :func:`default_rho0`). ``seed``: the draw of the layer
+    built from a config.
+    """
+    T = adapters._sequence_length(seq_len)
+    if not (0 < margin < 10):
+        raise ValueError(f"margin must lie in (0, 10) (a relative margin), got {margin!r}")
+    if not (0 < eps < 1):
+        raise ValueError(f"eps must lie in (0, 1), got {eps!r}")
+    readings = readings_of(model_or_config, seed)
+    rho0 = default_rho0(model_or_config, T, seed) if rho0 is None else float(rho0)
+    beta_model = float(np.mean([r.beta(T).mean() for r in readings]))
+    beta_limit = entropy_limit(readings, T, rho0=rho0, q0=q0, ipr_threshold=ipr_threshold)
+    beta = min(beta_model, beta_limit / (1.0 + margin))
+    alpha_c = critical_alpha(readings, T, beta, eps=eps, rho0=rho0, q0=q0)
+    if not math.isfinite(alpha_c):
+        raise ValueError(f"no alpha_sa up to {ALPHA_MAX:g} keeps rho after {len(readings)} layers below 1 - {eps:g}: "
+                         "the MLP residuals alone collapse the tokens at this depth")
+    alpha = max(1.0, (1.0 + margin) * alpha_c)
+    as_is = adapters.theory_run(readings, T, rho0=rho0, q0=q0)
+    after = adapters.theory_run(readings, T, rho0=rho0, q0=q0, alpha_sa=alpha, beta=beta)
+    return Recommendation(beta=beta, alpha_sa=alpha, seq_len=T, margin=float(margin), eps=float(eps),
+                          ipr_threshold=float(ipr_threshold), depth=len(readings),
+                          arch="pre-ln" if readings[0].norm_first else "post-ln", rho0=rho0,
+                          beta_model=beta_model, beta_limit=beta_limit, alpha_critical=alpha_c,
+                          rho_model=as_is.rho, rho_recommended=after.rho, ipr_model=max_ipr(as_is, T),
+                          ipr_recommended=max_ipr(after, T), readings=[r.without_handles() for r in readings])

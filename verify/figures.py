@@ -119,7 +119,8 @@ def figure_4(path=None, quick: bool = False, device=None, seed: int = 0):
         ax.set_xlabel(r"$\beta$  ($\beta_c = \sqrt{2}$ dotted)")
     left.set_yscale("log")
     left.set_ylim(1e-4, 1.0)
-    left.set_ylabel(r"$\mathbb{E}\,\|\partial L/\partial W_Q\|_F^2 \;/\; (T\, d^2 \sqrt{\ln T}\, \sigma_v^2\, q\, (q-p)^2)$")
+    left.set_ylabel(r"$\mathbb{E}\,\|\partial L/\partial W_Q\|_F^2 \;/\; "
+                    r"(T\, d^2 \sqrt{\ln T}\, \sigma_v^2\, q\, (q-p)^2)$")
     left.set_title(f"query gradient, q = 1, p = 0 (autograd on {device.type}, ±1 SE)", fontsize=10)
     left.legend(fontsize=6, ncol=2)
     right.set_yscale("log")

@@ -144,7 +144,10 @@ ALIGNMENT_ROWS = 8192
 
 @dataclass(frozen=True)
 class FiniteD:
-    """First-order finite-d terms of E ||∂L/∂W_Q||², each relative to the leading order (:func:`query_grad_finite_d`)."""
+    """First-order finite-d terms of E ||∂L/∂W_Q||², each relative to the leading order.
+
+    From :func:`query_grad_finite_d`; ``total`` is their sum.
+    """
 
     token: float
     scale: float

@@ -305,9 +305,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="PNG", help="also draw the norms against beta to this file")
     p.set_defaults(func=cmd_grad)
 
-    p = sub.add_parser("figure", help="reproduce a figure of the paper: 1c, 2, 3, 4, 6")
-    p.add_argument("which", help="figure: 1c (trainability diagram), 2 (profiles), 3 (IPR vs beta, Monte Carlo; "
-                                 "needs torch), 4 (query gradient vs beta, autograd; needs torch), "
+    p = sub.add_parser("recommend", help="beta and alpha_sa for a real torch encoder or BERT config, with a margin "
+                                         "(needs torch; transformers for --model bert)")
+    from verify import recommend_cli
+    recommend_cli.add_arguments(p)
+    p.set_defaults(func=recommend_cli.run)
+
+    p = sub.add_parser("figure", help="reproduce a figure of the paper: 1c, 1d, 2, 3, 4, 6")
+    p.add_argument("which", help="figure: 1c (trainability diagram), 1d (60-layer BERT at its own init, theory vs "
+                                 "measurement; needs torch and transformers), 2 (profiles), 3 (IPR vs beta, Monte "
+                                 "Carlo; needs torch), 4 (query gradient vs beta, autograd; needs torch), "
                                  "6 (tanh fixed point)")
     p.add_argument("--out", metavar="PNG", help="image path (default: figure-<which>.png)")
     p.add_argument("--quick", action="store_true", help="small sizes (for tests)")

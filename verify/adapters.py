@@ -56,7 +56,7 @@ from numeric.maps import block_function, moment_functions
 
 from .adapters_read import LayerReading, layer_modules, read
 
-__all__ = ["predict_cosine_profile", "measure_cosine_profile", "measure_overlaps", "apply_init", "read",
+__all__ = ["predict_cosine_profile", "measure_cosine_profile", "measure_overlaps", "profile_estimate", "apply_init", "independent_init", "read",
            "encoder_spec", "theory_run", "LayerReading", "embedding_state"]
 
 
@@ -218,7 +218,7 @@ def measure_overlaps(layers, x) -> tuple[np.ndarray, np.ndarray]:
     in eval mode (or free of dropout): :mod:`verify.adapters_read` rejects
     active dropout.
     """
-    readings = read(layers)
+    readings = read(layers, independent=False)
     modules = [module for _, module in layer_modules(layers)[0]]
     outputs: list = []
     hooks = [modules[0].register_forward_pre_hook(lambda m, args, kwargs: outputs.append(_first(args, kwargs)),
@@ -240,6 +240,19 @@ def measure_cosine_profile(layers, x) -> np.ndarray:
     """Measured rho = p/q before the first layer and after each layer, shape (L+1,) (:func:`measure_overlaps`)."""
     q, p = measure_overlaps(layers, x)
     return p / q
+
+
+def profile_estimate(runs):
+    """rho over independent initialisations: ``runs`` yields (model, x) pairs, one per initialisation.
+
+    Returns a :class:`verify.montecarlo.Estimate` of shape (L+1,): the ratio of the
+    seed-mean p to the seed-mean q with delta-method samples (the suite's definition
+    of a measured rho, :func:`verify.montecarlo.ratio_estimate`).
+    """
+    from .montecarlo import Estimate, ratio_estimate
+
+    qs, ps = zip(*(measure_overlaps(model, x) for model, x in runs))
+    return ratio_estimate(Estimate(np.array(ps)), Estimate(np.array(qs)))
 
 
 def _first(args, kwargs):
@@ -316,6 +329,31 @@ def _scale_branches(reading: LayerReading, alpha_sa: float, index: int) -> None:
         module.weight.mul_(factor)
         if module.bias is not None:
             module.bias.mul_(factor)
+
+
+def independent_init(model, seed: int = 0):
+    """Redraw every layer of a torch encoder from PyTorch's own default initialisation, independently.
+
+    ``nn.TransformerEncoder(layer, N)`` starts from N copies of one layer, which the
+    theory (fresh weights per layer) does not describe
+    (:func:`verify.adapters_read.check_independent`). Each submodule's own
+    ``reset_parameters`` is called (Linear: kaiming-uniform a = sqrt(5) and uniform
+    bias; LayerNorm: 1 and 0), then MultiheadAttention's ``_reset_parameters``
+    (xavier-uniform in_proj, zero in_proj and out_proj biases), all under
+    ``torch.manual_seed(seed)``. Returns ``model``.
+    """
+    modules, kind = layer_modules(model)
+    if kind != "torch":
+        raise TypeError("independent_init redraws torch.nn.TransformerEncoderLayer stacks; BERT layers are "
+                        "initialised independently by transformers already")
+    with torch.random.fork_rng(), torch.no_grad():
+        torch.manual_seed(int(seed))
+        for _, layer in modules:
+            for sub in layer.modules():
+                if hasattr(sub, "reset_parameters") and not isinstance(sub, torch.nn.MultiheadAttention):
+                    sub.reset_parameters()
+            layer.self_attn._reset_parameters()
+    return model
 
 
 # --- BERT embeddings ----------------------------------------------------------------------

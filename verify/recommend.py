@@ -277,3 +277,68 @@ def recommend(model_or_config, seq_len: int, *, margin: float = 0.25, eps: float
                           beta_model=beta_model, beta_limit=beta_limit, alpha_critical=alpha_c,
                           rho_model=as_is.rho, rho_recommended=after.rho, ipr_model=max_ipr(as_is, T),
                           ipr_recommended=max_ipr(after, T), readings=[r.without_handles() for r in readings])
+
+
+# --- check: measure before and after -------------------------------------------------------
+
+@dataclass
+class Check:
+    """A whole model's profiles before and after :meth:`Recommendation.apply`: theory and one measurement."""
+
+    recommendation: Recommendation
+    theory_before: np.ndarray
+    measured_before: np.ndarray
+    theory_after: np.ndarray
+    measured_after: np.ndarray
+
+    def measured(self) -> dict:
+        """JSON-ready profiles."""
+        return {k: [float(x) for x in getattr(self, k)]
+                for k in ("theory_before", "measured_before", "theory_after", "measured_after")}
+
+    def table(self, rows: int = 13) -> str:
+        """The four profiles at about ``rows`` layers (every layer for short stacks)."""
+        depth = len(self.theory_before) - 1
+        step = max(1, math.ceil(depth / (rows - 1)))
+        layers = sorted(set(range(0, depth + 1, step)) | {depth})
+        r = self.recommendation
+        lines = [f"# rho by layer: as initialised (alpha_sa = 1, beta = {r.beta_model:.4g}) and after "
+                 f"apply_init (alpha_sa = {r.alpha_sa:.4g}, beta = {r.beta:.4g}); one measurement, T = {r.seq_len}",
+                 f"{'layer':>5}  {'theory':>8}  {'measured':>8}  |  {'theory':>8}  {'measured':>8}"]
+        for k in layers:
+            lines.append(f"{k:>5}  {self.theory_before[k]:>8.4f}  {self.measured_before[k]:>8.4f}  |  "
+                         f"{self.theory_after[k]:>8.4f}  {self.measured_after[k]:>8.4f}")
+        return "\n".join(lines)
+
+
+def build(config, seed: int = 0):
+    """The whole model of an EncoderConfig (list of layers) or a BertConfig (BertModel), seeded."""
+    if _is_bert_config(config):
+        return build_bert(config, seed)
+    return config.build(seed)
+
+
+def inputs_for(model, seq_len: int, *, batch: int = 2, rho0: float = 0.0, seed: int = 0) -> torch.Tensor:
+    """Random inputs: token ids uniform over the vocabulary for a BertModel, else (batch, T, d) tokens
+    with |X_t|^2/d = 1 and cosine similarity rho0 (an exact random frame when T + 1 <= d)."""
+    from .torch_view import tokens
+
+    generator = torch.Generator().manual_seed(int(seed))
+    if hasattr(model, "embeddings"):
+        vocab = model.embeddings.word_embeddings.num_embeddings
+        return torch.randint(0, vocab, (batch, seq_len), generator=generator)
+    d = read(model, independent=False)[0].d
+    kind = "frame" if seq_len + 1 <= d else "gaussian"
+    return tokens(1, seq_len, d, batch=(batch,), kind=kind, rho0=rho0, generator=generator, dtype=torch.float32)[0]
+
+
+def check(config, seq_len: int, *, batch: int = 2, seed: int = 0, **options) -> Check:
+    """Build the whole model, recommend for it, and measure its profile before and after applying."""
+    model = build(config, seed)
+    result = recommend(model, seq_len, seed=seed, **options)
+    x = inputs_for(model, seq_len, batch=batch, rho0=result.rho0, seed=seed + 1)
+    before = adapters.measure_cosine_profile(model, x)
+    result.apply(model)
+    after = adapters.measure_cosine_profile(model, x)
+    theory_after = adapters.predict_cosine_profile(model, seq_len, rho0=result.rho0)
+    return Check(result, result.rho_model, before, theory_after, after)

@@ -1,0 +1,92 @@
+"""``sigprop recommend``: the command line of :mod:`verify.recommend` (this module imports no torch).
+
+numeric/cli.py registers the subcommand with :func:`add_arguments` and :func:`run`;
+torch (and transformers for ``--model bert``) are imported only when it runs.
+
+    sigprop recommend --layers 24 --d-model 256 --heads 4 --d-ff 512 --seq-len 64
+    sigprop recommend --model bert --layers 60 --seq-len 128 --check
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+#: PyTorch's nn.TransformerEncoderLayer defaults (and nn.Transformer's 6 layers); BertConfig's for --model bert.
+DEFAULTS = {"torch": dict(layers=6, d_model=512, heads=8, d_ff=2048, activation="relu"),
+            "bert": dict(layers=12, d_model=768, heads=12, d_ff=3072, activation="gelu")}
+
+
+def add_arguments(parser) -> None:
+    """The options of ``sigprop recommend``."""
+    parser.add_argument("--model", choices=("torch", "bert"), default="torch",
+                        help="torch.nn.TransformerEncoderLayer stack (default) or transformers BertModel")
+    parser.add_argument("--layers", type=int, help="number of layers (default: 6 torch, 12 bert)")
+    parser.add_argument("--d-model", dest="d_model", type=int, help="width (default: 512 torch, 768 bert)")
+    parser.add_argument("--heads", type=int, help="attention heads (default: 8 torch, 12 bert)")
+    parser.add_argument("--d-ff", dest="d_ff", type=int, help="feed-forward width (default: 2048 torch, 3072 bert)")
+    parser.add_argument("--norm-first", dest="norm_first", action="store_true", help="pre-LN (torch only)")
+    parser.add_argument("--activation", choices=("relu", "gelu"), help="MLP activation (default: relu torch, "
+                                                                         "gelu bert)")
+    parser.add_argument("--seq-len", dest="seq_len", type=int, default=128, help="sequence length T (default: 128)")
+    parser.add_argument("--margin", type=float, default=0.25, help="relative margin (default: 0.25)")
+    parser.add_argument("--eps", type=float, default=0.01, help="rank collapse: rho after the last layer > 1 - eps")
+    parser.add_argument("--rho0", type=float, default=None,
+                        help="input cosine similarity (default: 0 torch; BERT's embeddings at random token ids)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the model's initialisation and inputs")
+    parser.add_argument("--check", action="store_true",
+                        help="build the whole model, measure its profile, apply the recommendation, measure again")
+    parser.add_argument("--batch", type=int, default=2, help="sequences per measurement with --check (default: 2)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def config_of(args):
+    """An EncoderConfig or a BertConfig from the options (model defaults filled in)."""
+    values = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in DEFAULTS[args.model].items()}
+    if args.model == "bert":
+        if args.norm_first:
+            raise ValueError("BERT is post-LN: --norm-first applies to --model torch only")
+        from transformers import BertConfig
+        return BertConfig(num_hidden_layers=values["layers"], hidden_size=values["d_model"],
+                          num_attention_heads=values["heads"], intermediate_size=values["d_ff"],
+                          hidden_act=values["activation"], max_position_embeddings=max(512, args.seq_len))
+    from .recommend import EncoderConfig
+    return EncoderConfig(num_layers=values["layers"], d_model=values["d_model"], nhead=values["heads"],
+                         dim_feedforward=values["d_ff"], norm_first=args.norm_first, activation=values["activation"])
+
+
+def run(args) -> None:
+    """Print the recommendation (and, with ``--check``, measured profiles before and after applying it)."""
+    from . import recommend as rec
+
+    config = config_of(args)
+    options = dict(margin=args.margin, eps=args.eps, rho0=args.rho0, seed=args.seed)
+    if not args.check:
+        result = rec.recommend(config, args.seq_len, **options)
+        print(json.dumps(result.summary()) if args.json else result)
+        return
+    check = rec.check(config, args.seq_len, batch=args.batch, **options)
+    if args.json:
+        print(json.dumps({**check.recommendation.summary(), **check.measured()}))
+        return
+    print(check.recommendation)
+    print(check.table())
+
+
+def main(argv=None) -> int:
+    """Stand-alone entry point: ``python -m verify.recommend_cli ...``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="sigprop recommend", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        run(args)
+    except ValueError as exc:
+        print(f"sigprop recommend: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -19,8 +19,17 @@ def run(capsys, *argv):
 
 def test_help_lists_subcommands():
     out = subprocess.run([sys.executable, "-m", "numeric.cli", "--help"], capture_output=True, text=True).stdout
-    for command in ("profile", "diagram", "alpha-c", "formula", "bench", "grad", "figure"):
+    for command in ("profile", "diagram", "alpha-c", "formula", "bench", "grad", "recommend", "figure"):
         assert command in out
+
+
+def test_recommend_and_figure_1d_are_registered_without_importing_torch():
+    code = ("import sys, numeric.cli as c; p = c.build_parser(); "
+            "a = p.parse_args(['recommend', '--model', 'bert', '--layers', '60']); "
+            "print(a.layers, a.model, 'torch' in sys.modules); p.parse_args(['figure', '1d'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["60", "bert", "False"]
 
 
 def test_console_script_is_installed():

@@ -116,3 +116,14 @@ def test_moments_are_ordered_and_bounded(device):
     y2, y3, y22, pair = (e.samples for e in (m.ipr2, m.ipr3, m.ipr_square, m.pair))
     assert np.all(y2 >= 1 / 128 - 1e-15) and np.all(y2 <= 1 + 1e-15)
     assert np.all(y3 <= y2 + 1e-15) and np.all(y22 <= y2 + 1e-15) and np.all(pair <= 1 + 1e-15)
+
+
+@pytest.mark.parametrize("beta", [1.2, BETA_C, 1.7])
+def test_finite_T_theory_goes_through_the_points_at_T_1e5(beta, device):
+    """Fig. 3 at T = 10⁵ (issue 6): the finite-T IPR matches Gaussian-score Monte Carlo (1280 rows, no
+    allowance) near β_c, where the T → ∞ curve of eq. (4) misses the same points."""
+    T = 100_000
+    m = mc.gaussian_moments(beta, T=T, samples=40, device=device, seed=27)
+    assert_agrees(numeric.ipr(beta, T=T), m.ipr2, what=f"finite-T E Y2 (beta={beta:.3g}, T=1e5)")
+    with pytest.raises(AssertionError):
+        assert_agrees(numeric.ipr(beta), m.ipr2, what="T->oo E Y2")

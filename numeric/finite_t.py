@@ -598,9 +598,13 @@ def _rho_of_w(w, b):
 
 
 def _w_of_rho(rho, b):
-    kappa = _stretch(b)
+    """The inverse of :func:`_rho_of_w` (a new array; rho in [0, 1])."""
     u = np.sqrt(np.maximum(1.0 - rho, 0.0))
-    return kappa * u / (1.0 - u + kappa * u)
+    ku = _stretch(b)
+    ku *= u
+    u -= ku
+    np.subtract(1.0, u, out=u)     # 1 - u + kappa u
+    return np.divide(ku, u, out=ku)
 
 
 def _cheb_resample(values: np.ndarray, fine: np.ndarray):
@@ -651,6 +655,36 @@ def _horner(c, s):
     return ((c[3] * s + c[2]) * s + c[1]) * s + c[0]
 
 
+def _cell_inplace(x, n: int, scale: float = 1.0):
+    """:func:`_cell` of ``scale * x`` for x >= 0 (no NaN), reusing ``x``'s memory for s (x is overwritten)."""
+    x *= scale * (n - 1)
+    np.minimum(x, n - 1, out=x)
+    i = x.astype(np.intp)
+    np.minimum(i, n - 2, out=i)
+    x -= i
+    return i, x
+
+
+def _bicubic(a, s, v):
+    """sum_m s^m sum_n a[4 m + n] v^n for gathered cells a (16, n): Horner in v, then in s."""
+    out = _horner_inplace(a[12:16], v)
+    for m in (2, 1, 0):
+        out *= s
+        out += _horner_inplace(a[4 * m: 4 * m + 4], v)
+    return out
+
+
+def _horner_inplace(c, s):
+    """:func:`_horner` with one temporary (the block maps' hot loop)."""
+    out = c[3] * s
+    out += c[2]
+    out *= s
+    out += c[1]
+    out *= s
+    out += c[0]
+    return out
+
+
 class Y2Table:
     """Fast E sum_s A_ts^2 at one T: a function of b = beta sqrt(ln T q (q - p)) only.
 
@@ -671,12 +705,14 @@ class Y2Table:
 
     def at_b(self, b):
         """Y2 at effective widths b >= 0 (array)."""
-        with np.errstate(divide="ignore"):
-            xi = 1.0 / (1.0 + self.scale / np.asarray(b, dtype=float))      # b = oo -> 1
-        i, s = _cell(xi, FINE_1D)
-        shape = np.shape(s)
-        coeffs = np.take(self._cells, np.ravel(i), axis=0).T   # one gather of whole cells
-        return np.clip(_horner(coeffs, np.ravel(s)), 0.0, 1.0).reshape(shape)
+        shape = np.shape(b)
+        b = np.ravel(np.asarray(b, dtype=float))
+        with np.errstate(invalid="ignore"):
+            xi = np.divide(b, b + self.scale)                             # b = oo -> nan, set to 1 below
+        xi[np.isinf(b)] = 1.0
+        i, s = _cell_inplace(xi, FINE_1D)
+        coeffs = np.take(self._cells, i, axis=0).T   # one gather of whole cells
+        return np.clip(_horner_inplace(coeffs, s), 0.0, 1.0, out=s).reshape(shape)
 
     def fast(self, beta, q, p):
         """Y2 without input checks, for block maps whose inputs are already validated."""
@@ -736,11 +772,12 @@ class YpTable:
     def _interpolate(self, b, rho):
         shape = np.shape(b)
         b, rho = np.ravel(b), np.ravel(rho)
-        i, s = _cell(b / (b + self.scale) / self.xi_max, FINE_2D[0])
-        j, v = _cell(_w_of_rho(rho, b), FINE_2D[1])
-        a = np.take(self._cells, i * (FINE_2D[1] - 1) + j, axis=0).T  # one gather of whole cells (fast)
-        rows = [_horner(a[4 * m: 4 * m + 4], v) for m in range(4)]   # sum_n a[m, n] v^n
-        return np.clip(_horner(rows, s), 0.0, 1.0).reshape(shape)
+        i, s = _cell_inplace(np.divide(b, b + self.scale), FINE_2D[0], 1.0 / self.xi_max)
+        j, v = _cell_inplace(_w_of_rho(rho, b), FINE_2D[1])
+        i *= FINE_2D[1] - 1
+        i += j
+        out = _bicubic(np.take(self._cells, i, axis=0).T, s, v)   # one gather of whole cells (fast)
+        return np.clip(out, 0.0, 1.0, out=out).reshape(shape)
 
     def fast(self, beta, q, p):
         """Yp without input checks, for block maps whose inputs are already validated."""

@@ -643,20 +643,11 @@ def _bicubic_cells(f, fx, fw, fxw, hx, hw):
     return _HERMITE @ data @ _HERMITE.T
 
 
-def _cell(x, n: int):
-    """Cell index i in [0, n-2] and local coordinate s in [0, 1] of x in [0, 1] on n points."""
-    pos = np.clip(x, 0.0, 1.0) * (n - 1)
-    i = np.minimum(pos.astype(np.int64), n - 2)
-    return i, pos - i
-
-
-def _horner(c, s):
-    """sum_m c[m] s^m for the four cubic coefficients c[0..3]."""
-    return ((c[3] * s + c[2]) * s + c[1]) * s + c[0]
-
-
 def _cell_inplace(x, n: int, scale: float = 1.0):
-    """:func:`_cell` of ``scale * x`` for x >= 0 (no NaN), reusing ``x``'s memory for s (x is overwritten)."""
+    """Cell index i in [0, n-2] and local coordinate s in [0, 1] of scale * x, x >= 0, on n points of [0, 1].
+
+    x is overwritten by s (the look-ups' hot path allocates no temporary here).
+    """
     x *= scale * (n - 1)
     np.minimum(x, n - 1, out=x)
     i = x.astype(np.intp)
@@ -675,7 +666,7 @@ def _bicubic(a, s, v):
 
 
 def _horner_inplace(c, s):
-    """:func:`_horner` with one temporary (the block maps' hot loop)."""
+    """sum_m c[m] s^m for the four cubic coefficients c[0..3], with one temporary."""
     out = c[3] * s
     out += c[2]
     out *= s

@@ -305,9 +305,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="PNG", help="also draw the norms against beta to this file")
     p.set_defaults(func=cmd_grad)
 
-    p = sub.add_parser("recommend", help="beta and alpha_sa for a real torch encoder or BERT config, with a margin "
-                                         "(needs torch; transformers for --model bert)")
     from verify import recommend_cli
+    p = sub.add_parser("recommend", help="beta and alpha_sa for a real torch encoder or BERT config, with a margin "
+                                         "(needs torch; transformers for --model bert)",
+                       description=recommend_cli.DESCRIPTION)
     recommend_cli.add_arguments(p)
     p.set_defaults(func=recommend_cli.run)
 

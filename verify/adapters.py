@@ -135,6 +135,8 @@ def theory_run(readings, T: int, *, rho0=0.0, q0=1.0, alpha_sa=1.0, beta=None) -
     with np.errstate(all="ignore"):
         for reading in readings:
             q, p, q_att, p_att, betas = _layer(reading, T, q, p, alpha_sa, beta)
+            if not (np.all(np.isfinite(q)) and np.all(np.isfinite(p))):
+                raise ValueError(f"{reading.name}: the theory's overlaps are not finite (q = {q!r}, p = {p!r})")
             if not np.all(q > 0):
                 raise ValueError(f"{reading.name}: the signal vanishes (q = 0) in the theory")
             p = np.clip(p, -q, q)
@@ -149,8 +151,9 @@ def _layer(reading: LayerReading, T: int, q, p, alpha_sa, beta):
     """One compiled block with this layer's values; returns (q, p, q_att, p_att, per-head betas)."""
     heads_beta = reading.beta(T)
     if beta is None:
-        ref = float(heads_beta.mean())
-        moments = head_moments(T, heads_beta / ref, reading.value_weights)
+        ref = float(heads_beta.mean())   # 0 only when every head is 0 (zero query/key rows): uniform attention
+        ratios = heads_beta / ref if ref > 0 else np.ones_like(heads_beta)
+        moments = head_moments(T, ratios, reading.value_weights)
         betas = [b for b in heads_beta]
     else:
         ref = beta
@@ -305,8 +308,16 @@ def apply_init(model, beta: float, alpha_sa: float, *, seq_len: int):
 
 
 def _set_beta(reading: LayerReading, beta: float, T: int) -> None:
-    """Multiply head h's query and key rows (and biases) by sqrt(beta / beta_h)."""
-    factors = np.sqrt(beta / reading.beta(T))
+    """Multiply head h's query and key rows (and biases) by sqrt(beta / beta_h).
+
+    A head with beta_h = 0 (zero query or key rows) has no scale to multiply: refused.
+    """
+    heads = reading.beta(T)
+    if not np.all(np.isfinite(heads) & (heads > 0)):
+        bad = int(np.flatnonzero(~(np.isfinite(heads) & (heads > 0)))[0])
+        raise ValueError(f"{reading.name}: head {bad} has query/key scale beta_h = {float(heads[bad]):g}; apply_init "
+                         "rescales existing query and key rows and cannot set a zero (or non-finite) head")
+    factors = np.sqrt(beta / heads)
     h = reading.handles
     for name in ("q", "k", "bq", "bk"):
         tensor = h[name]
@@ -372,6 +383,10 @@ def embedding_state(model, seq_len: int) -> tuple[float, float]:
 
     emb = model.embeddings
     T = _sequence_length(seq_len)
+    positions = emb.position_embeddings.num_embeddings
+    if T > positions:
+        raise ValueError(f"seq_len = {T} exceeds the model's {positions} position embeddings "
+                         "(max_position_embeddings of its config)")
     d = emb.word_embeddings.embedding_dim
     eps = read_layernorm(emb.LayerNorm, d, "embeddings.LayerNorm")
 

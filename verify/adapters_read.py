@@ -157,8 +157,10 @@ def read_attention(where: str, d: int, heads: int, weights: dict) -> dict:
     s_o = _per_head(weights["o"].t(), heads, f"{where} output projection weight")
     value_bias = _per_head_sums(weights["bv"], heads)
     products = s_o * s_v
+    total = products.sum()   # 0 for a zero-initialised value or output projection: sigma_v2 = 0, any weights
+    weights_h = products / total if total > 0 else np.full(heads, 1.0 / heads)
     return dict(score_scale=tuple(float(x) for x in d * np.sqrt(s_q * s_k)),
-                value_weights=tuple(float(x) for x in products / products.sum()),
+                value_weights=tuple(float(x) for x in weights_h),
                 sigma_v2=float(d * d * products.mean()),
                 sigma_b2_att=float((s_o * value_bias).sum() + second_moment(weights["bo"], f"{where} output bias")))
 
@@ -185,10 +187,6 @@ def _per_head_sums(bias, heads: int) -> np.ndarray:
 
 def activation_name(fn, where: str) -> str:
     """The theory's name for a torch / transformers activation: relu, gelu (exact), tanh or identity."""
-    if isinstance(fn, str):
-        if fn in ("relu", "gelu"):
-            return fn
-        raise ValueError(f"{where}: activation {fn!r} is not supported (relu or gelu)")
     if fn is F.relu or fn is torch.relu or isinstance(fn, nn.ReLU):
         return "relu"
     if fn is F.gelu or (isinstance(fn, nn.GELU) and fn.approximate == "none"):
@@ -243,7 +241,7 @@ def read_torch_layer(layer, where: str) -> LayerReading:
     d, heads = attn.embed_dim, attn.num_heads
     check_dropout(layer, where)
     _check_finite(layer, where)
-    q, k, v, bq, bk, bv = _mha_projections(attn)
+    q, k, v, bq, bk, bv = _mha_projections(attn, f"{where}.self_attn")
     weights = dict(q=q, k=k, v=v, o=attn.out_proj.weight, bq=bq, bk=bk, bv=bv, bo=attn.out_proj.bias)
     att = read_attention(f"{where}.self_attn", d, heads, weights)
     mlp = read_mlp(layer.linear1, layer.linear2, d, where, ("linear1", "linear2"))
@@ -273,15 +271,17 @@ def _check_torch_layer_type(layer, where: str) -> None:
             raise TypeError(f"{where}.{name}: expected torch.nn.Linear, got {type(getattr(layer, name)).__name__}")
 
 
-def _mha_projections(attn):
-    """(W_Q, W_K, W_V, b_Q, b_K, b_V) of a MultiheadAttention: views into its parameters."""
+def _mha_projections(attn, where: str):
+    """(W_Q, W_K, W_V, b_Q, b_K, b_V) of a MultiheadAttention: views into its parameters.
+
+    Self-attention has kdim = vdim = embed_dim, which is when torch packs the three
+    projections into in_proj_weight.
+    """
     d = attn.embed_dim
-    if attn._qkv_same_embed_dim:
-        q, k, v = attn.in_proj_weight[:d], attn.in_proj_weight[d:2 * d], attn.in_proj_weight[2 * d:]
-    else:
-        q, k, v = attn.q_proj_weight, attn.k_proj_weight, attn.v_proj_weight
-        if k.shape[1] != d or v.shape[1] != d:
-            raise ValueError("self-attention needs kdim = vdim = embed_dim")
+    if not attn._qkv_same_embed_dim:
+        raise ValueError(f"{where}: self-attention needs kdim = vdim = embed_dim, got kdim={attn.kdim}, "
+                         f"vdim={attn.vdim}, embed_dim={d}")
+    q, k, v = attn.in_proj_weight[:d], attn.in_proj_weight[d:2 * d], attn.in_proj_weight[2 * d:]
     bias = attn.in_proj_bias
     bq, bk, bv = (None, None, None) if bias is None else (bias[:d], bias[d:2 * d], bias[2 * d:])
     return q, k, v, bq, bk, bv
@@ -406,7 +406,7 @@ def read(model, *, independent: bool = True) -> list[LayerReading]:
 
 
 def check_independent(readings) -> None:
-    """Reject layers that share their query weights (copies of one layer).
+    """Reject layers that share all their attention and MLP weights (copies of one layer).
 
     The theory averages every layer over fresh weights. ``nn.TransformerEncoder(layer, N)``
     deep-copies ``layer``, so at construction all N layers are identical; the same
@@ -416,11 +416,17 @@ def check_independent(readings) -> None:
     """
     seen: dict = {}
     for r in readings:
-        weight = r.handles["q"].detach()
-        key = (tuple(weight.shape), float(weight.double().sum()), float(weight.reshape(-1)[0]))
+        weights = _weights_of(r)
+        key = tuple((tuple(w.shape), float(w.double().sum())) for w in weights)
         other = seen.get(key)
-        if other is not None and torch.equal(other.handles["q"].detach(), weight):
+        if other is not None and all(torch.equal(a, b) for a, b in zip(_weights_of(other), weights)):
             raise ValueError(f"{r.name} and {other.name} hold identical weights (nn.TransformerEncoder deep-copies "
                              "its encoder_layer); the theory needs independently initialised layers: call "
                              "verify.adapters.independent_init(model, seed) first")
         seen[key] = r
+
+
+def _weights_of(reading) -> list:
+    """The weight tensors of a read layer that a copy would share (zero-initialised ones alone do not tell)."""
+    h = reading.handles
+    return [h["q"].detach(), h["k"].detach(), h["out"].weight.detach(), h["mlp_out"].weight.detach()]

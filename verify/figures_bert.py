@@ -8,7 +8,9 @@ tables, :func:`verify.adapters.embedding_state`); dots: the measured token cosin
 similarity after every layer, mean over initialisations +- one standard error.
 One curve per attention skip strength alpha_sa, set on the real model by
 :func:`verify.adapters.apply_init` (alpha_sa = 1 is BERT as initialised), and
-the strength :func:`verify.recommend.recommend` proposes. HF's init puts the
+the strength :func:`verify.recommend.recommend` proposes; every curve keeps the
+model's own query/key scale beta, which the recommendation also keeps (BERT's
+beta = 0.14 is far below the entropy-collapse limit 2.7 at T = 128). HF's init puts the
 60-layer model at the edge of rank collapse (rho -> 0.99); a stronger skip
 keeps the tokens apart.
 """

@@ -11,7 +11,9 @@ T = ``seq_len`` for *this* model's parameters (each layer's own variances):
    weight on one key). Its input does not depend on beta or alpha_sa, so the limit
    ``beta_limit`` solves IPR(beta) = ipr_threshold there; the recommended beta is
    min(model's beta, beta_limit / (1 + margin)): a model already below the limit
-   keeps its query/key scale;
+   keeps its query/key scale. (This is the paper's first-layer criterion; the IPR of
+   every layer at the recommendation is reported as ``ipr_recommended``, which a
+   caller with q0 < 1, where later layers can condense first, should check.)
 2. **rank collapse** (Fig. 1c): alpha_c(beta) is the smallest skip strength with
    rho after the last layer <= 1 - eps (``eps`` = 0.01 as in numeric); the
    recommended alpha_sa is max(1, (1 + margin) alpha_c): PyTorch's and BERT's
@@ -43,6 +45,8 @@ from .adapters_read import LayerReading, read
 HOMOGENEOUS_RTOL = 0.1
 ALPHA_MAX = 1e6
 ALPHA_MIN = 1e-9
+#: The beta bracket of the entropy-collapse limit (the IPR runs from 1/T to 1 across it).
+BETA_RANGE = (1e-4, 1e3)
 
 
 @dataclass(frozen=True)
@@ -116,7 +120,12 @@ def entropy_limit(readings, T: int, *, rho0: float, q0: float = 1.0, ipr_thresho
     def excess(log_beta):
         return float(Y2(math.exp(log_beta), float(q_att), float(p_att), T)) - ipr_threshold
 
-    return math.exp(brentq(excess, math.log(1e-4), math.log(1e3), xtol=1e-10))
+    lo, hi = math.log(BETA_RANGE[0]), math.log(BETA_RANGE[1])
+    if not (excess(lo) < 0 < excess(hi)):
+        raise ValueError(f"the first attention layer's IPR does not cross ipr_threshold = {ipr_threshold:g} for beta "
+                         f"in {BETA_RANGE} (its input overlap p/q = {float(p_att) / float(q_att):.6g} at T = {T}): "
+                         "no entropy-collapse limit to recommend against")
+    return math.exp(brentq(excess, lo, hi, xtol=1e-10))
 
 
 def final_rho(readings, T: int, alpha_sa, beta, *, rho0: float, q0: float = 1.0):
@@ -232,7 +241,7 @@ class Recommendation:
 
 
 def pooled_values(readings) -> dict:
-    """The layer-mean of every variance (and beta sqrt(ln T) -> not included); refused if the layers differ."""
+    """The layer-mean of every variance (beta and the skip strengths excluded); refused if the layers differ."""
     table = {k: np.array([r.values()[k] for r in readings]) for k in readings[0].values()}
     structures = {r.structure() for r in readings}
     if len(structures) > 1:
@@ -259,6 +268,14 @@ def recommend(model_or_config, seq_len: int, *, margin: float = 0.25, eps: float
         raise ValueError(f"margin must lie in (0, 10) (a relative margin), got {margin!r}")
     if not (0 < eps < 1):
         raise ValueError(f"eps must lie in (0, 1), got {eps!r}")
+    if not (1.0 / T < ipr_threshold < 1):
+        raise ValueError(f"ipr_threshold must lie in (1/T, 1) = ({1.0 / T:.4g}, 1) (the IPR of a row runs from 1/T, "
+                         f"uniform, to 1, one key), got {ipr_threshold!r}")
+    if not (q0 > 0 and math.isfinite(q0)):
+        raise ValueError(f"q0 must be finite and > 0 (the inputs' squared norm per coordinate), got {q0!r}")
+    if rho0 is not None and not (0 <= rho0 < 1 - eps):
+        raise ValueError(f"rho0 must lie in [0, 1 - eps) = [0, {1 - eps:g}) (the inputs' cosine similarity; at "
+                         f"rho0 >= 1 - eps they are rank-collapsed before the first layer), got {rho0!r}")
     readings = readings_of(model_or_config, seed)
     rho0 = default_rho0(model_or_config, T, seed) if rho0 is None else float(rho0)
     beta_model = float(np.mean([r.beta(T).mean() for r in readings]))

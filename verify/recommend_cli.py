@@ -29,8 +29,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--activation", choices=("relu", "gelu"), help="MLP activation (default: relu torch, "
                                                                          "gelu bert)")
     parser.add_argument("--seq-len", dest="seq_len", type=int, default=128, help="sequence length T (default: 128)")
-    parser.add_argument("--margin", type=float, default=0.25, help="relative margin (default: 0.25)")
-    parser.add_argument("--eps", type=float, default=0.01, help="rank collapse: rho after the last layer > 1 - eps")
+    parser.add_argument("--margin", type=float, default=0.25,
+                        help="relative margin: beta <= beta_limit / (1 + margin), alpha_sa >= (1 + margin) alpha_c "
+                             "(default: 0.25)")
+    parser.add_argument("--eps", type=float, default=0.01,
+                        help="rank collapse means rho after the last layer > 1 - eps (default: 0.01)")
     parser.add_argument("--rho0", type=float, default=None,
                         help="input cosine similarity (default: 0 torch; BERT's embeddings at random token ids)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the model's initialisation and inputs")
@@ -40,9 +43,24 @@ def add_arguments(parser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
+#: What ``sigprop recommend --help`` says the command does.
+DESCRIPTION = ("Recommend the query/key scale beta and the attention skip strength alpha_sa that keep a "
+               "torch.nn.TransformerEncoderLayer stack or a Hugging Face BertModel (described by the options below) "
+               "clear of entropy and rank collapse at sequence length T, by the finite-T theory of the model's own "
+               "initial weights. Without --check one layer is built from the options and repeated to the full "
+               "depth; with --check the whole model is built, measured, rescaled by apply_init and measured again.")
+
+
 def config_of(args):
     """An EncoderConfig or a BertConfig from the options (model defaults filled in)."""
     values = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in DEFAULTS[args.model].items()}
+    for name in ("layers", "d_model", "heads", "d_ff"):
+        if values[name] < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {values[name]}")
+    if values["d_model"] % values["heads"]:
+        raise ValueError(f"--d-model ({values['d_model']}) must be divisible by --heads ({values['heads']})")
+    if args.batch < 1:
+        raise ValueError(f"--batch must be a positive integer, got {args.batch}")
     if args.model == "bert":
         if args.norm_first:
             raise ValueError("BERT is post-LN: --norm-first applies to --model torch only")
@@ -77,7 +95,7 @@ def main(argv=None) -> int:
     """Stand-alone entry point: ``python -m verify.recommend_cli ...``."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="sigprop recommend", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="sigprop recommend", description=DESCRIPTION)
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:

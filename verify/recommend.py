@@ -218,6 +218,25 @@ class Recommendation:
                                             T=self.seq_len, rho0=self.rho0, criterion="any",
                                             ipr_threshold=self.ipr_threshold, alpha_mlp=1.0, **values)
 
+    def plot(self, path=None, betas=None, alphas=None):
+        """:meth:`diagram` drawn with the model as initialised (beta_model, 1) and the recommendation marked.
+
+        The diagram gives every head the same beta (the layer-pooled variances); the
+        markers are the model's mean head scale and the recommended (beta, alpha_sa).
+        Returns the matplotlib figure (saved to ``path`` if given).
+        """
+        from numeric.plotting import save
+
+        fig = self.diagram(betas, alphas).plot()
+        ax = fig.axes[0]
+        legend = ax.get_legend()
+        handles = list(legend.legend_handles) if legend is not None else []
+        handles += ax.plot([self.beta_model], [1.0], "o", ms=7, mfc="white", mec="k", label="as initialised")
+        handles += ax.plot([self.beta], [self.alpha_sa], "*", ms=13, color="k",
+                           label=f"recommended ({self.margin:.0%} margin)")
+        ax.legend(handles=handles, loc="upper right", fontsize=8, framealpha=0.9)
+        return save(fig, path)
+
     def __str__(self) -> str:
         L, T = self.depth, self.seq_len
         r = self.readings[0]

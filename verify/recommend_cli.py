@@ -41,6 +41,8 @@ def add_arguments(parser) -> None:
                         help="build the whole model, measure its profile, apply the recommendation, measure again")
     parser.add_argument("--batch", type=int, default=2, help="sequences per measurement with --check (default: 2)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--plot", metavar="PNG", help="also draw the model's trainability diagram at T = seq-len "
+                                                      "with the model as initialised and the recommendation marked")
 
 
 #: What ``sigprop recommend --help`` says the command does.
@@ -82,13 +84,17 @@ def run(args) -> None:
     if not args.check:
         result = rec.recommend(config, args.seq_len, **options)
         print(json.dumps(result.summary()) if args.json else result)
-        return
-    check = rec.check(config, args.seq_len, batch=args.batch, **options)
-    if args.json:
-        print(json.dumps({**check.recommendation.summary(), **check.measured()}))
-        return
-    print(check.recommendation)
-    print(check.table())
+    else:
+        check = rec.check(config, args.seq_len, batch=args.batch, **options)
+        result = check.recommendation
+        if args.json:
+            print(json.dumps({**result.summary(), **check.measured()}))
+        else:
+            print(result)
+            print(check.table())
+    if args.plot:
+        result.plot(args.plot)
+        print(f"wrote {args.plot}", file=sys.stderr if args.json else sys.stdout)
 
 
 def main(argv=None) -> int:

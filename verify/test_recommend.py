@@ -198,7 +198,7 @@ def test_bert_sequence_longer_than_its_positions_is_refused():
 
 # --- command line -------------------------------------------------------------------------------
 
-def test_cli_text_json_and_check(capsys):
+def test_cli_text_json_check_and_plot(capsys, tmp_path):
     args = ["--layers", "6", "--d-model", "64", "--heads", "2", "--d-ff", "128", "--seq-len", "32"]
     assert recommend_cli.main(args) == 0
     assert "recommended (margin 25%)" in capsys.readouterr().out
@@ -209,6 +209,10 @@ def test_cli_text_json_and_check(capsys):
     out = capsys.readouterr().out
     assert "measured" in out and out.count("\n") > 8
     assert recommend_cli.main(args + ["--margin", "-2"]) == 2
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "recommend.png"
+    assert recommend_cli.main(args + ["--plot", str(png)]) == 0
+    assert f"wrote {png}" in capsys.readouterr().out and png.stat().st_size > 10_000
     assert recommend_cli.main(["--layers", "0"]) == 2
     assert recommend_cli.main(["--heads", "3", "--d-model", "64"]) == 2
     assert "divisible by --heads" in capsys.readouterr().err

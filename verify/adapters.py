@@ -56,8 +56,8 @@ from numeric.maps import block_function, moment_functions
 
 from .adapters_read import LayerReading, layer_modules, read
 
-__all__ = ["predict_cosine_profile", "measure_cosine_profile", "measure_overlaps", "profile_estimate", "apply_init", "independent_init", "read",
-           "encoder_spec", "theory_run", "LayerReading", "embedding_state"]
+__all__ = ["predict_cosine_profile", "measure_cosine_profile", "measure_overlaps", "profile_estimate", "apply_init",
+           "independent_init", "read", "encoder_spec", "theory_run", "LayerReading", "embedding_state"]
 
 
 # --- the theory --------------------------------------------------------------------------
@@ -313,8 +313,9 @@ def _set_beta(reading: LayerReading, beta: float, T: int) -> None:
     A head with beta_h = 0 (zero query or key rows) has no scale to multiply: refused.
     """
     heads = reading.beta(T)
-    if not np.all(np.isfinite(heads) & (heads > 0)):
-        bad = int(np.flatnonzero(~(np.isfinite(heads) & (heads > 0)))[0])
+    ok = np.isfinite(heads) & (heads > 0)
+    if not ok.all():
+        bad = int(np.argmin(ok))
         raise ValueError(f"{reading.name}: head {bad} has query/key scale beta_h = {float(heads[bad]):g}; apply_init "
                          "rescales existing query and key rows and cannot set a zero (or non-finite) head")
     factors = np.sqrt(beta / heads)

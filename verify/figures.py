@@ -3,8 +3,9 @@
 - :func:`figure_3`: E Σ_s A_ts² against β at q = 1, p = 0 — the T → ∞ theory
   (eq. 4), numeric's exact finite-T lines, and Monte Carlo points (± one
   standard error) from Gaussian scores with the covariance of eq. (9), for
-  T up to 10⁵ (about 1000 rows per point at T = 10⁵: ~4 s per point on a CPU). It shows the B.3 finite-size effect:
-  near β_c = √2 the measured IPR at practical T is far from eq. (4).
+  T up to 10⁵ (about 1000 rows per point at T = 10⁵: ~4 s per point on a CPU).
+  It shows the B.3 finite-size effect: near β_c = √2 the measured IPR at
+  practical T is far from eq. (4).
 - :func:`figure_4`: E‖∂L/∂W_Q‖_F² against β (q = 1, p = 0) — the corrected
   Result 2 with exact finite-T moments (one line per T) and T → ∞ moments
   (dashed), and autograd of torch layers (points ± one standard error) for

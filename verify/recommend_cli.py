@@ -98,18 +98,10 @@ def run(args) -> None:
 
 
 def main(argv=None) -> int:
-    """Stand-alone entry point: ``python -m verify.recommend_cli ...``."""
-    import argparse
+    """Stand-alone entry point: ``python -m verify.recommend_cli ...`` is ``sigprop recommend ...``."""
+    from numeric.cli import main as sigprop
 
-    parser = argparse.ArgumentParser(prog="sigprop recommend", description=DESCRIPTION)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        run(args)
-    except ValueError as exc:
-        print(f"sigprop recommend: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return sigprop(["recommend", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

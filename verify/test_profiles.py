@@ -46,16 +46,23 @@ def test_asymptotic_profile_is_rejected_near_beta_c(arch, device):
 def test_issue_size_stack_runs_and_matches(device, record_property):
     """The issue's size: 30 blocks at T = 256, d = 512, 8 initialisations (pre-LN, β = 1)."""
     start = time.perf_counter()
-    measured = mc.profile("pre-ln", 30, beta=1.0, T=256, d=512, seeds=8, device=device, seed=33)
+    measured, finite, _ = _issue_size_run("pre-ln", 1.0, 33, device, record_property)
     seconds = time.perf_counter() - start
     record_property("seconds", seconds)
-    finite = numeric.cosine_profile("pre-ln", 30, beta=1.0, T=256)
-    asymptotic = numeric.cosine_profile("pre-ln", 30, beta=1.0)
-    record_property("max_dev_finite_T", deviation(finite, measured.rho))
-    record_property("max_dev_asymptotic", deviation(asymptotic, measured.rho))
     assert_agrees(finite, measured.rho, allowance=finite_d_allowance(512), reason=REASON, skip_first=True,
                   what="pre-ln 30 blocks")
     assert math.isfinite(seconds)
+
+
+def _issue_size_run(arch, beta, seed, device, record_property):
+    """Issue 6's size (30 blocks, T = 256, d = 512, 8 initialisations): measurement, finite-T and T -> oo
+    profiles, with both largest deviations recorded as properties."""
+    measured = mc.profile(arch, 30, beta=beta, T=256, d=512, seeds=8, device=device, seed=seed)
+    finite = numeric.cosine_profile(arch, 30, beta=beta, T=256)
+    asymptotic = numeric.cosine_profile(arch, 30, beta=beta)
+    record_property("max_dev_finite_T", deviation(finite, measured.rho))
+    record_property("max_dev_asymptotic", deviation(asymptotic, measured.rho))
+    return measured, finite, asymptotic
 
 
 @pytest.mark.slow
@@ -63,11 +70,7 @@ def test_finite_T_is_twice_as_close_where_attention_condenses(device, record_pro
     """Issue 6 at its size (30 post-LN blocks, T = 256, d = 512, 8 initialisations, β = 2 > β_c):
     the finite-T profile agrees with the measurement, and its largest deviation is at most half the
     T → ∞ profile's (measured: 0.007 against 0.041; seeded, so the comparison is reproducible)."""
-    measured = mc.profile("post-ln", 30, beta=2.0, T=256, d=512, seeds=8, device=device, seed=34)
-    finite = numeric.cosine_profile("post-ln", 30, beta=2.0, T=256)
-    asymptotic = numeric.cosine_profile("post-ln", 30, beta=2.0)
-    record_property("max_dev_finite_T", deviation(finite, measured.rho))
-    record_property("max_dev_asymptotic", deviation(asymptotic, measured.rho))
+    measured, finite, asymptotic = _issue_size_run("post-ln", 2.0, 34, device, record_property)
     assert_agrees(finite, measured.rho, allowance=finite_d_allowance(512), reason=REASON, skip_first=True,
                   what="post-ln 30 blocks, beta = 2")
     assert deviation(finite, measured.rho) <= 0.5 * deviation(asymptotic, measured.rho)

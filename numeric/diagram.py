@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import validation as check
+from .columns import column_moments
 from .moments import parisi_m
 from .profile import ALPHA_ZERO, DEFAULTS, critical_alpha, iterate, prepare
 
@@ -109,13 +110,15 @@ def trainability_diagram(arch, depth, *, betas, alphas, eps=0.01, T=None, rho0=0
     block, moments, values, depth, T, rho0 = prepare(arch, depth, beta=B.ravel(), T=T, rho0=rho0,
                                                       activation=activation, params={**params, "alpha_sa": A.ravel()})
     rho, condensed = np.empty(B.size), np.empty(B.size, dtype=bool)
+    columns = None if T is None else column_moments(T, betas)
 
     def run_chunk(sl):
         chunk = {k: (v[sl] if np.ndim(v) else v) for k, v in values.items()}
-        run = iterate(block, moments, chunk, depth, T, rho0, record=False,
+        chunk_moments = moments if columns is None else columns.bind(chunk["beta"])
+        run = iterate(block, chunk_moments, chunk, depth, T, rho0, record=False,
                       attention="all" if criterion == "any" else "first")
         rho[sl] = run.p / run.q
-        condensed[sl] = _condensed(run, chunk["beta"], T, moments[0], ipr_threshold)
+        condensed[sl] = _condensed(run, chunk["beta"], T, chunk_moments[0], ipr_threshold)
         return sl.stop - sl.start
 
     chunks = [slice(start, min(start + CHUNK, B.size)) for start in range(0, B.size, CHUNK)]
@@ -125,7 +128,7 @@ def trainability_diagram(arch, depth, *, betas, alphas, eps=0.01, T=None, rho0=0
                 progress(done)
     phase = np.where(condensed, ENTROPY_COLLAPSE, np.where(rho > 1.0 - eps, RANK_COLLAPSE, TRAINABLE))
     boundary = critical_alpha(arch, depth, beta=betas, eps=eps, T=T, rho0=rho0, activation=activation,
-                              bracket=_grid_bracket(rho.reshape(B.shape), alphas, eps), **params)
+                              bracket=_grid_bracket(rho.reshape(B.shape), np.maximum(alphas, ALPHA_ZERO), eps), **params)
     return Diagram(betas, alphas, phase.reshape(B.shape), rho.reshape(B.shape), np.asarray(boundary),
                    _name(arch), depth, eps, T, criterion,
                    {**DEFAULTS, **params, "activation": activation, "rho0": float(rho0)})

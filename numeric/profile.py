@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import validation as check
+from .columns import column_moments
 from .maps import block_function, moment_functions
 
 DEFAULTS = dict(alpha_sa=1.0, alpha_mlp=1.0, sigma_v2=1.0, sigma_w2=2.0, sigma_b2=0.0)
@@ -149,6 +150,8 @@ def critical_alpha(arch, depth, *, beta, eps=0.01, T=None, rho0=0.0, activation=
     block, moments, values, depth, T, rho0 = prepare(arch, depth, beta=beta, T=T, rho0=rho0,
                                                       activation=activation, params=params)
     target = 1.0 - eps
+    if T is not None and np.ndim(values["beta"]) > 0:
+        moments = column_moments(T, values["beta"]).bind(values["beta"])
 
     def ok(alpha):
         return final_rho(block, moments, {**values, "alpha_sa": alpha}, depth, T, rho0) <= target

@@ -88,6 +88,16 @@ def test_summary_counts(diagram):
     assert sum(summary["phases"].values()) == diagram.phase.size
 
 
+def test_alpha_grid_from_zero_where_gain_control_needs_no_skip():
+    """Regression: the boundary search started at the raw grid value alpha_sa = 0, where the T -> oo
+    gain-controlled attention output vanishes, and raised; it must read 0 as alpha_sa -> 0+ like the grid."""
+    betas, alphas = np.linspace(0.05, 3.0, 12), np.linspace(0.0, 4.0, 9)
+    diagram = numeric.trainability_diagram("gain-post-ln", 30, betas=betas, alphas=alphas)
+    np.testing.assert_allclose(diagram.critical_alpha, numeric.critical_alpha("gain-post-ln", 30, beta=betas),
+                               rtol=1e-5)
+    assert np.any(diagram.critical_alpha == 0.0)
+
+
 @pytest.mark.parametrize("kw, match", [
     (dict(betas=[], alphas=[1.0]), "betas"),
     (dict(betas=[1.0], alphas=[]), "alphas"),

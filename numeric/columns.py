@@ -1,0 +1,182 @@
+"""Finite-T attention moments along the fixed-beta columns of a diagram (issue 6, speed).
+
+In every named architecture the attention layer sees LayerNorm'd tokens,
+q = 1, so along a column of a trainability diagram (fixed beta) Y2 and Yp
+are functions of the overlap p alone: b = beta sqrt(ln T (1 - p)) and
+rho = p. :class:`ColumnMoments` tabulates both per column once, as cubic
+Hermite cells (:data:`CELLS` per column) in the coordinate
+
+    t = XI_SHARE xi(b)/xi(b_hi) + (1 - XI_SHARE) (1 - p)/(1 - p_lo),   xi(b) = b/(b + sqrt(2 ln T)).
+
+xi is the variable in which :class:`numeric.finite_t.Y2Table` and
+:class:`~numeric.finite_t.YpTable` resolve the condensation crossover; the
+1 - p share resolves rho -> 0 on columns of large beta, where xi saturates.
+b_hi is the column's b at p = p_lo, the lowest p it covers: 0, or the p where
+b reaches :data:`~numeric.finite_t.B_PAIR_MAX`. A depth step then costs one
+8-coefficient gather and two cubic Horner evaluations per point, instead of
+the 2-D bicubic look-up of Yp and the 1-D look-up of Y2 with their coordinate
+maps (about 4x less per point; ``sigprop bench`` reports the diagram-level
+cost). Node values come from those tables, node slopes from five-point
+differences of the node values.
+
+Points the columns do not cover (q != 1, p < p_lo, a beta array other than
+the bound one) fall back to the 2-D tables, so the bound moment functions are
+drop-in replacements for :func:`numeric.moments.ipr2_finite` and
+:func:`numeric.moments.ipr_pair_finite`. Measured against the 2-D tables: < 1e-8
+absolute (tests/numeric/test_columns.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .finite_t import B_PAIR_MAX, Y2_table, Yp_table, _cubic_cells, _horner_inplace, _z_star, sequence_length
+
+#: Hermite cells per column (accuracy measured in tests/numeric/test_columns.py).
+CELLS = 256
+#: Share of t that follows xi(b); the rest follows 1 - p, which resolves p -> 0 on columns of large beta.
+XI_SHARE = 0.75
+#: Newton steps inverting t(u) for the nodes (quadratic convergence from t u_hi; checked in the tests).
+_NEWTON_STEPS = 10
+#: Node rows evaluated per call while building (keeps the look-ups cache-sized).
+_ROWS = 32
+
+
+def _slope(f, h):
+    """df/dt at every node of a uniform grid (axis 0, spacing h): five-point stencils, error O(h^4)."""
+    d = np.empty_like(f)
+    d[2:-2] = f[:-4] - 8.0 * f[1:-3] + 8.0 * f[3:-1] - f[4:]
+    d[0] = -25.0 * f[0] + 48.0 * f[1] - 36.0 * f[2] + 16.0 * f[3] - 3.0 * f[4]
+    d[1] = -3.0 * f[0] - 10.0 * f[1] + 18.0 * f[2] - 6.0 * f[3] + f[4]
+    d[-1] = 25.0 * f[-1] - 48.0 * f[-2] + 36.0 * f[-3] - 16.0 * f[-4] + 3.0 * f[-5]
+    d[-2] = 3.0 * f[-1] + 10.0 * f[-2] - 18.0 * f[-3] + 6.0 * f[-4] - f[-5]
+    return d / (12.0 * h)
+
+
+class ColumnMoments:
+    """Y2 and Yp at q = 1 along the columns beta = ``betas`` (1-D, distinct values), for sequence length T."""
+
+    def __init__(self, T: int, betas):
+        self.T = sequence_length(T)
+        self.betas = np.unique(np.asarray(betas, dtype=float).ravel())
+        self.scale = _z_star(self.T)
+        self.c = self.betas * np.sqrt(np.log(self.T))            # b = c sqrt(1 - p)
+        b_hi = np.minimum(self.c, B_PAIR_MAX)
+        u_hi = b_hi / self.c                                      # u = sqrt(1 - p) at the column's lowest p
+        self.p_lo = np.maximum(1.0 - u_hi**2, 0.0)
+        self.per_xi = XI_SHARE * CELLS * (b_hi + self.scale) / b_hi   # CELLS t = per_xi xi + per_gap (1 - p)
+        self.per_gap = (1.0 - XI_SHARE) * CELLS / u_hi**2
+        t = np.linspace(0.0, 1.0, CELLS + 1)
+        value = np.concatenate([self._moments(self._u_of_t(t[k: k + _ROWS, None], u_hi))
+                                for k in range(0, t.size, _ROWS)])
+        cells = _cubic_cells(value, _slope(value, 1.0 / CELLS), 1.0 / CELLS)   # (CELLS, columns, 2, 4)
+        self._cells = np.ascontiguousarray(cells.reshape(-1, 8))   # row cell * columns + column
+
+    def _t_of_u(self, u):
+        """The column coordinate t in [0, 1] and dt/du at u = sqrt(1 - p) (see module doc)."""
+        b = self.c * u
+        t = (self.per_xi * b / (b + self.scale) + self.per_gap * u * u) / CELLS
+        slope = (self.per_xi * self.c * self.scale / (b + self.scale) ** 2 + 2.0 * self.per_gap * u) / CELLS
+        return t, slope
+
+    def _u_of_t(self, t, u_hi):
+        """u with t(u) = t (t increases with u, from 0 at u = 0 to 1 at u_hi): safeguarded Newton steps."""
+        u = t * u_hi
+        for _ in range(_NEWTON_STEPS):
+            value, slope = self._t_of_u(u)
+            u = np.clip(u - (value - t) / slope, 0.0, u_hi)
+        return u
+
+    def _moments(self, u):
+        """(Y2, Yp) at u = sqrt(1 - p) of every column (u shape (n, columns)): shape (n, columns, 2)."""
+        b = self.c * u
+        rho = np.clip(1.0 - u * u, 0.0, 1.0)
+        return np.stack([Y2_table(self.T).at_b(b), Yp_table(self.T).at(b, rho)], axis=-1)
+
+    def bind(self, beta):
+        """(Y2, Yp) moment functions for a block map iterated with this ``beta`` array (see module doc)."""
+        return _Bound(self, np.asarray(beta)).pair()
+
+
+def column_moments(T, betas) -> ColumnMoments:
+    """The :class:`ColumnMoments` for (T, the distinct values of ``betas``), built on first use and cached."""
+    T = sequence_length(T)
+    distinct = np.unique(np.asarray(betas, dtype=float).ravel())
+    key = (T, distinct.tobytes())
+    if key not in _CACHE:
+        if len(_CACHE) >= _CACHE_SIZE:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = ColumnMoments(T, distinct)
+    return _CACHE[key]
+
+
+def clear_cache() -> None:
+    """Forget the cached columns (``sigprop bench`` times a diagram with its column build)."""
+    _CACHE.clear()
+
+
+_CACHE: dict = {}
+_CACHE_SIZE = 8
+
+
+class _Bound:
+    """The columns bound to one beta array: per point its column's constants, and a one-call memo."""
+
+    def __init__(self, columns: ColumnMoments, beta: np.ndarray):
+        self.columns, self.beta = columns, beta
+        index = np.searchsorted(columns.betas, beta)
+        index = np.minimum(index, columns.betas.size - 1)
+        self.ok = columns.betas[index] == beta                      # a beta that has a column
+        index = np.where(self.ok, index, 0)
+        self.c = columns.c[index]
+        self.per_xi = columns.per_xi[index]
+        self.per_gap = columns.per_gap[index]
+        self.column = index
+        self.stride = columns.betas.size
+        self.p_lo = np.where(self.ok, columns.p_lo[index], np.inf)
+        self._last = None
+
+    def pair(self):
+        """(Y2, Yp) for a block map. The pair shares one look-up per layer: Yp called with the same
+        (beta, q, p) objects as the Y2 call before it reuses that call's gather (one thread per binding)."""
+        return self.Y2, self.Yp
+
+    def _covered(self, beta, q, p):
+        """The call is on the bound columns: same beta array, q = 1, p an array in every column's range."""
+        return (beta is self.beta and np.shape(p) == np.broadcast_shapes(np.shape(p), self.beta.shape)
+                and np.all(q == 1.0) and not np.any(p < self.p_lo))
+
+    def _gather(self, p):
+        """The 8 Hermite coefficients (Y2's, then Yp's) of each point's cell, and its local coordinate."""
+        gap = 1.0 - p
+        np.maximum(gap, 0.0, out=gap)
+        x = np.sqrt(gap)
+        x *= self.c                                # b
+        x /= x + self.columns.scale                # xi
+        x *= self.per_xi
+        gap *= self.per_gap
+        x += gap                                   # CELLS t
+        np.minimum(x, CELLS, out=x)
+        i = x.astype(np.intp)
+        np.minimum(i, CELLS - 1, out=i)
+        x -= i
+        i *= self.stride
+        i += self.column
+        return np.take(self.columns._cells, i, axis=0), x
+
+    def _evaluate(self, beta, q, p, which):
+        last = self._last
+        if last is None or last[0] is not p or last[1] is not q or last[2] is not beta:
+            if not self._covered(beta, q, p):
+                fallback = (Y2_table if which == 0 else Yp_table)(self.columns.T)
+                return fallback.fast(beta, q, p)
+            last = self._last = (p, q, beta) + self._gather(np.asarray(p, dtype=float))
+        coeffs, s = last[3:]
+        out = _horner_inplace(np.moveaxis(coeffs[..., 4 * which: 4 * which + 4], -1, 0), s)
+        return np.clip(out, 0.0, 1.0, out=out)
+
+    def Y2(self, beta, q, p, T=None):
+        return self._evaluate(beta, q, p, 0)
+
+    def Yp(self, beta, q, p, T=None):
+        return self._evaluate(beta, q, p, 1)

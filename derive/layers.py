@@ -10,7 +10,12 @@ side by side:
   of an activation, for kernels without a closed form);
 - ``torch_init`` / ``torch_forward``: the layer at initialisation in PyTorch,
   batched over a leading seed dimension, with DESIGN.md's conventions
-  (:mod:`verify` wraps these into an ``nn.Module``).
+  (:mod:`verify` wraps these into an ``nn.Module``);
+- ``gram_map(Q, params, rng)``: the infinite-width map of the whole T x T
+  overlap matrix Q_ts = X_t.X_s/d (NumPy, batched over leading axes), with the
+  attention scores sampled from their Gaussian law given Q (eq. 9). No
+  assumption that all pairs share one overlap: :func:`numeric.gram_profile`
+  iterates it (the theory beyond the (q, p) closure of B.2.1).
 
 NumPy and torch are imported lazily inside those methods: ``import derive``
 needs SymPy only.
@@ -152,6 +157,10 @@ class Layer:
     def torch_forward(self, x, weights: dict, params: dict):
         raise NotImplementedError
 
+    def gram_map(self, Q, params: dict, rng):
+        """The infinite-width map of overlap matrices Q (..., T, T); ``rng`` a numpy Generator."""
+        raise NotImplementedError(f"{type(self).__name__} has no Gram-matrix map")
+
 
 #: Placeholders for a layer's input overlaps: each map is derived on these
 #: (small expressions, cheap to simplify) and then the input state is substituted.
@@ -193,6 +202,12 @@ class LayerNorm(Layer):
         opts = [f"eps={self.eps}"] if self.eps else []
         opts += ["centre=True"] if self.centre else []
         return f"LayerNorm({', '.join(opts)})"
+
+    def gram_map(self, Q, params, rng):
+        """Q_ts / sqrt((Q_tt + eps)(Q_ss + eps)); centring does not change zero-mean overlaps at large d."""
+        import numpy as np
+        scale = 1.0 / np.sqrt(np.diagonal(Q, axis1=-2, axis2=-1) + self.eps)
+        return Q * scale[..., :, None] * scale[..., None, :]
 
     def torch_forward(self, x, weights, params):
         if self.centre:
@@ -244,6 +259,11 @@ class Linear(Layer):
 
     def out_features(self, d: int) -> int:
         return max(1, int(round(self.width * d)))
+
+    def gram_map(self, Q, params, rng):
+        """weight Q + bias on every entry (the same Wick contraction as :meth:`overlap_map`)."""
+        out = _value(params, self.weight) * Q
+        return out + _value(params, self.bias) if self.bias else out
 
     def torch_init(self, d, n_seeds, generator, dtype, device):
         d_out = self.out_features(d)
@@ -297,6 +317,9 @@ class Bias(Layer):
     def __str__(self):
         return f"Bias({self.variance})"
 
+    def gram_map(self, Q, params, rng):
+        return Q + _value(params, self.variance)
+
     def torch_init(self, d, n_seeds, generator, dtype, device):
         return {"b": _normal((n_seeds, 1, d), 1.0, generator, dtype, device)}
 
@@ -332,6 +355,15 @@ class Activation(Layer):
         from scipy.special import erf, ndtr
         return {"relu": lambda z: np.maximum(z, 0.0), "erf": erf, "tanh": np.tanh,
                 "gelu": lambda z: z * ndtr(z), "identity": lambda z: z}[self.name]
+
+    def gram_map(self, Q, params, rng):
+        """K(q, Q_ts) entrywise. Tokens must share their norm q (as after a LayerNorm and a Linear):
+        the kernels are those of equal variances."""
+        import numpy as np
+        q = np.diagonal(Q, axis1=-2, axis2=-1)
+        if np.any(np.abs(q - q[..., :1]) > 1e-9 * np.abs(q[..., :1])):
+            raise ValueError(f"{self} in a Gram-matrix map needs tokens of equal norm (put a LayerNorm before its MLP)")
+        return _numpy_kernel(self.name)(q[..., :1, None], Q)
 
     def torch_forward(self, x, weights, params):
         import torch
@@ -412,6 +444,27 @@ class SelfAttention(Layer):
         std_v = math.sqrt(_value(params, self.sigma_v2) / x.shape[-1])
         return out.transpose(-2, -3).reshape(x.shape) * std_v
 
+    def gram_map(self, Q, params, rng):
+        """sigma_v2/heads sum_h A_h Q A_h^T with each head's scores drawn from eq. (9) given Q:
+        a = beta sqrt(ln T) F G F^T with F F^T = Q and G i.i.d. N(0, 1), so that
+        Cov(a_ts, a_kl) = beta^2 ln T Q_tk Q_sl. Gain control uses A - 1/T."""
+        import numpy as np
+        T = Q.shape[-1]
+        if T < 2:
+            raise ValueError(f"self-attention needs T >= 2 tokens, got T={T}")
+        factor, scale = _gram_factor(Q), _value(params, self.beta) * math.sqrt(math.log(T))
+        out = np.zeros_like(Q)
+        for _ in range(self.heads):
+            scores = factor @ rng.standard_normal(Q.shape) @ np.swapaxes(factor, -1, -2)
+            scores *= scale
+            scores -= scores.max(axis=-1, keepdims=True)          # log-sum-exp: no overflow at any beta
+            attention = np.exp(scores)
+            attention /= attention.sum(axis=-1, keepdims=True)
+            if self.gain:
+                attention -= 1.0 / T
+            out += attention @ Q @ np.swapaxes(attention, -1, -2)
+        return out * (_value(params, self.sigma_v2) / self.heads)
+
     def torch_attention(self, x, weights, params):
         """The attention matrices A (seeds, [batch...,] heads, T, T) of this layer for input ``x``."""
         import torch
@@ -471,6 +524,11 @@ class Sequence(Layer):
             x = layer.torch_forward(x, weights.get(str(k), {}), params)
         return x
 
+    def gram_map(self, Q, params, rng):
+        for layer in self.layers:
+            Q = layer.gram_map(Q, params, rng)
+        return Q
+
 
 class MLP(Sequence):
     """Linear -> activation -> Linear, both linears with the same variances (paper B.6.2)."""
@@ -528,6 +586,10 @@ class Residual(Layer):
     def torch_forward(self, x, weights, params):
         return self.branch.torch_forward(x, weights["branch"], params) + _value(params, self.alpha) * x
 
+    def gram_map(self, Q, params, rng):
+        """branch(Q) + alpha^2 Q: the cross terms vanish as in :meth:`overlap_map`."""
+        return self.branch.gram_map(Q, params, rng) + _value(params, self.alpha) ** 2 * Q
+
 
 def _cross_term() -> sympy.Expr:
     """(1/d) E_W[F(X)_t . X_s] for F = W H with W fresh and zero-mean: zero by Wick (odd order)."""
@@ -537,3 +599,31 @@ def _cross_term() -> sympy.Expr:
     expr = (f * g.tensor("X", "s", "i", ranges=ranges)).summed_over("i").scaled(1 / d)
     expr = g.wick(expr, {"W": sympy.Symbol("sigma2", positive=True)})
     return sum((t.coeff for t in expr.terms), sympy.Integer(0))
+
+
+def _gram_factor(Q):
+    """F with F F^T = Q for positive semi-definite Q (..., T, T): Cholesky, or eigenvectors when Q is singular."""
+    import numpy as np
+    try:
+        return np.linalg.cholesky(Q)
+    except np.linalg.LinAlgError:
+        values, vectors = np.linalg.eigh(Q)
+        return vectors * np.sqrt(np.maximum(values, 0.0))[..., None, :]
+
+
+_NUMPY_KERNELS: dict = {}
+
+
+def _numpy_kernel(name: str):
+    """K(q, c) of activation ``name`` as a vectorised NumPy function: the symbolic kernel of
+    :mod:`derive.kernels` lambdified (c clipped to [-q, q] against rounding), or quadrature for tanh."""
+    if name not in _NUMPY_KERNELS:
+        if name == "tanh":
+            from numeric.quadrature import gaussian_kernel
+            _NUMPY_KERNELS[name] = gaussian_kernel(name)
+        else:
+            import numpy as np
+            q, c = sympy.symbols("q c", positive=True)
+            f = sympy.lambdify((q, c), kernels.gaussian_kernel(name, q, c), modules="numpy")
+            _NUMPY_KERNELS[name] = lambda qq, cc: np.broadcast_to(f(qq, np.clip(cc, -qq, qq)), np.shape(cc))
+    return _NUMPY_KERNELS[name]

@@ -11,14 +11,18 @@ Contract (DESIGN.md)::
     numeric.trainability_diagram(arch, depth, *, betas, alphas, eps=0.01, T=None, **params)
     numeric.query_grad_sq_norm(beta, *, d, T, q=1.0, p=0.0, sigma_v2=1.0, finite_T=True)
 
+Beyond the contract: ``numeric.gram_profile`` (the whole overlap matrix at
+infinite width, by Monte Carlo over the attention scores; imports SymPy on use).
+
 ``import numeric`` imports NumPy only (no SymPy, no torch): the block maps were
 generated once from :mod:`derive` into :mod:`numeric._generated`.
 """
 
 from .diagram import Diagram, trainability_diagram
+from .gram import GramProfile, gram_profile
 from .gradients import key_grad_sq_norm, query_grad_sq_norm, value_grad_sq_norm
 from .moments import ipr, ipr_pair, ipr_square
 from .profile import cosine_profile, critical_alpha
 
-__all__ = ["Diagram", "cosine_profile", "critical_alpha", "ipr", "ipr_pair", "ipr_square", "key_grad_sq_norm",
+__all__ = ["Diagram", "GramProfile", "cosine_profile", "critical_alpha", "gram_profile", "ipr", "ipr_pair", "ipr_square", "key_grad_sq_norm",
            "query_grad_sq_norm", "trainability_diagram", "value_grad_sq_norm"]

@@ -84,19 +84,42 @@ def cmd_profile(args):
     from .profile import cosine_profile
     rho = cosine_profile(args.arch, args.depth, beta=args.beta, T=args.T, rho0=args.rho0,
                          activation=args.activation, alpha_sa=args.alpha_sa, **_mlp_params(args))
+    gram = _gram(args) if args.gram else None
+    T = "inf" if args.T is None else args.T
     if args.json:
-        print(json.dumps({"arch": args.arch, "depth": args.depth, "T": args.T, "rho": rho.tolist()}))
+        out = {"arch": args.arch, "depth": args.depth, "T": args.T, "rho": rho.tolist()}
+        if gram is not None:
+            out.update(rho_gram=gram.rho.tolist(), rho_gram_se=gram.se.tolist(), gram_samples=args.gram)
+        print(json.dumps(out))
     else:
-        T = "inf" if args.T is None else args.T
         print(f"# {args.arch}, beta={args.beta:g}, alpha_sa={args.alpha_sa:g}, T={T}")
-        print(f"{'block':>5}  {'rho':>10}")
-        for layer, value in enumerate(rho):
-            print(f"{layer:>5}  {value:>10.6f}")
+        if gram is None:
+            print(f"{'block':>5}  {'rho':>10}")
+            for layer, value in enumerate(rho):
+                print(f"{layer:>5}  {value:>10.6f}")
+        else:
+            print(f"# rho: (q, p) theory; rho_gram: overlap-matrix theory, {args.gram} samples, +- one SE")
+            print(f"{'block':>5}  {'rho':>10}  {'rho_gram':>10}  {'+-':>8}")
+            for layer, (value, g, se) in enumerate(zip(rho, gram.rho, gram.se)):
+                print(f"{layer:>5}  {value:>10.6f}  {g:>10.6f}  {se:>8.6f}")
     if args.plot:
         from .plotting import plot_profiles
-        plot_profiles({args.arch: rho}, path=args.plot,
-                      title=f"beta={args.beta:g}, alpha_sa={args.alpha_sa:g}, T={'inf' if args.T is None else args.T}")
+        profiles = {args.arch: rho}
+        if gram is not None:
+            profiles[f"{args.arch}, overlap matrix"] = gram.rho
+        plot_profiles(profiles, path=args.plot, title=f"beta={args.beta:g}, alpha_sa={args.alpha_sa:g}, T={T}")
         print(f"wrote {args.plot}", file=sys.stderr)
+
+
+def _gram(args):
+    """numeric.gram_profile for ``sigprop profile --gram N`` (needs a finite --T)."""
+    from .gram import gram_profile
+    if args.T is None:
+        raise ValueError("--gram needs a finite --T (the overlap matrix is T x T)")
+    with _progress(args.gram, "samples") as bar:
+        return gram_profile(args.arch, args.depth, beta=args.beta, T=args.T, samples=args.gram, seed=args.seed,
+                            rho0=args.rho0, activation=args.activation, alpha_sa=args.alpha_sa, progress=bar,
+                            **_mlp_params(args))
 
 
 def cmd_diagram(args):
@@ -244,6 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--plot", metavar="PNG", help="also draw the profile to this file")
+    p.add_argument("--gram", type=int, metavar="N", default=0,
+                   help="also iterate the whole T x T overlap matrix at infinite width, N score samples "
+                        "(numeric.gram_profile; beyond the (q, p) closure, needs --T)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the --gram samples")
     p.set_defaults(func=cmd_profile)
 
     p = sub.add_parser("diagram", help="trainability diagram over (beta, alpha_sa): PNG, CSV and a JSON summary")

@@ -6,7 +6,7 @@
     sigprop formula  --arch pre-ln --form latex
     sigprop bench    --json
     sigprop grad     --d 256 --T 512 --p 0 --beta 0.25:4:16 [--asymptotic] [--json] [--plot grad.png]
-    sigprop figure   1c|2|3|4|6 --out fig.png
+    sigprop figure   1c|2|3|4|6|clusters --out fig.png
 
 Parameters carry the paper's names (``--alpha_sa``; ``--alpha-sa`` works too).
 """
@@ -339,11 +339,12 @@ def build_parser() -> argparse.ArgumentParser:
     recommend_cli.add_arguments(p)
     p.set_defaults(func=recommend_cli.run)
 
-    p = sub.add_parser("figure", help="reproduce a figure of the paper: 1c, 1d, 2, 3, 4, 6")
+    p = sub.add_parser("figure", help="reproduce a figure of the paper: 1c, 1d, 2, 3, 4, 6; or clusters (errata 10)")
     p.add_argument("which", help="figure: 1c (trainability diagram), 1d (60-layer BERT at its own init, theory vs "
                                  "measurement; needs torch and transformers), 2 (profiles), 3 (IPR vs beta, Monte "
                                  "Carlo; needs torch), 4 (query gradient vs beta, autograd; needs torch), "
-                                 "6 (tanh fixed point)")
+                                 "6 (tanh fixed point), clusters (gain-post-LN at beta = 2.5: the (q, p) theory, the "
+                                 "overlap-matrix theory and torch; needs torch)")
     p.add_argument("--out", metavar="PNG", help="image path (default: figure-<which>.png)")
     p.add_argument("--quick", action="store_true", help="small sizes (for tests)")
     p.add_argument("--measure", action="store_true", help="add Monte Carlo measurements (needs torch)")

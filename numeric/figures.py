@@ -128,4 +128,5 @@ def make(which: str, path=None, quick=False, measure=False):
 
 #: Figures drawn by other packages (Monte Carlo or autograd), imported only when asked for.
 _VERIFY_FIGURES: dict[str, tuple[str, str]] = {"1d": ("verify.figures_bert", "figure_1d"),
-                                                "3": ("verify.figures", "figure_3"), "4": ("verify.figures", "figure_4")}
+                                                "3": ("verify.figures", "figure_3"), "4": ("verify.figures", "figure_4"),
+                                                "clusters": ("verify.figures", "figure_clusters")}

@@ -14,6 +14,10 @@
   finite-d theory (:func:`verify.theory.query_grad_finite_d`).
 - :func:`measure_profiles`: ρ after every block of torch stacks, for
   ``sigprop figure 2 --measure`` (numeric.figures.figure_2 draws them as dots).
+- :func:`figure_clusters`: errata 10 — gain-controlled post-LN at β = 2.5, where
+  condensed attention clusters the tokens: the (q, p) theory (finite T and
+  T → ∞), the overlap-matrix theory (:func:`numeric.gram_profile`, ± one
+  standard error) and torch stacks (± one standard error).
 """
 
 from __future__ import annotations
@@ -34,6 +38,10 @@ FIG3_T_CPU = (256, 4096, 100_000)
 FIG3_T_GPU = (256, 4096, 10_000, 100_000)
 #: Sizes of the measured Fig. 2 dots: (T, d, seeds); quick for tests and previews.
 FIG2_SIZES = {False: (256, 512, 8), True: (64, 128, 8)}
+#: Sizes of the clusters figure: T, depth, d, torch seeds, overlap-matrix samples (issue 6's size).
+CLUSTERS_SIZES = {False: dict(T=256, depth=30, d=512, seeds=12, samples=32),
+                  True: dict(T=32, depth=6, d=64, seeds=4, samples=4)}
+CLUSTERS_BETA = 2.5
 
 
 def _device(device):
@@ -187,3 +195,37 @@ def measure_profiles(profiles: dict, beta: float, quick: bool = False, *, T: int
                                   **params)
         out[arch] = (np.arange(depth + 1), np.asarray(measured.rho.mean), np.asarray(measured.rho.se))
     return out
+
+
+def figure_clusters(path=None, quick: bool = False, device=None, seed: int = 0):
+    """Errata 10: gain-post-LN at β = 2.5 — where the (q, p) closure fails and the overlap matrix does not.
+
+    Lines: the finite-T (q, p) theory (solid) and its T → ∞ form (dashed); band:
+    :func:`numeric.gram_profile` ± one standard error; dots: torch stacks ± one standard error.
+    """
+    from numeric.plotting import pyplot, save
+
+    sizes, beta, arch = CLUSTERS_SIZES[bool(quick)], CLUSTERS_BETA, "gain-post-ln"
+    T, depth = sizes["T"], sizes["depth"]
+    closure = numeric.cosine_profile(arch, depth, beta=beta, T=T)
+    asymptotic = numeric.cosine_profile(arch, depth, beta=beta)
+    gram = numeric.gram_profile(arch, depth, beta=beta, T=T, samples=sizes["samples"], seed=seed + 1)
+    with torch.no_grad():
+        measured = mc.profile(arch, depth, beta=beta, T=T, d=sizes["d"], seeds=sizes["seeds"],
+                              device=_device(device), seed=seed).rho
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.0, 4.2))
+    layers = np.arange(depth + 1)
+    ax.plot(layers, closure, color="C0", lw=1.6, label=f"(q, p) theory, T = {T}")
+    ax.plot(layers, asymptotic, "--", color="C0", lw=1.0, label=r"(q, p) theory, $T \to \infty$")
+    ax.fill_between(layers, gram.rho - gram.se, gram.rho + gram.se, color="C1", alpha=0.35, lw=0)
+    ax.plot(layers, gram.rho, color="C1", lw=1.6,
+            label=f"overlap-matrix theory, d = ∞ ({sizes['samples']} samples)")
+    ax.errorbar(layers, np.asarray(measured.mean), yerr=np.asarray(measured.se), fmt="o", ms=3.5, color="k",
+                capsize=2, label=f"torch, d = {sizes['d']} ({sizes['seeds']} initialisations)")
+    ax.set_xlabel("block")
+    ax.set_ylabel(r"cosine similarity $\rho$")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(rf"gain-controlled post-LN, $\beta = {beta:g}$, T = {T}: clustered tokens")
+    ax.legend(fontsize=8, loc="lower right")
+    return save(fig, path)

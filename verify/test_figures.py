@@ -27,3 +27,9 @@ def test_measure_profiles_for_figure_2(device):
     for layers, mean, err in measured.values():
         assert layers.tolist() == [0, 1, 2, 3] and mean.shape == err.shape == (4,)
         assert mean[0] == 0.0 and np.all((mean >= -0.01) & (mean <= 1.0))
+
+
+def test_clusters_figure_quick(tmp_path, device):
+    path = tmp_path / "figure-clusters.png"
+    figures.figure_clusters(path, quick=True, device=device)
+    assert path.stat().st_size > 10_000

@@ -11,7 +11,7 @@ side by side:
 - ``torch_init`` / ``torch_forward``: the layer at initialisation in PyTorch,
   batched over a leading seed dimension, with DESIGN.md's conventions
   (:mod:`verify` wraps these into an ``nn.Module``);
-- ``gram_map(Q, params, rng)``: the infinite-width map of the whole T x T
+- ``gram_map(Q, params, ctx)``: the infinite-width map of the whole T x T
   overlap matrix Q_ts = X_t.X_s/d (NumPy, batched over leading axes), with the
   attention scores sampled from their Gaussian law given Q (eq. 9). No
   assumption that all pairs share one overlap: :func:`numeric.gram_profile`
@@ -157,8 +157,8 @@ class Layer:
     def torch_forward(self, x, weights: dict, params: dict):
         raise NotImplementedError
 
-    def gram_map(self, Q, params: dict, rng):
-        """The infinite-width map of overlap matrices Q (..., T, T); ``rng`` a numpy Generator."""
+    def gram_map(self, Q, params: dict, ctx: GramContext):
+        """The infinite-width map of overlap matrices Q (..., T, T) (see :class:`GramContext`)."""
         raise NotImplementedError(f"{type(self).__name__} has no Gram-matrix map")
 
 
@@ -203,7 +203,7 @@ class LayerNorm(Layer):
         opts += ["centre=True"] if self.centre else []
         return f"LayerNorm({', '.join(opts)})"
 
-    def gram_map(self, Q, params, rng):
+    def gram_map(self, Q, params, ctx):
         """Q_ts / sqrt((Q_tt + eps)(Q_ss + eps)); centring does not change zero-mean overlaps at large d."""
         import numpy as np
         scale = 1.0 / np.sqrt(np.diagonal(Q, axis1=-2, axis2=-1) + self.eps)
@@ -260,7 +260,7 @@ class Linear(Layer):
     def out_features(self, d: int) -> int:
         return max(1, int(round(self.width * d)))
 
-    def gram_map(self, Q, params, rng):
+    def gram_map(self, Q, params, ctx):
         """weight Q + bias on every entry (the same Wick contraction as :meth:`overlap_map`)."""
         out = _value(params, self.weight) * Q
         return out + _value(params, self.bias) if self.bias else out
@@ -317,7 +317,7 @@ class Bias(Layer):
     def __str__(self):
         return f"Bias({self.variance})"
 
-    def gram_map(self, Q, params, rng):
+    def gram_map(self, Q, params, ctx):
         return Q + _value(params, self.variance)
 
     def torch_init(self, d, n_seeds, generator, dtype, device):
@@ -356,14 +356,15 @@ class Activation(Layer):
         return {"relu": lambda z: np.maximum(z, 0.0), "erf": erf, "tanh": np.tanh,
                 "gelu": lambda z: z * ndtr(z), "identity": lambda z: z}[self.name]
 
-    def gram_map(self, Q, params, rng):
-        """K(q, Q_ts) entrywise. Tokens must share their norm q (as after a LayerNorm and a Linear):
-        the kernels are those of equal variances."""
+    def gram_map(self, Q, params, ctx):
+        """K(q, Q_ts) entrywise, K from ``ctx.kernel``. Tokens must share their norm q (as after a
+        LayerNorm without eps and a Linear): the kernels are those of equal variances."""
         import numpy as np
         q = np.diagonal(Q, axis1=-2, axis2=-1)
         if np.any(np.abs(q - q[..., :1]) > 1e-9 * np.abs(q[..., :1])):
-            raise ValueError(f"{self} in a Gram-matrix map needs tokens of equal norm (put a LayerNorm before its MLP)")
-        return _numpy_kernel(self.name)(q[..., :1, None], Q)
+            raise ValueError(f"{self} in a Gram-matrix map needs tokens of equal norm; its input norms differ "
+                             "(no LayerNorm before the MLP, or a LayerNorm with eps > 0)")
+        return ctx.kernel(self.name)(q[..., :1, None], Q)
 
     def torch_forward(self, x, weights, params):
         import torch
@@ -444,7 +445,7 @@ class SelfAttention(Layer):
         std_v = math.sqrt(_value(params, self.sigma_v2) / x.shape[-1])
         return out.transpose(-2, -3).reshape(x.shape) * std_v
 
-    def gram_map(self, Q, params, rng):
+    def gram_map(self, Q, params, ctx):
         """sigma_v2/heads sum_h A_h Q A_h^T with each head's scores drawn from eq. (9) given Q:
         a = beta sqrt(ln T) F G F^T with F F^T = Q and G i.i.d. N(0, 1), so that
         Cov(a_ts, a_kl) = beta^2 ln T Q_tk Q_sl. Gain control uses A - 1/T."""
@@ -455,7 +456,7 @@ class SelfAttention(Layer):
         factor, scale = _gram_factor(Q), _value(params, self.beta) * math.sqrt(math.log(T))
         out = np.zeros_like(Q)
         for _ in range(self.heads):
-            scores = factor @ rng.standard_normal(Q.shape) @ np.swapaxes(factor, -1, -2)
+            scores = factor @ ctx.rng.standard_normal(Q.shape) @ np.swapaxes(factor, -1, -2)
             scores *= scale
             scores -= scores.max(axis=-1, keepdims=True)          # log-sum-exp: no overflow at any beta
             attention = np.exp(scores)
@@ -524,9 +525,9 @@ class Sequence(Layer):
             x = layer.torch_forward(x, weights.get(str(k), {}), params)
         return x
 
-    def gram_map(self, Q, params, rng):
+    def gram_map(self, Q, params, ctx):
         for layer in self.layers:
-            Q = layer.gram_map(Q, params, rng)
+            Q = layer.gram_map(Q, params, ctx)
         return Q
 
 
@@ -586,9 +587,12 @@ class Residual(Layer):
     def torch_forward(self, x, weights, params):
         return self.branch.torch_forward(x, weights["branch"], params) + _value(params, self.alpha) * x
 
-    def gram_map(self, Q, params, rng):
-        """branch(Q) + alpha^2 Q: the cross terms vanish as in :meth:`overlap_map`."""
-        return self.branch.gram_map(Q, params, rng) + _value(params, self.alpha) ** 2 * Q
+    def gram_map(self, Q, params, ctx):
+        """branch(Q) + alpha^2 Q: the cross terms vanish as in :meth:`overlap_map` (same check on the branch)."""
+        if not _ends_in_fresh_weights(self.branch):
+            raise ValueError(f"the branch of Residual(alpha={self.alpha}) must end in a layer linear in "
+                             f"fresh zero-mean weights (Linear or SelfAttention), got:\n{self.branch}")
+        return self.branch.gram_map(Q, params, ctx) + _value(params, self.alpha) ** 2 * Q
 
 
 def _cross_term() -> sympy.Expr:
@@ -611,19 +615,35 @@ def _gram_factor(Q):
         return vectors * np.sqrt(np.maximum(values, 0.0))[..., None, :]
 
 
-_NUMPY_KERNELS: dict = {}
+def _ends_in_fresh_weights(layer: Layer) -> bool:
+    """The layer's output is linear in fresh zero-mean weights (its last step is a Linear or SelfAttention)."""
+    while isinstance(layer, Sequence) and layer.layers:
+        layer = layer.layers[-1]
+    return isinstance(layer, (Linear, SelfAttention))
 
 
-def _numpy_kernel(name: str):
+_CLOSED_FORM_KERNELS: dict = {}
+
+
+def closed_form_kernel(name: str):
     """K(q, c) of activation ``name`` as a vectorised NumPy function: the symbolic kernel of
-    :mod:`derive.kernels` lambdified (c clipped to [-q, q] against rounding), or quadrature for tanh."""
-    if name not in _NUMPY_KERNELS:
-        if name == "tanh":
-            from numeric.quadrature import gaussian_kernel
-            _NUMPY_KERNELS[name] = gaussian_kernel(name)
-        else:
-            import numpy as np
-            q, c = sympy.symbols("q c", positive=True)
-            f = sympy.lambdify((q, c), kernels.gaussian_kernel(name, q, c), modules="numpy")
-            _NUMPY_KERNELS[name] = lambda qq, cc: np.broadcast_to(f(qq, np.clip(cc, -qq, qq)), np.shape(cc))
-    return _NUMPY_KERNELS[name]
+    :mod:`derive.kernels` lambdified, c clipped to [-q, q] against rounding. ValueError for an
+    activation without a closed form (tanh): :func:`numeric.gram_profile` supplies a tabulated one."""
+    if name not in _CLOSED_FORM_KERNELS:
+        q, c = sympy.symbols("q c", positive=True)
+        expr = kernels.gaussian_kernel(name, q, c)
+        if expr.atoms(kernels.OpaqueKernel):
+            raise ValueError(f"activation {name!r} has no closed-form kernel (numeric.gram_profile tabulates one)")
+        import numpy as np
+        f = sympy.lambdify((q, c), expr, modules="numpy")
+        _CLOSED_FORM_KERNELS[name] = lambda qq, cc: np.broadcast_to(f(qq, np.clip(cc, -qq, qq)), np.shape(cc))
+    return _CLOSED_FORM_KERNELS[name]
+
+
+@dataclass
+class GramContext:
+    """What a Gram-matrix map needs besides Q and the parameters: ``rng``, the NumPy Generator of the
+    attention scores, and ``kernel``, activation name -> vectorised K(q, c)."""
+
+    rng: object
+    kernel: object = closed_form_kernel

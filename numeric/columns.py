@@ -19,8 +19,8 @@ maps (about 4x less per point; ``sigprop bench`` reports the diagram-level
 cost). Node values come from those tables, node slopes from five-point
 differences of the node values.
 
-Points the columns do not cover (q != 1, p < p_lo, a beta array other than
-the bound one) fall back to the 2-D tables, so the bound moment functions are
+A call the columns do not cover (q != 1, some p < p_lo, a beta array other
+than the bound one) goes to the 2-D tables as a whole, so the bound moment functions are
 drop-in replacements for :func:`numeric.moments.ipr2_finite` and
 :func:`numeric.moments.ipr_pair_finite`. Measured against the 2-D tables: < 1e-8
 absolute (tests/numeric/test_columns.py).
@@ -28,12 +28,16 @@ absolute (tests/numeric/test_columns.py).
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from .finite_t import B_PAIR_MAX, Y2_table, Yp_table, _cubic_cells, _horner_inplace, _z_star, sequence_length
 
 #: Hermite cells per column (accuracy measured in tests/numeric/test_columns.py).
 CELLS = 256
+#: Columns get tables for c = beta sqrt(ln T) in this range; others fall back (their constants would over/underflow).
+C_RANGE = (1e-6, 1e6)
 #: Share of t that follows xi(b); the rest follows 1 - p, which resolves p -> 0 on columns of large beta.
 XI_SHARE = 0.75
 #: Newton steps inverting t(u) for the nodes (quadratic convergence from t u_hi; checked in the tests).
@@ -54,18 +58,25 @@ def _slope(f, h):
 
 
 class ColumnMoments:
-    """Y2 and Yp at q = 1 along the columns beta = ``betas`` (1-D, distinct values), for sequence length T."""
+    """Y2 and Yp at q = 1 along the columns beta = ``betas`` (1-D, distinct values), for sequence length T.
+
+    Columns with c = beta sqrt(ln T) outside [:data:`C_RANGE`] get no table
+    (p_lo = oo): every call on them falls back to the 2-D tables.
+    """
 
     def __init__(self, T: int, betas):
         self.T = sequence_length(T)
         self.betas = np.unique(np.asarray(betas, dtype=float).ravel())
         self.scale = _z_star(self.T)
         self.c = self.betas * np.sqrt(np.log(self.T))            # b = c sqrt(1 - p)
-        b_hi = np.minimum(self.c, B_PAIR_MAX)
-        u_hi = b_hi / self.c                                      # u = sqrt(1 - p) at the column's lowest p
-        self.p_lo = np.maximum(1.0 - u_hi**2, 0.0)
+        usable = (self.c >= C_RANGE[0]) & (self.c <= C_RANGE[1])
+        c = np.where(usable, self.c, 1.0)                         # placeholder constants for unusable columns
+        b_hi = np.minimum(c, B_PAIR_MAX)
+        u_hi = b_hi / c                                           # u = sqrt(1 - p) at the column's lowest p
+        self.p_lo = np.where(usable, np.maximum(1.0 - u_hi**2, 0.0), np.inf)
         self.per_xi = XI_SHARE * CELLS * (b_hi + self.scale) / b_hi   # CELLS t = per_xi xi + per_gap (1 - p)
         self.per_gap = (1.0 - XI_SHARE) * CELLS / u_hi**2
+        self._c_table = c
         t = np.linspace(0.0, 1.0, CELLS + 1)
         value = np.concatenate([self._moments(self._u_of_t(t[k: k + _ROWS, None], u_hi))
                                 for k in range(0, t.size, _ROWS)])
@@ -73,23 +84,21 @@ class ColumnMoments:
         self._cells = np.ascontiguousarray(cells.reshape(-1, 8))   # row cell * columns + column
 
     def _t_of_u(self, u):
-        """The column coordinate t in [0, 1] and dt/du at u = sqrt(1 - p) (see module doc)."""
-        b = self.c * u
-        t = (self.per_xi * b / (b + self.scale) + self.per_gap * u * u) / CELLS
-        slope = (self.per_xi * self.c * self.scale / (b + self.scale) ** 2 + 2.0 * self.per_gap * u) / CELLS
-        return t, slope
+        """The column coordinate t at u = sqrt(1 - p) (u shape (n, columns))."""
+        return _cells_t(u.copy(), u * u, self._c_table, self.per_xi, self.per_gap, self.scale) / CELLS
 
     def _u_of_t(self, t, u_hi):
         """u with t(u) = t (t increases with u, from 0 at u = 0 to 1 at u_hi): safeguarded Newton steps."""
+        c, scale = self._c_table, self.scale
         u = t * u_hi
         for _ in range(_NEWTON_STEPS):
-            value, slope = self._t_of_u(u)
-            u = np.clip(u - (value - t) / slope, 0.0, u_hi)
+            slope = (self.per_xi * c * scale / (c * u + scale) ** 2 + 2.0 * self.per_gap * u) / CELLS
+            u = np.clip(u - (self._t_of_u(u) - t) / slope, 0.0, u_hi)
         return u
 
     def _moments(self, u):
         """(Y2, Yp) at u = sqrt(1 - p) of every column (u shape (n, columns)): shape (n, columns, 2)."""
-        b = self.c * u
+        b = self._c_table * u
         rho = np.clip(1.0 - u * u, 0.0, 1.0)
         return np.stack([Y2_table(self.T).at_b(b), Yp_table(self.T).at(b, rho)], axis=-1)
 
@@ -98,25 +107,31 @@ class ColumnMoments:
         return _Bound(self, np.asarray(beta)).pair()
 
 
+def _cells_t(u, gap, c, per_xi, per_gap, scale):
+    """CELLS t = per_xi xi(c u) + per_gap gap with gap = u^2 = 1 - p: the column coordinate, for the
+    tables' nodes and the look-ups alike. Overwrites u and gap; returns the array that held u."""
+    u *= c                                          # b
+    u /= u + scale                                  # xi
+    u *= per_xi
+    gap *= per_gap
+    u += gap
+    return u
+
+
 def column_moments(T, betas) -> ColumnMoments:
     """The :class:`ColumnMoments` for (T, the distinct values of ``betas``), built on first use and cached."""
-    T = sequence_length(T)
     distinct = np.unique(np.asarray(betas, dtype=float).ravel())
-    key = (T, distinct.tobytes())
-    if key not in _CACHE:
-        if len(_CACHE) >= _CACHE_SIZE:
-            _CACHE.pop(next(iter(_CACHE)))
-        _CACHE[key] = ColumnMoments(T, distinct)
-    return _CACHE[key]
+    return _cached_columns(sequence_length(T), distinct.tobytes())
+
+
+@lru_cache(maxsize=8)
+def _cached_columns(T: int, betas: bytes) -> ColumnMoments:
+    return ColumnMoments(T, np.frombuffer(betas))
 
 
 def clear_cache() -> None:
     """Forget the cached columns (``sigprop bench`` times a diagram with its column build)."""
-    _CACHE.clear()
-
-
-_CACHE: dict = {}
-_CACHE_SIZE = 8
+    _cached_columns.cache_clear()
 
 
 class _Bound:
@@ -128,7 +143,7 @@ class _Bound:
         index = np.minimum(index, columns.betas.size - 1)
         self.ok = columns.betas[index] == beta                      # a beta that has a column
         index = np.where(self.ok, index, 0)
-        self.c = columns.c[index]
+        self.c = columns._c_table[index]
         self.per_xi = columns.per_xi[index]
         self.per_gap = columns.per_gap[index]
         self.column = index
@@ -138,24 +153,21 @@ class _Bound:
 
     def pair(self):
         """(Y2, Yp) for a block map. The pair shares one look-up per layer: Yp called with the same
-        (beta, q, p) objects as the Y2 call before it reuses that call's gather (one thread per binding)."""
+        (beta, q, p) objects as the Y2 call before it reuses that call's gather (one thread per binding).
+        So the arrays must not change in place between the two calls, as no block map does."""
         return self.Y2, self.Yp
 
     def _covered(self, beta, q, p):
-        """The call is on the bound columns: same beta array, q = 1, p an array in every column's range."""
+        """The call is on the bound columns: same beta array, q = 1, p an array in every column's range
+        (NaN is not: it goes to the 2-D tables' own handling)."""
         return (beta is self.beta and np.shape(p) == np.broadcast_shapes(np.shape(p), self.beta.shape)
-                and np.all(q == 1.0) and not np.any(p < self.p_lo))
+                and np.all(q == 1.0) and np.all(p >= self.p_lo))
 
     def _gather(self, p):
         """The 8 Hermite coefficients (Y2's, then Yp's) of each point's cell, and its local coordinate."""
         gap = 1.0 - p
         np.maximum(gap, 0.0, out=gap)
-        x = np.sqrt(gap)
-        x *= self.c                                # b
-        x /= x + self.columns.scale                # xi
-        x *= self.per_xi
-        gap *= self.per_gap
-        x += gap                                   # CELLS t
+        x = _cells_t(np.sqrt(gap), gap, self.c, self.per_xi, self.per_gap, self.columns.scale)
         np.minimum(x, CELLS, out=x)
         i = x.astype(np.intp)
         np.minimum(i, CELLS - 1, out=i)

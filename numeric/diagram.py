@@ -105,8 +105,8 @@ def trainability_diagram(arch, depth, *, betas, alphas, eps=0.01, T=None, rho0=0
     ipr_threshold = float(check.interval("ipr_threshold", ipr_threshold, 0.0, 1.0, closed=False))
     if "alpha_sa" in params or "beta" in params:
         raise ValueError("trainability_diagram takes betas= and alphas= grids, not beta/alpha_sa")
-    B, A = np.meshgrid(betas, alphas)
-    A = np.maximum(A, ALPHA_ZERO)  # alpha_sa = 0 is read as the limit alpha_sa -> 0+
+    alphas_used = np.maximum(alphas, ALPHA_ZERO)  # alpha_sa = 0 is read as the limit alpha_sa -> 0+
+    B, A = np.meshgrid(betas, alphas_used)
     block, moments, values, depth, T, rho0 = prepare(arch, depth, beta=B.ravel(), T=T, rho0=rho0,
                                                       activation=activation, params={**params, "alpha_sa": A.ravel()})
     rho, condensed = np.empty(B.size), np.empty(B.size, dtype=bool)
@@ -128,7 +128,7 @@ def trainability_diagram(arch, depth, *, betas, alphas, eps=0.01, T=None, rho0=0
                 progress(done)
     phase = np.where(condensed, ENTROPY_COLLAPSE, np.where(rho > 1.0 - eps, RANK_COLLAPSE, TRAINABLE))
     boundary = critical_alpha(arch, depth, beta=betas, eps=eps, T=T, rho0=rho0, activation=activation,
-                              bracket=_grid_bracket(rho.reshape(B.shape), np.maximum(alphas, ALPHA_ZERO), eps), **params)
+                              bracket=_grid_bracket(rho.reshape(B.shape), alphas_used, eps), **params)
     return Diagram(betas, alphas, phase.reshape(B.shape), rho.reshape(B.shape), np.asarray(boundary),
                    _name(arch), depth, eps, T, criterion,
                    {**DEFAULTS, **params, "activation": activation, "rho0": float(rho0)})

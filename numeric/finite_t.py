@@ -773,7 +773,7 @@ class YpTable:
     def fast(self, beta, q, p):
         """Yp without input checks, for block maps whose inputs are already validated."""
         b, rho = _unchecked_state(beta, q, p, self.T)
-        if np.ndim(b) == 0 or np.all(b <= B_PAIR_MAX):
+        if np.all(b <= B_PAIR_MAX):
             return self._interpolate(np.asarray(b), np.asarray(rho))
         return self.at(b, rho)
 

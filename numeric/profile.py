@@ -40,6 +40,18 @@ def prepare(arch, depth, *, beta, T, rho0, activation, params):
     rho0 = check.interval("rho0", rho0, -1.0, 1.0, closed=True)
     if isinstance(arch, str):
         check.activation(activation)
+    extra = check_extra_parameters(arch, params)
+    values = check.block_parameters(beta=beta, **{**DEFAULTS, **{k: v for k, v in params.items() if k in DEFAULTS}})
+    values.update({name: check.nonnegative(name, params[name]) for name in extra})
+    return block_function(arch, activation, T), moment_functions(T), values, depth, T, rho0
+
+
+#: The contract's block parameters, in the order of the compiled maps' positional arguments.
+POSITIONAL = ("beta", "alpha_sa", "alpha_mlp", "sigma_v2", "sigma_w2", "sigma_b2")
+
+
+def check_extra_parameters(arch, params) -> tuple:
+    """The names of ``arch``'s parameters beyond the contract's; ValueError for unknown or missing ones."""
     extra = _extra_names(arch)
     unknown = set(params) - set(DEFAULTS) - set(extra)
     if unknown:
@@ -48,13 +60,7 @@ def prepare(arch, depth, *, beta, T, rho0, activation, params):
     missing = set(extra) - set(params)
     if missing:
         raise ValueError(f"the spec uses parameter(s) {sorted(missing)} beyond the contract's: give their values")
-    values = check.block_parameters(beta=beta, **{**DEFAULTS, **{k: v for k, v in params.items() if k in DEFAULTS}})
-    values.update({name: check.nonnegative(name, params[name]) for name in extra})
-    return block_function(arch, activation, T), moment_functions(T), values, depth, T, rho0
-
-
-#: The contract's block parameters, in the order of the compiled maps' positional arguments.
-POSITIONAL = ("beta", "alpha_sa", "alpha_mlp", "sigma_v2", "sigma_w2", "sigma_b2")
+    return extra
 
 
 def _extra_names(arch) -> tuple:
@@ -176,6 +182,7 @@ def _bisect(ok, shape, rtol, alpha_max, bracket=None):
     """
     lo, hi = (np.zeros(shape), np.ones(shape)) if bracket is None else \
         (np.broadcast_to(bracket[0], shape).astype(float), np.broadcast_to(bracket[1], shape).astype(float))
+    hi = np.maximum(hi, ALPHA_ZERO)                          # a bracket end at 0 stands for alpha_sa -> 0+
     at_zero = (lo <= ALPHA_ZERO) & ok(np.full(shape, ALPHA_ZERO))
     hi = np.where(np.isfinite(hi), hi, np.maximum(2 * lo, 1.0))
     while True:

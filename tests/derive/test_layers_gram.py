@@ -10,12 +10,19 @@ import pytest
 import sympy
 
 import numeric
-from derive.layers import (MLP, Activation, Bias, Context, LayerNorm, Linear, Residual, SelfAttention, Sequence,
-                           State, _gram_factor)
+from numeric.safe import KERNELS
+from derive.layers import (MLP, Activation, Bias, Context, GramContext, LayerNorm, Linear, Residual, SelfAttention,
+                           Sequence, State, _gram_factor, closed_form_kernel)
 from derive.symbols import BY_NAME, p, q
 
 PARAMS = {"beta": 1.7, "alpha_sa": 0.8, "alpha_mlp": 1.1, "sigma_v2": 0.9, "sigma_w2": 2.0, "sigma_b2": 0.3}
 Q0, P0, T = 1.3, 0.4, 16
+
+
+def _ctx(seed):
+    """Scores from a seeded generator; kernels: closed forms, and tanh's by quadrature (no closed form)."""
+    return GramContext(np.random.default_rng(seed), lambda name: KERNELS[name] if name == "tanh" else
+                       closed_form_kernel(name))
 
 
 def homogeneous(q0=Q0, p0=P0, n=T):
@@ -34,7 +41,7 @@ def symbolic(layer, q0=Q0, p0=P0):
                                    Activation("identity"), MLP("relu"), Residual(Linear(), alpha="alpha_mlp")],
                          ids=str)
 def test_deterministic_layers_match_their_overlap_maps(layer):
-    out = layer.gram_map(homogeneous(), PARAMS, np.random.default_rng(0))
+    out = layer.gram_map(homogeneous(), PARAMS, _ctx(0))
     q_new, p_new = symbolic(layer)
     tol = 1e-8 if "tanh" in str(layer) else 1e-12
     np.testing.assert_allclose(np.diag(out), q_new, rtol=0, atol=tol)
@@ -46,7 +53,7 @@ def test_attention_matches_the_finite_T_moments_in_expectation(gain):
     """E[A Q A^T] entries: sigma_v2 (p + (q - p) Y) with Y = Y2 on the diagonal and Yp off it (eqs. 20-23);
     gain control: sigma_v2 (q - p)(Y - 1/T). 600 draws batched, |z| < 4 on the per-draw means."""
     layer, n = SelfAttention(gain=gain), 600
-    out = layer.gram_map(np.broadcast_to(homogeneous(), (n, T, T)).copy(), PARAMS, np.random.default_rng(1))
+    out = layer.gram_map(np.broadcast_to(homogeneous(), (n, T, T)).copy(), PARAMS, _ctx(1))
     diagonal = np.diagonal(out, axis1=-2, axis2=-1).mean(axis=-1)
     off = (out.sum(axis=(-2, -1)) - diagonal * T) / (T * (T - 1))
     beta, sigma_v2 = PARAMS["beta"], PARAMS["sigma_v2"]
@@ -61,14 +68,14 @@ def test_attention_matches_the_finite_T_moments_in_expectation(gain):
 
 
 def test_attention_is_symmetric_positive_and_heads_average():
-    rng = np.random.default_rng(2)
+    ctx = _ctx(2)
     Q = homogeneous()
     one, four = SelfAttention(), SelfAttention(heads=4)
-    out = four.gram_map(Q, PARAMS, rng)
+    out = four.gram_map(Q, PARAMS, ctx)
     np.testing.assert_allclose(out, out.T, atol=1e-14)
     assert np.linalg.eigvalsh(out).min() > -1e-12
-    spread_one = np.std([one.gram_map(Q, PARAMS, rng)[0, 1] for _ in range(200)])
-    spread_four = np.std([four.gram_map(Q, PARAMS, rng)[0, 1] for _ in range(200)])
+    spread_one = np.std([one.gram_map(Q, PARAMS, ctx)[0, 1] for _ in range(200)])
+    spread_four = np.std([four.gram_map(Q, PARAMS, ctx)[0, 1] for _ in range(200)])
     assert spread_four < 0.7 * spread_one          # four independent heads: ~1/2 the spread
 
 
@@ -82,7 +89,18 @@ def test_activation_needs_tokens_of_equal_norm():
     Q = homogeneous()
     Q[0, 0] = 2.0
     with pytest.raises(ValueError, match="equal norm"):
-        Activation("relu").gram_map(Q, PARAMS, None)
+        Activation("relu").gram_map(Q, PARAMS, _ctx(0))
+
+
+def test_tanh_has_no_closed_form_kernel():
+    with pytest.raises(ValueError, match="no closed-form kernel"):
+        closed_form_kernel("tanh")
+
+
+def test_residual_branch_must_end_in_fresh_weights():
+    """As in overlap_map: otherwise the cross terms of the residual sum do not vanish."""
+    with pytest.raises(ValueError, match="fresh zero-mean weights"):
+        Residual(Sequence(Linear(), Activation("relu"))).gram_map(homogeneous(), PARAMS, _ctx(0))
 
 
 def test_architecture_block_on_homogeneous_input_at_tiny_beta():
@@ -90,7 +108,7 @@ def test_architecture_block_on_homogeneous_input_at_tiny_beta():
     from derive.architectures import architecture
     for arch in ("post-ln", "pre-ln", "gain-post-ln", "gain-pre-ln"):
         spec = architecture(arch)
-        out = spec.gram_map(homogeneous(1.0, 0.3), {**PARAMS, "beta": 1e-9}, np.random.default_rng(3))
+        out = spec.gram_map(homogeneous(1.0, 0.3), {**PARAMS, "beta": 1e-9}, _ctx(3))
         expected = numeric.cosine_profile(arch, 1, beta=1e-9, T=T, rho0=0.3,
                                           **{k: v for k, v in PARAMS.items() if k != "beta"})[-1]
         assert out[0, 1] / out[0, 0] == pytest.approx(expected, abs=1e-8)

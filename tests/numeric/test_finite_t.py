@@ -388,6 +388,8 @@ def test_beyond_the_pair_table_is_computed_directly():
     b = ft.B_PAIR_MAX * 1.5
     beta = b / math.sqrt(math.log(T) * 0.5)
     assert ft.ipr_pair_fast(beta, 1.0, 0.5, T) == pytest.approx(ft.ipr_pair(beta, p=0.5, T=T), rel=1e-13)
+    # the block maps' entry point, with a scalar beta: it used to interpolate beyond the table (NaN index)
+    assert float(ft.Yp_table(T).fast(beta, 1.0, 0.5)) == pytest.approx(ft.ipr_pair(beta, p=0.5, T=T), rel=1e-13)
 
 
 # --- bad input ----------------------------------------------------------------------

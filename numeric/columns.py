@@ -68,15 +68,15 @@ class ColumnMoments:
         self.T = sequence_length(T)
         self.betas = np.unique(np.asarray(betas, dtype=float).ravel())
         self.scale = _z_star(self.T)
-        self.c = self.betas * np.sqrt(np.log(self.T))            # b = c sqrt(1 - p)
-        usable = (self.c >= C_RANGE[0]) & (self.c <= C_RANGE[1])
-        c = np.where(usable, self.c, 1.0)                         # placeholder constants for unusable columns
+        c = self.betas * np.sqrt(np.log(self.T))                 # b = c sqrt(1 - p)
+        usable = (c >= C_RANGE[0]) & (c <= C_RANGE[1])
+        c = np.where(usable, c, 1.0)                              # placeholder constants for unusable columns
         b_hi = np.minimum(c, B_PAIR_MAX)
         u_hi = b_hi / c                                           # u = sqrt(1 - p) at the column's lowest p
         self.p_lo = np.where(usable, np.maximum(1.0 - u_hi**2, 0.0), np.inf)
         self.per_xi = XI_SHARE * CELLS * (b_hi + self.scale) / b_hi   # CELLS t = per_xi xi + per_gap (1 - p)
         self.per_gap = (1.0 - XI_SHARE) * CELLS / u_hi**2
-        self._c_table = c
+        self.c = c
         t = np.linspace(0.0, 1.0, CELLS + 1)
         value = np.concatenate([self._moments(self._u_of_t(t[k: k + _ROWS, None], u_hi))
                                 for k in range(0, t.size, _ROWS)])
@@ -85,11 +85,11 @@ class ColumnMoments:
 
     def _t_of_u(self, u):
         """The column coordinate t at u = sqrt(1 - p) (u shape (n, columns))."""
-        return _cells_t(u.copy(), u * u, self._c_table, self.per_xi, self.per_gap, self.scale) / CELLS
+        return _cells_t(u.copy(), u * u, self.c, self.per_xi, self.per_gap, self.scale) / CELLS
 
     def _u_of_t(self, t, u_hi):
         """u with t(u) = t (t increases with u, from 0 at u = 0 to 1 at u_hi): safeguarded Newton steps."""
-        c, scale = self._c_table, self.scale
+        c, scale = self.c, self.scale
         u = t * u_hi
         for _ in range(_NEWTON_STEPS):
             slope = (self.per_xi * c * scale / (c * u + scale) ** 2 + 2.0 * self.per_gap * u) / CELLS
@@ -98,7 +98,7 @@ class ColumnMoments:
 
     def _moments(self, u):
         """(Y2, Yp) at u = sqrt(1 - p) of every column (u shape (n, columns)): shape (n, columns, 2)."""
-        b = self._c_table * u
+        b = self.c * u
         rho = np.clip(1.0 - u * u, 0.0, 1.0)
         return np.stack([Y2_table(self.T).at_b(b), Yp_table(self.T).at(b, rho)], axis=-1)
 
@@ -141,14 +141,14 @@ class _Bound:
         self.columns, self.beta = columns, beta
         index = np.searchsorted(columns.betas, beta)
         index = np.minimum(index, columns.betas.size - 1)
-        self.ok = columns.betas[index] == beta                      # a beta that has a column
-        index = np.where(self.ok, index, 0)
-        self.c = columns._c_table[index]
+        ok = columns.betas[index] == beta                           # a beta that has a column
+        index = np.where(ok, index, 0)
+        self.c = columns.c[index]
         self.per_xi = columns.per_xi[index]
         self.per_gap = columns.per_gap[index]
         self.column = index
         self.stride = columns.betas.size
-        self.p_lo = np.where(self.ok, columns.p_lo[index], np.inf)
+        self.p_lo = np.where(ok, columns.p_lo[index], np.inf)
         self._last = None
 
     def pair(self):

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import validation as check
-from .profile import check_extra_parameters
+from .profile import block_values
 
 #: Samples processed together (arrays of BATCH x T x T).
 BATCH = 8
@@ -66,7 +66,8 @@ def gram_profile(arch, depth, *, beta, T, samples=32, seed=0, rho0=0.0, alpha_sa
     from derive.architectures import architecture
     from derive.layers import GramContext
 
-    spec = architecture(check.architecture(arch), check.activation(activation))
+    arch = check.architecture(arch)
+    spec = architecture(arch, check.activation(activation))
     depth = check.depth(depth)
     T = check.sequence_length(T)
     if T is None or T > MAX_T:
@@ -77,10 +78,8 @@ def gram_profile(arch, depth, *, beta, T, samples=32, seed=0, rho0=0.0, alpha_sa
     if rho0.ndim:
         raise ValueError(f"rho0 must be a scalar (one profile per call), got shape {rho0.shape}")
     rho0 = float(check.interval("rho0", rho0, -1.0 / (T - 1), 1.0, closed=True))
-    params = check.block_parameters(beta=beta, alpha_sa=alpha_sa, alpha_mlp=alpha_mlp, sigma_v2=sigma_v2,
-                                    sigma_w2=sigma_w2, sigma_b2=sigma_b2)
-    check_extra_parameters(spec if not isinstance(arch, str) else arch, extra)
-    params.update({name: check.nonnegative(name, value) for name, value in extra.items()})
+    params = block_values(arch, beta, dict(alpha_sa=alpha_sa, alpha_mlp=alpha_mlp, sigma_v2=sigma_v2,
+                                           sigma_w2=sigma_w2, sigma_b2=sigma_b2, **extra))
     for name, value in params.items():
         if np.ndim(value):
             raise ValueError(f"{name} must be a scalar in gram_profile (one profile per call), got shape "

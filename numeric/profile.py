@@ -40,10 +40,17 @@ def prepare(arch, depth, *, beta, T, rho0, activation, params):
     rho0 = check.interval("rho0", rho0, -1.0, 1.0, closed=True)
     if isinstance(arch, str):
         check.activation(activation)
+    values = block_values(arch, beta, params)
+    return block_function(arch, activation, T), moment_functions(T), values, depth, T, rho0
+
+
+def block_values(arch, beta, params) -> dict:
+    """beta and ``params`` checked: the contract's block parameters (defaults filled in) and a custom
+    spec's own ones (:func:`check_extra_parameters`), by name. ``arch`` as :func:`check.architecture` returns it."""
     extra = check_extra_parameters(arch, params)
     values = check.block_parameters(beta=beta, **{**DEFAULTS, **{k: v for k, v in params.items() if k in DEFAULTS}})
     values.update({name: check.nonnegative(name, params[name]) for name in extra})
-    return block_function(arch, activation, T), moment_functions(T), values, depth, T, rho0
+    return values
 
 
 #: The contract's block parameters, in the order of the compiled maps' positional arguments.

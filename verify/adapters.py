@@ -56,8 +56,9 @@ from numeric.maps import block_function, moment_functions
 
 from .adapters_read import LayerReading, layer_modules, read
 
-__all__ = ["predict_cosine_profile", "measure_cosine_profile", "measure_overlaps", "profile_estimate", "apply_init",
-           "independent_init", "read", "encoder_spec", "theory_run", "LayerReading", "embedding_state"]
+__all__ = ["predict_cosine_profile", "measure_cosine_profile", "measure_overlaps", "profile_estimate",
+           "overlaps_estimate", "apply_init", "independent_init", "read", "encoder_spec", "theory_run", "LayerReading",
+           "embedding_state"]
 
 
 # --- the theory --------------------------------------------------------------------------
@@ -252,9 +253,14 @@ def profile_estimate(runs):
     seed-mean p to the seed-mean q with delta-method samples (the suite's definition
     of a measured rho, :func:`verify.montecarlo.ratio_estimate`).
     """
+    return overlaps_estimate(measure_overlaps(model, x) for model, x in runs)
+
+
+def overlaps_estimate(overlaps):
+    """rho from measured (q, p) profiles, one pair per initialisation (as :func:`profile_estimate`)."""
     from .montecarlo import Estimate, ratio_estimate
 
-    qs, ps = zip(*(measure_overlaps(model, x) for model, x in runs))
+    qs, ps = zip(*overlaps)
     return ratio_estimate(Estimate(np.array(ps)), Estimate(np.array(qs)))
 
 

@@ -51,11 +51,7 @@ def profiles(quick: bool = False, seed: int = 0) -> dict:
             applied = a
             theory[a].append(adapters.predict_cosine_profile(model, T, rho0=rho0, q0=q0))
             runs[a].append(adapters.measure_overlaps(model, x))
-    out = {}
-    for a in alphas:
-        from .montecarlo import Estimate, ratio_estimate
-        qs, ps = zip(*runs[a])
-        out[a] = (np.mean(theory[a], axis=0), ratio_estimate(Estimate(np.array(ps)), Estimate(np.array(qs))))
+    out = {a: (np.mean(theory[a], axis=0), adapters.overlaps_estimate(runs[a])) for a in alphas}
     return {"profiles": out, "recommendation": advice, "config": config, "T": T, "inits": size["inits"]}
 
 

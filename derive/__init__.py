@@ -11,14 +11,31 @@ Modules: :mod:`derive.rem` (Random Energy Model, replicas, Poisson–Dirichlet
 moments), :mod:`derive.gaussian` (Wick, Stein, index sums), :mod:`derive.attention`
 (attention overlap map), :mod:`derive.kernels` (activation kernels),
 :mod:`derive.layers` (layer kinds), :mod:`derive.architectures` (named specs),
-:mod:`derive.blocks` (block maps, algorithms, formulas).
+:mod:`derive.blocks` (block maps, algorithms, formulas), :mod:`derive.parameters` (the one
+table of block parameters: names, order, defaults, domains; no SymPy).
 """
 
-from . import symbols
-from .architectures import ARCHITECTURES, architecture
-from .blocks import algorithm, block_map, compose, formula
-from .rem import critical_beta, ipr, ipr_square
-from .symbols import subs_by_name
+import importlib
 
-__all__ = ["ARCHITECTURES", "algorithm", "architecture", "block_map", "compose", "critical_beta", "formula",
-           "ipr", "ipr_square", "subs_by_name", "symbols"]
+#: Public names and the submodule each comes from. Loaded on first use (PEP 562), so that
+#: ``import derive.parameters`` (the parameter table, pure Python) does not import SymPy.
+_EXPORTS = {"ARCHITECTURES": "architectures", "architecture": "architectures", "algorithm": "blocks",
+            "block_map": "blocks", "compose": "blocks", "formula": "blocks", "critical_beta": "rem",
+            "ipr": "rem", "ipr_square": "rem", "subs_by_name": "symbols"}
+
+__all__ = sorted(_EXPORTS) + ["symbols"]
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    try:
+        return importlib.import_module(f".{name}", __name__)
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__name__}.{name}":
+            raise
+        raise AttributeError(f"module 'derive' has no attribute {name!r}") from None
+
+
+def __dir__():
+    return __all__

@@ -11,10 +11,11 @@ every view (SymPy map, compiled NumPy map, torch network) is generated from it.
 
 from __future__ import annotations
 
+from . import parameters
 from .kernels import ACTIVATIONS
 from .layers import MLP, Layer, LayerNorm, Residual, SelfAttention, Sequence
 
-ARCHITECTURES = ("post-ln", "pre-ln", "gain-post-ln", "gain-pre-ln")
+ARCHITECTURES = parameters.ARCHITECTURES
 
 
 def post_ln(activation: str = "relu", gain: bool = False) -> Sequence:

@@ -47,6 +47,8 @@ import mpmath
 import sympy
 from sympy import Add, DiracDelta, Mul, S, exp, oo, pi, sqrt
 
+from . import parameters
+
 __all__ = [
     "ACTIVATIONS",
     "OpaqueKernel",
@@ -59,7 +61,7 @@ __all__ = [
 ]
 
 #: Supported activation names (DESIGN.md, "Conventions").
-ACTIVATIONS = ("relu", "erf", "tanh", "gelu", "identity")
+ACTIVATIONS = parameters.ACTIVATIONS
 
 _x = sympy.Symbol("x", real=True)
 # Derivation symbols: the variance q > 0, the covariance c, and D = q^2 - c^2 > 0,

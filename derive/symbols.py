@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import sympy
 
+from . import parameters
+
 q = sympy.Symbol("q", positive=True)
 p = sympy.Symbol("p", positive=True)
 rho = sympy.Symbol("rho", real=True)
@@ -40,8 +42,9 @@ x = sympy.Symbol("x", positive=True)
 m = sympy.Symbol("m", positive=True)
 r = sympy.Symbol("r", positive=True)
 
-#: The parameters of one transformer block, in the order the contract lists them.
-BLOCK_PARAMETERS = (beta, alpha_sa, alpha_mlp, sigma_v2, sigma_w2, sigma_b2)
+#: The parameters of one transformer block, in the order of the table :data:`derive.parameters.NAMES`.
+BLOCK_PARAMETERS = tuple({s.name: s for s in (beta, alpha_sa, alpha_mlp, sigma_v2, sigma_w2, sigma_b2)}[name]
+                         for name in parameters.NAMES)
 
 #: Every contract symbol by name.
 BY_NAME = {s.name: s for s in (q, p, rho, beta, alpha_sa, alpha_mlp, sigma_v2,

@@ -1,13 +1,21 @@
-"""Input checks: bad input raises ValueError naming the parameter and the allowed range."""
+"""Input checks, one rule per quantity: bad input raises ValueError naming the parameter and the allowed range.
+
+Every package checks its inputs here (:mod:`verify` too), so a quantity has
+one domain everywhere: the sequence length (:func:`sequence_length`), the
+input cosine similarity (:func:`rho0`), counts such as d, heads, seeds
+(:func:`count`), the block parameters (:func:`block_parameters`, domains from
+the table :mod:`derive.parameters`), and a solver's tolerance and bracket
+(:func:`tolerance`, :func:`bound`).
+"""
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
 
-ARCHITECTURES = ("post-ln", "pre-ln", "gain-post-ln", "gain-pre-ln")
-ACTIVATIONS = ("relu", "erf", "tanh", "gelu", "identity")
+from derive.parameters import ACTIVATIONS, ARCHITECTURES, BLOCK
 
 
 def as_array(name: str, value) -> np.ndarray:
@@ -46,25 +54,71 @@ def interval(name: str, value, lo: float, hi: float, *, closed: bool) -> np.ndar
     return arr
 
 
-def depth(value) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"depth must be an integer >= 0, got {value!r}")
-    if value < 0:
-        raise ValueError(f"depth must be an integer >= 0, got {value}")
+def count(name: str, value, minimum: int = 1) -> int:
+    """An integer >= ``minimum`` (a width, a number of heads, seeds, layers or blocks).
+
+    Integer-valued reals (8.0, numpy integers) are accepted; 8.5, True, "8" are not.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not _integral(value) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 
 
-def sequence_length(T):
-    """``None`` (T -> oo) or an integer T >= 2."""
-    if T is None:
+def _integral(value) -> bool:
+    return isinstance(value, numbers.Integral) or (math.isfinite(value) and float(value).is_integer())
+
+
+def depth(value) -> int:
+    """The number of blocks: an integer >= 0."""
+    return count("depth", value, minimum=0)
+
+
+def sequence_length(T, *, name: str = "T", infinite: bool = True):
+    """The sequence length: an integer >= 2 (a softmax over one key is trivial), or ``None`` for the
+    T -> oo theory where ``infinite`` (the asymptotic theory; a model's ``seq_len`` is always finite)."""
+    if T is None and infinite:
         return None
-    if isinstance(T, bool) or not isinstance(T, numbers.Integral):
-        if isinstance(T, float) and T.is_integer() and T >= 2:
-            return int(T)
-        raise ValueError(f"T must be None (T -> infinity) or an integer >= 2, got {T!r}")
-    if T < 2:
-        raise ValueError(f"T must be None (T -> infinity) or an integer >= 2, got {T}")
+    if isinstance(T, bool) or not isinstance(T, numbers.Real) or not _integral(T) or T < 2:
+        allowed = "None (T -> infinity) or an integer >= 2" if infinite else "an integer >= 2"
+        raise ValueError(f"{name} must be {allowed}, got {T!r}")
     return int(T)
+
+
+def rho0(value, T=None, *, name: str = "rho0") -> np.ndarray:
+    """The cosine similarity of T input tokens that share one norm and one pairwise overlap.
+
+    Their Gram matrix q((1 - rho) I + rho 11^T) is positive semi-definite exactly when
+    rho lies in [-1/(T-1), 1]; for T -> oo that is [0, 1]. (-1 is possible only for T = 2.)
+    """
+    T = sequence_length(T)
+    lo = 0.0 if T is None else -1.0 / (T - 1)
+    arr = as_array(name, value)
+    if np.any(arr < lo) or np.any(arr > 1.0):
+        where = "T -> infinity" if T is None else f"T = {T}"
+        raise ValueError(f"{name} must lie in [{lo:.6g}, 1] (the cosine similarity of {where} tokens with one "
+                         f"pairwise overlap: [-1/(T-1), 1]), got {value!r}")
+    return arr
+
+
+#: The finest relative accuracy a float64 solver can deliver (a few ulps).
+RTOL_MIN = 1e-15
+
+
+def tolerance(name: str, value) -> float:
+    """A relative accuracy of an iterative solver: a real number in [1e-15, 0.5] (below, float64 cannot
+    resolve it; above, the answer is not located at all)."""
+    return float(interval(name, _scalar_real(name, value), RTOL_MIN, 0.5, closed=True))
+
+
+def bound(name: str, value) -> float:
+    """An upper end of a search bracket: a finite real number > 0."""
+    return float(positive(name, _scalar_real(name, value)))
+
+
+def _scalar_real(name: str, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a real number, got {value!r}")
+    return value
 
 
 def activation(name: str) -> str:
@@ -84,15 +138,19 @@ def architecture(arch):
     raise ValueError(f"arch must be one of {ARCHITECTURES} or a derive.layers.Layer spec, got {arch!r}")
 
 
-def block_parameters(*, beta, alpha_sa, alpha_mlp, sigma_v2, sigma_w2, sigma_b2) -> dict:
-    """Check the block parameters and that they broadcast together (arrays are not expanded).
+def block_parameters(**values) -> dict:
+    """Check the block parameters by the domains of :data:`derive.parameters.BLOCK` and that they
+    broadcast together (arrays are not expanded); every parameter of the table must be given.
 
     beta, sigma_v2, sigma_w2 > 0 (a zero weight variance removes the layer and
     can leave LayerNorm a zero vector); alpha_sa, alpha_mlp, sigma_b2 >= 0.
     """
-    values = {"beta": positive("beta", beta), "alpha_sa": nonnegative("alpha_sa", alpha_sa),
-              "alpha_mlp": nonnegative("alpha_mlp", alpha_mlp), "sigma_v2": positive("sigma_v2", sigma_v2),
-              "sigma_w2": positive("sigma_w2", sigma_w2), "sigma_b2": nonnegative("sigma_b2", sigma_b2)}
+    missing = [par.name for par in BLOCK if par.name not in values]
+    unknown = sorted(set(values) - {par.name for par in BLOCK})
+    if missing or unknown:
+        raise ValueError(f"block parameters: missing {missing}, unknown {unknown}")
+    rule = {"positive": positive, "nonnegative": nonnegative}
+    values = {par.name: rule[par.domain](par.name, values[par.name]) for par in BLOCK}
     try:
         np.broadcast_shapes(*(v.shape for v in values.values()))
     except ValueError:

@@ -7,8 +7,10 @@
     sigprop bench    --json
     sigprop grad     --d 256 --T 512 --p 0 --beta 0.25:4:16 [--asymptotic] [--json] [--plot grad.png]
     sigprop figure   1c|2|3|4|6|clusters --out fig.png
+    sigprop recommend ...   (and other commands registered under the entry-point group sigprop.commands)
 
-Parameters carry the paper's names (``--alpha_sa``; ``--alpha-sa`` works too).
+Parameters carry the paper's names (``--alpha_sa``; ``--alpha-sa`` works too); their
+help and defaults come from the one table, :mod:`derive.parameters`.
 """
 
 from __future__ import annotations
@@ -19,16 +21,12 @@ import sys
 
 import numpy as np
 
+from derive.parameters import BLOCK, BY_NAME, DEFAULTS
+
 from . import validation as check
 
-PARAMETER_HELP = {
-    "alpha_sa": "self-attention residual strength alpha_SA: RES(X) = SA(X) + alpha_SA X (eq. 8)",
-    "alpha_mlp": "MLP residual strength alpha_MLP (eq. 8)",
-    "sigma_v2": "value variance: W_V entries N(0, sigma_v2/d)",
-    "sigma_w2": "MLP weight variance: W entries N(0, sigma_w2/fan_in), both layers (eq. 35)",
-    "sigma_b2": "MLP bias variance: b entries N(0, sigma_b2) (eq. 35)",
-}
-DEFAULTS = {"alpha_sa": 1.0, "alpha_mlp": 1.0, "sigma_v2": 1.0, "sigma_w2": 2.0, "sigma_b2": 0.0}
+PARAMETER_HELP = {par.name: par.help for par in BLOCK if par.name != "beta"}
+BETA_HELP = BY_NAME["beta"].help
 
 
 def _floats(text: str) -> np.ndarray:
@@ -59,8 +57,7 @@ def _add_model(parser, *, beta=True, alpha_sa=True):
     parser.add_argument("--activation", default="relu", choices=check.ACTIVATIONS,
                         help="MLP activation (default: relu)")
     if beta:
-        parser.add_argument("--beta", type=float, default=1.0,
-                            help="query/key scale: W_Q, W_K entries N(0, beta sqrt(ln T)/d) (default: 1.0)")
+        parser.add_argument("--beta", type=float, default=1.0, help=f"{BETA_HELP} (default: 1.0)")
     parser.add_argument("--T", type=_T, default=None,
                         help="sequence length: an integer for the exact finite-T theory, inf for T -> oo "
                              "(default: inf)")
@@ -332,14 +329,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="PNG", help="also draw the norms against beta to this file")
     p.set_defaults(func=cmd_grad)
 
-    from verify import recommend_cli
-    p = sub.add_parser("recommend", help="beta and alpha_sa for a real torch encoder or BERT config, with a margin "
-                                         "(needs torch; transformers for --model bert)",
-                       description=recommend_cli.DESCRIPTION)
-    recommend_cli.add_arguments(p)
-    p.set_defaults(func=recommend_cli.run)
+    _add_plugins(sub)
 
-    p = sub.add_parser("figure", help="reproduce a figure of the paper: 1c, 1d, 2, 3, 4, 6; or clusters (errata 10)")
+    from .figures import names as figure_names
+    p = sub.add_parser("figure", help="reproduce a figure of the paper: " + ", ".join(figure_names()))
     p.add_argument("which", help="figure: 1c (trainability diagram), 1d (60-layer BERT at its own init, theory vs "
                                  "measurement; needs torch and transformers), 2 (profiles), 3 (IPR vs beta, Monte "
                                  "Carlo; needs torch), 4 (query gradient vs beta, autograd; needs torch), "
@@ -350,6 +343,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--measure", action="store_true", help="add Monte Carlo measurements (needs torch)")
     p.set_defaults(func=cmd_figure)
     return parser
+
+
+#: Entry-point group of the subcommands other packages provide (verify's need torch). Each entry point is a
+#: module with HELP, DESCRIPTION, add_arguments(parser) and run(args); numeric never imports them by name.
+COMMANDS = "sigprop.commands"
+
+
+def _add_plugins(sub) -> None:
+    """Register the subcommands of the entry-point group :data:`COMMANDS` (sorted by name)."""
+    from importlib.metadata import entry_points
+    for ep in sorted(entry_points(group=COMMANDS), key=lambda e: e.name):
+        module = ep.load()
+        p = sub.add_parser(ep.name, help=module.HELP, description=module.DESCRIPTION)
+        module.add_arguments(p)
+        p.set_defaults(func=module.run)
 
 
 def main(argv=None) -> int:

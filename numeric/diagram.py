@@ -32,7 +32,8 @@ import numpy as np
 from . import validation as check
 from .columns import column_moments
 from .moments import parisi_m
-from .profile import ALPHA_ZERO, DEFAULTS, critical_alpha, iterate, prepare
+from .profile import DEFAULTS, critical_alpha, iterate, prepare
+from .solve import ALPHA_ZERO
 
 TRAINABLE, RANK_COLLAPSE, ENTROPY_COLLAPSE = 0, 1, 2
 PHASE_NAMES = {TRAINABLE: "trainable", RANK_COLLAPSE: "rank collapse", ENTROPY_COLLAPSE: "entropy collapse"}

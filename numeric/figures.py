@@ -10,14 +10,18 @@
   the block's update map rho -> rho' with its non-trivial fixed point, and
   the depth profile over 200 blocks from rho0 = 0.05.
 
-Figures that need Monte Carlo (``--measure``) use :mod:`verify` and torch, as do
-**3** (the IPR against beta) and **4** (the query gradient norm against beta,
-corrected Result 2 with autograd points: :func:`verify.figures.figure_4`).
+Figures that need Monte Carlo or autograd live in :mod:`verify` (torch) and are
+found through the entry-point group ``sigprop.figures`` (pyproject.toml): **2**
+with ``--measure``, **3** (the IPR against beta), **4** (the query gradient norm
+against beta, corrected Result 2 with autograd points), **1d** (BERT) and
+**clusters**. numeric never imports verify.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from derive.parameters import ARCHITECTURES
 
 from .diagram import trainability_diagram
 from .plotting import plot_profiles, pyplot, save
@@ -38,36 +42,16 @@ def figure_1c(path, quick=False):
     return diagram
 
 
-#: Sizes of the torch measurement (d from verify.figures: 512, quick 128). Gaussian input tokens
-#: (overlaps 0 +- d^-1/2) where T > d - 1 leaves no room for T + 1 orthonormal ones.
-FIG2_MEASURED = {False: dict(T=512, depth=30, tokens="gaussian"), True: dict(T=64, depth=8, tokens="basis")}
-#: beta of the measured variant: just above beta_c = sqrt(2), where finite-T effects are largest (B.3)
-FIG2_MEASURED_BETA = 1.5
+def figure_2(path, quick=False):
+    """Fig. 2: rho against depth for the four architectures, alpha_sa = alpha_mlp = 1, T -> oo.
 
-
-def figure_2(path, quick=False, measure=False):
-    """Fig. 2: rho against depth for the four architectures, alpha_sa = alpha_mlp = 1.
-
-    With ``measure`` (at beta = 1.5, just above beta_c, where finite-T effects
-    are largest) the solid lines are the exact finite-T theory at the T of
-    the torch measurement (dots, +- one standard error over initialisations),
-    the dashed lines the paper's T -> oo theory.
+    ``sigprop figure 2 --measure`` draws :func:`verify.figures.figure_2_measured`
+    instead: the finite-T theory against torch stacks at beta = 1.5.
     """
-    archs = ("post-ln", "pre-ln", "gain-post-ln", "gain-pre-ln")
-    if not measure:
-        depth = 20 if quick else 100
-        profiles = {arch: cosine_profile(arch, depth, beta=FIG2_BETA) for arch in archs}
-        return plot_profiles(profiles, path=path,
-                             title=rf"$\alpha_{{SA}} = \alpha_{{MLP}} = 1$, $\beta = {FIG2_BETA:g}$, $T \to \infty$")
-    from verify.figures import measure_profiles
-    sizes = FIG2_MEASURED[bool(quick)]
-    beta = FIG2_MEASURED_BETA
-    profiles = {arch: cosine_profile(arch, sizes["depth"], beta=beta, T=sizes["T"]) for arch in archs}
-    asymptotic = {arch: cosine_profile(arch, sizes["depth"], beta=beta) for arch in archs}
-    measured = measure_profiles(profiles, beta=beta, quick=quick, T=sizes["T"], kind=sizes["tokens"])
-    return plot_profiles(profiles, path=path, measured=measured, dashed=asymptotic,
-                         title=rf"$\beta = {beta:g}$, $T = {sizes['T']}$: finite-T theory (solid), "
-                               r"$T\to\infty$ (dashed), torch (dots)")
+    depth = 20 if quick else 100
+    profiles = {arch: cosine_profile(arch, depth, beta=FIG2_BETA) for arch in ARCHITECTURES}
+    return plot_profiles(profiles, path=path,
+                         title=rf"$\alpha_{{SA}} = \alpha_{{MLP}} = 1$, $\beta = {FIG2_BETA:g}$, $T \to \infty$")
 
 
 def figure_6(path, quick=False):
@@ -107,26 +91,37 @@ def fixed_point(rho, mapped):
     return float(rho[k] - gap[k] * (rho[k + 1] - rho[k]) / (gap[k + 1] - gap[k]))
 
 
+#: This package's figures; others (Monte Carlo, autograd, real models) are registered by the packages that
+#: draw them under the entry-point group :data:`GROUP`, so that numeric never imports them.
 FIGURES = {"1c": figure_1c, "2": figure_2, "6": figure_6}
+GROUP = "sigprop.figures"
+#: Suffix of a figure's variant with torch measurements (``sigprop figure 2 --measure`` draws "2-measured").
+MEASURED = "-measured"
+
+
+def registry() -> dict:
+    """Figure name -> a callable(path, quick=...) or an entry point that loads one (loaded on use)."""
+    from importlib.metadata import entry_points
+    found = {ep.name: ep for ep in entry_points(group=GROUP)}
+    return {**found, **FIGURES}
+
+
+def names() -> list[str]:
+    """The figures one can ask for by name (measured variants are asked for with ``measure``)."""
+    return sorted(name for name in registry() if not name.endswith(MEASURED))
 
 
 def make(which: str, path=None, quick=False, measure=False):
-    """Draw figure ``which`` to ``path`` (default figure-<which>.png); return the path."""
-    if which not in FIGURES and which not in _VERIFY_FIGURES:
-        raise ValueError(f"figure must be one of {sorted(FIGURES) + sorted(_VERIFY_FIGURES)}, got {which!r}")
-    path = path or f"figure-{which}.png"
-    if which in _VERIFY_FIGURES:
-        import importlib
-        module, name = _VERIFY_FIGURES[which]
-        getattr(importlib.import_module(module), name)(path, quick=quick)
-    elif which == "2":
-        figure_2(path, quick=quick, measure=measure)
-    else:
-        FIGURES[which](path, quick=quick)
+    """Draw figure ``which`` (its measured variant with ``measure``) to ``path``; return the path."""
+    table = registry()
+    if which not in table or which.endswith(MEASURED):
+        raise ValueError(f"figure must be one of {names()}, got {which!r}")
+    name = which + MEASURED if measure else which
+    if name not in table:
+        measured = [n[:-len(MEASURED)] for n in table if n.endswith(MEASURED)]
+        raise ValueError(f"figure {which!r} has no --measure variant (figures with one: {sorted(measured)})")
+    draw = table[name]
+    draw = draw.load() if hasattr(draw, "load") else draw
+    path = path or f"figure-{name}.png"
+    draw(path, quick=quick)
     return path
-
-
-#: Figures drawn by other packages (Monte Carlo or autograd), imported only when asked for.
-_VERIFY_FIGURES: dict[str, tuple[str, str]] = {"1d": ("verify.figures_bert", "figure_1d"),
-                                                "3": ("verify.figures", "figure_3"), "4": ("verify.figures", "figure_4"),
-                                                "clusters": ("verify.figures", "figure_clusters")}

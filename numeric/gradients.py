@@ -22,19 +22,12 @@ the loss here sums over the T tokens, so the norm grows like T.
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import validation as check
 from .moments import parisi_m
-
-
-def _positive_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _moments(beta, q, p, T, finite_T):
@@ -49,7 +42,7 @@ def _moments(beta, q, p, T, finite_T):
 
 def _checked(beta, d, T, q, p, sigma_v2):
     beta = check.positive("beta", beta)
-    d, T = _positive_int("d", d, 1), _positive_int("T", T, 2)
+    d, T = check.count("d", d), check.sequence_length(T, infinite=False)
     q, p = check.positive("q", q), check.as_array("p", p)
     if np.any(p >= q) or np.any(p < -q):
         raise ValueError(f"p must satisfy -q <= p < q, got q={q.tolist()!r}, p={p.tolist()!r}")

@@ -72,12 +72,12 @@ def gram_profile(arch, depth, *, beta, T, samples=32, seed=0, rho0=0.0, alpha_sa
     T = check.sequence_length(T)
     if T is None or T > MAX_T:
         raise ValueError(f"gram_profile needs a finite integer T in [2, {MAX_T}] (it holds T x T matrices), got {T}")
-    samples = _count("samples", samples, 2)
-    seed = _count("seed", seed, 0)
-    rho0 = check.as_array("rho0", rho0)
+    samples = check.count("samples", samples, 2)
+    seed = check.count("seed", seed, 0)
+    rho0 = check.rho0(rho0, T)
     if rho0.ndim:
         raise ValueError(f"rho0 must be a scalar (one profile per call), got shape {rho0.shape}")
-    rho0 = float(check.interval("rho0", rho0, -1.0 / (T - 1), 1.0, closed=True))
+    rho0 = float(rho0)
     params = block_values(arch, beta, dict(alpha_sa=alpha_sa, alpha_mlp=alpha_mlp, sigma_v2=sigma_v2,
                                            sigma_w2=sigma_w2, sigma_b2=sigma_b2, **extra))
     for name, value in params.items():
@@ -100,12 +100,6 @@ def gram_profile(arch, depth, *, beta, T, samples=32, seed=0, rho0=0.0, alpha_sa
         if progress is not None:
             progress(n)
     return _estimate(q, p)
-
-
-def _count(name, value, lowest):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lowest:
-        raise ValueError(f"{name} must be an integer >= {lowest}, got {value!r}")
-    return int(value)
 
 
 def _check_finite(Q, moments, layer, params):

@@ -3,9 +3,9 @@
 Iterating a compiled block map (paper Algorithms 1-3) from the input overlap
 q0 = 1, p0 = rho0 gives rho = p/q before the first block and after each block
 (:func:`cosine_profile`). Rank collapse at depth L means rho_L > 1 - eps;
-:func:`critical_alpha` finds the smallest alpha_sa that avoids it, by a
-vectorised bisection (rho_L decreases with alpha_sa: a stronger skip keeps more
-of the input; see tests/numeric/test_profile.py).
+:func:`critical_alpha` finds the smallest alpha_sa that avoids it with the
+one root finder, :mod:`numeric.solve` (rho_L decreases with alpha_sa: a
+stronger skip keeps more of the input; see tests/numeric/test_profile.py).
 """
 
 from __future__ import annotations
@@ -14,11 +14,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from derive.parameters import DEFAULTS
+from derive.parameters import NAMES as POSITIONAL
+
+from . import solve
 from . import validation as check
 from .columns import column_moments
 from .maps import block_function, moment_functions
-
-DEFAULTS = dict(alpha_sa=1.0, alpha_mlp=1.0, sigma_v2=1.0, sigma_w2=2.0, sigma_b2=0.0)
 
 
 @dataclass
@@ -37,7 +39,7 @@ def prepare(arch, depth, *, beta, T, rho0, activation, params):
     arch = check.architecture(arch)
     depth = check.depth(depth)
     T = check.sequence_length(T)
-    rho0 = check.interval("rho0", rho0, -1.0, 1.0, closed=True)
+    rho0 = check.rho0(rho0, T)
     if isinstance(arch, str):
         check.activation(activation)
     values = block_values(arch, beta, params)
@@ -51,10 +53,6 @@ def block_values(arch, beta, params) -> dict:
     values = check.block_parameters(beta=beta, **{**DEFAULTS, **{k: v for k, v in params.items() if k in DEFAULTS}})
     values.update({name: check.nonnegative(name, params[name]) for name in extra})
     return values
-
-
-#: The contract's block parameters, in the order of the compiled maps' positional arguments.
-POSITIONAL = ("beta", "alpha_sa", "alpha_mlp", "sigma_v2", "sigma_w2", "sigma_b2")
 
 
 def check_extra_parameters(arch, params) -> tuple:
@@ -94,7 +92,10 @@ def iterate(block, moments, values: dict, depth: int, T, rho0, *, record: bool =
     extra = {k: _scalar_or_array(v) for k, v in values.items() if k not in POSITIONAL}
     with np.errstate(all="ignore"):
         for layer in range(depth):
-            q, p, q_att, p_att = block(q, p, *args, T_value, Y2, Yp, **extra)
+            try:
+                q, p, q_att, p_att = block(q, p, *args, T_value, Y2, Yp, **extra)
+            except (OverflowError, ZeroDivisionError):          # scalar arithmetic raises where arrays give inf
+                q, p, q_att, p_att = np.full(shape, np.nan), np.full(shape, np.nan), None, None
             q = np.broadcast_to(q, shape)
             if not (np.all(q > 0) and np.all(np.isfinite(p))):
                 _vanishing(q, p, values, layer)
@@ -109,14 +110,17 @@ def iterate(block, moments, values: dict, depth: int, T, rho0, *, record: bool =
 
 
 def _vanishing(q, p, values, layer):
-    """A layer's output is exactly zero somewhere (a LayerNorm after it is 0/0): say where and why."""
+    """A layer's output is exactly zero or not finite somewhere (a LayerNorm after it is 0/0): say where and why."""
     bad = np.atleast_1d(~(q > 0) | ~np.isfinite(p))
     where = {k: float(np.atleast_1d(np.broadcast_to(v, q.shape))[bad][0]) for k, v in values.items()}
-    raise ValueError(
-        f"the signal vanishes in block {layer + 1} (at {int(bad.sum())} point(s), e.g. {where}): an "
-        "attention branch outputs exactly zero in the T -> oo theory while its skip is off (alpha_sa = 0). "
-        "Spread attention (beta <= beta_c) averages orthogonal tokens (p = 0) to zero, and gain control "
-        "removes that average for any p; use alpha_sa > 0 or a finite T")
+    if where.get("alpha_sa", 1.0) <= solve.ALPHA_ZERO:
+        reason = ("an attention branch outputs exactly zero in the T -> oo theory while its skip is off "
+                  "(alpha_sa = 0): spread attention (beta <= beta_c) averages orthogonal tokens (p = 0) to zero, and "
+                  "gain control removes that average for any p; use alpha_sa > 0 or a finite T")
+    else:
+        reason = "the overlaps left the range of floating point numbers (a variance or strength too large)"
+    raise ValueError(f"the signal vanishes or overflows in block {layer + 1} (at {int(bad.sum())} point(s), "
+                     f"e.g. {where}): {reason}")
 
 
 def _scalar_or_array(value):
@@ -153,65 +157,26 @@ def critical_alpha(arch, depth, *, beta, eps=0.01, T=None, rho0=0.0, activation=
 
     Vectorised over ``beta`` (and any other parameter). Returns 0 where any
     alpha_sa > 0 avoids rank collapse and ``inf`` where no alpha_sa <= alpha_max
-    does (e.g. when the MLP alone collapses the tokens). Relative accuracy ``rtol``.
-    ``bracket``: optional arrays (lo, hi) known to enclose the answer (rank
-    collapse at lo, none at hi; hi = inf where unknown), e.g. from a grid.
+    does (e.g. when the MLP alone collapses the tokens). Relative accuracy
+    ``rtol`` in [1e-15, 0.5]; ``alpha_max`` > 0 finite. ``bracket``: optional
+    arrays (lo, hi) known to enclose the answer (rank collapse at lo, none at
+    hi; hi = inf where unknown), e.g. from a grid. The root finder is
+    :func:`numeric.solve.smallest_alpha` (rho_L decreases with alpha_sa).
     """
     eps = check.interval("eps", eps, 0.0, 1.0, closed=False)
     if "alpha_sa" in params:
         raise ValueError("critical_alpha solves for alpha_sa: do not pass it")
     block, moments, values, depth, T, rho0 = prepare(arch, depth, beta=beta, T=T, rho0=rho0,
                                                       activation=activation, params=params)
-    target = 1.0 - eps
-    if T is not None and np.ndim(values["beta"]) > 0:
-        moments = column_moments(T, values["beta"]).bind(values["beta"])
+    columns = column_moments(T, values["beta"]) if T is not None and np.ndim(values["beta"]) > 0 else None
+    values = {k: v for k, v in values.items() if k != "alpha_sa"}
+    names = tuple(values)
 
-    def ok(alpha):
-        return final_rho(block, moments, {**values, "alpha_sa": alpha}, depth, T, rho0) <= target
+    def gap(alpha, target, rho0_, *arrays):
+        chunk = {**dict(zip(names, arrays)), "alpha_sa": alpha}
+        bound = moments if columns is None else columns.bind(chunk["beta"])
+        return final_rho(block, bound, chunk, depth, T, rho0_) - target
 
     shape = np.broadcast_shapes(np.shape(eps), np.shape(rho0), *(np.shape(v) for v in values.values()))
-    return _bisect(ok, shape, rtol, alpha_max, bracket)
-
-
-#: alpha_sa = 0 in a search or a grid stands for the limit alpha_sa -> 0+: at T = oo an attention
-#: output can vanish exactly (see _vanishing), while rho is continuous as alpha_sa -> 0+.
-ALPHA_ZERO = 1e-12
-
-
-SECTIONS = 15  # interior points tried per pass: each pass shrinks the bracket 16-fold
-
-
-def _bisect(ok, shape, rtol, alpha_max, bracket=None):
-    """Smallest alpha in (0, alpha_max] with ok(alpha), for ok monotone in alpha (0 if alpha -> 0+ works).
-
-    A vectorised k-section: every pass evaluates ``SECTIONS`` interior points of
-    every bracket at once, so few passes over the depth are needed.
-    """
-    lo, hi = (np.zeros(shape), np.ones(shape)) if bracket is None else \
-        (np.broadcast_to(bracket[0], shape).astype(float), np.broadcast_to(bracket[1], shape).astype(float))
-    hi = np.maximum(hi, ALPHA_ZERO)                          # a bracket end at 0 stands for alpha_sa -> 0+
-    at_zero = (lo <= ALPHA_ZERO) & ok(np.full(shape, ALPHA_ZERO))
-    hi = np.where(np.isfinite(hi), hi, np.maximum(2 * lo, 1.0))
-    while True:
-        good = ok(hi)
-        grow = ~good & ~at_zero & (hi < alpha_max)
-        if not grow.any():
-            break
-        lo = np.where(grow, hi, lo)
-        hi = np.where(grow, np.minimum(16 * hi, alpha_max), hi)
-    never = ~good & ~at_zero
-    fractions = np.arange(1, SECTIONS + 1).reshape((-1,) + (1,) * len(shape)) / (SECTIONS + 1)
-    while True:
-        active = ~at_zero & ~never & (hi - lo > rtol * hi)
-        if not active.any():
-            break
-        trial = lo + (hi - lo) * fractions                       # (SECTIONS, *shape)
-        good = ok(trial) | ~active                               # inactive points: keep their bracket
-        first = np.argmax(good, axis=0)                          # first interior point that avoids collapse
-        found = good.any(axis=0)
-        new_hi = np.where(found, np.take_along_axis(trial, first[None], 0)[0], hi)
-        new_lo = np.where(first > 0, np.take_along_axis(trial, np.maximum(first - 1, 0)[None], 0)[0], lo)
-        lo = np.where(active, np.where(found, new_lo, np.take_along_axis(trial, np.full((1,) + shape, SECTIONS - 1), 0)[0]), lo)
-        hi = np.where(active, new_hi, hi)
-    result = np.where(at_zero, 0.0, np.where(never, np.inf, hi))
-    return float(result) if result.ndim == 0 else result
+    return solve.smallest_alpha(gap, shape, rtol=rtol, alpha_max=alpha_max, bracket=bracket,
+                                args=(1.0 - eps, rho0, *values.values()))

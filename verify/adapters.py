@@ -51,10 +51,12 @@ import numpy as np
 import torch
 
 from derive.layers import Activation, Bias, LayerNorm, Linear, Residual, SelfAttention, Sequence
-from numeric.codegen import PARAMETERS
+from derive.parameters import NAMES as PARAMETERS
+from numeric import validation as check
 from numeric.maps import block_function, moment_functions
 
 from .adapters_read import LayerReading, layer_modules, read
+from .montecarlo import Estimate, overlap_samples, ratio_estimate
 
 __all__ = ["predict_cosine_profile", "measure_cosine_profile", "measure_overlaps", "profile_estimate",
            "overlaps_estimate", "apply_init", "independent_init", "read", "encoder_spec", "theory_run", "LayerReading",
@@ -128,7 +130,7 @@ def theory_run(readings, T: int, *, rho0=0.0, q0=1.0, alpha_sa=1.0, beta=None) -
     it (what :func:`apply_init` does), else each head's own beta_h. Both may be
     arrays (broadcast): the profile then has shape (L+1, *broadcast).
     """
-    T = _sequence_length(T)
+    T = check.sequence_length(T, name="seq_len", infinite=False)
     shape = np.broadcast_shapes(np.shape(alpha_sa), np.shape(beta), np.shape(rho0), np.shape(q0))
     q = np.broadcast_to(np.asarray(q0, float), shape).copy()
     p = q * rho0
@@ -168,12 +170,6 @@ def _layer(reading: LayerReading, T: int, q, p, alpha_sa, beta):
     return q, p, q_att, p_att, betas
 
 
-def _sequence_length(T) -> int:
-    if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T < 2:
-        raise ValueError(f"seq_len must be an integer >= 2 (the finite-T theory at T = seq_len), got {T!r}")
-    return int(T)
-
-
 def predict_cosine_profile(layers, seq_len: int, *, rho0: float = 0.0, q0: float = 1.0) -> np.ndarray:
     """Theory: rho before the first layer and after each of the L layers, shape (L+1,).
 
@@ -182,11 +178,9 @@ def predict_cosine_profile(layers, seq_len: int, *, rho0: float = 0.0, q0: float
     ``rho0`` (DESIGN.md: q0 = 1). ``q0`` matters for post-LN stacks, whose
     first attention layer sees the raw input.
     """
-    if not (0.0 <= float(rho0) < 1.0):
-        raise ValueError(f"rho0 must lie in [0, 1), got {rho0!r}")
-    if not (float(q0) > 0 and math.isfinite(float(q0))):
-        raise ValueError(f"q0 must be > 0, got {q0!r}")
-    return theory_run(read(layers), seq_len, rho0=float(rho0), q0=float(q0)).rho
+    T = check.sequence_length(seq_len, name="seq_len", infinite=False)
+    rho0, q0 = float(check.rho0(rho0, T)), float(check.positive("q0", q0))
+    return theory_run(read(layers), T, rho0=rho0, q0=q0).rho
 
 
 # --- measurement ------------------------------------------------------------------------
@@ -195,20 +189,17 @@ def overlaps(x: torch.Tensor, batch_first: bool = True) -> tuple[float, float]:
     """(q, p) of token sequences x: q = mean |X_t|^2/d, p = mean_{t != s} X_t.X_s/d, batch-averaged.
 
     ``x``: (T, d), or (batch, T, d) when ``batch_first`` else (T, batch, d).
-    p uses |sum_t X_t|^2 = sum_t |X_t|^2 + sum_{t != s} X_t.X_s (O(T d)).
+    The estimator is :func:`verify.montecarlo.overlap_samples` (per sequence), averaged over the batch.
     """
     x = x.detach().to(torch.float64)
     if x.dim() == 2:
         x = x.unsqueeze(0)
     elif not batch_first:
         x = x.transpose(0, 1)
-    T, d = x.shape[-2], x.shape[-1]
-    if T < 2:
-        raise ValueError(f"need at least 2 tokens per sequence, got {T}")
-    norms = x.pow(2).sum(-1)
-    q = norms.mean() / d
-    p = ((x.sum(-2).pow(2).sum(-1) - norms.sum(-1)) / (d * T * (T - 1))).mean()
-    return float(q), float(p)
+    if x.shape[-2] < 2:
+        raise ValueError(f"need at least 2 tokens per sequence, got {x.shape[-2]}")
+    q, p = overlap_samples(x)
+    return float(q.mean()), float(p.mean())
 
 
 def measure_overlaps(layers, x) -> tuple[np.ndarray, np.ndarray]:
@@ -258,8 +249,6 @@ def profile_estimate(runs):
 
 def overlaps_estimate(overlaps):
     """rho from measured (q, p) profiles, one pair per initialisation (as :func:`profile_estimate`)."""
-    from .montecarlo import Estimate, ratio_estimate
-
     qs, ps = zip(*overlaps)
     return ratio_estimate(Estimate(np.array(ps)), Estimate(np.array(qs)))
 
@@ -301,7 +290,7 @@ def apply_init(model, beta: float, alpha_sa: float, *, seq_len: int):
     as in the module docstring (post-LN: attention output projection / alpha;
     pre-LN: both branches of layer l / alpha^l).
     """
-    T = _sequence_length(seq_len)
+    T = check.sequence_length(seq_len, name="seq_len", infinite=False)
     beta, alpha_sa = float(beta), float(alpha_sa)
     if not (beta > 0 and math.isfinite(beta)) or not (alpha_sa > 0 and math.isfinite(alpha_sa)):
         raise ValueError(f"beta and alpha_sa must be finite and > 0, got beta={beta!r}, alpha_sa={alpha_sa!r}")
@@ -389,7 +378,7 @@ def embedding_state(model, seq_len: int) -> tuple[float, float]:
     from .adapters_read import read_layernorm
 
     emb = model.embeddings
-    T = _sequence_length(seq_len)
+    T = check.sequence_length(seq_len, name="seq_len", infinite=False)
     positions = emb.position_embeddings.num_embeddings
     if T > positions:
         raise ValueError(f"seq_len = {T} exceeds the model's {positions} position embeddings "

@@ -1,4 +1,7 @@
-"""Figures that need Monte Carlo: Fig. 3 (the IPR against β), Fig. 4 (the query gradient) and the dots of Fig. 2.
+"""Figures that need Monte Carlo: Fig. 3 (the IPR against β), Fig. 4 (the query gradient), Fig. 2 measured.
+
+Registered with the ``sigprop figure`` command through the entry-point group
+``sigprop.figures`` (pyproject.toml), so that numeric does not import verify.
 
 - :func:`figure_3`: E Σ_s A_ts² against β at q = 1, p = 0 — the T → ∞ theory
   (eq. 4), numeric's exact finite-T lines, and Monte Carlo points (± one
@@ -12,8 +15,9 @@
   T ∈ {2048, 4096, 8192}, d ∈ {256, 512, 1024} on a GPU, smaller on a CPU; a
   second panel shows autograd over the leading order against the first-order
   finite-d theory (:func:`verify.theory.query_grad_finite_d`).
-- :func:`measure_profiles`: ρ after every block of torch stacks, for
-  ``sigprop figure 2 --measure`` (numeric.figures.figure_2 draws them as dots).
+- :func:`figure_2_measured` (``sigprop figure 2 --measure``): Fig. 2 at β = 1.5
+  with the finite-T and T → ∞ lines and, as dots, ρ after every block of torch
+  stacks (:func:`measure_profiles`).
 - :func:`figure_clusters`: errata 10 — gain-controlled post-LN at β = 2.5, where
   condensed attention clusters the tokens: the (q, p) theory (finite T and
   T → ∞), the overlap-matrix theory (:func:`numeric.gram_profile`, ± one
@@ -28,6 +32,7 @@ import numpy as np
 import torch
 
 import numeric
+from derive.parameters import ARCHITECTURES
 
 from . import montecarlo as mc
 from . import theory
@@ -171,6 +176,29 @@ def ipr_points(betas, T: int, *, quick: bool = False, device=None, seed: int = 0
     estimates = [mc.gaussian_moments(float(b), T=T, samples=samples, device=device, seed=seed + 97 * i).ipr2
                  for i, b in enumerate(betas)]
     return np.array([e.mean for e in estimates]), np.array([e.se for e in estimates])
+
+
+#: Sizes of the torch measurement (d from verify.figures: 512, quick 128). Gaussian input tokens
+#: (overlaps 0 +- d^-1/2) where T > d - 1 leaves no room for T + 1 orthonormal ones.
+FIG2_MEASURED = {False: dict(T=512, depth=30, tokens="gaussian"), True: dict(T=64, depth=8, tokens="basis")}
+#: beta of the measured variant: just above beta_c = sqrt(2), where finite-T effects are largest (B.3)
+FIG2_MEASURED_BETA = 1.5
+
+
+def figure_2_measured(path=None, quick: bool = False, device=None, seed: int = 0):
+    """Fig. 2 measured (``sigprop figure 2 --measure``): at beta = 1.5, just above beta_c, where finite-T
+    effects are largest, the exact finite-T theory (solid) at the T of the torch measurement (dots, +- one
+    standard error over initialisations) and the paper's T -> oo theory (dashed)."""
+    from numeric.plotting import plot_profiles
+
+    sizes, beta = FIG2_MEASURED[bool(quick)], FIG2_MEASURED_BETA
+    profiles = {arch: numeric.cosine_profile(arch, sizes["depth"], beta=beta, T=sizes["T"]) for arch in ARCHITECTURES}
+    asymptotic = {arch: numeric.cosine_profile(arch, sizes["depth"], beta=beta) for arch in ARCHITECTURES}
+    measured = measure_profiles(profiles, beta=beta, quick=quick, T=sizes["T"], kind=sizes["tokens"], device=device,
+                                seed=seed)
+    return plot_profiles(profiles, path=path, measured=measured, dashed=asymptotic,
+                         title=rf"$\beta = {beta:g}$, $T = {sizes['T']}$: finite-T theory (solid), "
+                               r"$T\to\infty$ (dashed), torch (dots)")
 
 
 def measure_profiles(profiles: dict, beta: float, quick: bool = False, *, T: int | None = None,

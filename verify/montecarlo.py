@@ -35,8 +35,9 @@ import torch
 
 from derive.layers import SelfAttention
 
-from .torch_view import (build, iter_blocks, make_generator, positive_int, resolve_device, resolve_dtype,
-                         sequence_length, tokens)
+from numeric import validation as check
+
+from .torch_view import build, iter_blocks, make_generator, resolve_device, resolve_dtype, tokens
 
 #: Most score entries (rows x T) held at once when sampling Gaussian scores.
 GAUSSIAN_CHUNK = 1 << 22
@@ -134,7 +135,7 @@ def overlap_samples(x: torch.Tensor):
 
 
 def _check_sizes(T, d, seeds):
-    return sequence_length(T), positive_int("d", d), positive_int("seeds", seeds)
+    return check.sequence_length(T, infinite=False), check.count("d", d), check.count("seeds", seeds)
 
 
 def _setup(device, dtype, seed):
@@ -155,7 +156,7 @@ def profile(arch, depth: int, *, beta: float, T: int, d: int, seeds: int, rho0: 
     alpha_mlp, sigma_v2, sigma_w2, sigma_b2.
     """
     T, d, seeds = _check_sizes(T, d, seeds)
-    batch = positive_int("batch", batch)
+    batch = check.count("batch", batch)
     device, dtype, generator = _setup(device, dtype, seed)
     x = tokens(seeds, T, d, rho0=rho0, q0=q0, batch=(batch,) if batch > 1 else (), kind=kind, device=device,
                dtype=dtype, generator=generator)
@@ -192,7 +193,7 @@ def _attention_layer(beta, T, d, seeds, q, p, heads, sigma_v2, gain, device, dty
     if not (q > 0 and 0.0 <= p <= q):
         raise ValueError(f"need q > 0 and 0 <= p <= q (tokens with a common component), got q={q}, p={p}")
     device, dtype, generator = _setup(device, dtype, seed)
-    spec = SelfAttention(gain=gain, heads=positive_int("heads", heads))
+    spec = SelfAttention(gain=gain, heads=check.count("heads", heads))
     stack = build(spec, d, seeds=seeds, params={"beta": beta, "sigma_v2": sigma_v2}, device=device, dtype=dtype,
                   generator=generator)
     x = tokens(seeds, T, d, rho0=p / q, q0=q, kind=kind, device=device, dtype=dtype, generator=generator)
@@ -243,8 +244,8 @@ def gaussian_moments(beta: float, *, T: int, samples: int, q: float = 1.0, p: fl
     β_c, much of E Σ_s A_ts A_t's comes from the rare rows that condense on the
     same key, probability ~1/T per pair.)
     """
-    T, samples = sequence_length(T), positive_int("samples", samples)
-    rows = positive_int("rows", rows, minimum=2)
+    T, samples = check.sequence_length(T, infinite=False), check.count("samples", samples)
+    rows = check.count("rows", rows, minimum=2)
     if not (q > 0 and 0.0 <= p <= q):
         raise ValueError(f"need q > 0 and 0 <= p <= q, got q={q}, p={p}")
     device, dtype, generator = _setup(device, dtype, seed)
@@ -322,8 +323,7 @@ def query_gradient(beta: float, *, T: int, d: int, seeds: int, q: float = 1.0, p
                                                  kind)
     G = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
     (G * stack(x)).sum().backward()
-    scale = math.sqrt(beta * math.sqrt(math.log(T)) / d)
-    grad = stack.blocks[0].weights["W_Q"].grad / scale
+    grad = stack.blocks[0].weights["W_Q"].grad / spec.query_key_std(T, d, stack.params)
     with torch.no_grad():
         exact = jacobian_sq_norm(spec, stack.blocks[0].layer_weights(), stack.params, x)
     return QueryGradient(Estimate.of(grad.pow(2).sum((-1, -2))), Estimate.of(exact))
@@ -340,8 +340,8 @@ def jacobian_sq_norm(spec: SelfAttention, weights: dict, params: dict, x: torch.
         raise ValueError("jacobian_sq_norm covers one head")
     d, T = x.shape[-1], x.shape[-2]
     A = spec.torch_attention(x, weights, params)[:, 0]
-    values = x @ weights["W_V"].transpose(-1, -2) * math.sqrt(params[spec.sigma_v2] / d)
-    keys = x @ weights["W_K"].transpose(-1, -2) * math.sqrt(params[spec.beta] * math.sqrt(math.log(T)) / d)
+    values = x @ weights["W_V"].transpose(-1, -2) * spec.value_std(d, params)
+    keys = x @ weights["W_K"].transpose(-1, -2) * spec.query_key_std(T, d, params)
     C, K = values @ values.transpose(-1, -2), keys @ keys.transpose(-1, -2)
     return (x.pow(2).sum(-1) * _softmax_trace(A, C, K)).sum(-1) / d
 

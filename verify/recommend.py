@@ -33,9 +33,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
-from scipy.optimize import brentq
 from torch import nn
 
+from numeric import solve
+from numeric import validation
 from numeric.maps import moment_functions
 
 from . import adapters
@@ -44,7 +45,6 @@ from .adapters_read import LayerReading, read
 #: Relative spread of a variance across layers above which the layers count as differently initialised.
 HOMOGENEOUS_RTOL = 0.1
 ALPHA_MAX = 1e6
-ALPHA_MIN = 1e-9
 #: The beta bracket of the entropy-collapse limit (the IPR runs from 1/T to 1 across it).
 BETA_RANGE = (1e-4, 1e3)
 
@@ -61,6 +61,25 @@ class EncoderConfig:
     activation: str = "relu"
     layer_norm_eps: float = 1e-5
     bias: bool = True
+
+    #: The activations a TransformerEncoderLayer takes by name and the adapters read.
+    ACTIVATIONS = ("relu", "gelu")
+
+    def __post_init__(self):
+        """Each field checked at the boundary: a ValueError naming it, not an error from deep inside torch."""
+        validation.count("num_layers", self.num_layers)
+        validation.count("d_model", self.d_model)
+        validation.count("nhead", self.nhead)
+        validation.count("dim_feedforward", self.dim_feedforward)
+        if self.d_model % self.nhead:
+            raise ValueError(f"nhead = {self.nhead} must divide d_model = {self.d_model}")
+        if self.activation not in self.ACTIVATIONS:
+            raise ValueError(f"activation must be one of {self.ACTIVATIONS} (the stock layer's names the adapters "
+                             f"read), got {self.activation!r}")
+        validation.nonnegative("layer_norm_eps", self.layer_norm_eps)
+        for name in ("norm_first", "bias"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
 
     def build(self, seed: int = 0, num_layers: int | None = None) -> list:
         """The layers at PyTorch's default initialisation, drawn from ``torch.manual_seed(seed)``, in eval mode."""
@@ -118,14 +137,16 @@ def entropy_limit(readings, T: int, *, rho0: float, q0: float = 1.0, ipr_thresho
     Y2 = moment_functions(T)[0]
 
     def excess(log_beta):
-        return float(Y2(math.exp(log_beta), float(q_att), float(p_att), T)) - ipr_threshold
+        return Y2(np.exp(log_beta), float(q_att), float(p_att), T) - ipr_threshold
 
-    lo, hi = math.log(BETA_RANGE[0]), math.log(BETA_RANGE[1])
-    if not (excess(lo) < 0 < excess(hi)):
-        raise ValueError(f"the first attention layer's IPR does not cross ipr_threshold = {ipr_threshold:g} for beta "
-                         f"in {BETA_RANGE} (its input overlap p/q = {float(p_att) / float(q_att):.6g} at T = {T}): "
-                         "no entropy-collapse limit to recommend against")
-    return math.exp(brentq(excess, lo, hi, xtol=1e-10))
+    try:
+        log_beta = solve.increasing_root(excess, math.log(BETA_RANGE[0]), math.log(BETA_RANGE[1]),
+                                         name="entropy-collapse limit")
+    except ValueError:
+        raise ValueError(f"the first attention layer's IPR does not cross ipr_threshold = {ipr_threshold:g} for "
+                         f"beta in {BETA_RANGE} (its input overlap p/q = {float(p_att) / float(q_att):.6g} at "
+                         f"T = {T}): no entropy-collapse limit to recommend against") from None
+    return math.exp(log_beta)
 
 
 def final_rho(readings, T: int, alpha_sa, beta, *, rho0: float, q0: float = 1.0):
@@ -136,22 +157,13 @@ def final_rho(readings, T: int, alpha_sa, beta, *, rho0: float, q0: float = 1.0)
 def critical_alpha(readings, T: int, beta: float, *, eps: float = 0.01, rho0: float, q0: float = 1.0) -> float:
     """Smallest alpha_sa with rho_L <= 1 - eps for this stack (0 if any works, inf if none up to ALPHA_MAX).
 
-    rho_L decreases with alpha_sa (a stronger skip keeps more of the input; the
-    property numeric.critical_alpha relies on), so a bracket and Brent's method find it.
+    rho_L decreases with alpha_sa (a stronger skip keeps more of the input), so the root finder of
+    :func:`numeric.critical_alpha`, :func:`numeric.solve.smallest_alpha`, finds it.
     """
-    target = 1.0 - eps
-
     def gap(alpha):
-        return float(final_rho(readings, T, alpha, beta, rho0=rho0, q0=q0)) - target
+        return final_rho(readings, T, alpha, beta, rho0=rho0, q0=q0) - (1.0 - eps)
 
-    if gap(ALPHA_MIN) <= 0:
-        return 0.0
-    hi = 1.0
-    while gap(hi) > 0:
-        if hi >= ALPHA_MAX:
-            return math.inf
-        hi *= 4.0
-    return brentq(gap, ALPHA_MIN if hi == 1.0 else hi / 4.0, hi, rtol=1e-8)
+    return solve.smallest_alpha(gap, (), rtol=1e-8, alpha_max=ALPHA_MAX)
 
 
 def max_ipr(run, T: int) -> float:
@@ -282,7 +294,7 @@ def recommend(model_or_config, seq_len: int, *, margin: float = 0.25, eps: float
     similarity (default: :func:`default_rho0`). ``seed``: the draw of the layer
     built from a config.
     """
-    T = adapters._sequence_length(seq_len)
+    T = validation.sequence_length(seq_len, name="seq_len", infinite=False)
     if not (0 < margin < 10):
         raise ValueError(f"margin must lie in (0, 10) (a relative margin), got {margin!r}")
     if not (0 < eps < 1):
@@ -290,11 +302,10 @@ def recommend(model_or_config, seq_len: int, *, margin: float = 0.25, eps: float
     if not (1.0 / T < ipr_threshold < 1):
         raise ValueError(f"ipr_threshold must lie in (1/T, 1) = ({1.0 / T:.4g}, 1) (the IPR of a row runs from 1/T, "
                          f"uniform, to 1, one key), got {ipr_threshold!r}")
-    if not (q0 > 0 and math.isfinite(q0)):
-        raise ValueError(f"q0 must be finite and > 0 (the inputs' squared norm per coordinate), got {q0!r}")
-    if rho0 is not None and not (0 <= rho0 < 1 - eps):
-        raise ValueError(f"rho0 must lie in [0, 1 - eps) = [0, {1 - eps:g}) (the inputs' cosine similarity; at "
-                         f"rho0 >= 1 - eps they are rank-collapsed before the first layer), got {rho0!r}")
+    validation.positive("q0", q0)
+    if rho0 is not None and validation.rho0(rho0, T) >= 1 - eps:
+        raise ValueError(f"rho0 must be < 1 - eps = {1 - eps:g}: inputs at rho0 >= 1 - eps are rank-collapsed "
+                         f"before the first layer, got {rho0!r}")
     readings = readings_of(model_or_config, seed)
     rho0 = default_rho0(model_or_config, T, seed) if rho0 is None else float(rho0)
     beta_model = float(np.mean([r.beta(T).mean() for r in readings]))

@@ -1,7 +1,9 @@
 """``sigprop recommend``: the command line of :mod:`verify.recommend` (this module imports no torch).
 
-numeric/cli.py registers the subcommand with :func:`add_arguments` and :func:`run`;
-torch (and transformers for ``--model bert``) are imported only when it runs.
+numeric/cli.py finds this module through the entry-point group ``sigprop.commands``
+(pyproject.toml) and registers the subcommand from :data:`HELP`, :data:`DESCRIPTION`,
+:func:`add_arguments` and :func:`run`; torch (and transformers for ``--model bert``)
+are imported only when it runs.
 
     sigprop recommend --layers 24 --d-model 256 --heads 4 --d-ff 512 --seq-len 64
     sigprop recommend --model bert --layers 60 --seq-len 128 --check
@@ -11,6 +13,8 @@ from __future__ import annotations
 
 import json
 import sys
+
+from numeric import validation as check
 
 #: PyTorch's nn.TransformerEncoderLayer defaults (and nn.Transformer's 6 layers); BertConfig's for --model bert.
 DEFAULTS = {"torch": dict(layers=6, d_model=512, heads=8, d_ff=2048, activation="relu"),
@@ -45,6 +49,9 @@ def add_arguments(parser) -> None:
                                                       "with the model as initialised and the recommendation marked")
 
 
+#: The one-line help of ``sigprop recommend`` in ``sigprop --help``.
+HELP = ("beta and alpha_sa for a real torch encoder or BERT config, with a margin (needs torch; transformers for "
+        "--model bert)")
 #: What ``sigprop recommend --help`` says the command does.
 DESCRIPTION = ("Recommend the query/key scale beta and the attention skip strength alpha_sa that keep a "
                "torch.nn.TransformerEncoderLayer stack or a Hugging Face BertModel (described by the options below) "
@@ -57,12 +64,10 @@ def config_of(args):
     """An EncoderConfig or a BertConfig from the options (model defaults filled in)."""
     values = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in DEFAULTS[args.model].items()}
     for name in ("layers", "d_model", "heads", "d_ff"):
-        if values[name] < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {values[name]}")
+        check.count(f"--{name.replace('_', '-')}", values[name])
     if values["d_model"] % values["heads"]:
         raise ValueError(f"--d-model ({values['d_model']}) must be divisible by --heads ({values['heads']})")
-    if args.batch < 1:
-        raise ValueError(f"--batch must be a positive integer, got {args.batch}")
+    check.count("--batch", args.batch)
     if args.model == "bert":
         if args.norm_first:
             raise ValueError("BERT is post-LN: --norm-first applies to --model torch only")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 import os
 
 import torch
@@ -28,31 +27,17 @@ from torch import nn
 
 from derive.architectures import architecture
 from derive.layers import MLP, Layer, Residual, SelfAttention, Sequence
+from derive.parameters import DEFAULTS
+from numeric import validation as check
 
 #: Environment variable naming the default device ("cpu", "cuda", "cuda:1", "auto").
 DEVICE_ENV = "SIGPROP_DEVICE"
-#: Parameter values used where ``params`` leaves one out (numeric.cosine_profile's defaults).
-DEFAULT_PARAMS = dict(alpha_sa=1.0, alpha_mlp=1.0, sigma_v2=1.0, sigma_w2=2.0, sigma_b2=0.0)
+#: Parameter values used where ``params`` leaves one out: the one table, derive.parameters.DEFAULTS.
+DEFAULT_PARAMS = DEFAULTS
 _SEP = ":"
 
 
 # --- checks and device --------------------------------------------------------------
-
-def positive_int(name: str, value, minimum: int = 1) -> int:
-    """``value`` as an int >= ``minimum``, or ``ValueError`` naming ``name`` and the reason."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
-    return int(value)
-
-
-def sequence_length(T) -> int:
-    """T >= 2: attention over a single token is the identity and the theory needs ln T > 0."""
-    if isinstance(T, bool) or not isinstance(T, numbers.Integral) or T < 2:
-        raise ValueError(f"T must be an integer >= 2 (softmax over one token is trivial and ln T = 0), got {T!r}")
-    return int(T)
-
 
 def resolve_device(device=None) -> torch.device:
     """The torch device for ``device`` (``None``: ``$SIGPROP_DEVICE``, else "cpu").
@@ -106,7 +91,7 @@ def make_generator(seed: int | None, generator, device: torch.device) -> torch.G
 def spec_of(spec_or_name, activation: str = "relu", heads: int = 1) -> Layer:
     """The spec for a name of :data:`derive.architectures.ARCHITECTURES` or a Layer, with ``heads`` heads."""
     spec = architecture(spec_or_name, activation)
-    heads = positive_int("heads", heads)
+    heads = check.count("heads", heads)
     return spec if heads == 1 else with_heads(spec, heads)
 
 
@@ -188,7 +173,7 @@ class Stack(nn.Module):
         if x.dim() < 3 or x.shape[0] != self.n_seeds or x.shape[-1] != self.d:
             raise ValueError(f"input must have shape ({self.n_seeds} seeds, [batch...,] T, {self.d}), "
                              f"got {tuple(x.shape)}")
-        sequence_length(x.shape[-2])
+        check.sequence_length(x.shape[-2], infinite=False)
 
     def forward(self, x):
         self._check(x)
@@ -216,7 +201,7 @@ def build(spec_or_name, d: int, *, seeds: int, params: dict | None = None, depth
     beta, alpha_sa, alpha_mlp, sigma_v2, sigma_w2, sigma_b2 to floats
     (defaults as numeric.cosine_profile, beta required by attention).
     """
-    d, seeds = positive_int("d", d), positive_int("seeds", seeds)
+    d, seeds = check.count("d", d), check.count("seeds", seeds)
     blocks = iter_blocks(spec_or_name, d, seeds=seeds, params=params, depth=depth, activation=activation,
                          heads=heads, device=device, dtype=dtype, seed=seed, generator=generator)
     return Stack(list(blocks), d, seeds)
@@ -230,9 +215,9 @@ def iter_blocks(spec_or_name, d: int, *, seeds: int, params: dict | None = None,
     A measurement that runs blocks in turn holds one block's weights at a
     time: 30 blocks at d = 2048 and 8 seeds would need 10 GB at once.
     """
-    d = positive_int("d", d)
-    seeds = positive_int("seeds", seeds)
-    depth = positive_int("depth", depth, minimum=0)
+    d = check.count("d", d)
+    seeds = check.count("seeds", seeds)
+    depth = check.count("depth", depth, minimum=0)
     device, dtype = resolve_device(device), resolve_dtype(dtype)
     spec = spec_of(spec_or_name, activation, heads)
     values = full_params(spec, params)
@@ -260,13 +245,12 @@ def tokens(seeds: int, T: int, d: int, *, rho0: float = 0.0, q0: float = 1.0, ba
     ``kind="gaussian"``: X_t = sqrt(q0) (sqrt(rho0) c + sqrt(1 - rho0) z_t), c, z_t
     i.i.d. N(0, I_d): the overlaps hold in expectation, with O(1/sqrt d)
     fluctuations (any T).
+    ``rho0`` may be negative, down to -1/(T-1) (:func:`numeric.validation.rho0`): the
+    tokens are then the own parts minus a multiple of their mean (:func:`_anticorrelated`).
     """
-    seeds, T, d = positive_int("seeds", seeds), sequence_length(T), positive_int("d", d)
-    batch = tuple(positive_int("batch size", b) for b in batch)
-    if not (0.0 <= float(rho0) <= 1.0):
-        raise ValueError(f"rho0 must lie in [0, 1] (a common component c gives non-negative overlaps), got {rho0!r}")
-    if not (float(q0) > 0 and math.isfinite(float(q0))):
-        raise ValueError(f"q0 must be > 0, got {q0!r}")
+    seeds, T, d = check.count("seeds", seeds), check.sequence_length(T, infinite=False), check.count("d", d)
+    batch = tuple(check.count("batch size", b) for b in batch)
+    rho0, q0 = float(check.rho0(rho0, T)), float(check.positive("q0", q0))
     device, dtype = resolve_device(device), resolve_dtype(dtype)
     shape = (seeds, *batch)
     if kind in ("basis", "frame") and T + 1 > d:
@@ -284,4 +268,18 @@ def tokens(seeds: int, T: int, d: int, *, rho0: float = 0.0, q0: float = 1.0, ba
     else:
         raise ValueError(f"kind must be 'basis', 'frame' or 'gaussian', got {kind!r}")
     common, own = frame[..., :1, :], frame[..., 1:, :]
-    return math.sqrt(q0) * (math.sqrt(rho0) * common + math.sqrt(1.0 - rho0) * own)
+    if rho0 >= 0.0:
+        return math.sqrt(q0) * (math.sqrt(rho0) * common + math.sqrt(1.0 - rho0) * own)
+    return _anticorrelated(own, rho0, q0)
+
+
+def _anticorrelated(own, rho0: float, q0: float):
+    """Tokens with a negative overlap rho0 >= -1/(T-1): Y_t = own_t - c mean_s own_s, scaled to norm q0.
+
+    For orthonormal own_t (|own_t|^2/d = 1), Y_t.Y_s/d = delta_ts + k/T with k = c^2 - 2c; k = rho0 T/(1 - rho0)
+    gives cosine rho0, and c = 1 - sqrt(1 + k) is real because k >= -1 exactly when rho0 >= -1/(T-1).
+    """
+    T = own.shape[-2]
+    k = rho0 * T / (1.0 - rho0)
+    c = 1.0 - math.sqrt(max(1.0 + k, 0.0))
+    return math.sqrt(q0 / (1.0 + k / T)) * (own - c * own.mean(dim=-2, keepdim=True))

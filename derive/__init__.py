@@ -1,6 +1,6 @@
 """derive: the theory of signal propagation through transformers at initialisation, computed by SymPy.
 
-Contract (DESIGN.md)::
+Contract (docs/design.md)::
 
     derive.critical_beta()    # beta_c(q, p) = sqrt(2/(q(q-p))), from the 1-RSB saddle point
     derive.ipr(r)             # asymptotic E sum_s A_ts^r, Piecewise in beta (0 below beta_c)

@@ -3,7 +3,7 @@
 Paper (Giorlandino & Goldt, "Two failure modes of deep transformers"): Result 1
 (sec. 2.1, eqs. 2-4), B.1 (eq. 9), B.2.1 (eqs. 10-15), B.3 (eqs. 24-25).
 
-Setting (DESIGN.md conventions). One attention row t holds T = e^N scores a_ts
+Setting (docs/design.md, "Conventions"). One attention row t holds T = e^N scores a_ts
 with Var a_ts = beta^2 N q^2 and Cov(a_ts, a_ts') = beta^2 N q p (eq. 9). The
 common part shifts every score of the row by the same amount and cancels in the
 softmax, so the row is a Random Energy Model (REM): T = e^N states with i.i.d.

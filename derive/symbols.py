@@ -1,4 +1,4 @@
-"""The named SymPy symbols of the theory (DESIGN.md, "Contract").
+"""The named SymPy symbols of the theory (docs/design.md, "The contract").
 
 Every expression that :mod:`derive` returns is built from these symbols, so a
 user can evaluate it by substituting by name::

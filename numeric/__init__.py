@@ -1,6 +1,6 @@
 """numeric: the theory compiled into fast vectorised NumPy maps.
 
-Contract (DESIGN.md)::
+Contract (docs/design.md)::
 
     numeric.ipr(beta, *, r=2, q=1.0, p=0.0, T=None)
     numeric.ipr_pair(beta, *, q=1.0, p=0.0, T=None)

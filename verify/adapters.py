@@ -1,6 +1,6 @@
 """Real models at their own initialisation: predict and measure the token cosine similarity.
 
-Contract (DESIGN.md)::
+Contract (docs/design.md)::
 
     predict_cosine_profile(layers, seq_len, *, rho0=0.0)   # theory, ndarray (L+1,)
     measure_cosine_profile(layers, x)                      # forward hooks on a real forward pass
@@ -175,7 +175,7 @@ def predict_cosine_profile(layers, seq_len: int, *, rho0: float = 0.0, q0: float
 
     Reads ``layers`` (module docstring) and runs the exact finite-T theory at
     T = ``seq_len`` from inputs with |X_t|^2/d = ``q0`` and cosine similarity
-    ``rho0`` (DESIGN.md: q0 = 1). ``q0`` matters for post-LN stacks, whose
+    ``rho0`` (docs/design.md: q0 = 1). ``q0`` matters for post-LN stacks, whose
     first attention layer sees the raw input.
     """
     T = check.sequence_length(seq_len, name="seq_len", infinite=False)
@@ -286,7 +286,7 @@ def apply_init(model, beta: float, alpha_sa: float, *, seq_len: int):
 
     Every head's query and key rows (and biases) are multiplied by
     sqrt(beta / beta_h), which sets its score scale to beta sqrt(ln T) (beta is
-    defined at a sequence length, DESIGN.md). The residual branches are scaled
+    defined at a sequence length, docs/design.md). The residual branches are scaled
     as in the module docstring (post-LN: attention output projection / alpha;
     pre-LN: both branches of layer l / alpha^l).
     """

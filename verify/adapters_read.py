@@ -8,7 +8,7 @@ the module and what is unsupported; nothing is approximated silently):
 - ``transformers`` BERT: ``BertModel``, ``BertEncoder``, a list of ``BertLayer``
   (post-LN), when transformers is installed.
 
-What is read, and why it is the theory's parameter (DESIGN.md conventions):
+What is read, and why it is the theory's parameter (docs/design.md, "Conventions"):
 
 - **scores** (eq. 6, per head h): PyTorch and BERT compute a_ts = q_t . k_s / sqrt(d_h)
   with q_t = W_Q^h x_t, k_s = W_K^h x_s. For W_Q^h, W_K^h with i.i.d. zero-mean entries of

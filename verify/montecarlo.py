@@ -7,7 +7,7 @@ samples, their mean and the standard error of the mean. Seeds are the
 independent units; everything inside one seed (tokens, rows, batch) is
 averaged first.
 
-Definitions, matching the theory (DESIGN.md, paper eq. 1):
+Definitions, matching the theory (docs/design.md, paper eq. 1):
 
 - per seed, q̂ = mean_t |X_t|^2/d and p̂ = mean_{t != s} X_t.X_s/d over the
   tokens of its sequences (averaged over its batch). The theory's ρ = p/q is

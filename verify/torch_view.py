@@ -1,8 +1,8 @@
 """The torch view of an architecture spec: the network at initialisation, batched over seeds.
 
-One spec, three views (DESIGN.md): :mod:`derive.layers` gives every layer kind
+One spec, three views (docs/design.md): :mod:`derive.layers` gives every layer kind
 its ``torch_init`` (unit-variance weights) and ``torch_forward`` (the weights
-scaled by DESIGN.md's variances: W_Q, W_K entries N(0, beta sqrt(ln T)/d),
+scaled by docs/design.md's variances: W_Q, W_K entries N(0, beta sqrt(ln T)/d),
 W_V N(0, sigma_v2/d), MLP weights N(0, sigma_w2/fan_in), biases N(0, sigma_b2)).
 This module wraps them into an ``nn.Module`` whose weights are ``nn.Parameter``
 (so autograd works), with a leading *seed* dimension: ``n_seeds`` independent
@@ -10,7 +10,7 @@ initialisations run as one batched tensor program, never a Python loop.
 
 - :func:`build` stacks ``depth`` blocks of a spec, each with its own weights;
 - :func:`tokens` draws input sequences with q0 = |X_t|^2/d and cosine
-  similarity rho0 (the theory's input state, DESIGN.md: q0 = 1, p0 = rho0);
+  similarity rho0 (the theory's input state, docs/design.md: q0 = 1, p0 = rho0);
 - :func:`resolve_device` picks the device: an explicit argument, else the
   environment variable ``SIGPROP_DEVICE``, else the CPU. A CUDA request
   without CUDA raises ``RuntimeError`` (never a silent fallback).

@@ -28,9 +28,9 @@ formula:
    turns the square root sqrt(a^2 - t^2) of step 2 into a cos(theta).
 
 Activations without a closed form (tanh) are opaque SymPy functions
-(:func:`opaque_kernel`) that evaluate numerically through mpmath and rewrite to
-their 2-D Gaussian integral. :func:`kernel_reference` is the mpmath quadrature
-against which every closed form is tested at 30 digits.
+(:func:`opaque_kernel`) that evaluate numerically by mpmath quadrature
+(:mod:`derive.kernel_quadrature`) and rewrite to their 2-D Gaussian integral.
+The tests hold every closed form against that quadrature at 30 digits.
 
 References: Williams (1997), "Computing with infinite networks" (erf);
 Cho & Saul (2009), "Kernel methods for deep learning" (arc-cosine, relu);
@@ -47,7 +47,7 @@ import mpmath
 import sympy
 from sympy import Add, DiracDelta, Mul, S, exp, oo, pi, sqrt
 
-from . import parameters
+from . import kernel_quadrature, parameters
 
 __all__ = [
     "ACTIVATIONS",
@@ -56,7 +56,6 @@ __all__ = [
     "activation_function",
     "gaussian_kernel",
     "kernel_derivative",
-    "kernel_reference",
     "opaque_kernel",
 ]
 
@@ -444,9 +443,9 @@ class OpaqueKernel(sympy.Function):
     Subclasses are made by :func:`opaque_kernel` and carry ``activation`` (a name)
     and ``phi`` (a SymPy Lambda). They print as ``<activation>_kernel(q, c)`` so that
     a numeric backend can map them by name (e.g. to Gauss-Hermite quadrature),
-    evaluate through :func:`kernel_reference` in ``evalf``, rewrite to their 2-D
-    Gaussian integral with ``.rewrite(sympy.Integral)``, and differentiate in c by
-    Price's theorem into the kernel of phi'.
+    evaluate in ``evalf`` by mpmath quadrature (:mod:`derive.kernel_quadrature`),
+    rewrite to their 2-D Gaussian integral with ``.rewrite(sympy.Integral)``, and
+    differentiate in c by Price's theorem into the kernel of phi'.
     """
 
     nargs = 2
@@ -484,7 +483,7 @@ class OpaqueKernel(sympy.Function):
         if not (q.is_number and c.is_number):
             return None
         dps = mpmath.libmp.prec_to_dps(prec)
-        value = _opaque_reference(type(self), q, c, dps)
+        value = kernel_quadrature.gaussian_kernel(self.phi, q, c, dps)
         return sympy.Float(value, dps)
 
     def _latex(self, printer, exp=None):
@@ -533,203 +532,3 @@ def opaque_kernel(activation, phi=None):
 
 #: K_tanh(q, c): no closed form; prints as ``tanh_kernel(q, c)``.
 TanhKernel = opaque_kernel("tanh")
-
-
-# ---------------------------------------------------------------------------
-# mpmath reference: the 2-D Gaussian integral at high precision.
-# ---------------------------------------------------------------------------
-
-_GUARD_DIGITS = 10
-
-
-def _relu_conditional_mean(m, s):
-    """E relu(m + s z): m Phi(m/s) + s phi(m/s) (the mean of a rectified Gaussian)."""
-    if s == 0:
-        return max(m, mpmath.mpf(0))
-    return m * mpmath.ncdf(m / s) + s * mpmath.npdf(m / s)
-
-
-def _erf_conditional_mean(m, s):
-    """E erf(m + s z) = erf(m / sqrt(1 + 2 s^2)) (Williams 1997)."""
-    return mpmath.erf(m / mpmath.sqrt(1 + 2 * s**2))
-
-
-def _gelu_conditional_mean(m, s):
-    """E[(m + s z) Phi(m + s z)] = m Phi(m/r) + (s^2/r) phi(m/r), r = sqrt(1 + s^2)."""
-    r = mpmath.sqrt(1 + s**2)
-    return m * mpmath.ncdf(m / r) + s**2 / r * mpmath.npdf(m / r)
-
-
-def _identity_conditional_mean(m, s):
-    return m
-
-
-#: E[phi(m + s z)], z ~ N(0, 1): the inner integral of the 2-D reference done
-#: in closed form (standard 1-D Gaussian identities, tested against quadrature).
-_CONDITIONAL_MEANS = {
-    "relu": _relu_conditional_mean,
-    "erf": _erf_conditional_mean,
-    "gelu": _gelu_conditional_mean,
-    "identity": _identity_conditional_mean,
-}
-
-
-def _to_mpf(value):
-    """An mpmath number at the working precision from a float, int, str or SymPy number."""
-    if isinstance(value, sympy.Basic):
-        value = sympy.N(value, mpmath.mp.dps + 5)
-        if not value.is_real:
-            raise ValueError(f"expected a real number, got {value}")
-        return mpmath.mpf(value._to_mpmath(mpmath.mp.prec))
-    return mpmath.mpf(value)
-
-
-@functools.lru_cache(maxsize=None)
-def _legendre_rule(n, dps):
-    """Gauss-Legendre nodes and weights on [-1, 1] at dps digits."""
-    with mpmath.workdps(dps):
-        nodes, weights = mpmath.gauss_quadrature(n, "legendre")
-        return tuple(zip(nodes, weights))
-
-
-def _breakpoints(center, scale, half_width, ratio=2, max_width=3):
-    """Panel ends on [-L, L], graded geometrically away from ``center``.
-
-    The integrands are steep (or kinked) at ``center`` on the length ``scale``;
-    panels grow by ``ratio`` up to ``max_width`` so that each sees a smooth function.
-    """
-    center = min(max(center, -half_width), half_width)
-    points = {center, -half_width, half_width}
-    for sign in (1, -1):
-        width, end = scale, center
-        while True:
-            end = end + sign * width
-            if not -half_width < end < half_width:
-                break
-            points.add(end)
-            width = min(width * ratio, max_width)
-    return sorted(points)
-
-
-def _gaussian_rule(center, scale, half_width, n, dps):
-    """(z, w) with sum w f(z) ~ int f(z) exp(-z^2/2) dz: composite Gauss-Legendre."""
-    rule = []
-    points = _breakpoints(center, scale, half_width)
-    for a, b in zip(points[:-1], points[1:]):
-        half, mid = (b - a) / 2, (a + b) / 2
-        for node, weight in _legendre_rule(n, dps):
-            z = mid + half * node
-            rule.append((z, half * weight * mpmath.exp(-z * z / 2)))
-    return rule
-
-
-def _quadrature_size(dps, two_dimensional):
-    """Gauss-Legendre nodes per panel and the truncation L, exp(-L^2/2) < 10^-(dps+8).
-
-    Tuned against the closed forms (1-D) and against higher-order runs (2-D) to
-    reach about dps digits; the 2-D rule is leaner as its cost is quadratic.
-    """
-    n = dps // 2 + (9 if two_dimensional else 16)
-    half_width = mpmath.sqrt(2 * (dps + 8) * mpmath.log(10))
-    return n, half_width
-
-
-def _conditional_reference(conditional_mean, phi, q, rho, dps):
-    """E[phi(u) E[phi(v) | u]]: a 1-D quadrature over z1, u = sqrt(q) z1.
-
-    Given u, v ~ N(rho u, q (1 - rho^2)), whose mean of phi is known in closed form.
-    """
-    root_q, s = mpmath.sqrt(q), mpmath.sqrt(1 - rho**2)
-    n, half_width = _quadrature_size(dps, two_dimensional=False)
-    scale = min(1, 1 / root_q, s) if s > 0 else min(1, 1 / root_q)
-    total = mpmath.fsum(
-        weight * phi(root_q * z) * conditional_mean(root_q * rho * z, root_q * s)
-        for z, weight in _gaussian_rule(mpmath.mpf(0), scale, half_width, n, dps + _GUARD_DIGITS)
-    )
-    return total / mpmath.sqrt(2 * mpmath.pi)
-
-
-def _two_dimensional_reference(phi, q, rho, dps, symmetric):
-    """int int phi(u) phi(v) dz1 dz2 Gaussian, u = sqrt(q) z1, v = sqrt(q)(rho z1 + s z2).
-
-    Composite Gauss-Legendre in both variables, graded around the steep point
-    of each factor (z1 = 0; z2 = -rho z1 / s). ``symmetric`` (phi odd or even)
-    halves the work: the integrand is invariant under (z1, z2) -> (-z1, -z2).
-    """
-    root_q, s = mpmath.sqrt(q), mpmath.sqrt(1 - rho**2)
-    n, half_width = _quadrature_size(dps, two_dimensional=True)
-    work = dps + _GUARD_DIGITS
-    if s == 0:
-        total = mpmath.fsum(
-            w * phi(root_q * z) * phi(root_q * rho * z)
-            for z, w in _gaussian_rule(mpmath.mpf(0), min(1, 1 / root_q), half_width, n, work)
-        )
-        return total / mpmath.sqrt(2 * mpmath.pi)
-    inner_scale = min(1, 1 / (root_q * s))
-    outer_scale = min(1, 1 / root_q, s)
-    total = mpmath.mpf(0)
-    for z1, w1 in _gaussian_rule(mpmath.mpf(0), outer_scale, half_width, n, work):
-        if symmetric and z1 < 0:
-            continue
-        mean = rho * z1
-        inner = mpmath.fdot(
-            (w2, phi(root_q * (mean + s * z2)))
-            for z2, w2 in _gaussian_rule(-mean / s, inner_scale, half_width, n, work)
-        )
-        total += w1 * phi(root_q * z1) * inner
-    if symmetric:
-        total *= 2
-    return total / (2 * mpmath.pi)
-
-
-@functools.lru_cache(maxsize=None)
-def _mpmath_activation(phi):
-    """phi as an mpmath function, and whether it is odd or even (symmetric kernel)."""
-    expr = phi(_x)
-    numeric = sympy.lambdify(_x, expr, "mpmath")
-    symmetric = sympy.simplify(expr.subs(_x, -_x) ** 2 - expr**2) == 0
-    return numeric, symmetric
-
-
-@functools.lru_cache(maxsize=1024)
-def _reference(phi, conditional_mean, q, c, dps, method):
-    """Shared body of :func:`kernel_reference` and the opaque kernels' evalf."""
-    if method not in ("auto", "conditional", "quadrature"):
-        raise ValueError(f"method must be 'auto', 'conditional' or 'quadrature'; got {method!r}")
-    if method == "conditional" and conditional_mean is None:
-        raise ValueError("method='conditional' needs a known conditional mean E[phi(m + s z)]")
-    numeric, symmetric = _mpmath_activation(phi)
-    with mpmath.workdps(dps + _GUARD_DIGITS):
-        q, c = _to_mpf(q), _to_mpf(c)
-        if not q > 0:
-            raise ValueError(f"q must be positive; got {q}")
-        if abs(c) > q:
-            raise ValueError(f"need |c| <= q (a covariance); got q={q}, c={c}")
-        rho = c / q
-        if conditional_mean is not None and method != "quadrature":
-            value = _conditional_reference(conditional_mean, numeric, q, rho, dps)
-        else:
-            value = _two_dimensional_reference(numeric, q, rho, dps, symmetric)
-        return value
-
-
-def _opaque_reference(cls, q, c, dps):
-    return _reference(cls.phi, None, q, c, dps, "quadrature")
-
-
-def kernel_reference(activation, q, c, dps=30, method="auto"):
-    """K_phi(q, c) by mpmath quadrature at ``dps`` digits (an mpmath ``mpf``).
-
-    The reference for the closed forms' tests and for numeric quadrature.
-    ``method="conditional"`` integrates over u only, with E[phi(v) | u] in closed
-    form (relu, erf, gelu, identity); ``"quadrature"`` does the full 2-D
-    integral for any activation (tanh, or a name registered by
-    :func:`opaque_kernel`); ``"auto"`` takes the first available. rho = c/q = +-1
-    (c = +-q) is the 1-D degenerate limit.
-    """
-    if activation in _OPAQUE and activation not in ACTIVATIONS:
-        phi = _OPAQUE[activation].phi
-    else:
-        _check_activation(activation)
-        phi = activation_function(activation)
-    return _reference(phi, _CONDITIONAL_MEANS.get(activation), q, c, dps, method)

@@ -350,11 +350,11 @@ class Activation(Layer):
         return f"Activation({self.name})"
 
     def numpy_function(self):
-        """phi as a vectorised NumPy function (for quadrature of kernels without closed form)."""
-        import numpy as np
-        from scipy.special import erf, ndtr
-        return {"relu": lambda z: np.maximum(z, 0.0), "erf": erf, "tanh": np.tanh,
-                "gelu": lambda z: z * ndtr(z), "identity": lambda z: z}[self.name]
+        """phi as a vectorised NumPy function: derive's one definition of phi
+        (:func:`derive.kernels.activation_function`) lambdified. :mod:`numeric` runs without SymPy on
+        the same expression printed into ``numeric._generated.ACTIVATION_FUNCTIONS``."""
+        x = sympy.Symbol("x", real=True)
+        return sympy.lambdify(x, kernels.activation_function(self.name)(x), modules=["scipy", "numpy"])
 
     def gram_map(self, Q, params, ctx):
         """K(q, Q_ts) entrywise, K from ``ctx.kernel``. Tokens must share their norm q (as after a

@@ -1,9 +1,12 @@
 """Gauss–Hermite quadrature of Gaussian kernels K(q, c) = E[phi(u) phi(v)] (paper eqs. 35-36).
 
-Used for activations without a closed form (tanh). With u = sqrt(q) z1 and
-v = sqrt(q) (rho z1 + sqrt(1 - rho^2) z2), rho = c/q, the expectation is a
-2-D integral over independent standard normals, done on a tensor grid of
-probabilists' Gauss–Hermite nodes; vectorised over any array of (q, c).
+Used for activations without a closed form (tanh). The integrand is the
+activation's NumPy form ``_generated.ACTIVATION_FUNCTIONS[name]``, printed by
+:mod:`numeric.codegen` from derive's SymPy definition, so no SymPy is needed at
+run time. With u = sqrt(q) z1 and v = sqrt(q) (rho z1 + sqrt(1 - rho^2) z2),
+rho = c/q, the expectation is a 2-D integral over independent standard
+normals, done on a tensor grid of probabilists' Gauss–Hermite nodes;
+vectorised over any array of (q, c).
 
 phi(sqrt(q) z) sharpens as q grows (tanh's poles approach the real z axis as
 pi/(2 sqrt q)), so the node count grows with the largest q of a call
@@ -24,6 +27,9 @@ from functools import lru_cache
 
 import numpy as np
 
+from . import validation as check
+from ._generated import ACTIVATION_FUNCTIONS
+
 #: (largest q, nodes per dimension): the smallest rule meeting the bounds in the module docstring.
 NODE_LADDER = ((1.5, 96), (4.0, 256), (np.inf, 320))
 #: Evaluations of phi held in memory at once (points x nodes^2).
@@ -41,17 +47,12 @@ def _nodes(n: int):
     return z, w / np.sqrt(2.0 * np.pi)
 
 
-def _activation(name: str):
-    from derive.layers import Activation
-    return Activation(name).numpy_function()
-
-
 def gaussian_kernel(name: str, nodes: int | None = None):
     """A vectorised ``K(q, c)`` for activation ``name`` by Gauss–Hermite quadrature.
 
     ``nodes=None`` picks the rule from the largest q of each call (:func:`nodes_for`).
     """
-    phi = _activation(name)
+    phi = ACTIVATION_FUNCTIONS[check.activation(name)]
 
     def kernel(q, c):
         q, c = np.broadcast_arrays(np.asarray(q, dtype=float), np.asarray(c, dtype=float))

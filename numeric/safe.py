@@ -27,9 +27,9 @@ def _asin(x):
 class _KernelRegistry(dict):
     """name -> vectorised K(q, c) for activations without a closed form.
 
-    Built on first use by Gauss–Hermite quadrature of the activation's NumPy
-    form (:meth:`derive.layers.Activation.numpy_function`), so that
-    ``import numeric`` stays free of SymPy.
+    Built on first use by Gauss–Hermite quadrature (:mod:`numeric.quadrature`)
+    of the activation's generated NumPy form, so that neither ``import numeric``
+    nor running a map imports SymPy.
     """
 
     def __missing__(self, name):

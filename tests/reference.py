@@ -10,9 +10,16 @@ the arc-cosine kernel f(rho) of B.6.2; T -> oo (Y2 = max(0, 1 - beta_c/beta)).
 Arithmetic is mpmath at 40 digits, so the reference is exact far below the
 1e-12 the compiled float64 maps are held to, also where tokens have all but
 collapsed (1 - rho ~ 1e-11), where a float64 sqrt(1 - rho^2) loses five digits.
+
+:func:`kernel_reference` is the reference for the Gaussian kernels of the
+activations (B.6.2, eqs. 35-37): mpmath quadrature at any precision, with the
+inner integral in closed form where a textbook identity gives it.
 """
 
 import mpmath as math
+
+from derive import kernel_quadrature
+from derive.kernels import activation_function
 
 math.mp.dps = 40
 
@@ -88,3 +95,58 @@ def profile(arch, depth, beta, rho0=0.0, alpha_sa=1.0, alpha_mlp=1.0, sigma_v2=1
         p = min(max(p, -q), q)
         out.append(float(p / q))
     return out
+
+
+# --- Gaussian kernels K(q, c) = E[phi(u) phi(v)] of the activations (B.6.2) ---
+
+
+def _relu_conditional_mean(m, s):
+    """E relu(m + s z) = m Phi(m/s) + s phi(m/s): the mean of a rectified Gaussian."""
+    if s == 0:
+        return max(m, math.mpf(0))
+    return m * math.ncdf(m / s) + s * math.npdf(m / s)
+
+
+def _erf_conditional_mean(m, s):
+    """E erf(m + s z) = erf(m / sqrt(1 + 2 s^2)) (Williams 1997)."""
+    return math.erf(m / math.sqrt(1 + 2 * s**2))
+
+
+def _gelu_conditional_mean(m, s):
+    """E[(m + s z) Phi(m + s z)] = m Phi(m/r) + (s^2/r) phi(m/r), r = sqrt(1 + s^2)."""
+    r = math.sqrt(1 + s**2)
+    return m * math.ncdf(m / r) + s**2 / r * math.npdf(m / r)
+
+
+def _identity_conditional_mean(m, s):
+    """E[m + s z] = m."""
+    return m
+
+
+#: E[phi(m + s z)], z ~ N(0, 1), in closed form: the inner integral of :func:`kernel_reference`
+#: (standard 1-D Gaussian identities, each tested against direct quadrature).
+CONDITIONAL_MEANS = {
+    "relu": _relu_conditional_mean,
+    "erf": _erf_conditional_mean,
+    "gelu": _gelu_conditional_mean,
+    "identity": _identity_conditional_mean,
+}
+
+
+def kernel_reference(activation, q, c, dps=30, method="auto"):
+    """K_phi(q, c) = E[phi(u) phi(v)], Var u = Var v = q, Cov = c, at ``dps`` digits (an mpmath ``mpf``).
+
+    phi is derive's definition (:func:`derive.kernels.activation_function`);
+    the integral is done by :func:`derive.kernel_quadrature.gaussian_kernel`,
+    independently of the SymPy derivation of the closed forms.
+    ``method="conditional"``: quadrature over u only, E[phi(v) | u] from
+    :data:`CONDITIONAL_MEANS`; ``"quadrature"``: the full 2-D integral (any
+    activation); ``"auto"``: the first available.
+    """
+    if method not in ("auto", "conditional", "quadrature"):
+        raise ValueError(f"method must be 'auto', 'conditional' or 'quadrature'; got {method!r}")
+    phi = activation_function(activation)
+    if method == "conditional" and activation not in CONDITIONAL_MEANS:
+        raise ValueError(f"method='conditional' needs a known E[phi(m + s z)]; {activation!r} has none")
+    conditional = None if method == "quadrature" else CONDITIONAL_MEANS.get(activation)
+    return kernel_quadrature.gaussian_kernel(phi, q, c, dps, conditional_mean=conditional)

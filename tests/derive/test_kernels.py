@@ -1,7 +1,8 @@
 """Tests of derive.kernels: Gaussian kernels of activations (paper B.6.2, eqs. 35-37).
 
 Each closed form, derived by SymPy, is compared with its known published form
-and with an mpmath 2-D Gaussian integral at 30 digits.
+and with mpmath quadrature at 30 digits (tests/reference.py); every activation
+of derive.parameters.ACTIVATIONS with Monte Carlo sampling of its definition.
 """
 
 import pickle
@@ -14,15 +15,16 @@ from scipy import integrate
 
 from derive import kernels
 from derive.kernels import (
-    ACTIVATIONS,
     OpaqueKernel,
     TanhKernel,
     activation_function,
     gaussian_kernel,
     kernel_derivative,
-    kernel_reference,
     opaque_kernel,
 )
+from derive.parameters import ACTIVATIONS
+from tests.reference import CONDITIONAL_MEANS, kernel_reference
+from verify.stats import assert_agrees
 
 q = sympy.Symbol("q", positive=True)
 c = sympy.Symbol("c", real=True)
@@ -85,7 +87,7 @@ def test_conditional_mean_of_the_reference_matches_1d_quadrature(activation, m, 
                          "mpmath")
     with mpmath.workdps(DIGITS):
         m, s = mpmath.mpf(m), mpmath.mpf(s)
-        mean = kernels._CONDITIONAL_MEANS[activation](m, s)
+        mean = CONDITIONAL_MEANS[activation](m, s)
         if s == 0:
             expected = phi(m)
         else:
@@ -242,22 +244,53 @@ def test_opaque_kernels_pickle_and_lambdify_by_name():
     assert numeric(2.0, 3.0) == 11.0
 
 
-# --- names, errors, caching ------------------------------------------------
+# --- every activation: its kernel is E[phi(u) phi(v)] ------------------------
+
+#: (q, c) points of the Monte Carlo check: positive and negative covariance, q on both sides of 1.
+MONTE_CARLO_POINTS = ((1.3, 0.5), (0.6, -0.45))
+SEEDS, PAIRS = 16, 50_000
 
 
-def test_activation_names_and_functions():
-    assert ACTIVATIONS == ("relu", "erf", "tanh", "gelu", "identity")
+def monte_carlo_kernel(phi, q_value, c_value, rng):
+    """Per-seed means of phi(u) phi(v) over PAIRS draws of (u, v), Var = q, Cov = c: shape (SEEDS,)."""
+    rho_value = c_value / q_value
+    z1, z2 = rng.standard_normal((2, SEEDS, PAIRS))
+    u = np.sqrt(q_value) * z1
+    v = np.sqrt(q_value) * (rho_value * z1 + np.sqrt(1 - rho_value**2) * z2)
+    return (phi(u) * phi(v)).mean(axis=1)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_every_activation_has_a_kernel_that_sampling_confirms(activation):
+    """For each name of the one list, gaussian_kernel (closed form, or tanh's opaque kernel
+    evaluated by quadrature) is the mean of phi(u) phi(v) over sampled pairs with Cov(u, v) = c:
+    the definition of K (eq. 35), with phi the activation's own SymPy definition."""
+    x = sympy.Symbol("x", real=True)
+    phi = sympy.lambdify(x, activation_function(activation)(x), modules=["scipy", "numpy"])
+    rng = np.random.default_rng(ACTIVATIONS.index(activation))
+    samples = np.array([monte_carlo_kernel(phi, a, b, rng) for a, b in MONTE_CARLO_POINTS])
+    theory = [float(gaussian_kernel(activation, sympy.Float(a), sympy.Float(b)).evalf(15))
+              for a, b in MONTE_CARLO_POINTS]
+    assert_agrees(theory, samples.mean(axis=1), se=samples.std(axis=1, ddof=1) / np.sqrt(SEEDS), n=SEEDS,
+                  what=f"K_{activation}(q, c) at (q, c) = {MONTE_CARLO_POINTS}")
+
+
+def test_activation_functions_follow_the_conventions():
+    """gelu is the exact x Phi(x), relu is max(0, x), erf is math.erf without rescaling."""
     gelu = activation_function("gelu")
     assert sympy.simplify(gelu(2) - 2 * (1 + sympy.erf(sympy.sqrt(2))) / 2) == 0
     assert activation_function("relu")(-3) == 0
+    assert activation_function("relu")(3) == 3
     assert activation_function("erf")(1) == sympy.erf(1)
+
+
+# --- errors, caching -------------------------------------------------------
 
 
 @pytest.mark.parametrize("function", [
     lambda: gaussian_kernel("swish", q, c),
     lambda: kernel_derivative("swish", q, c),
     lambda: activation_function("swish"),
-    lambda: kernel_reference("swish", 1, 0),
     lambda: opaque_kernel("swish"),
 ])
 def test_unknown_activation_is_a_value_error_naming_the_parameter(function):

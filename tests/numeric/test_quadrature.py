@@ -1,16 +1,29 @@
-"""Gauss-Hermite kernels (numeric.quadrature) against mpmath 2-D Gaussian integrals."""
+"""Gauss-Hermite kernels (numeric.quadrature) and the NumPy forms of the activations they integrate,
+against mpmath (tests/reference.py) and derive's SymPy definitions."""
 
+import mpmath
 import numpy as np
 import pytest
+import sympy
 
-from derive.kernels import kernel_reference
-from numeric.quadrature import gaussian_kernel
+from derive.kernels import activation_function
+from derive.layers import Activation
+from derive.parameters import ACTIVATIONS
+from numeric._generated import ACTIVATION_FUNCTIONS
+from numeric.quadrature import _nodes, gaussian_kernel, nodes_for
 from numeric.safe import KERNELS
+from tests.reference import kernel_reference
 
 #: (q, c, the documented absolute error bound of the module docstring for that q)
 POINTS = [(1.0, 0.0, 1e-10), (1.0, 0.3, 1e-10), (1.0, -0.7, 1e-10), (0.01, 0.005, 1e-10), (0.5, -0.5, 1e-10),
           (2.0, 2.0, 1e-9), (4.0, 3.99, 1e-9), (6.25, 5.0, 1e-6), (12.0, 11.9, 1e-6), (25.0, 24.9, 1e-4),
           (100.0, 50.0, 3e-4)]
+
+#: Gauss-Hermite error bound at q <= 4 per activation: the documented 1e-9 for a smooth phi; relu's kink
+#: limits a polynomial rule to algebraic convergence (measured ~2e-4 at 96 nodes). numeric never integrates
+#: relu this way (its kernel has a closed form); the bound still separates relu from any other function.
+KERNEL_BOUNDS = {"relu": 5e-4}
+SMOOTH_BOUND = 1e-9
 
 
 @pytest.mark.parametrize("q, c, bound", POINTS)
@@ -20,17 +33,37 @@ def test_tanh_kernel_matches_mpmath(q, c, bound):
     assert gaussian_kernel("tanh")(q, c) == pytest.approx(want, abs=bound)
 
 
-def test_node_ladder():
-    from numeric.quadrature import nodes_for
-    assert nodes_for(1.0) < nodes_for(3.0) < nodes_for(50.0) <= 350
+def test_the_largest_rule_has_finite_nodes():
+    """The ladder stops below the node count where NumPy's Gauss-Hermite weights overflow."""
+    z, w = _nodes(nodes_for(np.inf))
+    assert np.all(np.isfinite(z)) and np.all(np.isfinite(w)) and np.all(w >= 0)
+    assert w.sum() == pytest.approx(1.0, abs=1e-12)
 
 
-@pytest.mark.parametrize("name", ["erf", "gelu"])
-def test_smooth_closed_forms_agree_with_quadrature(name):
-    """A cross-check of the quadrature on activations whose kernels are known in closed form."""
-    q, c = np.array([0.3, 1.0, 4.0]), np.array([0.1, -0.5, 3.9])
+@pytest.mark.parametrize("name", ACTIVATIONS)
+def test_numpy_form_is_derives_definition(name):
+    """numeric's generated NumPy phi and derive.layers.Activation.numpy_function equal the SymPy
+    definition (evaluated by mpmath) for every activation: one definition, two compiled forms."""
+    x = sympy.Symbol("x", real=True)
+    exact = sympy.lambdify(x, activation_function(name)(x), "mpmath")
+    points = np.linspace(-7.0, 7.0, 57)
+    with mpmath.workdps(30):
+        want = np.array([float(exact(mpmath.mpf(float(z)))) for z in points])
+    np.testing.assert_allclose(ACTIVATION_FUNCTIONS[name](points), want, rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(Activation(name).numpy_function()(points), want, rtol=1e-14, atol=1e-15)
+
+
+@pytest.mark.parametrize("name", ACTIVATIONS)
+def test_every_activation_kernel_agrees_with_mpmath(name):
+    """Gauss-Hermite on the NumPy form against the mpmath reference on derive's definition."""
+    q, c = np.array([0.3, 1.0, 4.0, 1.0]), np.array([0.1, -0.5, 3.9, 1.0])
     want = [float(kernel_reference(name, a, b, dps=20)) for a, b in zip(q, c)]
-    np.testing.assert_allclose(gaussian_kernel(name)(q, c), want, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(gaussian_kernel(name)(q, c), want, rtol=0, atol=KERNEL_BOUNDS.get(name, SMOOTH_BOUND))
+
+
+def test_unknown_activation_is_a_value_error():
+    with pytest.raises(ValueError, match="activation.*swish"):
+        gaussian_kernel("swish")
 
 
 def test_vectorised_and_registered():
@@ -40,9 +73,3 @@ def test_vectorised_and_registered():
     assert out.shape == (3, 4)
     np.testing.assert_allclose(out[1, 2], gaussian_kernel("tanh")(1.5, c[1, 2]), rtol=1e-14)
     assert np.all(np.diff(out.ravel()) > 0)  # increasing in the covariance c (Price: dK/dc = E tanh'tanh' > 0)
-
-
-def test_diagonal_is_the_second_moment():
-    q = 2.0
-    want = float(kernel_reference("tanh", q, q, dps=20))
-    assert gaussian_kernel("tanh")(q, q) == pytest.approx(want, abs=1e-9)

@@ -18,10 +18,10 @@ from .layers import MLP, Layer, LayerNorm, Residual, SelfAttention, Sequence
 ARCHITECTURES = parameters.ARCHITECTURES
 
 
-def post_ln(activation: str = "relu", gain: bool = False) -> Sequence:
-    """Post-norm block (paper Algorithm 1; Algorithm 3 with ``gain=True``)."""
+def post_ln(activation: str = "relu", gain: bool = False, mask=None) -> Sequence:
+    """Post-norm block (paper Algorithm 1; Algorithm 3 with ``gain=True``); ``mask`` as :mod:`derive.masks`."""
     return Sequence(
-        Residual(SelfAttention(gain=gain), alpha="alpha_sa"),
+        Residual(SelfAttention(gain=gain, mask=mask), alpha="alpha_sa"),
         LayerNorm(),
         Residual(MLP(activation), alpha="alpha_mlp"),
         LayerNorm(),
@@ -29,24 +29,26 @@ def post_ln(activation: str = "relu", gain: bool = False) -> Sequence:
     )
 
 
-def pre_ln(activation: str = "relu", gain: bool = False) -> Sequence:
-    """Pre-norm block (paper Algorithm 2, corrected; gain-controlled with ``gain=True``)."""
+def pre_ln(activation: str = "relu", gain: bool = False, mask=None) -> Sequence:
+    """Pre-norm block (paper Algorithm 2, corrected; gain-controlled with ``gain=True``); ``mask`` as
+    :mod:`derive.masks`."""
     return Sequence(
-        Residual(Sequence(LayerNorm(), SelfAttention(gain=gain)), alpha="alpha_sa"),
+        Residual(Sequence(LayerNorm(), SelfAttention(gain=gain, mask=mask)), alpha="alpha_sa"),
         Residual(Sequence(LayerNorm(), MLP(activation)), alpha="alpha_mlp"),
         name=("gain-pre-ln" if gain else "pre-ln"),
     )
 
 
-def architecture(arch, activation: str = "relu") -> Layer:
-    """The spec of ``arch``: a name from :data:`ARCHITECTURES` or a Layer (returned as is)."""
+def architecture(arch, activation: str = "relu", mask=None) -> Layer:
+    """The spec of ``arch``: a name from :data:`ARCHITECTURES` (its attention masked by ``mask``: None,
+    "causal" or "sliding:W") or a Layer (returned as is)."""
     if isinstance(arch, Layer):
         return arch
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
-    builders = {"post-ln": lambda: post_ln(activation), "pre-ln": lambda: pre_ln(activation),
-                "gain-post-ln": lambda: post_ln(activation, gain=True),
-                "gain-pre-ln": lambda: pre_ln(activation, gain=True)}
+    builders = {"post-ln": lambda: post_ln(activation, mask=mask), "pre-ln": lambda: pre_ln(activation, mask=mask),
+                "gain-post-ln": lambda: post_ln(activation, gain=True, mask=mask),
+                "gain-pre-ln": lambda: pre_ln(activation, gain=True, mask=mask)}
     if arch not in builders:
         raise ValueError(f"arch must be one of {ARCHITECTURES} or a derive.layers.Layer spec, got {arch!r}")
     return builders[arch]()

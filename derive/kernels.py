@@ -59,7 +59,7 @@ __all__ = [
     "opaque_kernel",
 ]
 
-#: Supported activation names (DESIGN.md, "Conventions").
+#: Supported activation names (docs/design.md, "Conventions").
 ACTIVATIONS = parameters.ACTIVATIONS
 
 _x = sympy.Symbol("x", real=True)
@@ -93,7 +93,7 @@ def _check_activation(activation, allowed=ACTIVATIONS):
 
 
 def _activation_expr(activation, x):
-    """phi(x) as a SymPy expression (DESIGN.md, "Conventions").
+    """phi(x) as a SymPy expression (docs/design.md, "Conventions").
 
     gelu is the exact x Phi(x) (PyTorch's default ``approximate="none"``); erf is
     math.erf without rescaling; relu is Max(0, x), whose SymPy derivatives are

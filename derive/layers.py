@@ -9,7 +9,7 @@ side by side:
 - what :mod:`numeric` needs beyond the compiled symbolic map (the NumPy form
   of an activation, for kernels without a closed form);
 - ``torch_init`` / ``torch_forward``: the layer at initialisation in PyTorch,
-  batched over a leading seed dimension, with DESIGN.md's conventions
+  batched over a leading seed dimension, with docs/design.md's conventions
   (:mod:`verify` wraps these into an ``nn.Module``);
 - ``gram_map(Q, params, ctx)``: the infinite-width map of the whole T x T
   overlap matrix Q_ts = X_t.X_s/d (NumPy, batched over leading axes), with the
@@ -36,6 +36,7 @@ import sympy
 
 from . import gaussian as g
 from . import kernels
+from . import masks
 from .attention import Y2, Yp, attention_map
 from .symbols import BY_NAME
 
@@ -381,22 +382,31 @@ class SelfAttention(Layer):
     N(0, beta sqrt(ln T)/d); values W_V entries N(0, sigma_v2/d). Gain-controlled
     attention subtracts (1/T) sum_s W_V X_s. ``heads`` splits d into heads of
     d/heads features each (same per-head score statistics, so the same map).
+    ``mask``: None (every row sees all T keys), "causal" (row t sees s <= t, as
+    ``scaled_dot_product_attention(is_causal=True)``) or "sliding:W"
+    (:mod:`derive.masks`); gain control then subtracts the mean over a row's own keys.
     """
 
     gain: bool = False
     beta: str = "beta"
     sigma_v2: str = "sigma_v2"
     heads: int = 1
+    mask: object = None
     label = "SelfAttention"
 
     def __post_init__(self):
         if not (isinstance(self.heads, int) and self.heads >= 1):
             raise ValueError(f"heads must be an integer >= 1, got {self.heads!r}")
+        object.__setattr__(self, "mask", masks.parse(self.mask))
 
     def parameters(self):
         return {self.beta, self.sigma_v2}
 
     def overlap_map(self, state, ctx):
+        if self.mask is not None:
+            raise ValueError(f"{self} has position-dependent overlaps: its tokens are not exchangeable, so it has "
+                             "no (q, p) map; use the position-resolved theory (numeric.cosine_profile on a causal "
+                             "spec) or the overlap-matrix view (gram_map)")
         ctx.attention_inputs.append(state)
         beta = parameter(self.beta)
         moments = {name: ctx.define(f"attention moment {name}", name, fn(beta, state.q, state.p, ctx.T))
@@ -407,7 +417,8 @@ class SelfAttention(Layer):
     def __str__(self):
         kind = "gain-controlled" if self.gain else "vanilla"
         heads = f", heads={self.heads}" if self.heads != 1 else ""
-        return f"SelfAttention({kind}, beta={self.beta}, sigma_v2={self.sigma_v2}{heads})"
+        mask = f", mask={self.mask}" if self.mask is not None else ""
+        return f"SelfAttention({kind}, beta={self.beta}, sigma_v2={self.sigma_v2}{heads}{mask})"
 
     def torch_init(self, d, n_seeds, generator, dtype, device):
         if d % self.heads:
@@ -417,15 +428,31 @@ class SelfAttention(Layer):
     def torch_scores(self, x, weights, params):
         """The scores a_ts (seeds, [batch...,] heads, T, T) of eq. (6) for input ``x``.
 
-        One place for the query/key convention (W_Q, W_K entries N(0, beta sqrt(ln T)/d),
-        divided by sqrt(d_h)), shared by :meth:`torch_forward` and :meth:`torch_attention`.
+        W_Q, W_K entries N(0, beta sqrt(ln T)/d) (:meth:`query_key_std`), the product divided by
+        sqrt(d_h); shared by :meth:`torch_forward` and :meth:`torch_attention`.
         """
         T, d = x.shape[-2], x.shape[-1]
+        queries, keys = self._heads(x, weights["W_Q"]), self._heads(x, weights["W_K"])
+        scores = (queries @ keys.transpose(-1, -2)) * (self.query_key_std(T, d, params) ** 2 / math.sqrt(d // self.heads))
+        if self.mask is None:
+            return scores
+        import torch
+        allowed = torch.as_tensor(self.mask.allowed(T), device=scores.device)
+        return scores.masked_fill(~allowed, float("-inf"))
+
+    def query_key_std(self, T: int, d: int, params: dict) -> float:
+        """The std of the entries of W_Q and W_K: sqrt(beta sqrt(ln T)/d) (Result 1; docs/design.md).
+
+        The one place of the query/key convention: the torch view scales unit-variance weights by it,
+        and a gradient with respect to W_Q itself divides by it (verify.montecarlo).
+        """
         if T < 2:
             raise ValueError(f"self-attention needs T >= 2 tokens, got T={T}")
-        var_qk = _value(params, self.beta) * math.sqrt(math.log(T)) / d
-        queries, keys = self._heads(x, weights["W_Q"]), self._heads(x, weights["W_K"])
-        return (queries @ keys.transpose(-1, -2)) * (var_qk / math.sqrt(d // self.heads))
+        return math.sqrt(_value(params, self.beta) * math.sqrt(math.log(T)) / d)
+
+    def value_std(self, d: int, params: dict) -> float:
+        """The std of the entries of W_V: sqrt(sigma_v2/d) (an output projection folds into sigma_v2)."""
+        return math.sqrt(_value(params, self.sigma_v2) / d)
 
     def _heads(self, x, w):
         """x W^T with unit-variance W, split into heads: (seeds, [batch...,] heads, T, d_h).
@@ -441,28 +468,40 @@ class SelfAttention(Layer):
         values = self._heads(x, weights["W_V"])
         out = attention @ values
         if self.gain:
-            out = out - values.mean(dim=-2, keepdim=True)
-        std_v = math.sqrt(_value(params, self.sigma_v2) / x.shape[-1])
-        return out.transpose(-2, -3).reshape(x.shape) * std_v
+            out = out - self._key_average(x.shape[-2], values)
+        return out.transpose(-2, -3).reshape(x.shape) * self.value_std(x.shape[-1], params)
+
+    def _key_average(self, T, values):
+        """Gain control's subtracted term: the mean of each row's own values (all T keys without a mask)."""
+        if self.mask is None:
+            return values.mean(dim=-2, keepdim=True)
+        import torch
+        allowed = torch.as_tensor(self.mask.allowed(T), device=values.device, dtype=values.dtype)
+        return (allowed / allowed.sum(-1, keepdim=True)) @ values
 
     def gram_map(self, Q, params, ctx):
         """sigma_v2/heads sum_h A_h Q A_h^T with each head's scores drawn from eq. (9) given Q:
         a = beta sqrt(ln T) F G F^T with F F^T = Q and G i.i.d. N(0, 1), so that
-        Cov(a_ts, a_kl) = beta^2 ln T Q_tk Q_sl. Gain control uses A - 1/T."""
+        Cov(a_ts, a_kl) = beta^2 ln T Q_tk Q_sl. A mask removes the keys a row does not see
+        before the softmax; gain control subtracts each row's uniform weights over its keys."""
         import numpy as np
         T = Q.shape[-1]
         if T < 2:
             raise ValueError(f"self-attention needs T >= 2 tokens, got T={T}")
         factor, scale = _gram_factor(Q), _value(params, self.beta) * math.sqrt(math.log(T))
+        allowed = None if self.mask is None else self.mask.allowed(T)
+        uniform = 1.0 / T if allowed is None else allowed / allowed.sum(-1, keepdims=True)
         out = np.zeros_like(Q)
         for _ in range(self.heads):
             scores = factor @ ctx.rng.standard_normal(Q.shape) @ np.swapaxes(factor, -1, -2)
             scores *= scale
+            if allowed is not None:
+                scores[..., ~allowed] = -np.inf
             scores -= scores.max(axis=-1, keepdims=True)          # log-sum-exp: no overflow at any beta
             attention = np.exp(scores)
             attention /= attention.sum(axis=-1, keepdims=True)
             if self.gain:
-                attention -= 1.0 / T
+                attention -= uniform
             out += attention @ Q @ np.swapaxes(attention, -1, -2)
         return out * (_value(params, self.sigma_v2) / self.heads)
 

@@ -8,11 +8,11 @@ Hermite cells (:data:`CELLS` per column) in the coordinate
 
     t = XI_SHARE xi(b)/xi(b_hi) + (1 - XI_SHARE) (1 - p)/(1 - p_lo),   xi(b) = b/(b + sqrt(2 ln T)).
 
-xi is the variable in which :class:`numeric.finite_t.Y2Table` and
-:class:`~numeric.finite_t.YpTable` resolve the condensation crossover; the
+xi is the variable in which :class:`numeric.tables.Y2Table` and
+:class:`~numeric.tables.YpTable` resolve the condensation crossover; the
 1 - p share resolves rho -> 0 on columns of large beta, where xi saturates.
 b_hi is the column's b at p = p_lo, the lowest p it covers: 0, or the p where
-b reaches :data:`~numeric.finite_t.B_PAIR_MAX`. A depth step then costs one
+b reaches :data:`~numeric.tables.B_PAIR_MAX`. A depth step then costs one
 8-coefficient gather and two cubic Horner evaluations per point, instead of
 the 2-D bicubic look-up of Yp and the 1-D look-up of Y2 with their coordinate
 maps (about 4x less per point; ``sigprop bench`` reports the diagram-level
@@ -32,7 +32,10 @@ from functools import lru_cache
 
 import numpy as np
 
-from .finite_t import B_PAIR_MAX, Y2_table, Yp_table, _cubic_cells, _horner_inplace, _z_star, sequence_length
+from . import validation as check
+from .interpolation import cubic_cells, horner_inplace
+from .laplace import z_star
+from .tables import B_PAIR_MAX, Y2_table, Yp_table
 
 #: Hermite cells per column (accuracy measured in tests/numeric/test_columns.py).
 CELLS = 256
@@ -65,9 +68,9 @@ class ColumnMoments:
     """
 
     def __init__(self, T: int, betas):
-        self.T = sequence_length(T)
+        self.T = check.sequence_length(T, infinite=False)
         self.betas = np.unique(np.asarray(betas, dtype=float).ravel())
-        self.scale = _z_star(self.T)
+        self.scale = z_star(self.T)
         c = self.betas * np.sqrt(np.log(self.T))                 # b = c sqrt(1 - p)
         usable = (c >= C_RANGE[0]) & (c <= C_RANGE[1])
         c = np.where(usable, c, 1.0)                              # placeholder constants for unusable columns
@@ -80,7 +83,7 @@ class ColumnMoments:
         t = np.linspace(0.0, 1.0, CELLS + 1)
         value = np.concatenate([self._moments(self._u_of_t(t[k: k + _ROWS, None], u_hi))
                                 for k in range(0, t.size, _ROWS)])
-        cells = _cubic_cells(value, _slope(value, 1.0 / CELLS), 1.0 / CELLS)   # (CELLS, columns, 2, 4)
+        cells = cubic_cells(value, _slope(value, 1.0 / CELLS), 1.0 / CELLS)   # (CELLS, columns, 2, 4)
         self._cells = np.ascontiguousarray(cells.reshape(-1, 8))   # row cell * columns + column
 
     def _t_of_u(self, u):
@@ -121,7 +124,7 @@ def _cells_t(u, gap, c, per_xi, per_gap, scale):
 def column_moments(T, betas) -> ColumnMoments:
     """The :class:`ColumnMoments` for (T, the distinct values of ``betas``), built on first use and cached."""
     distinct = np.unique(np.asarray(betas, dtype=float).ravel())
-    return _cached_columns(sequence_length(T), distinct.tobytes())
+    return _cached_columns(check.sequence_length(T, infinite=False), distinct.tobytes())
 
 
 @lru_cache(maxsize=8)
@@ -184,7 +187,7 @@ class _Bound:
                 return fallback.fast(beta, q, p)
             last = self._last = (p, q, beta) + self._gather(np.asarray(p, dtype=float))
         coeffs, s = last[3:]
-        out = _horner_inplace(np.moveaxis(coeffs[..., 4 * which: 4 * which + 4], -1, 0), s)
+        out = horner_inplace(np.moveaxis(coeffs[..., 4 * which: 4 * which + 4], -1, 0), s)
         return np.clip(out, 0.0, 1.0, out=out)
 
     def Y2(self, beta, q, p, T=None):

@@ -47,13 +47,13 @@ def ipr_pair_asymptotic(beta, q, p, T=None):
 
 def ipr2_finite(beta, q, p, T):
     """Y2 at finite T from the cached table (block-map moment function; inputs already checked)."""
-    from .finite_t import Y2_table
+    from .tables import Y2_table
     return Y2_table(int(T)).fast(beta, q, p)
 
 
 def ipr_pair_finite(beta, q, p, T):
     """Yp at finite T from the cached table (block-map moment function; inputs already checked)."""
-    from .finite_t import Yp_table
+    from .tables import Yp_table
     return Yp_table(int(T)).fast(beta, q, p)
 
 

@@ -57,30 +57,15 @@ def ipr_pair_finite(beta, q, p, T):
     return Yp_table(int(T)).fast(beta, q, p)
 
 
-def _overlaps(q, p):
-    q = check.positive("q", q)
-    p = check.as_array("p", p)
-    if np.any(p >= q) or np.any(p < -q):
-        raise ValueError(f"p must satisfy -q <= p < q (overlap below the norm), got q={q!r}, p={p!r}")
-    return q, p
-
-
-def _order(r):
-    r = check.as_array("r", r)
-    if np.any(r <= 1):
-        raise ValueError(f"r must be > 1, got {r!r}")
-    return r
-
-
 def _scalar(x):
     return float(x) if np.ndim(x) == 0 else x
 
 
 def ipr(beta, *, r=2, q=1.0, p=0.0, T=None):
     """E sum_s A_ts^r of one attention row (eq. 2; eq. 4 for r = 2 at T = oo)."""
-    beta, r = check.positive("beta", beta), _order(r)
-    q, p = _overlaps(q, p)
+    beta, r = check.positive("beta", beta), check.interval("r", r, 1.0, np.inf, closed=False)
     T = check.sequence_length(T)
+    q, p = check.overlaps(q, p, T)
     if T is None:
         return _scalar(_frozen("ipr_frozen")(r, parisi_m(beta, q, p)))
     from . import finite_t
@@ -90,8 +75,8 @@ def ipr(beta, *, r=2, q=1.0, p=0.0, T=None):
 def ipr_pair(beta, *, q=1.0, p=0.0, T=None):
     """E sum_s A_ts A_t's for two rows t != t' (eq. 22); 0 at T = oo."""
     beta = check.positive("beta", beta)
-    q, p = _overlaps(q, p)
     T = check.sequence_length(T)
+    q, p = check.overlaps(q, p, T)
     if T is None:
         return _scalar(np.zeros(np.broadcast(beta, q, p).shape))
     from . import finite_t
@@ -101,8 +86,8 @@ def ipr_pair(beta, *, q=1.0, p=0.0, T=None):
 def ipr_square(beta, *, q=1.0, p=0.0, T=None):
     """E (sum_s A_ts^2)^2, kept distinct from (E sum_s A_ts^2)^2 (B.5)."""
     beta = check.positive("beta", beta)
-    q, p = _overlaps(q, p)
     T = check.sequence_length(T)
+    q, p = check.overlaps(q, p, T)
     if T is None:
         return _scalar(_frozen("ipr_square_frozen")(parisi_m(beta, q, p)))
     from . import finite_t

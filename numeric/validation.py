@@ -84,7 +84,7 @@ def sequence_length(T, *, name: str = "T", infinite: bool = True):
     return int(T)
 
 
-def rho0(value, T=None, *, name: str = "rho0") -> np.ndarray:
+def rho(value, T=None, *, name: str = "rho0") -> np.ndarray:
     """The cosine similarity of T input tokens that share one norm and one pairwise overlap.
 
     Their Gram matrix q((1 - rho) I + rho 11^T) is positive semi-definite exactly when
@@ -102,6 +102,21 @@ def rho0(value, T=None, *, name: str = "rho0") -> np.ndarray:
 
 #: The finest relative accuracy a float64 solver can deliver (a few ulps).
 RTOL_MIN = 1e-15
+
+
+#: The input cosine similarity follows the rule of any cosine similarity of T exchangeable tokens.
+rho0 = rho
+
+
+def overlaps(q, p, T=None):
+    """The overlap state (q, p) of T tokens: q > 0 and rho = p/q in the domain of :func:`rho0`, below 1
+    (p = q, identical tokens, has no attention spread left to describe)."""
+    q, p = positive("q", q), as_array("p", p)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rho(p / q, T, name="p/q")
+    if np.any(p >= q):
+        raise ValueError(f"p must be below q (the overlap of distinct tokens below their norm), got q={q!r}, p={p!r}")
+    return q, p
 
 
 def tolerance(name: str, value) -> float:

@@ -36,14 +36,10 @@ import numpy as np
 from scipy import stats as _scipy_stats
 
 import numeric
+from numeric.laplace import effective_b
 
 #: Quadrature nodes over the Gamma law of the query norm (trapezoid over ±8 sd: error ~ e^-60).
 CHI_NODES = 49
-
-
-def effective_b(beta, q=1.0, p=0.0, T=2):
-    """b = β √(ln T q (q − p)): the softmax sees log-weights b z_s with z_s i.i.d. N(0, 1)."""
-    return beta * math.sqrt(math.log(T) * q * (q - p))
 
 
 def row_moment(name: str, beta, *, q=1.0, p=0.0, T=None, r=2):

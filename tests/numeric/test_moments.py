@@ -16,7 +16,7 @@ def _mp(expr, **values):
 
 
 @pytest.mark.parametrize("r", [2, 3, 2.5, 7.3])
-@pytest.mark.parametrize("b, q0, p0", [(0.5, 1.0, 0.0), (1.5, 1.0, 0.0), (3.0, 1.0, 0.5), (2.0, 2.0, -0.5),
+@pytest.mark.parametrize("b, q0, p0", [(0.5, 1.0, 0.0), (1.5, 1.0, 0.0), (3.0, 1.0, 0.5), (2.0, 2.0, 0.5),
                                       (np.sqrt(2.0), 1.0, 0.0), (40.0, 1.0, 0.9)])
 def test_ipr_matches_derive(r, b, q0, p0):
     want = _mp(rem.ipr(sympy.nsimplify(r)), beta=b, q=q0, p=p0)
@@ -31,11 +31,12 @@ def test_ipr_square_matches_derive_and_differs_from_square():
 
 
 def test_ipr_is_continuous_at_beta_c_and_vanishes_below():
-    """At q = 1, p = -1 beta_c = 1 exactly in binary: the moment is 0 at and below it, O(delta) above."""
-    assert numeric.ipr(1.0, q=1.0, p=-1.0) == 0.0
-    assert numeric.ipr(1.0 - 1e-12, q=1.0, p=-1.0) == 0.0
-    assert numeric.ipr(1.0 + 1e-9, q=1.0, p=-1.0) == pytest.approx(1e-9, rel=1e-6)
-    assert numeric.ipr_square(1.0, q=1.0, p=-1.0) == 0.0
+    """At q = 2, p = 1 beta_c = sqrt(2/(q(q-p))) = 1 exactly in binary: the moment is 0 at and below it,
+    O(delta) above."""
+    assert numeric.ipr(1.0, q=2.0, p=1.0) == 0.0
+    assert numeric.ipr(1.0 - 1e-12, q=2.0, p=1.0) == 0.0
+    assert numeric.ipr(1.0 + 1e-9, q=2.0, p=1.0) == pytest.approx(1e-9, rel=1e-6)
+    assert numeric.ipr_square(1.0, q=2.0, p=1.0) == 0.0
     assert 0.0 <= numeric.ipr(np.sqrt(2.0)) < 1e-15  # float sqrt(2) lies one ulp above beta_c
 
 
@@ -57,6 +58,7 @@ def test_pair_term_vanishes_asymptotically_and_broadcasts():
     (lambda: numeric.ipr(1.0, q=1.0, p=1.0), "p"), (lambda: numeric.ipr(1.0, q=-1.0), "q"),
     (lambda: numeric.ipr(np.inf), "beta"), (lambda: numeric.ipr(1.0, T=1), "T"),
     (lambda: numeric.ipr_square(1.0, p=2.0), "p"), (lambda: numeric.ipr_pair(-1.0), "beta"),
+    (lambda: numeric.ipr(1.0, p=-0.1), "p/q"), (lambda: numeric.ipr(1.0, p=-0.3, T=5), "p/q"), (lambda: numeric.ipr(1.0, p=-0.1, T=5), "p must lie in \\[0, q\\)"),
 ])
 def test_bad_input(call, match):
     with pytest.raises(ValueError, match=match):

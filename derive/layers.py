@@ -162,16 +162,31 @@ class Layer:
         """The infinite-width map of overlap matrices Q (..., T, T) (see :class:`GramContext`)."""
         raise NotImplementedError(f"{type(self).__name__} has no Gram-matrix map")
 
+    def pair_map(self) -> sympy.Expr | None:
+        """The position-resolved symbolic map of an entrywise layer: the new overlap of tokens (t, s) as an
+        expression in their norms and overlap (:data:`QT`, :data:`QS`, :data:`QTS`) and the parameters.
+        ``None`` for layers that mix positions (attention) or compose others (Sequence, Residual)."""
+        return None
+
 
 #: Placeholders for a layer's input overlaps: each map is derived on these
 #: (small expressions, cheap to simplify) and then the input state is substituted.
 _Q, _P = sympy.symbols("q_in p_in", positive=True)
 
 
+#: The overlap state of one pair of positions (t, s) in a position-resolved theory: their norms and overlap.
+QT, QS, QTS = sympy.symbols("q_tt q_ss q_ts", real=True)
+
+
+def _layernorm_pair(eps, qt=QT, qs=QS, qts=QTS):
+    """LN(X)_t . LN(X)_s / d = q_ts / sqrt((q_tt + eps)(q_ss + eps)) (each token divided by its own norm)."""
+    return qts / sympy.sqrt((qt + eps) * (qs + eps))
+
+
 def _layernorm_map(eps):
-    """LN(X)_t . LN(X)_s / d = q_ts / sqrt((q_tt + eps)(q_ss + eps)) with q_tt = q_ss = q (concentration)."""
+    """The (q, p) map of LayerNorm: :func:`_layernorm_pair` with q_tt = q_ss = q (exchangeable tokens)."""
     qt, qs, qts = sympy.symbols("q_tt q_ss q_ts", positive=True)
-    norm = qts / sympy.sqrt((qt + eps) * (qs + eps))
+    norm = _layernorm_pair(eps, qt, qs, qts)
     diagonal = sympy.simplify(norm.subs({qts: _Q, qt: _Q, qs: _Q}))
     off = sympy.simplify(norm.subs({qts: _P, qt: _Q, qs: _Q}))
     return diagonal, off
@@ -203,6 +218,10 @@ class LayerNorm(Layer):
         opts = [f"eps={self.eps}"] if self.eps else []
         opts += ["centre=True"] if self.centre else []
         return f"LayerNorm({', '.join(opts)})"
+
+    def pair_map(self):
+        """q_ts / sqrt((q_tt + eps)(q_ss + eps)): tokens of different norms (causal stacks) are each normalised."""
+        return _layernorm_pair(sympy.nsimplify(self.eps))
 
     def gram_map(self, Q, params, ctx):
         """Q_ts / sqrt((Q_tt + eps)(Q_ss + eps)); centring does not change zero-mean overlaps at large d."""
@@ -261,6 +280,10 @@ class Linear(Layer):
     def out_features(self, d: int) -> int:
         return max(1, int(round(self.width * d)))
 
+    def pair_map(self):
+        """weight q_ts + bias: :meth:`overlap_map`'s off-diagonal entry, which does not involve the norms."""
+        return _entrywise(self)
+
     def gram_map(self, Q, params, ctx):
         """weight Q + bias on every entry (the same Wick contraction as :meth:`overlap_map`)."""
         out = _value(params, self.weight) * Q
@@ -318,6 +341,10 @@ class Bias(Layer):
     def __str__(self):
         return f"Bias({self.variance})"
 
+    def pair_map(self):
+        """q_ts + variance (:meth:`overlap_map`'s off-diagonal entry)."""
+        return _entrywise(self)
+
     def gram_map(self, Q, params, ctx):
         return Q + _value(params, self.variance)
 
@@ -356,6 +383,11 @@ class Activation(Layer):
         the same expression printed into ``numeric._generated.ACTIVATION_FUNCTIONS``."""
         x = sympy.Symbol("x", real=True)
         return sympy.lambdify(x, kernels.activation_function(self.name)(x), modules=["scipy", "numpy"])
+
+    def pair_map(self):
+        """K(q_tt, q_ts), the Gaussian kernel of phi. Valid for tokens of one norm (q_tt = q_ss), as after
+        a LayerNorm and a Linear; a position-resolved theory checks that at run time."""
+        return kernels.gaussian_kernel(self.name, QT, QTS)
 
     def gram_map(self, Q, params, ctx):
         """K(q, Q_ts) entrywise, K from ``ctx.kernel``. Tokens must share their norm q (as after a
@@ -632,6 +664,15 @@ class Residual(Layer):
             raise ValueError(f"the branch of Residual(alpha={self.alpha}) must end in a layer linear in "
                              f"fresh zero-mean weights (Linear or SelfAttention), got:\n{self.branch}")
         return self.branch.gram_map(Q, params, ctx) + _value(params, self.alpha) ** 2 * Q
+
+
+def _entrywise(layer: Layer) -> sympy.Expr:
+    """The off-diagonal entry of ``layer``'s (q, p) map with p = q_ts, checked not to involve the norm q."""
+    q = sympy.Symbol("q_norm", positive=True)
+    out = layer.overlap_map(State(q, QTS, gaussian=True, centred=True), Context())
+    if out.p.has(q):
+        raise ValueError(f"{layer}: the overlap map of a pair depends on the norms; no entrywise pair map")
+    return out.p
 
 
 def _cross_term() -> sympy.Expr:

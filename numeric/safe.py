@@ -40,3 +40,16 @@ class _KernelRegistry(dict):
 
 
 KERNELS = _KernelRegistry()
+
+
+def common_norm(d, layer: str):
+    """The one norm q_tt of tokens with equal norms d (..., T), as (..., 1, 1) for broadcasting.
+
+    A Gaussian kernel K(q, q_ts) of equal variances (derive.kernels) describes an activation only when every
+    token has the same norm; in the position-resolved theory a LayerNorm and a Linear before it make sure.
+    """
+    first = d[..., :1]
+    if numpy.any(numpy.abs(d - first) > 1e-9 * numpy.abs(first)):
+        raise ValueError(f"{layer} in a position-resolved map needs tokens of equal norm; its input norms differ "
+                         "(no LayerNorm before the MLP, or a LayerNorm with eps > 0)")
+    return first[..., None]

@@ -1,0 +1,379 @@
+"""The position-resolved theory of masked (causal) stacks: the expected overlap matrix, position by position.
+
+With a causal mask row t sees n_t = t + 1 keys (:mod:`derive.masks`): tokens
+are not exchangeable, so the state is the expected overlap matrix
+Q_ts = E X_t . X_s / d of all T positions, not one (q, p). A block acts on it
+by its generated position-resolved map (:mod:`numeric._generated_causal`): an
+entrywise layer maps each entry through its pair map, an attention layer
+through :class:`Attention`, the closure of :mod:`derive.causal`:
+
+- row t sees its keys through their class means (prefix sums of Q): the norm
+  qbar and overlap pbar of the keys it shares with row u, and the overlaps r_u,
+  r_t, r_o between shared and unshared keys;
+- its IPR is the exact finite-n moment Y2(b_t, n_t) with b_t = beta sqrt(ln T
+  Q_tt (qbar_t - pbar_t)) (eq. 9 with the row's own key statistics), and the
+  pair term of rows t < u is (n_s/n_t)(n_s/n_u) Yp(b_t, rho_tu, n_s) on their n_s
+  shared keys with the queries' correlation rho_tu = Q_tu/sqrt(Q_tt Q_uu)
+  (:mod:`numeric.row_moments`, exact for every n to ~1e-6).
+
+It agrees with the overlap-matrix theory (:func:`numeric.gram_profile` with a
+masked spec, which samples the scores instead of averaging them) to a few 1e-3
+and reduces to uniform causal averaging at beta -> 0. A profile reads off the
+all-pairs rho = p/q (ratios of averages over all positions), rho among chosen
+positions (``tokens``), and rho of each position with the others.
+
+Entropy collapse of a causal layer is judged on rows with enough keys: the
+mean IPR of the rows t >= ``min_keys`` - 1 (default: the last quarter of
+positions; row 0 has one key and IPR 1 by construction) exceeds the threshold.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from derive import masks
+
+from . import validation as check
+from .row_moments import RowMoments
+
+
+class Attention:
+    """The closure of a masked attention layer at sequence length T: Q (..., T, T) -> expected output overlaps."""
+
+    def __init__(self, T: int, mask):
+        self.T, self.mask = T, mask
+        t = np.arange(T)
+        self.first = np.array([mask.first_key(k) for k in range(T)])
+        self.n = (t + 1 - self.first).astype(float)
+        self.rows, self.cols = np.triu_indices(T, 1)                        # pairs t < u
+        self._pairs(self.rows, self.cols)
+        self.moments = _moments()
+
+    def _pairs(self, t, u):
+        """Index ranges of the key classes of each pair (t < u): shared S = [f_u, t], K_t - S = [f_t, f_u)."""
+        f_t, f_u = self.first[t], self.first[u]
+        self.n_s = np.maximum(t + 1 - f_u, 0).astype(float)
+        self.shared_lo, self.shared_hi = np.minimum(f_u, t + 1), t + 1     # S = [lo, hi), empty if f_u > t
+        self.t_lo = f_t
+        self.t_hi = self.shared_lo                                          # K_t - S = [f_t, lo)
+        self.u_lo, self.u_hi = np.maximum(t + 1, f_u), u + 1                # K_u - S = [max(t + 1, f_u), u]
+
+    def __call__(self, Q, beta, sigma_v2, gain):
+        """The expected overlaps of the layer's outputs (sigma_v2 folded in), same shape as Q."""
+        from . import _generated_causal as gen
+
+        beta, sigma_v2 = np.asarray(beta, dtype=float), np.asarray(sigma_v2, dtype=float)
+        C, D = _prefix_sums(Q)
+        stats = self._row_stats(Q, C, D, beta)
+        out = np.empty_like(Q)
+        norm = gen.attention_norm_gain if gain else gen.attention_norm
+        idx = np.arange(self.T)
+        out[..., idx, idx] = norm(stats.qbar, stats.pbar, stats.Y2, self.n, sigma_v2[..., None])
+        out[..., self.rows, self.cols] = self._overlaps(Q, C, D, stats, sigma_v2, gain, gen)
+        out[..., self.cols, self.rows] = out[..., self.rows, self.cols]
+        return out
+
+    def row_ipr(self, Q, beta) -> np.ndarray:
+        """Y2 of every row (..., T) for input overlaps Q: the entropy-collapse reading."""
+        C, D = _prefix_sums(Q)
+        return self._row_stats(Q, C, D, np.asarray(beta, dtype=float)).Y2
+
+    def _row_stats(self, Q, C, D, beta):
+        """Per row: the class means of its own keys, its width b_t and its IPR Y2(b_t, n_t)."""
+        lo, hi, n = self.first, np.arange(1, self.T + 1), self.n
+        qbar = (D[..., hi] - D[..., lo]) / n
+        square = _rect(C, lo, hi, lo, hi)
+        pbar = np.where(n > 1, (square - n * qbar) / np.maximum(n * (n - 1), 1.0), qbar)
+        diag = np.diagonal(Q, axis1=-2, axis2=-1)
+        spread = np.maximum(qbar - pbar, 0.0) * diag
+        b = beta[..., None] * np.sqrt(math.log(self.T) * spread)
+        return _RowStats(qbar, pbar, b, self.moments.y2(b, np.broadcast_to(n, b.shape)))
+
+    def _overlaps(self, Q, C, D, stats, sigma_v2, gain, gen):
+        """Upper-triangle entries (..., pairs): the closure of rows t < u."""
+        t, u, n_s = self.rows, self.cols, self.n_s
+        n_t, n_u = self.n[t], self.n[u]
+        s_lo, s_hi = self.shared_lo, self.shared_hi
+        safe_s = np.maximum(n_s, 1.0)
+        qbar = np.where(n_s > 0, (D[..., s_hi] - D[..., s_lo]) / safe_s, 0.0)
+        square = _rect(C, s_lo, s_hi, s_lo, s_hi)
+        pbar = np.where(n_s > 1, (square - n_s * qbar) / np.maximum(n_s * (n_s - 1), 1.0), qbar)
+        r_u = _mean(_rect(C, s_lo, s_hi, self.u_lo, self.u_hi), n_s * (n_u - n_s))
+        r_t = _mean(_rect(C, self.t_lo, self.t_hi, s_lo, s_hi), (n_t - n_s) * n_s)
+        r_o = _mean(_rect(C, self.t_lo, self.t_hi, self.u_lo, self.u_hi), (n_t - n_s) * (n_u - n_s))
+        diag = np.diagonal(Q, axis1=-2, axis2=-1)
+        rho = Q[..., t, u] / np.sqrt(diag[..., t] * diag[..., u])
+        Yp = self._pair(stats.b, t, n_s, rho)
+        Pi = gen.pair_term(Yp, n_t, n_u, n_s)
+        if gain:
+            return gen.attention_overlap_gain(qbar, pbar, r_u, r_t, r_o, Pi, n_t, n_u, n_s, sigma_v2[..., None])
+        return gen.attention_overlap(qbar, pbar, r_u, r_t, r_o, Pi, n_t, n_u, n_s, sigma_v2[..., None])
+
+    def _pair(self, b, t, n_s, rho):
+        """Yp(b_t, rho_tu, n_s) for every pair: one function of rho per distinct (row t, n_s), built at once
+        (T of them for causal prefixes, where n_s = n_t)."""
+        rows, counts, inverse = self._combos
+        flat_b = b.reshape(-1, self.T)
+        batch = flat_b.shape[0]
+        pairs = self.moments.pair(flat_b[:, rows].ravel(), np.tile(counts, batch))
+        index = np.arange(batch)[:, None] * rows.size + inverse[None, :]
+        flat_rho = np.clip(rho.reshape(batch, t.size), 0.0, 1.0)
+        return pairs.at(index, flat_rho).reshape(b.shape[:-1] + (t.size,))
+
+    @property
+    def _combos(self):
+        """The distinct (row t, n_s) of the pairs: their rows, counts, and each pair's combination."""
+        if not hasattr(self, "_combo_cache"):
+            keys = self.rows * (self.T + 1) + self.n_s.astype(int)
+            unique, inverse = np.unique(keys, return_inverse=True)
+            self._combo_cache = (unique // (self.T + 1), (unique % (self.T + 1)).astype(float), inverse)
+        return self._combo_cache
+
+
+@dataclass
+class _RowStats:
+    qbar: np.ndarray
+    pbar: np.ndarray
+    b: np.ndarray
+    Y2: np.ndarray
+
+
+@lru_cache(maxsize=1)
+def _moments() -> RowMoments:
+    return RowMoments()
+
+
+def _prefix_sums(Q):
+    """C[..., i, j] = sum_{s < i, v < j} Q_sv (zero-padded) and D[..., i] = sum_{s < i} Q_ss."""
+    C = np.zeros(Q.shape[:-2] + (Q.shape[-2] + 1, Q.shape[-1] + 1))
+    np.cumsum(Q, axis=-2, out=C[..., 1:, 1:])
+    np.cumsum(C[..., 1:, 1:], axis=-1, out=C[..., 1:, 1:])
+    D = np.zeros(Q.shape[:-1][:-1] + (Q.shape[-1] + 1,))
+    np.cumsum(np.diagonal(Q, axis1=-2, axis2=-1), axis=-1, out=D[..., 1:])
+    return C, D
+
+
+def _rect(C, a0, a1, b0, b1):
+    """sum of Q over rows [a0, a1) and columns [b0, b1) (index arrays, empty ranges give 0)."""
+    return C[..., a1, b1] - C[..., a0, b1] - C[..., a1, b0] + C[..., a0, b0]
+
+
+def _mean(total, size):
+    return np.where(size > 0, total / np.maximum(size, 1.0), 0.0)
+
+
+# --- positions and readings -----------------------------------------------------------------------
+
+def late(T: int) -> np.ndarray:
+    """The last quarter of the positions (at least two): where a decoder's rows see most of the context."""
+    return np.arange(min(T - 2, T - T // 4), T)
+
+
+def positions(tokens, T: int) -> np.ndarray:
+    """The positions ``tokens`` names: None (all), "late" (:func:`late`), a slice or an index array.
+
+    ValueError unless they are at least two distinct positions in [0, T).
+    """
+    if tokens is None:
+        return np.arange(T)
+    if isinstance(tokens, str):
+        if tokens != "late":
+            raise ValueError(f"tokens must be None, 'late', a slice or an index array, got {tokens!r}")
+        return late(T)
+    if isinstance(tokens, slice):
+        index = np.arange(T)[tokens]
+    else:
+        try:
+            index = np.asarray(tokens)
+        except (TypeError, ValueError):
+            raise ValueError(f"tokens must be None, 'late', a slice or an index array, got {tokens!r}") from None
+        if index.dtype == bool or not np.issubdtype(index.dtype, np.integer) or index.ndim != 1:
+            raise ValueError(f"tokens must be a 1-D array of integer positions, got {tokens!r}")
+        if np.any((index < 0) | (index >= T)):
+            raise ValueError(f"tokens must lie in [0, T) = [0, {T}), got {tokens!r}")
+    index = np.unique(index)
+    if index.size < 2:
+        raise ValueError(f"tokens must name at least two distinct positions (rho is an overlap of pairs), "
+                         f"got {tokens!r}")
+    return index
+
+
+def ratio(Q, index=None) -> np.ndarray:
+    """rho = p/q of the positions ``index`` (all by default): mean overlap of distinct pairs over mean norm."""
+    if index is not None:
+        Q = Q[..., index[:, None], index[None, :]]
+    T = Q.shape[-1]
+    q = np.trace(Q, axis1=-2, axis2=-1) / T
+    p = (Q.sum(axis=(-2, -1)) - T * q) / (T * (T - 1))
+    return p / q
+
+
+def by_position(Q) -> np.ndarray:
+    """rho_t of each position t with the others: mean_s!=t Q_ts over sqrt(Q_tt mean_s!=t Q_ss), shape (..., T)."""
+    T = Q.shape[-1]
+    diag = np.diagonal(Q, axis1=-2, axis2=-1)
+    others = (Q.sum(axis=-1) - diag) / (T - 1)
+    norms = (diag.sum(axis=-1, keepdims=True) - diag) / (T - 1)
+    return others / np.sqrt(diag * norms)
+
+
+# --- profiles ------------------------------------------------------------------------------------
+
+def is_masked(spec) -> bool:
+    """Whether a spec (a derive.layers.Layer, inspected without importing SymPy) has a masked attention layer."""
+    if getattr(spec, "mask", None) is not None:
+        return True
+    inner = list(getattr(spec, "layers", ())) + ([spec.branch] if hasattr(spec, "branch") else [])
+    return any(is_masked(layer) for layer in inner)
+
+
+def spec_mask(spec):
+    """The mask of a spec's attention layers (one mask per spec)."""
+    found = set()
+
+    def walk(layer):
+        if hasattr(layer, "mask") and type(layer).__name__ == "SelfAttention":
+            found.add(layer.mask)
+        for inner in list(getattr(layer, "layers", ())) + ([layer.branch] if hasattr(layer, "branch") else []):
+            walk(inner)
+
+    walk(spec)
+    if len(found) != 1 or None in found:
+        raise ValueError(f"a position-resolved profile needs one mask on every attention layer, got {found}")
+    return found.pop()
+
+
+def block_function(arch, activation: str):
+    """The generated position-resolved block map of a named architecture, or a custom spec compiled now."""
+    if isinstance(arch, str):
+        from ._generated_causal import CAUSAL_BLOCK_MAPS
+        return CAUSAL_BLOCK_MAPS[(arch, activation)]
+    from .codegen_causal import compile_causal
+    return _compiled(arch, compile_causal)
+
+
+_COMPILED: dict = {}
+
+
+def _compiled(spec, compile_causal):
+    key = repr(spec)
+    if key not in _COMPILED:
+        _COMPILED[key] = compile_causal(spec)
+    return _COMPILED[key]
+
+
+@dataclass
+class CausalRun:
+    """Readings of a position-resolved iteration, per block (entry 0: the input).
+
+    ``rho``: all-pairs rho; ``rho_tokens``: rho among the chosen positions; ``by_position``: rho of each
+    position with the others (depth + 1, ..., T); ``ipr``: per attention layer, the IPR of each row (..., T).
+    """
+
+    rho: np.ndarray
+    rho_tokens: np.ndarray
+    by_position: np.ndarray
+    ipr: list
+    Q: np.ndarray
+
+
+def iterate(block, attention: Attention, values: dict, depth: int, rho0, tokens: np.ndarray, *,
+            record: bool = True, ipr: str = "first") -> CausalRun:
+    """Apply ``depth`` blocks to the input overlaps Q0 = (1 - rho0) I + rho0 (broadcast over the parameters).
+
+    ``ipr``: read each row's IPR at the attention input of the "first" block, "all" blocks or "none".
+    """
+    from derive.parameters import NAMES
+
+    T = attention.T
+    shape = np.broadcast_shapes(np.shape(rho0), *(np.shape(v) for v in values.values()))
+    rho0 = np.broadcast_to(np.asarray(rho0, dtype=float), shape)[..., None, None]
+    Q = rho0 + (1.0 - rho0) * np.eye(T)
+    args = [np.asarray(values[k], dtype=float)[..., None, None] if np.ndim(values[k]) else float(values[k])
+            for k in NAMES]
+    extra = {k: v for k, v in values.items() if k not in NAMES}
+
+    def layer_attention(Q, beta, sigma_v2, gain):
+        return attention(Q, np.broadcast_to(np.asarray(beta)[..., 0, 0] if np.ndim(beta) else beta, shape),
+                         np.broadcast_to(np.asarray(sigma_v2)[..., 0, 0] if np.ndim(sigma_v2) else sigma_v2, shape),
+                         gain)
+
+    readings = [_read(Q, tokens)] if record else []
+    iprs = []
+    beta = np.broadcast_to(np.asarray(values["beta"], dtype=float), shape)
+    with np.errstate(all="ignore"):
+        for layer in range(depth):
+            Q, inputs = block(Q, *args, layer_attention, **extra)
+            _check(Q, layer, values)
+            if ipr == "all" or (ipr == "first" and layer == 0):
+                iprs.extend(attention.row_ipr(q_in, beta) for q_in in inputs)
+            if record:
+                readings.append(_read(Q, tokens))
+    if not record:
+        readings = [_read(Q, tokens)]
+    rho, rho_tokens, position = (np.stack(x) for x in zip(*readings))
+    return CausalRun(rho, rho_tokens, position, iprs, Q)
+
+
+def _read(Q, tokens):
+    return ratio(Q), ratio(Q, tokens), by_position(Q)
+
+
+def _check(Q, layer, values):
+    diag = np.diagonal(Q, axis1=-2, axis2=-1)
+    if not (np.all(np.isfinite(Q)) and np.all(diag > 0)):
+        raise ValueError(f"the position-resolved overlaps are not finite or a token vanished after block "
+                         f"{layer + 1} (parameters {_describe(values)}): use alpha_sa > 0 and moderate strengths")
+
+
+def _describe(values):
+    return {k: (float(v) if np.ndim(v) == 0 else f"array{np.shape(v)}") for k, v in values.items()}
+
+
+def prepare(arch, depth, *, beta, T, rho0, activation, mask, tokens, params):
+    """Validate a causal profile's input; return (block, attention, values, depth, rho0, token index)."""
+    from .profile import block_values
+
+    arch = check.architecture(arch)
+    depth = check.depth(depth)
+    T = check.sequence_length(T, infinite=False)
+    if isinstance(arch, str):
+        check.activation(activation)
+        mask = masks.parse(mask)
+        if mask is None:
+            raise ValueError("mask must be 'causal' or 'sliding:W' for a position-resolved profile")
+    else:
+        mask = spec_mask(arch)
+    rho0 = check.rho0(rho0, T)
+    values = block_values(arch, beta, params)
+    return (block_function(arch, activation), _attention(T, mask), values, depth, rho0, positions(tokens, T))
+
+
+@lru_cache(maxsize=8)
+def _attention(T: int, mask) -> Attention:
+    return Attention(T, mask)
+
+
+def cosine_profile(arch, depth, *, beta, T, rho0=0.0, activation="relu", mask="causal", tokens=None, **params):
+    """rho before block 1 and after each block of a masked stack: all pairs, or among ``tokens`` if given.
+
+    Shape (depth + 1, *broadcast of the parameters). ``arch``: a named architecture with ``mask``
+    ("causal" or "sliding:W"), or a spec whose attention layers carry a mask.
+    """
+    block, attention, values, depth, rho0, index = prepare(arch, depth, beta=beta, T=T, rho0=rho0,
+                                                           activation=activation, mask=mask, tokens=tokens,
+                                                           params=params)
+    run = iterate(block, attention, values, depth, rho0, index, ipr="none")
+    return run.rho if tokens is None else run.rho_tokens
+
+
+def position_profile(arch, depth, *, beta, T, rho0=0.0, activation="relu", mask="causal", **params):
+    """rho_t of each position with the others, before block 1 and after each block: shape (depth + 1, ..., T)."""
+    block, attention, values, depth, rho0, index = prepare(arch, depth, beta=beta, T=T, rho0=rho0,
+                                                           activation=activation, mask=mask, tokens=None,
+                                                           params=params)
+    return iterate(block, attention, values, depth, rho0, index, ipr="none").by_position

@@ -22,7 +22,8 @@ from .diagram import Diagram, trainability_diagram
 from .gram import GramProfile, gram_profile
 from .gradients import key_grad_sq_norm, query_grad_sq_norm, value_grad_sq_norm
 from .moments import ipr, ipr_pair, ipr_square
+from .causal import position_profile
 from .profile import cosine_profile, critical_alpha
 
 __all__ = ["Diagram", "GramProfile", "cosine_profile", "critical_alpha", "gram_profile", "ipr", "ipr_pair",
-           "ipr_square", "key_grad_sq_norm", "query_grad_sq_norm", "trainability_diagram", "value_grad_sq_norm"]
+           "ipr_square", "key_grad_sq_norm", "position_profile", "query_grad_sq_norm", "trainability_diagram", "value_grad_sq_norm"]

@@ -52,8 +52,8 @@ class GramProfile:
 
 
 def gram_profile(arch, depth, *, beta, T, samples=32, seed=0, rho0=0.0, alpha_sa=1.0, alpha_mlp=1.0,
-                 sigma_v2=1.0, sigma_w2=2.0, sigma_b2=0.0, activation="relu", progress=None,
-                 **extra) -> GramProfile:
+                 sigma_v2=1.0, sigma_w2=2.0, sigma_b2=0.0, activation="relu", progress=None, mask=None,
+                 tokens=None, **extra) -> GramProfile:
     """Depth profile of ``arch`` from the infinite-width overlap matrix (module doc), scalar parameters.
 
     ``T``: an integer in [2, :data:`MAX_T`]; ``samples`` >= 2 independent draws of
@@ -61,17 +61,24 @@ def gram_profile(arch, depth, *, beta, T, samples=32, seed=0, rho0=0.0, alpha_sa
     :data:`BATCH` too); ``rho0`` the input cosine similarity of all pairs, in
     [-1/(T-1), 1] (a positive semi-definite input). ``extra``: values of a custom
     spec's parameters beyond the contract's. ``progress``: a callable taking the
-    number of samples done.
+    number of samples done. ``mask`` ("causal", "sliding:W") masks a named architecture's attention
+    (a spec carries its own); ``tokens`` (None, "late", a slice or an index array) takes q and p over
+    those positions only: the reference of the position-resolved theory (:mod:`numeric.causal`).
     """
     from derive.architectures import architecture
     from derive.layers import GramContext
 
+    from .causal import positions
+
     arch = check.architecture(arch)
-    spec = architecture(arch, check.activation(activation))
+    if mask is not None and not isinstance(arch, str):
+        raise ValueError("mask= applies to a named architecture; a spec carries its own masks")
+    spec = architecture(arch, check.activation(activation), mask=mask)
     depth = check.depth(depth)
     T = check.sequence_length(T)
     if T is None or T > MAX_T:
         raise ValueError(f"gram_profile needs a finite integer T in [2, {MAX_T}] (it holds T x T matrices), got {T}")
+    index = positions(tokens, T)
     samples = check.count("samples", samples, 2)
     seed = check.count("seed", seed, 0)
     rho0 = check.rho0(rho0, T)
@@ -90,11 +97,11 @@ def gram_profile(arch, depth, *, beta, T, samples=32, seed=0, rho0=0.0, alpha_sa
     for start in range(0, samples, BATCH):
         n = min(BATCH, samples - start)
         Q = np.broadcast_to(rho0 + (1.0 - rho0) * np.eye(T), (n, T, T)).copy()
-        q[start:start + n, 0], p[start:start + n, 0] = _moments(Q)
+        q[start:start + n, 0], p[start:start + n, 0] = _moments(Q, index)
         for layer in range(depth):
             with np.errstate(all="ignore"):                      # checked right below, with a message
                 Q = spec.gram_map(Q, params, ctx)
-                moments = _moments(Q)
+                moments = _moments(Q, index)
             _check_finite(Q, moments, layer, params)
             q[start:start + n, layer + 1], p[start:start + n, layer + 1] = moments
         if progress is not None:
@@ -143,8 +150,10 @@ class _Kernels:
         return out
 
 
-def _moments(Q):
-    """Per sample: the mean norm (diagonal) and the mean overlap of distinct tokens."""
+def _moments(Q, index=None):
+    """Per sample: the mean norm (diagonal) and the mean overlap of distinct tokens (of ``index`` only)."""
+    if index is not None:
+        Q = Q[..., index[:, None], index[None, :]]
     T = Q.shape[-1]
     diagonal = np.diagonal(Q, axis1=-2, axis2=-1).sum(axis=-1)
     return diagonal / T, (Q.sum(axis=(-2, -1)) - diagonal) / (T * (T - 1))

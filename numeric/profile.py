@@ -129,7 +129,7 @@ def _scalar_or_array(value):
 
 
 def cosine_profile(arch, depth, *, beta, T=None, rho0=0.0, alpha_sa=1.0, alpha_mlp=1.0, sigma_v2=1.0,
-                   sigma_w2=2.0, sigma_b2=0.0, activation="relu", **extra):
+                   sigma_w2=2.0, sigma_b2=0.0, activation="relu", mask=None, tokens=None, **extra):
     """rho = p/q before block 1 and after each of ``depth`` blocks: shape (depth+1, *broadcast).
 
     ``arch``: "post-ln" (Alg. 1), "pre-ln" (Alg. 2, corrected), "gain-post-ln"
@@ -137,12 +137,37 @@ def cosine_profile(arch, depth, *, beta, T=None, rho0=0.0, alpha_sa=1.0, alpha_m
     ``T=None`` is the asymptotic theory, an integer T the exact finite-T theory.
     ``extra``: values of a custom spec's parameters beyond the contract's
     (e.g. a second MLP weight variance; see :func:`numeric.codegen.extra_parameters`).
+    ``mask``: "causal" or "sliding:W" masks a named architecture's attention (a spec carries its
+    own masks); a masked stack is position-resolved (:mod:`numeric.causal`, finite T only) and the
+    profile is its all-pairs rho, or rho among ``tokens`` (None, "late" = the last quarter of the
+    positions, a slice or an index array). An unmasked stack's tokens are exchangeable: every
+    subset of them has the all-pairs rho.
     """
     params = dict(alpha_sa=alpha_sa, alpha_mlp=alpha_mlp, sigma_v2=sigma_v2, sigma_w2=sigma_w2, sigma_b2=sigma_b2,
                   **extra)
+    if _masked(arch, mask):
+        from . import causal
+        return causal.cosine_profile(arch, depth, beta=beta, T=T, rho0=rho0, activation=activation,
+                                     mask=mask, tokens=tokens, **params)
+    if tokens is not None:
+        from .causal import positions
+        if T is None:
+            raise ValueError("tokens names positions of a finite sequence: give an integer T")
+        positions(tokens, check.sequence_length(T))
     block, moments, values, depth, T, rho0 = prepare(arch, depth, beta=beta, T=T, rho0=rho0,
                                                       activation=activation, params=params)
     return np.stack(iterate(block, moments, values, depth, T, rho0).rho)
+
+
+def _masked(arch, mask) -> bool:
+    """Whether the profile is of a masked stack: ``mask`` given for a named architecture, or a spec with masks."""
+    if mask is not None:
+        if not isinstance(arch, str):
+            raise ValueError("mask= applies to a named architecture; a spec carries its own masks "
+                             "(SelfAttention(mask=...))")
+        return True
+    from .causal import is_masked
+    return not isinstance(arch, str) and is_masked(arch)
 
 
 def final_rho(block, moments, values, depth, T, rho0) -> np.ndarray:

@@ -38,6 +38,7 @@ import numpy as np
 from derive import masks
 
 from . import validation as check
+from .blas import single_threaded_blas
 from .row_moments import RowMoments
 
 
@@ -305,7 +306,7 @@ def iterate(block, attention: Attention, values: dict, depth: int, rho0, tokens:
     readings = [_read(Q, tokens)] if record else []
     iprs = []
     beta = np.broadcast_to(np.asarray(values["beta"], dtype=float), shape)
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), single_threaded_blas():     # small products: threads only add waiting
         for layer in range(depth):
             Q, inputs = block(Q, *args, layer_attention, **extra)
             _check(Q, layer, values)
@@ -377,3 +378,106 @@ def position_profile(arch, depth, *, beta, T, rho0=0.0, activation="relu", mask=
                                                            activation=activation, mask=mask, tokens=None,
                                                            params=params)
     return iterate(block, attention, values, depth, rho0, index, ipr="none").by_position
+
+
+# --- phases --------------------------------------------------------------------------------------
+
+def critical_alpha(arch, depth, *, beta, T, eps=0.01, rho0=0.0, activation="relu", mask="causal", tokens=None,
+                   rtol=1e-6, alpha_max=1e6, bracket=None, **params):
+    """Smallest alpha_sa with rho after ``depth`` blocks <= 1 - eps: all pairs, or among ``tokens``.
+
+    The one root finder, :func:`numeric.solve.smallest_alpha`, on the position-resolved profile.
+    """
+    from . import solve
+
+    eps = check.interval("eps", eps, 0.0, 1.0, closed=False)
+    if "alpha_sa" in params:
+        raise ValueError("critical_alpha solves for alpha_sa: do not pass it")
+    block, attention, values, depth, rho0, index = prepare(arch, depth, beta=beta, T=T, rho0=rho0,
+                                                           activation=activation, mask=mask, tokens=tokens,
+                                                           params=params)
+    values = {k: v for k, v in values.items() if k != "alpha_sa"}
+    names = tuple(values)
+
+    def gap(alpha, target, rho0_, *arrays):
+        run = iterate(block, attention, {**dict(zip(names, arrays)), "alpha_sa": alpha}, depth, rho0_, index,
+                      record=False, ipr="none")
+        return (run.rho if tokens is None else run.rho_tokens)[-1] - target
+
+    shape = np.broadcast_shapes(np.shape(eps), np.shape(rho0), *(np.shape(v) for v in values.values()))
+    return solve.smallest_alpha(gap, shape, rtol=rtol, alpha_max=alpha_max, bracket=bracket,
+                                args=(1.0 - eps, rho0, *values.values()))
+
+
+#: Most matrix entries (points x T x T) held by one chunk of a diagram.
+CHUNK_ENTRIES = 1 << 22
+
+
+def min_keys_default(attention: Attention) -> int:
+    """The fewest keys among the late rows (the last quarter of positions): rows that see most of the context."""
+    return int(attention.n[late(attention.T)].min())
+
+
+def trainability_diagram(arch, depth, *, betas, alphas, eps=0.01, T, rho0=0.0, activation="relu",
+                         criterion="first", ipr_threshold=0.5, progress=None, mask="causal", min_keys=None,
+                         **params):
+    """Phases of a masked stack over the grid (alphas x betas): :class:`numeric.diagram.Diagram` with ``late``.
+
+    Rank collapse: rho after the last block > 1 - eps, judged on all pairs (``phase``) and, separately, on
+    the late positions (``late["phase"]``). Entropy collapse: the mean IPR E sum_s A_ts^2 of the rows with
+    at least ``min_keys`` keys (default: those of the last quarter of positions; short rows have an IPR near
+    1 by construction) exceeds ``ipr_threshold`` in the first attention layer (``criterion="first"``) or in
+    any (``"any"``).
+    """
+    from .diagram import ENTROPY_COLLAPSE, RANK_COLLAPSE, TRAINABLE, Diagram, _grid, _grid_bracket, _name
+    from .solve import ALPHA_ZERO
+
+    betas, alphas = _grid("betas", betas), _grid("alphas", alphas)
+    check.positive("betas", betas)
+    check.nonnegative("alphas", alphas)
+    eps = float(check.interval("eps", eps, 0.0, 1.0, closed=False))
+    if criterion not in ("first", "any"):
+        raise ValueError(f"criterion must be 'first' or 'any', got {criterion!r}")
+    ipr_threshold = float(check.interval("ipr_threshold", ipr_threshold, 0.0, 1.0, closed=False))
+    if "alpha_sa" in params or "beta" in params:
+        raise ValueError("trainability_diagram takes betas= and alphas= grids, not beta/alpha_sa")
+    B, A = np.meshgrid(betas, np.maximum(alphas, ALPHA_ZERO))
+    block, attention, values, depth, rho0, index = prepare(
+        arch, depth, beta=B.ravel(), T=T, rho0=rho0, activation=activation, mask=mask, tokens="late",
+        params={**params, "alpha_sa": A.ravel()})
+    judged = _judged_rows(attention, min_keys)
+    rho, rho_late, condensed = (np.empty(B.size) for _ in range(3))
+    step = max(1, CHUNK_ENTRIES // attention.T ** 2)
+    for start in range(0, B.size, step):
+        sl = slice(start, min(start + step, B.size))
+        chunk = {k: (v[sl] if np.ndim(v) else v) for k, v in values.items()}
+        run = iterate(block, attention, chunk, depth, rho0, index, record=False,
+                      ipr="all" if criterion == "any" else "first")
+        rho[sl], rho_late[sl] = run.rho[-1], run.rho_tokens[-1]
+        condensed[sl] = np.any([ipr[..., judged].mean(axis=-1) > ipr_threshold for ipr in run.ipr], axis=0)
+        if progress is not None:
+            progress(sl.stop - sl.start)
+    condensed = condensed.astype(bool).reshape(B.shape)
+
+    def phases(r):
+        return np.where(condensed, ENTROPY_COLLAPSE, np.where(r.reshape(B.shape) > 1.0 - eps, RANK_COLLAPSE, TRAINABLE))
+
+    kw = dict(eps=eps, T=T, rho0=rho0, activation=activation, mask=mask, **params)
+    boundary = critical_alpha(arch, depth, beta=betas, bracket=_grid_bracket(rho.reshape(B.shape), A[:, 0], eps), **kw)
+    boundary_late = critical_alpha(arch, depth, beta=betas, tokens="late",
+                                   bracket=_grid_bracket(rho_late.reshape(B.shape), A[:, 0], eps), **kw)
+    late_info = {"rho": rho_late.reshape(B.shape), "phase": phases(rho_late), "critical_alpha": boundary_late,
+                 "positions": index, "min_keys": int(attention.n[judged].min()), "mask": attention.mask}
+    return Diagram(betas, alphas, phases(rho), rho.reshape(B.shape), np.asarray(boundary), _name(arch), depth, eps,
+                   T, criterion, {**params, "activation": activation, "rho0": float(rho0)}, late=late_info)
+
+
+def _judged_rows(attention: Attention, min_keys) -> np.ndarray:
+    """The rows entropy collapse is judged on: those with at least ``min_keys`` keys (default: the late rows')."""
+    if min_keys is None:
+        min_keys = min_keys_default(attention)
+    min_keys = check.count("min_keys", min_keys, 2)
+    rows = np.nonzero(attention.n >= min_keys)[0]
+    if rows.size == 0:
+        raise ValueError(f"min_keys = {min_keys} exceeds every row's key count (at most {int(attention.n.max())})")
+    return rows

@@ -60,17 +60,24 @@ class Diagram:
     T: int | None
     criterion: str
     params: dict = field(default_factory=dict)
+    #: Masked (causal) stacks: the same readings among the late positions ({"rho", "phase", "critical_alpha",
+    #: "positions"}) and the rows entropy collapse is judged on ({"min_keys"}); None for an encoder.
+    late: dict | None = None
 
     def to_csv(self, path) -> None:
-        """One row per grid point: beta, alpha_sa, rho, phase, phase name."""
+        """One row per grid point: beta, alpha_sa, rho, phase, phase name (and rho, phase of the late
+        positions for a masked stack)."""
         with open(path, "w", newline="") as fh:
             writer = csv.writer(fh)
-            writer.writerow(["beta", "alpha_sa", "rho", "phase", "phase_name"])
+            writer.writerow(["beta", "alpha_sa", "rho", "phase", "phase_name"]
+                            + (["rho_late", "phase_late"] if self.late else []))
             for i, alpha in enumerate(self.alphas):
                 for j, beta in enumerate(self.betas):
                     ph = int(self.phase[i, j])
-                    writer.writerow([repr(float(beta)), repr(float(alpha)), repr(float(self.rho[i, j])), ph,
-                                     PHASE_NAMES[ph]])
+                    row = [repr(float(beta)), repr(float(alpha)), repr(float(self.rho[i, j])), ph, PHASE_NAMES[ph]]
+                    if self.late:
+                        row += [repr(float(self.late["rho"][i, j])), int(self.late["phase"][i, j])]
+                    writer.writerow(row)
 
     def plot(self, path=None, ax=None):
         """Draw the phases (colours as in Fig. 1c) and the critical alpha_sa; save to ``path``."""
@@ -79,8 +86,13 @@ class Diagram:
 
     def summary(self) -> dict:
         counts = {PHASE_NAMES[k]: int((self.phase == k).sum()) for k in PHASE_NAMES}
-        return {"arch": self.arch, "depth": self.depth, "eps": self.eps, "T": self.T,
-                "criterion": self.criterion, "grid": list(self.phase.shape), "phases": counts}
+        out = {"arch": self.arch, "depth": self.depth, "eps": self.eps, "T": self.T,
+               "criterion": self.criterion, "grid": list(self.phase.shape), "phases": counts}
+        if self.late:
+            out["mask"] = str(self.late["mask"])
+            out["phases_late"] = {PHASE_NAMES[k]: int((self.late["phase"] == k).sum()) for k in PHASE_NAMES}
+            out["min_keys"] = self.late["min_keys"]
+        return out
 
 
 def _grid(name, values):
@@ -91,12 +103,23 @@ def _grid(name, values):
 
 
 def trainability_diagram(arch, depth, *, betas, alphas, eps=0.01, T=None, rho0=0.0, activation="relu",
-                         criterion="first", ipr_threshold=0.5, progress=None, **params):
+                         criterion="first", ipr_threshold=0.5, progress=None, mask=None, min_keys=None, **params):
     """Phases over the grid (alphas x betas) for ``depth`` blocks of ``arch`` (see module doc).
 
     ``params``: alpha_mlp, sigma_v2, sigma_w2, sigma_b2 (scalars). ``progress``:
     a callable taking the number of grid points done (e.g. a tqdm update).
+    ``mask`` ("causal", "sliding:W"; or a spec with masks): the position-resolved diagram of
+    :func:`numeric.causal.trainability_diagram` — rank collapse judged on all pairs (``phase``) and on
+    the late positions (``late``), entropy collapse on rows with at least ``min_keys`` keys.
     """
+    from .profile import _masked
+    if _masked(arch, mask):
+        from . import causal
+        return causal.trainability_diagram(arch, depth, betas=betas, alphas=alphas, eps=eps, T=T, rho0=rho0,
+                                           activation=activation, criterion=criterion, ipr_threshold=ipr_threshold,
+                                           progress=progress, mask=mask, min_keys=min_keys, **params)
+    if min_keys is not None:
+        raise ValueError("min_keys applies to masked (causal) stacks, whose rows see different numbers of keys")
     betas, alphas = _grid("betas", betas), _grid("alphas", alphas)
     check.positive("betas", betas)
     check.nonnegative("alphas", alphas)

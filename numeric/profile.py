@@ -177,7 +177,7 @@ def final_rho(block, moments, values, depth, T, rho0) -> np.ndarray:
 
 
 def critical_alpha(arch, depth, *, beta, eps=0.01, T=None, rho0=0.0, activation="relu", rtol=1e-6,
-                   alpha_max=1e6, bracket=None, **params):
+                   alpha_max=1e6, bracket=None, mask=None, tokens=None, **params):
     """Smallest alpha_sa with rho after ``depth`` blocks <= 1 - eps (Fig. 1c's boundary).
 
     Vectorised over ``beta`` (and any other parameter). Returns 0 where any
@@ -187,7 +187,14 @@ def critical_alpha(arch, depth, *, beta, eps=0.01, T=None, rho0=0.0, activation=
     arrays (lo, hi) known to enclose the answer (rank collapse at lo, none at
     hi; hi = inf where unknown), e.g. from a grid. The root finder is
     :func:`numeric.solve.smallest_alpha` (rho_L decreases with alpha_sa).
+    ``mask``/``tokens``: a masked stack (:func:`cosine_profile`), rank collapse judged on all pairs
+    or among ``tokens`` (e.g. "late").
     """
+    if _masked(arch, mask):
+        from . import causal
+        return causal.critical_alpha(arch, depth, beta=beta, eps=eps, T=T, rho0=rho0, activation=activation,
+                                     rtol=rtol, alpha_max=alpha_max, bracket=bracket, mask=mask, tokens=tokens,
+                                     **params)
     eps = check.interval("eps", eps, 0.0, 1.0, closed=False)
     if "alpha_sa" in params:
         raise ValueError("critical_alpha solves for alpha_sa: do not pass it")

@@ -150,6 +150,7 @@ class RowMoments:
     def __init__(self):
         data = _shipped()
         self._y2, self._yp = data["y2"], data["yp"]
+        self._yp_flat = np.ascontiguousarray(self._yp.reshape(self._yp.shape[0], -1))   # (lambda, xi * w)
 
     def y2(self, b, n):
         """Y2(b, n), b >= 0 (oo allowed), n >= 1 (broadcast)."""
@@ -174,7 +175,7 @@ class RowMoments:
         inside = ~one & (b <= B_MAX)
         if inside.any():
             bb, nn = b[inside], n[inside]
-            by_n = np.tensordot(lagrange(_u_of_n(nn), NODES["lam"]), self._yp, axes=(1, 0))   # (rows, xi, w)
+            by_n = (lagrange(_u_of_n(nn), NODES["lam"]) @ self._yp_flat).reshape(nn.size, *self._yp.shape[1:])
             x = (bb / (bb + _z(nn))) / _xi_max(nn)
             w_nodes[inside] = np.einsum("rxw,rx->rw", by_n, lagrange(x, NODES["xi_yp"]))
         for k in np.nonzero(~one & (b > B_MAX))[0]:

@@ -42,14 +42,21 @@ class _KernelRegistry(dict):
 KERNELS = _KernelRegistry()
 
 
-def common_norm(d, layer: str):
-    """The one norm q_tt of tokens with equal norms d (..., T), as (..., 1, 1) for broadcasting.
+#: Largest relative spread of token norms an activation's equal-variance kernel is used for.
+NORM_SPREAD = 1e-3
 
-    A Gaussian kernel K(q, q_ts) of equal variances (derive.kernels) describes an activation only when every
-    token has the same norm; in the position-resolved theory a LayerNorm and a Linear before it make sure.
+
+def common_norm(d, layer: str):
+    """The norm sqrt(q_tt q_ss) of each pair of tokens with nearly equal norms d (..., T): shape (..., T, T).
+
+    A Gaussian kernel K(q, q_ts) of equal variances (derive.kernels) describes an activation when the tokens
+    share their norm, as after a LayerNorm and a Linear; a LayerNorm's eps leaves a relative spread of order
+    eps/q. With the geometric mean the kernel is exact for relu and identity at any norms (homogeneous of
+    degree one) and for the others to second order in the spread, which must stay below NORM_SPREAD.
     """
-    first = d[..., :1]
-    if numpy.any(numpy.abs(d - first) > 1e-9 * numpy.abs(first)):
-        raise ValueError(f"{layer} in a position-resolved map needs tokens of equal norm; its input norms differ "
-                         "(no LayerNorm before the MLP, or a LayerNorm with eps > 0)")
-    return first[..., None]
+    lo, hi = d.min(axis=-1, keepdims=True), d.max(axis=-1, keepdims=True)
+    if numpy.any(hi - lo > NORM_SPREAD * lo):
+        raise ValueError(f"{layer} in a position-resolved map needs tokens of (nearly) equal norm; its input "
+                         "norms differ by more than 0.1 % (no LayerNorm before the MLP?)")
+    root = numpy.sqrt(d)
+    return root[..., :, None] * root[..., None, :]

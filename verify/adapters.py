@@ -2,8 +2,8 @@
 
 Contract (docs/design.md)::
 
-    predict_cosine_profile(layers, seq_len, *, rho0=0.0)   # theory, ndarray (L+1,)
-    measure_cosine_profile(layers, x)                      # forward hooks on a real forward pass
+    predict_cosine_profile(layers, seq_len, *, rho0=0.0, mask=None, tokens=None)   # theory, ndarray (L+1,)
+    measure_cosine_profile(layers, x, *, mask=None, tokens=None)         # hooks on a real forward pass
 
 ``layers``: ``torch.nn.TransformerEncoder``, a list of ``torch.nn.TransformerEncoderLayer``,
 or (with transformers installed) ``BertModel`` / ``BertEncoder`` / a list of ``BertLayer``.
@@ -50,6 +50,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from derive import masks
 from derive.layers import Activation, Bias, LayerNorm, Linear, Residual, SelfAttention, Sequence
 from derive.parameters import NAMES as PARAMETERS
 from numeric import validation as check
@@ -67,16 +68,17 @@ __all__ = ["predict_cosine_profile", "measure_cosine_profile", "measure_overlaps
 
 @lru_cache(maxsize=None)
 def encoder_spec(norm_first: bool, activation: str, eps_attention: float, eps_mlp: float, heads: int,
-                 width: float) -> Sequence:
+                 width: float, mask=None) -> Sequence:
     """One real encoder layer as a derive spec (PyTorch's TransformerEncoderLayer / BertLayer).
 
     post-LN: LN(x + SA(x) + b_att) -> LN(. + W2 phi(W1 . + b1) + b2);
     pre-LN: x + SA(LN x) + b_att -> . + W2 phi(W1 LN(.) + b1) + b2.
     LayerNorm subtracts the feature mean (``centre=True``; same map, see
     :mod:`verify.adapters_read`); linear1 and linear2 carry their own variances
-    (sigma_w2, sigma_b2 and sigma_w2_out, sigma_b2_out).
+    (sigma_w2, sigma_b2 and sigma_w2_out, sigma_b2_out). ``mask``: the attention mask the stack runs
+    with (:mod:`derive.masks`).
     """
-    attention = Sequence(SelfAttention(heads=heads), Bias("sigma_b2_att"))
+    attention = Sequence(SelfAttention(heads=heads, mask=mask), Bias("sigma_b2_att"))
     mlp = Sequence(Linear("sigma_w2", "sigma_b2", width), Activation(activation),
                    Linear("sigma_w2_out", "sigma_b2_out", 1.0 / width))
     norm_att, norm_mlp = LayerNorm(eps_attention, centre=True), LayerNorm(eps_mlp, centre=True)
@@ -170,25 +172,82 @@ def _layer(reading: LayerReading, T: int, q, p, alpha_sa, beta):
     return q, p, q_att, p_att, betas
 
 
-def predict_cosine_profile(layers, seq_len: int, *, rho0: float = 0.0, q0: float = 1.0) -> np.ndarray:
+def predict_cosine_profile(layers, seq_len: int, *, rho0: float = 0.0, q0: float = 1.0, mask=None,
+                           tokens=None) -> np.ndarray:
     """Theory: rho before the first layer and after each of the L layers, shape (L+1,).
 
     Reads ``layers`` (module docstring) and runs the exact finite-T theory at
     T = ``seq_len`` from inputs with |X_t|^2/d = ``q0`` and cosine similarity
     ``rho0`` (docs/design.md: q0 = 1). ``q0`` matters for post-LN stacks, whose
-    first attention layer sees the raw input.
+    first attention layer sees the raw input. ``mask`` ("causal", "sliding:W"):
+    the mask the stack runs with (a decoder built from encoder layers); the
+    theory is then position-resolved (:mod:`numeric.causal`). ``tokens`` (None,
+    "late" = the last quarter of positions, a slice or an index array): q and p
+    over those positions only (an unmasked stack's tokens are exchangeable).
     """
     T = check.sequence_length(seq_len, name="seq_len", infinite=False)
     rho0, q0 = float(check.rho0(rho0, T)), float(check.positive("q0", q0))
+    mask, index = masks.parse(mask), _positions(tokens, T)
+    if mask is not None:
+        return causal_run(read(layers), T, mask, rho0=rho0, q0=q0, index=index)
     return theory_run(read(layers), T, rho0=rho0, q0=q0).rho
+
+
+def _positions(tokens, T):
+    from numeric.causal import positions
+    return None if tokens is None else positions(tokens, T)
+
+
+def causal_run(readings, T: int, mask, *, rho0=0.0, q0=1.0, index=None) -> np.ndarray:
+    """The position-resolved theory through ``readings`` layer by layer: rho (all pairs, or of ``index``).
+
+    Each layer's block is its real-LayerNorm spec with the mask (:func:`encoder_spec`) compiled to a map of
+    the expected overlap matrix (:func:`numeric.codegen_causal.compile_causal`); heads of different scales
+    enter as the w-weighted sum of the closure at each head's beta (the map is linear in the moments).
+    """
+    from numeric import causal
+
+    closure = causal.Attention(T, mask)
+    Q = q0 * (rho0 + (1.0 - rho0) * np.eye(T))
+    rho = [causal.ratio(Q, index)]
+    with np.errstate(all="ignore"):
+        for reading in readings:
+            Q = _causal_layer(reading, Q, closure, T, mask)
+            if not (np.all(np.isfinite(Q)) and np.all(np.diagonal(Q) > 0)):
+                raise ValueError(f"{reading.name}: the theory's overlaps are not finite or a token vanished")
+            rho.append(causal.ratio(Q, index))
+    return np.array(rho)
+
+
+def _causal_layer(reading: LayerReading, Q, closure, T: int, mask):
+    """One read layer's position-resolved block on the overlap matrix Q."""
+    heads_beta = reading.beta(T)
+    ref = float(heads_beta.mean())
+    ratios = heads_beta / ref if ref > 0 else np.ones_like(heads_beta)
+
+    def attention(Q, beta, sigma_v2, gain):
+        return sum(w * closure(Q, beta * r, sigma_v2, gain) for r, w in zip(ratios, reading.value_weights))
+
+    structure = reading.structure()
+    block = _causal_block(structure[:4] + (1,) + structure[5:], mask)
+    values = dict(reading.values(), beta=ref, alpha_sa=1.0, alpha_mlp=1.0)
+    extra = {name: value for name, value in values.items() if name not in PARAMETERS}
+    return block(Q, *(values[name] for name in PARAMETERS), attention, **extra)[0]
+
+
+@lru_cache(maxsize=None)
+def _causal_block(structure: tuple, mask):
+    from numeric.codegen_causal import compile_causal
+    return compile_causal(encoder_spec(*structure, mask=mask))
 
 
 # --- measurement ------------------------------------------------------------------------
 
-def overlaps(x: torch.Tensor, batch_first: bool = True) -> tuple[float, float]:
+def overlaps(x: torch.Tensor, batch_first: bool = True, index=None) -> tuple[float, float]:
     """(q, p) of token sequences x: q = mean |X_t|^2/d, p = mean_{t != s} X_t.X_s/d, batch-averaged.
 
-    ``x``: (T, d), or (batch, T, d) when ``batch_first`` else (T, batch, d).
+    ``x``: (T, d), or (batch, T, d) when ``batch_first`` else (T, batch, d); ``index``: the positions
+    to average over (all by default).
     The estimator is :func:`verify.montecarlo.overlap_samples` (per sequence), averaged over the batch.
     """
     x = x.detach().to(torch.float64)
@@ -196,14 +255,21 @@ def overlaps(x: torch.Tensor, batch_first: bool = True) -> tuple[float, float]:
         x = x.unsqueeze(0)
     elif not batch_first:
         x = x.transpose(0, 1)
+    if index is not None:
+        x = x[..., torch.as_tensor(index), :]
     if x.shape[-2] < 2:
         raise ValueError(f"need at least 2 tokens per sequence, got {x.shape[-2]}")
     q, p = overlap_samples(x)
     return float(q.mean()), float(p.mean())
 
 
-def measure_overlaps(layers, x) -> tuple[np.ndarray, np.ndarray]:
+def measure_overlaps(layers, x, *, mask=None, tokens=None) -> tuple[np.ndarray, np.ndarray]:
     """(q, p) before the first layer and after each layer, from hooks on one real forward pass.
+
+    ``mask`` ("causal", "sliding:W"): the forward pass runs with it, as a PyTorch user runs a decoder built
+    from encoder layers (``layer(h, src_mask=mask, is_causal=True)`` with
+    ``nn.Transformer.generate_square_subsequent_mask(T)``; a window as a float mask of -inf outside it).
+    ``tokens``: q and p over those positions only (as :func:`predict_cosine_profile`).
 
     ``x``: the stack's input. For torch layers a float tensor laid out as the
     layers expect (``batch_first`` or not; unbatched (T, d) too). For BERT a
@@ -215,26 +281,39 @@ def measure_overlaps(layers, x) -> tuple[np.ndarray, np.ndarray]:
     """
     readings = read(layers, independent=False)
     modules = [module for _, module in layer_modules(layers)[0]]
+    mask = masks.parse(mask)
+    seq_axis = -2 if readings[0].batch_first or x.dim() == 2 else 0
+    index = _positions(tokens, x.shape[seq_axis])
     outputs: list = []
     hooks = [modules[0].register_forward_pre_hook(lambda m, args, kwargs: outputs.append(_first(args, kwargs)),
                                                   with_kwargs=True)]
     hooks += [m.register_forward_hook(lambda m, args, out: outputs.append(_first((out,), {}))) for m in modules]
     try:
         with torch.no_grad():
-            _forward(layers, modules, x)
+            _forward(layers, modules, x, _torch_mask(mask, x.shape[seq_axis], x.device, x.dtype))
     finally:
         for hook in hooks:
             hook.remove()
     if len(outputs) != len(modules) + 1:
         raise RuntimeError(f"expected {len(modules) + 1} hooked tensors, got {len(outputs)}")
-    pairs = [overlaps(t, readings[0].batch_first) for t in outputs]
+    pairs = [overlaps(t, readings[0].batch_first, index) for t in outputs]
     return np.array([q for q, _ in pairs]), np.array([p for _, p in pairs])
 
 
-def measure_cosine_profile(layers, x) -> np.ndarray:
+def measure_cosine_profile(layers, x, *, mask=None, tokens=None) -> np.ndarray:
     """Measured rho = p/q before the first layer and after each layer, shape (L+1,) (:func:`measure_overlaps`)."""
-    q, p = measure_overlaps(layers, x)
+    q, p = measure_overlaps(layers, x, mask=mask, tokens=tokens)
     return p / q
+
+
+def _torch_mask(mask, T: int, device, dtype):
+    """The float attention mask of ``mask`` for T positions (None for full attention): 0 where allowed, -inf
+    elsewhere, as ``nn.Transformer.generate_square_subsequent_mask`` builds the causal one."""
+    if mask is None:
+        return None
+    allowed = torch.as_tensor(mask.allowed(T), device=device)
+    out = torch.zeros(T, T, device=device, dtype=dtype if dtype.is_floating_point else torch.float32)
+    return out.masked_fill(~allowed, float("-inf")), mask.window is None
 
 
 def profile_estimate(runs):
@@ -263,11 +342,14 @@ def _first(args, kwargs):
     return value
 
 
-def _forward(layers, modules, x):
-    """Run the stack as its user would: the container's own forward where it has one."""
+def _forward(layers, modules, x, mask=None):
+    """Run the stack as its user would: the container's own forward where it has one; ``mask``: (float mask,
+    is_causal) for the attention of every layer, or None."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     name = type(layers).__name__
+    if mask is not None:
+        return _forward_masked(layers, modules, x, *mask)
     if isinstance(layers, torch.nn.TransformerEncoder) or name == "BertEncoder":
         return layers(x)
     if hasattr(layers, "encoder") and type(layers.encoder).__name__ == "BertEncoder":
@@ -276,6 +358,18 @@ def _forward(layers, modules, x):
         return layers.encoder(x)
     for module in modules:
         x = _first((module(x),), {})
+    return x
+
+
+def _forward_masked(layers, modules, x, mask, is_causal):
+    """A stack of nn.TransformerEncoderLayer run with an attention mask (BERT's layers attend both ways)."""
+    if isinstance(layers, torch.nn.TransformerEncoder):
+        return layers(x, mask=mask, is_causal=is_causal)
+    if not all(isinstance(m, torch.nn.TransformerEncoderLayer) for m in modules):
+        raise ValueError("mask: only stacks of torch.nn.TransformerEncoderLayer run with an attention mask here "
+                         f"(got {type(modules[0]).__name__})")
+    for module in modules:
+        x = module(x, src_mask=mask, is_causal=is_causal)
     return x
 
 

@@ -36,8 +36,10 @@ import torch
 from derive.layers import SelfAttention
 
 from numeric import validation as check
+from numeric.causal import positions
 
-from .torch_view import build, iter_blocks, make_generator, resolve_device, resolve_dtype, tokens
+from .torch_view import build, iter_blocks, make_generator, resolve_device, resolve_dtype
+from .torch_view import tokens as input_tokens
 
 #: Most score entries (rows x T) held at once when sampling Gaussian scores.
 GAUSSIAN_CHUNK = 1 << 22
@@ -145,7 +147,7 @@ def _setup(device, dtype, seed):
 
 def profile(arch, depth: int, *, beta: float, T: int, d: int, seeds: int, rho0: float = 0.0, q0: float = 1.0,
             activation: str = "relu", heads: int = 1, batch: int = 1, kind: str = "basis", device=None,
-            dtype=torch.float64, seed: int = 0, **params) -> Profile:
+            dtype=torch.float64, seed: int = 0, mask=None, tokens=None, **params) -> Profile:
     """q, p, ρ before block 1 and after each of ``depth`` blocks of ``arch`` (compare numeric.cosine_profile).
 
     Blocks are sampled one at a time (:func:`verify.torch_view.iter_blocks`), so
@@ -153,21 +155,27 @@ def profile(arch, depth: int, *, beta: float, T: int, d: int, seeds: int, rho0: 
 
     Inputs have norm ``q0`` (the theory's 1) and cosine similarity ``rho0`` (:func:`verify.torch_view.tokens`);
     ``batch`` sequences per seed share the seed's weights. ``params``: alpha_sa,
-    alpha_mlp, sigma_v2, sigma_w2, sigma_b2.
+    alpha_mlp, sigma_v2, sigma_w2, sigma_b2. ``mask``: a named architecture's attention mask ("causal",
+    "sliding:W"); ``tokens``: q and p over those positions only (None, "late", a slice or an index array).
     """
     T, d, seeds = _check_sizes(T, d, seeds)
     batch = check.count("batch", batch)
     device, dtype, generator = _setup(device, dtype, seed)
-    x = tokens(seeds, T, d, rho0=rho0, q0=q0, batch=(batch,) if batch > 1 else (), kind=kind, device=device,
+    x = input_tokens(seeds, T, d, rho0=rho0, q0=q0, batch=(batch,) if batch > 1 else (), kind=kind, device=device,
                dtype=dtype, generator=generator)
     blocks = iter_blocks(arch, d, seeds=seeds, depth=depth, params={"beta": beta, **params}, activation=activation,
-                         heads=heads, device=device, dtype=dtype, generator=generator)
-    q, p = overlap_samples(x)
+                         heads=heads, device=device, dtype=dtype, generator=generator, mask=mask)
+    index = None if tokens is None else torch.as_tensor(positions(tokens, T), device=device)
+
+    def read(x):
+        return overlap_samples(x if index is None else x[..., index, :])
+
+    q, p = read(x)
     qs, ps = [q], [p]
     with torch.no_grad():
         for block in blocks:
             x = block(x)
-            q, p = overlap_samples(x)
+            q, p = read(x)
             qs.append(q)
             ps.append(p)
     q, p = Estimate.of(torch.stack(qs, dim=1)), Estimate.of(torch.stack(ps, dim=1))
@@ -196,7 +204,7 @@ def _attention_layer(beta, T, d, seeds, q, p, heads, sigma_v2, gain, device, dty
     spec = SelfAttention(gain=gain, heads=check.count("heads", heads))
     stack = build(spec, d, seeds=seeds, params={"beta": beta, "sigma_v2": sigma_v2}, device=device, dtype=dtype,
                   generator=generator)
-    x = tokens(seeds, T, d, rho0=p / q, q0=q, kind=kind, device=device, dtype=dtype, generator=generator)
+    x = input_tokens(seeds, T, d, rho0=p / q, q0=q, kind=kind, device=device, dtype=dtype, generator=generator)
     return spec, stack, x, generator
 
 

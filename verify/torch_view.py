@@ -88,9 +88,12 @@ def make_generator(seed: int | None, generator, device: torch.device) -> torch.G
 
 # --- specs ----------------------------------------------------------------------------
 
-def spec_of(spec_or_name, activation: str = "relu", heads: int = 1) -> Layer:
-    """The spec for a name of :data:`derive.architectures.ARCHITECTURES` or a Layer, with ``heads`` heads."""
-    spec = architecture(spec_or_name, activation)
+def spec_of(spec_or_name, activation: str = "relu", heads: int = 1, mask=None) -> Layer:
+    """The spec for a name of :data:`derive.architectures.ARCHITECTURES` (its attention masked by ``mask``)
+    or a Layer, with ``heads`` heads."""
+    if mask is not None and not isinstance(spec_or_name, str):
+        raise ValueError("mask= applies to a named architecture; a spec carries its own masks")
+    spec = architecture(spec_or_name, activation, mask=mask)
     heads = check.count("heads", heads)
     return spec if heads == 1 else with_heads(spec, heads)
 
@@ -192,7 +195,7 @@ class Stack(nn.Module):
 
 def build(spec_or_name, d: int, *, seeds: int, params: dict | None = None, depth: int = 1,
           activation: str = "relu", heads: int = 1, device=None, dtype=torch.float64,
-          seed: int | None = 0, generator: torch.Generator | None = None) -> Stack:
+          seed: int | None = 0, generator: torch.Generator | None = None, mask=None) -> Stack:
     """A :class:`Stack` of ``depth`` blocks of ``spec_or_name`` at initialisation.
 
     ``spec_or_name``: "post-ln" (Alg. 1), "pre-ln" (Alg. 2), "gain-post-ln"
@@ -203,13 +206,13 @@ def build(spec_or_name, d: int, *, seeds: int, params: dict | None = None, depth
     """
     d, seeds = check.count("d", d), check.count("seeds", seeds)
     blocks = iter_blocks(spec_or_name, d, seeds=seeds, params=params, depth=depth, activation=activation,
-                         heads=heads, device=device, dtype=dtype, seed=seed, generator=generator)
+                         heads=heads, device=device, dtype=dtype, seed=seed, generator=generator, mask=mask)
     return Stack(list(blocks), d, seeds)
 
 
 def iter_blocks(spec_or_name, d: int, *, seeds: int, params: dict | None = None, depth: int = 1,
                 activation: str = "relu", heads: int = 1, device=None, dtype=torch.float64,
-                seed: int | None = 0, generator: torch.Generator | None = None):
+                seed: int | None = 0, generator: torch.Generator | None = None, mask=None):
     """The blocks of :func:`build`, sampled one at a time (same draws, same order).
 
     A measurement that runs blocks in turn holds one block's weights at a
@@ -219,7 +222,7 @@ def iter_blocks(spec_or_name, d: int, *, seeds: int, params: dict | None = None,
     seeds = check.count("seeds", seeds)
     depth = check.count("depth", depth, minimum=0)
     device, dtype = resolve_device(device), resolve_dtype(dtype)
-    spec = spec_of(spec_or_name, activation, heads)
+    spec = spec_of(spec_or_name, activation, heads, mask)
     values = full_params(spec, params)
     generator = make_generator(seed, generator, device)
     for _ in range(depth):

@@ -1,9 +1,7 @@
-"""Settings of ``pytest verify``: hypothesis profiles, the device, and the CUDA-only checks.
+"""Settings of ``pytest verify``: the device and the CUDA-only checks.
 
-- Hypothesis profiles: ``ci`` (default; derandomised, bounded examples, no
-  deadline) and ``thorough`` (many random examples, for a GPU machine or a long
-  run), chosen with ``HYPOTHESIS_PROFILE``. The names and settings match
-  tests/conftest.py, so loading both in one session changes nothing. The
+- Hypothesis profiles (``ci``, ``thorough``, ``HYPOTHESIS_PROFILE``) are
+  registered once for the whole repository, in the root conftest.py. The
   Monte Carlo property tests cap their examples with
   :func:`verify.testing.examples`.
 - The device: ``--device cpu|cuda|auto`` or ``$SIGPROP_DEVICE`` (default CPU);
@@ -14,17 +12,8 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
-from hypothesis import HealthCheck, settings
-
-settings.register_profile("ci", derandomize=True, max_examples=25, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("thorough", derandomize=False, max_examples=500, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow])
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def pytest_addoption(parser):

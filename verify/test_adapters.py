@@ -29,22 +29,11 @@ from verify import adapters
 from verify.adapters_read import read
 from verify.montecarlo import Estimate
 from verify.stats import assert_agrees, deviation, finite_d_allowance
-from verify.torch_view import tokens
+from verify.testing import (ENCODER_D, ENCODER_LAYERS, ENCODER_T, FINITE_D_REASON, ISSUE_REASON, TOL,
+                            encoder_layers, frame_inputs)
 
-D, L, T = 256, 24, 64
-TOL = {"relu": 0.03, "gelu": 0.05}
-ISSUE_REASON = ("issue 8's accuracy target at d = 256: the uniform default init's O(1/d) per-layer bias, "
-                "added over 24 layers")
-GAUSS_REASON = "finite d: LayerNorm of fluctuating norms and finite MLP width, relative O(1/d)"
-
-
-def encoder_layers(seed, *, layers=L, d=D, heads=4, d_ff=512, activation="relu", norm_first=False,
-                   batch_first=True, **kwargs):
-    """``layers`` independent TransformerEncoderLayers at PyTorch's default init, eval mode, seeded."""
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        return [nn.TransformerEncoderLayer(d, heads, d_ff, dropout=0.0, activation=activation, norm_first=norm_first,
-                                           batch_first=batch_first, **kwargs).eval() for _ in range(layers)]
+D, L, T = ENCODER_D, ENCODER_LAYERS, ENCODER_T
+GAUSS_REASON = FINITE_D_REASON
 
 
 def gaussian_redraw(layers, seed):
@@ -56,11 +45,6 @@ def gaussian_redraw(layers, seed):
                 if param.dim() == 2:
                     param.copy_(torch.randn(param.shape, generator=generator) * param.pow(2).mean().sqrt())
     return layers
-
-
-def frame_inputs(seed, *, T=T, d=D, batch=4, rho0=0.0):
-    """(batch, T, d) float32 tokens with |X_t|^2/d = 1 and cosine similarity rho0 exactly (random frame)."""
-    return tokens(1, T, d, batch=(batch,), kind="frame", rho0=rho0, seed=seed, dtype=torch.float32)[0]
 
 
 def over_inits(build, seeds, *, T=T, d=D, batch=4):

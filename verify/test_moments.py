@@ -16,8 +16,10 @@ Three references:
 
 import math
 
+import mpmath
 import numpy as np
 import pytest
+import torch
 
 import numeric
 from verify import montecarlo as mc
@@ -25,6 +27,21 @@ from verify import theory
 from verify.stats import assert_agrees
 
 BETA_C = math.sqrt(2.0)
+
+
+def poisson_dirichlet_moment(r, m):
+    """E sum_i w_i^r of Poisson-Dirichlet(m, 0) weights: Gamma(r - m) / (Gamma(r) Gamma(1 - m)) (Pitman's
+    formula; mpmath, independent of numeric's generated expressions)."""
+    with mpmath.workdps(30):
+        return float(mpmath.gamma(r - m) / (mpmath.gamma(r) * mpmath.gamma(1 - m)))
+
+
+def poisson_dirichlet_square(m):
+    """E (sum_i w_i^2)^2 = E sum_i w_i^4 + E sum_{i != j} w_i^2 w_j^2; the second term is Pitman's two-block
+    moment m (Gamma(2 - m)/Gamma(1 - m))^2 / Gamma(4) = m (1 - m)^2 / 6."""
+    with mpmath.workdps(30):
+        pair = m * (mpmath.gamma(2 - m) / mpmath.gamma(1 - m)) ** 2 / mpmath.gamma(4)
+        return poisson_dirichlet_moment(4, m) + float(pair)
 
 
 def _samples(T):
@@ -75,12 +92,13 @@ def test_asymptotic_theory_in_the_frozen_phase(beta, device):
     m_T = theory.frozen_parisi_m(beta, T=T)
     cases = ((2, m.ipr2, numeric.ipr(beta, r=2)), (3, m.ipr3, numeric.ipr(beta, r=3)))
     for r, measured, asymptotic in cases:
-        shift = abs(theory.frozen_ipr(r, m_T) - theory.frozen_ipr(r, m_inf))
-        assert abs(asymptotic - theory.frozen_ipr(r, m_inf)) < 1e-12
+        shift = abs(poisson_dirichlet_moment(r, m_T) - poisson_dirichlet_moment(r, m_inf))
+        assert asymptotic == pytest.approx(poisson_dirichlet_moment(r, m_inf), rel=1e-12)
         assert_agrees(asymptotic, measured, allowance=shift,
                       reason=f"finite T: Parisi m_T = {m_T:.4f} vs m = {m_inf:.4f} (extreme-value shift)",
                       what=f"T->oo E Y{r} (beta={beta})")
-    shift = abs(theory.frozen_ipr_square(m_T) - theory.frozen_ipr_square(m_inf))
+    shift = abs(poisson_dirichlet_square(m_T) - poisson_dirichlet_square(m_inf))
+    assert numeric.ipr_square(beta) == pytest.approx(poisson_dirichlet_square(m_inf), rel=1e-12)
     assert_agrees(numeric.ipr_square(beta), m.ipr_square, allowance=shift, reason="finite T: extreme-value shift of m",
                   what=f"T->oo E (Y2)^2 (beta={beta})")
 
@@ -110,12 +128,25 @@ def test_asymptotic_theory_fails_near_beta_c_at_practical_T(beta, T, device):
         assert_agrees(numeric.ipr(beta), m.ipr2, what="T->oo E Y2")
 
 
-def test_moments_are_ordered_and_bounded(device):
-    """Per sample: 1/T ≤ Y2 ≤ 1, Y3 ≤ Y2, (Y2)² ≤ Y2, and the pair term ≤ max row Y2 (Cauchy–Schwarz)."""
-    m = mc.gaussian_moments(1.5, T=128, samples=50, p=0.4, device=device, seed=27)
-    y2, y3, y22, pair = (e.samples for e in (m.ipr2, m.ipr3, m.ipr_square, m.pair))
-    assert np.all(y2 >= 1 / 128 - 1e-15) and np.all(y2 <= 1 + 1e-15)
-    assert np.all(y3 <= y2 + 1e-15) and np.all(y22 <= y2 + 1e-15) and np.all(pair <= 1 + 1e-15)
+def test_row_moments_are_per_matrix_averages():
+    """The estimator behind every moment check (mc.row_moments) against an explicit loop: per attention
+    matrix, Y2, Y3 and (Y2)^2 averaged over its rows, the pair term sum_s A_ts A_t's over its n (n - 1)
+    ordered row pairs t != t' (not over all n^2 pairs, which would mix in Y2)."""
+    rng = np.random.default_rng(3)
+    scores = rng.standard_normal((3, 5, 7)) * np.array([0.5, 2.0, 6.0])[:, None, None]
+    A = np.exp(scores - scores.max(-1, keepdims=True))
+    A /= A.sum(-1, keepdims=True)
+    got = [v.numpy() for v in mc.row_moments(torch.from_numpy(A))]
+    want = np.zeros((4, 3))
+    for k, matrix in enumerate(A):
+        n = matrix.shape[0]
+        y2 = [sum(a * a for a in row) for row in matrix]
+        want[0, k] = sum(y2) / n
+        want[1, k] = sum(sum(a**3 for a in row) for row in matrix) / n
+        want[2, k] = sum(v * v for v in y2) / n
+        want[3, k] = sum(sum(matrix[t, s] * matrix[u, s] for s in range(matrix.shape[1]))
+                         for t in range(n) for u in range(n) if t != u) / (n * (n - 1))
+    np.testing.assert_allclose(np.array(got), want, rtol=1e-13)
 
 
 @pytest.mark.parametrize("beta", [1.2, BETA_C, 1.7])

@@ -7,19 +7,18 @@ width) shift ρ by a relative O(1/d): the declared allowance
 by the same measurements (the power of the check, and the B.3 pitfall).
 """
 
-import math
 import time
 
 import numpy as np
 import pytest
 
 import numeric
+from derive.parameters import ARCHITECTURES as ARCHS
 from verify import montecarlo as mc
 from verify.stats import assert_agrees, deviation, finite_d_allowance
+from verify.testing import FINITE_D_REASON as REASON
 
-ARCHS = ("post-ln", "pre-ln", "gain-post-ln", "gain-pre-ln")
 T, D, SEEDS, DEPTH = 64, 256, 24, 6
-REASON = "finite d: LayerNorm of fluctuating norms and finite MLP width, relative O(1/d)"
 
 
 @pytest.mark.parametrize("beta", [1.0, 2.5])
@@ -45,14 +44,13 @@ def test_asymptotic_profile_is_rejected_near_beta_c(arch, device):
 
 @pytest.mark.slow
 def test_issue_size_stack_runs_and_matches(device, record_property):
-    """The issue's size: 30 blocks at T = 256, d = 512, 8 initialisations (pre-LN, β = 1)."""
+    """The issue's size: 30 blocks at T = 256, d = 512, 8 initialisations (pre-LN, β = 1); the time is
+    recorded as a property (a report, not a claim: how fast is not a test's business)."""
     start = time.perf_counter()
     measured, finite, _ = _issue_size_run("pre-ln", 1.0, 33, device, record_property)
-    seconds = time.perf_counter() - start
-    record_property("seconds", seconds)
+    record_property("seconds", time.perf_counter() - start)
     assert_agrees(finite, measured.rho, allowance=finite_d_allowance(512), reason=REASON, skip_first=True,
                   what="pre-ln 30 blocks")
-    assert math.isfinite(seconds)
 
 
 def _issue_size_run(arch, beta, seed, device, record_property):

@@ -14,15 +14,15 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 import numeric
+from derive.parameters import ACTIVATIONS
+from derive.parameters import ARCHITECTURES as ARCHS
 from verify import montecarlo as mc
 from verify import theory
 from verify.stats import assert_agrees, finite_d_allowance
-from verify.testing import examples
+from verify.testing import FINITE_D_REASON, examples
 
 BETA_C = math.sqrt(2.0)
 T, D = 32, 128
-ARCHS = ("post-ln", "pre-ln", "gain-post-ln", "gain-pre-ln")
-ACTIVATIONS = ("relu", "erf", "tanh", "gelu", "identity")
 
 betas = st.one_of(st.floats(0.05, 1.2), st.floats(1.6, 10.0), st.just(BETA_C))
 blocks = st.fixed_dictionaries({
@@ -53,8 +53,7 @@ def test_profile_property(case):
     arch, depth, activation = case.pop("arch"), case.pop("depth"), case.pop("activation")
     measured = mc.profile(arch, depth, T=T, d=D, seeds=24, activation=activation, seed=41, **case)
     expected = numeric.cosine_profile(arch, depth, T=T, activation=activation, **case)
-    assert_agrees(expected, measured.rho, allowance=finite_d_allowance(D),
-                  reason="finite d: LayerNorm of fluctuating norms and finite MLP width, relative O(1/d)",
+    assert_agrees(expected, measured.rho, allowance=finite_d_allowance(D), reason=FINITE_D_REASON,
                   skip_first=True, what=f"{arch}/{activation} profile {case}")
 
 

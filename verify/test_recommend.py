@@ -20,9 +20,8 @@ from verify.adapters_read import read
 from verify.recommend import EncoderConfig, pooled_values, recommend
 from verify.montecarlo import Estimate
 from verify.stats import assert_agrees, finite_d_allowance
-from verify.test_adapters import ISSUE_REASON, TOL, encoder_layers, frame_inputs
-
-GAUSS_REASON = "finite d: LayerNorm of fluctuating norms and finite MLP width, relative O(1/d)"
+from verify.testing import FINITE_D_REASON as GAUSS_REASON
+from verify.testing import ISSUE_REASON, TOL, encoder_layers, frame_inputs
 
 
 def _transformers():

@@ -2,8 +2,8 @@
 
 An IndexSum is evaluated with explicit small arrays (einsum). contract() must
 preserve the value exactly (given rows of A summing to one and Q = X X^T/d);
-wick() must equal a Monte Carlo average over the Gaussian tensor, within
-4 standard errors.
+wick() must equal a Monte Carlo average over the Gaussian tensor, within the
+suite's statistical tolerance (verify.stats: Student t, declared false-alarm rate).
 """
 
 import string
@@ -14,6 +14,7 @@ import sympy
 
 from derive import gaussian as g
 from derive.symbols import p, q, sigma_v2
+from verify.stats import assert_agrees
 
 T, d = sympy.symbols("T d", positive=True)
 SIZES = {T: 4, d: 3}
@@ -90,7 +91,7 @@ def test_wick_matches_monte_carlo(arrays):
     out = np.einsum("s,nij,sj->ni", A[1], W, X)
     samples = (out * out).sum(axis=1)
     se = samples.std(ddof=1) / np.sqrt(samples.size)
-    assert abs(samples.mean() - exact) <= 4 * se
+    assert_agrees(exact, samples.mean(), se=se, n=samples.size, what="Wick average of |sum_s A_ts W X_s|^2")
 
 
 def test_mean_field_reads_moments():

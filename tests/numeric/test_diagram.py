@@ -11,7 +11,8 @@ import numeric
 from numeric.diagram import ENTROPY_COLLAPSE, RANK_COLLAPSE, TRAINABLE
 
 BETAS = np.linspace(0.1, 2.5, 25)
-ALPHAS = np.linspace(0.0, 3.0, 31)
+#: Up to 6: alpha_c = 3.14 at depth 30 (defaults), so every phase occurs on the grid.
+ALPHAS = np.linspace(0.0, 6.0, 31)
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +37,7 @@ def test_rank_collapse_boundary_is_critical_alpha(diagram):
     below = BETAS <= np.sqrt(2.0)
     for j in np.nonzero(below)[0]:
         a_c = diagram.critical_alpha[j]
+        assert ALPHAS[0] < a_c < ALPHAS[-1]                     # both sides of the boundary are on the grid
         column = diagram.phase[:, j]
         np.testing.assert_array_equal(column[ALPHAS > a_c * (1 + 1e-6)], TRAINABLE)
         np.testing.assert_array_equal(column[ALPHAS < a_c * (1 - 1e-6)], RANK_COLLAPSE)
@@ -70,22 +72,46 @@ def test_stricter_criterion_marks_more_entropy_collapse():
     assert (strict.phase == ENTROPY_COLLAPSE).sum() > (first.phase == ENTROPY_COLLAPSE).sum()
 
 
-def test_csv_and_plot(tmp_path, diagram):
+def test_csv(tmp_path, diagram):
     path = tmp_path / "d.csv"
     diagram.to_csv(path)
     rows = list(csv.DictReader(open(path)))
     assert len(rows) == diagram.phase.size
     row = rows[3 * len(BETAS) + 4]
     assert float(row["beta"]) == BETAS[4] and float(row["alpha_sa"]) == ALPHAS[3]
-    assert int(row["phase"]) == diagram.phase[3, 4]
-    png = tmp_path / "d.png"
-    diagram.plot(png)
-    assert png.stat().st_size > 10_000
+    assert int(row["phase"]) == diagram.phase[3, 4] and row["phase_name"] == "rank collapse"
+    assert float(row["rho"]) == diagram.rho[3, 4]
 
 
-def test_summary_counts(diagram):
+def test_plot_shows_the_phases_and_the_boundary(diagram):
+    """What the drawing shows: the phase image over the grid's extent (alpha up, beta across) and the
+    alpha_c line, which is numeric.critical_alpha at the grid's betas."""
+    import matplotlib.pyplot as plt
+    fig = diagram.plot()
+    try:
+        ax = fig.axes[0]
+        image = ax.images[0]
+        np.testing.assert_array_equal(np.asarray(image.get_array()), diagram.phase)
+        assert image.origin == "lower"
+        np.testing.assert_array_equal(image.get_extent(), [BETAS[0], BETAS[-1], ALPHAS[0], ALPHAS[-1]])
+        line = ax.get_lines()[0]
+        np.testing.assert_array_equal(line.get_xdata(), BETAS)
+        np.testing.assert_allclose(line.get_ydata(), numeric.critical_alpha("post-ln", 30, beta=BETAS), rtol=2e-6)
+    finally:
+        plt.close(fig)
+
+
+def test_summary_counts_each_phase_by_its_definition(diagram):
+    """The summary's counts against the phases' definitions at T = oo, p = 0: entropy collapse where
+    beta > beta_c = sqrt 2, rank collapse where not and rho_30 > 1 - eps (rho from cosine_profile)."""
     summary = diagram.summary()
-    assert sum(summary["phases"].values()) == diagram.phase.size
+    rho = numeric.cosine_profile("post-ln", 30, beta=BETAS, alpha_sa=np.maximum(ALPHAS, 1e-12)[:, None])[-1]
+    entropy = np.broadcast_to(BETAS > np.sqrt(2.0), rho.shape)
+    rank = ~entropy & (rho > 1 - 0.01)
+    assert summary["phases"] == {"trainable": int((~entropy & ~rank).sum()), "rank collapse": int(rank.sum()),
+                                 "entropy collapse": int(entropy.sum())}
+    assert min(summary["phases"].values()) > 0                  # every phase occurs: the counts are tested
+    assert summary["grid"] == [len(ALPHAS), len(BETAS)] and summary["arch"] == "post-ln" and summary["depth"] == 30
 
 
 def test_alpha_grid_from_zero_where_gain_control_needs_no_skip():

@@ -69,6 +69,18 @@ def _add_model(parser, *, beta=True, alpha_sa=True):
                             default=DEFAULTS[name], help=f"{text} (default: {DEFAULTS[name]:g})")
 
 
+def _add_mask(parser, *, tokens: bool) -> None:
+    """--causal / --mask (decoder stacks, position-resolved theory) and, where it applies, --tokens."""
+    parser.add_argument("--causal", action="store_true",
+                        help="causal attention (row t sees keys s <= t): the position-resolved theory of a "
+                             "decoder stack (needs a finite --T)")
+    parser.add_argument("--mask", metavar="MASK", help="attention mask: causal or sliding:W (a causal window of W "
+                                                        "keys)")
+    if tokens:
+        parser.add_argument("--tokens", type=_tokens, metavar="late|a,b,c|start:stop",
+                            help="also read rho among these positions only (late: the last quarter)")
+
+
 def _params(args, *names):
     return {k: getattr(args, k) for k in names if hasattr(args, k)}
 
@@ -77,35 +89,96 @@ def _mlp_params(args):
     return _params(args, "alpha_mlp", "sigma_v2", "sigma_w2", "sigma_b2")
 
 
+def _mask_args(args) -> dict:
+    """mask= and tokens= of a command (``--causal`` is ``--mask causal``; ``--tokens late`` or a list)."""
+    mask = "causal" if getattr(args, "causal", False) else getattr(args, "mask", None)
+    if getattr(args, "causal", False) and getattr(args, "mask", None) not in (None, "causal"):
+        raise ValueError("--causal and --mask name two different masks: give one")
+    return {"mask": mask, "tokens": getattr(args, "tokens", None)}
+
+
+def _tokens(text: str):
+    """--tokens: 'late' (the last quarter of positions) or positions a,b,c or start:stop (a slice)."""
+    if text == "late":
+        return text
+    try:
+        if ":" in text:
+            start, stop = (int(v) if v else None for v in text.split(":"))
+            return slice(start, stop)
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--tokens must be 'late', a,b,c or start:stop, got {text!r}") from None
+
+
 def cmd_profile(args):
     from .profile import cosine_profile
-    rho = cosine_profile(args.arch, args.depth, beta=args.beta, T=args.T, rho0=args.rho0,
-                         activation=args.activation, alpha_sa=args.alpha_sa, **_mlp_params(args))
+    kw = dict(beta=args.beta, T=args.T, rho0=args.rho0, activation=args.activation, alpha_sa=args.alpha_sa,
+              **_mlp_params(args))
+    masked = _mask_args(args)
+    columns = {"rho": cosine_profile(args.arch, args.depth, mask=masked["mask"], **kw)}
+    if masked["tokens"] is not None:
+        columns["rho_tokens"] = cosine_profile(args.arch, args.depth, **masked, **kw)
     gram = _gram(args) if args.gram else None
+    if gram is not None:
+        columns.update(rho_gram=gram.rho, rho_gram_se=gram.se)
+    positions = None
+    if args.positions:
+        from .causal import position_profile
+        if masked["mask"] is None:
+            raise ValueError("--positions reads a masked stack position by position: give --causal or --mask")
+        positions = position_profile(args.arch, args.depth, mask=masked["mask"], **kw)
     T = "inf" if args.T is None else args.T
     if args.json:
-        out = {"arch": args.arch, "depth": args.depth, "T": args.T, "rho": rho.tolist()}
+        out = {"arch": args.arch, "depth": args.depth, "T": args.T, "mask": masked["mask"],
+               **{k: v.tolist() for k, v in columns.items()}}
         if gram is not None:
-            out.update(rho_gram=gram.rho.tolist(), rho_gram_se=gram.se.tolist(), gram_samples=args.gram)
+            out["gram_samples"] = args.gram
+        if positions is not None:
+            out["rho_by_position"] = positions.tolist()
         print(json.dumps(out))
     else:
-        print(f"# {args.arch}, beta={args.beta:g}, alpha_sa={args.alpha_sa:g}, T={T}")
-        if gram is None:
-            print(f"{'block':>5}  {'rho':>10}")
-            for layer, value in enumerate(rho):
-                print(f"{layer:>5}  {value:>10.6f}")
-        else:
-            print(f"# rho: (q, p) theory; rho_gram: overlap-matrix theory, {args.gram} samples, +- one SE")
-            print(f"{'block':>5}  {'rho':>10}  {'rho_gram':>10}  {'+-':>8}")
-            for layer, (value, g, se) in enumerate(zip(rho, gram.rho, gram.se)):
-                print(f"{layer:>5}  {value:>10.6f}  {g:>10.6f}  {se:>8.6f}")
+        mask = f", mask={masked['mask']}" if masked["mask"] else ""
+        print(f"# {args.arch}, beta={args.beta:g}, alpha_sa={args.alpha_sa:g}, T={T}{mask}")
+        _print_columns(columns, masked, gram, args)
+        if positions is not None:
+            _print_positions(positions)
     if args.plot:
-        from .plotting import plot_profiles
-        profiles = {args.arch: rho}
-        if gram is not None:
-            profiles[f"{args.arch}, overlap matrix"] = gram.rho
-        plot_profiles(profiles, path=args.plot, title=f"beta={args.beta:g}, alpha_sa={args.alpha_sa:g}, T={T}")
+        _plot_profile(args, columns, positions, masked, T)
         print(f"wrote {args.plot}", file=sys.stderr)
+
+
+def _print_columns(columns, masked, gram, args):
+    """The profile table: one row per block, one column per reading."""
+    notes = []
+    if masked["mask"]:
+        notes.append("rho: all pairs of positions (position-resolved theory, numeric.causal)")
+    if "rho_tokens" in columns:
+        notes.append(f"rho_tokens: among positions {masked['tokens']}")
+    if gram is not None:
+        notes.append(f"rho_gram: overlap-matrix theory, {args.gram} samples, +- one SE")
+    for note in notes:
+        print(f"# {note}")
+    print(f"{'block':>5}  " + "  ".join(f"{name if name != 'rho_gram_se' else '+-':>10}" for name in columns))
+    for layer in range(len(columns["rho"])):
+        print(f"{layer:>5}  " + "  ".join(f"{values[layer]:>10.6f}" for values in columns.values()))
+
+
+def _print_positions(positions):
+    """rho of each position with the others after the last block (every position; T rows)."""
+    print(f"# rho of each position with the others after block {len(positions) - 1}")
+    print(f"{'position':>8}  {'rho':>10}")
+    for t, value in enumerate(positions[-1]):
+        print(f"{t:>8}  {value:>10.6f}")
+
+
+def _plot_profile(args, columns, positions, masked, T):
+    from .plotting import plot_positions, plot_profiles
+    title = f"beta={args.beta:g}, alpha_sa={args.alpha_sa:g}, T={T}" + (f", {masked['mask']}" if masked["mask"] else "")
+    if positions is not None:
+        return plot_positions(positions, path=args.plot, title=title)
+    labels = {"rho": args.arch + (" (all pairs)" if masked["mask"] else ""),
+              "rho_tokens": f"{args.arch} (positions {masked['tokens']})", "rho_gram": f"{args.arch}, overlap matrix"}
+    return plot_profiles({labels[k]: v for k, v in columns.items() if k in labels}, path=args.plot, title=title)
 
 
 def _gram(args):
@@ -116,7 +189,7 @@ def _gram(args):
     with _progress(args.gram, "samples") as bar:
         return gram_profile(args.arch, args.depth, beta=args.beta, T=args.T, samples=args.gram, seed=args.seed,
                             rho0=args.rho0, activation=args.activation, alpha_sa=args.alpha_sa, progress=bar,
-                            **_mlp_params(args))
+                            mask=_mask_args(args)["mask"], **_mlp_params(args))
 
 
 def cmd_diagram(args):
@@ -125,7 +198,8 @@ def cmd_diagram(args):
     with _progress(total, "diagram") as bar:
         diagram = trainability_diagram(args.arch, args.depth, betas=args.betas, alphas=args.alphas, eps=args.eps,
                                        T=args.T, rho0=args.rho0, activation=args.activation,
-                                       criterion=args.criterion, progress=bar, **_mlp_params(args))
+                                       criterion=args.criterion, progress=bar, mask=_mask_args(args)["mask"],
+                                       min_keys=args.min_keys, **_mlp_params(args))
     if args.out:
         diagram.plot(args.out)
         print(f"wrote {args.out}", file=sys.stderr)
@@ -137,16 +211,23 @@ def cmd_diagram(args):
 
 def cmd_alpha_c(args):
     from .profile import critical_alpha
-    alpha = critical_alpha(args.arch, args.depth, beta=args.beta, eps=args.eps, T=args.T, rho0=args.rho0,
-                           activation=args.activation, **_mlp_params(args))
-    alpha = np.atleast_1d(alpha)
+    masked = _mask_args(args)
+    kw = dict(beta=args.beta, eps=args.eps, T=args.T, rho0=args.rho0, activation=args.activation, mask=masked["mask"],
+              **_mlp_params(args))
+    columns = {"critical_alpha": np.atleast_1d(critical_alpha(args.arch, args.depth, **kw))}
+    if masked["tokens"] is not None:
+        columns["critical_alpha_tokens"] = np.atleast_1d(critical_alpha(args.arch, args.depth, tokens=masked["tokens"],
+                                                                        **kw))
     if args.json:
-        print(json.dumps({"beta": args.beta.tolist(), "critical_alpha": [float(a) for a in alpha]}))
+        print(json.dumps({"beta": args.beta.tolist(), **{k: [float(a) for a in v] for k, v in columns.items()}}))
         return
-    print(f"# smallest alpha_sa with rho after {args.depth} blocks <= 1 - {args.eps:g} ({args.arch})")
-    print(f"{'beta':>8}  {'alpha_c':>12}")
-    for b, a in zip(args.beta, alpha):
-        print(f"{b:>8.4f}  {a:>12.6g}")
+    mask = f", mask={masked['mask']}" if masked["mask"] else ""
+    print(f"# smallest alpha_sa with rho after {args.depth} blocks <= 1 - {args.eps:g} ({args.arch}{mask})")
+    if masked["tokens"] is not None:
+        print(f"# alpha_c: all pairs; alpha_c_tokens: among positions {masked['tokens']}")
+    print(f"{'beta':>8}  {'alpha_c':>12}" + (f"  {'alpha_c_tokens':>14}" if len(columns) > 1 else ""))
+    for k, b in enumerate(args.beta):
+        print(f"{b:>8.4f}  " + "  ".join(f"{v[k]:>12.6g}" for v in columns.values()))
 
 
 def cmd_formula(args):
@@ -268,6 +349,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also iterate the whole T x T overlap matrix at infinite width, N score samples "
                         "(numeric.gram_profile; beyond the (q, p) closure, needs --T)")
     p.add_argument("--seed", type=int, default=0, help="seed of the --gram samples")
+    _add_mask(p, tokens=True)
+    p.add_argument("--positions", action="store_true",
+                   help="also print rho of each position with the others after the last block (masked stacks; "
+                        "with --plot: rho by position at several depths)")
     p.set_defaults(func=cmd_profile)
 
     p = sub.add_parser("diagram", help="trainability diagram over (beta, alpha_sa): PNG, CSV and a JSON summary")
@@ -281,6 +366,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--criterion", choices=("first", "any"), default="first",
                    help="entropy collapse when the first attention layer (paper, Fig. 1c) or any layer "
                         "condenses (default: first)")
+    _add_mask(p, tokens=False)
+    p.add_argument("--min-keys", dest="min_keys", type=int, default=None,
+                   help="masked stacks: judge entropy collapse on rows with at least this many keys (default: "
+                        "those of the last quarter of positions)")
     p.add_argument("--out", metavar="PNG", default="diagram.png", help="image path (default: diagram.png)")
     p.add_argument("--csv", metavar="CSV", help="also write one row per grid point")
     p.set_defaults(func=cmd_diagram)
@@ -290,6 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beta", type=_floats, default=np.array([0.5, 1.0, 1.4]),
                    help="beta values: a,b,c or start:stop:num (default: 0.5,1.0,1.4)")
     p.add_argument("--eps", type=float, default=0.01, help="rank collapse threshold (default: 0.01)")
+    _add_mask(p, tokens=True)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_alpha_c)
 

@@ -44,14 +44,20 @@ def plot_diagram(diagram, path=None, ax=None):
     finite = np.isfinite(diagram.critical_alpha)
     ax.plot(diagram.betas[order_b][finite[order_b]], diagram.critical_alpha[order_b][finite[order_b]],
             color="k", lw=1.2, label=r"$\alpha_c(\beta)$")
+    if diagram.late:
+        late = np.asarray(diagram.late["critical_alpha"])
+        ok = np.isfinite(late)
+        ax.plot(diagram.betas[order_b][ok[order_b]], late[order_b][ok[order_b]], "--", color="k", lw=1.2,
+                label=r"$\alpha_c(\beta)$, late positions")
     ax.set_xlabel(r"query/key scale $\beta$")
     ax.set_ylabel(r"self-attention residual strength $\alpha_{SA}$")
     ax.set_ylim(extent[2], extent[3])
     T = "T \\to \\infty" if diagram.T is None else f"T = {diagram.T}"
-    ax.set_title(f"{diagram.arch}, {diagram.depth} blocks, ${T}$, $\\epsilon = {diagram.eps:g}$")
+    mask = f", {diagram.late['mask']}" if diagram.late else ""
+    ax.set_title(f"{diagram.arch}{mask}, {diagram.depth} blocks, ${T}$, $\\epsilon = {diagram.eps:g}$")
     handles = [Patch(color=c, label=n) for c, n in zip(PHASE_COLOURS, ("trainable", "rank collapse",
                                                                         "entropy collapse"))]
-    ax.legend(handles=handles + ax.get_lines()[:1], loc="upper right", fontsize=8, framealpha=0.9)
+    ax.legend(handles=handles + ax.get_lines()[:2], loc="upper right", fontsize=8, framealpha=0.9)
     return save(fig, path)
 
 
@@ -74,6 +80,33 @@ def plot_profiles(profiles: dict, path=None, ax=None, title=None, measured: dict
             ax.errorbar(layers, mean, yerr=err, fmt="o", ms=3.5, color=line.get_color(), capsize=2)
     ax.set_xlabel("block")
     ax.set_ylabel(r"cosine similarity $\rho$")
+    ax.set_ylim(-0.02, 1.02)
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=8)
+    return save(fig, path)
+
+
+def plot_positions(positions, path=None, ax=None, title=None, depths=None, measured: dict | None = None):
+    """rho of each position with the others against the position, one line per depth (a masked stack).
+
+    ``positions``: (depth + 1, T) from :func:`numeric.position_profile`; ``depths``: which blocks to draw
+    (default: about five spread over the depth); ``measured``: {block: (mean, err)} drawn as points.
+    """
+    plt = pyplot()
+    fig = ax.figure if ax is not None else plt.figure(figsize=(5.5, 4.0))
+    ax = ax or fig.add_subplot(111)
+    depth = len(positions) - 1
+    if depths is None:
+        depths = sorted({1, max(1, depth // 4), max(1, depth // 2), depth}) if depth else [0]
+    t = np.arange(positions.shape[-1])
+    for block in depths:
+        line, = ax.plot(t, positions[block], lw=1.4, label=f"block {block}")
+        if measured and block in measured:
+            mean, err = measured[block]
+            ax.errorbar(t, mean, yerr=err, fmt="o", ms=2.5, color=line.get_color(), capsize=1.5, alpha=0.8)
+    ax.set_xlabel("position t")
+    ax.set_ylabel(r"$\rho_t$: cosine with the other positions")
     ax.set_ylim(-0.02, 1.02)
     if title:
         ax.set_title(title)

@@ -48,15 +48,17 @@ def smallest_alpha(gap, shape, *, rtol, alpha_max, bracket=None, args=()):
     args = tuple(np.broadcast_to(np.asarray(a, dtype=float), shape) for a in args)
     lo, hi = _start(shape, bracket, alpha_max)
     at_zero = (lo <= ALPHA_ZERO) & (_finite(gap(np.full(shape, ALPHA_ZERO), *args)) <= 0)
-    lo = np.maximum(lo, ALPHA_ZERO)
-    found = elementwise.bracket_root(gap, lo, hi, xmin=ALPHA_ZERO, xmax=alpha_max, factor=GROWTH, args=args,
-                                     maxiter=MAX_BRACKET_STEPS)
-    upper = found.f_bracket[1] <= 0
-    never = ~at_zero & ~upper & (found.status == -1)
-    search = ~at_zero & ~never
-    result = np.where(at_zero, 0.0, np.where(never, np.inf, np.nan))
-    if search.any():
-        result[search] = _locate(gap, found, search, args, rtol)
+    result = np.where(at_zero, 0.0, np.nan)
+    rest = ~at_zero                                        # only these are bracketed: growing the bracket of a
+    if rest.any():                                         # point that passes everywhere would run to alpha_max
+        sub = tuple(a[rest] for a in args)
+        found = elementwise.bracket_root(gap, np.maximum(lo[rest], ALPHA_ZERO), hi[rest], xmin=ALPHA_ZERO,
+                                         xmax=alpha_max, factor=GROWTH, args=sub, maxiter=MAX_BRACKET_STEPS)
+        never = (found.f_bracket[1] > 0) & (found.status == -1)
+        values = np.full(never.shape, np.inf)
+        if (~never).any():
+            values[~never] = _locate(gap, found, ~never, sub, rtol)
+        result[rest] = values
     return float(result) if result.ndim == 0 else result
 
 

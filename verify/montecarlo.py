@@ -182,6 +182,33 @@ def profile(arch, depth: int, *, beta: float, T: int, d: int, seeds: int, rho0: 
     return Profile(q, p, ratio_estimate(p, q))
 
 
+def position_profile(arch, depth: int, *, beta: float, T: int, d: int, seeds: int, mask="causal",
+                     activation: str = "relu", batch: int = 1, kind: str = "basis", device=None,
+                     dtype=torch.float64, seed: int = 0, **params) -> Estimate:
+    """rho_t of each position with the others (numeric.position_profile's reading), before block 1 and after
+    each block: an Estimate of shape (depth + 1, T) over the seeds, each seed's Gram matrix averaged over its
+    ``batch`` sequences first."""
+    from numeric.causal import by_position
+
+    T, d, seeds = _check_sizes(T, d, seeds)
+    device, dtype, generator = _setup(device, dtype, seed)
+    x = input_tokens(seeds, T, d, batch=(check.count("batch", batch),), kind=kind, device=device, dtype=dtype,
+                     generator=generator)
+    blocks = iter_blocks(arch, d, seeds=seeds, depth=depth, params={"beta": beta, **params}, activation=activation,
+                         device=device, dtype=dtype, generator=generator, mask=mask)
+
+    def read(x):
+        gram = (x @ x.transpose(-1, -2) / d).mean(dim=1)
+        return by_position(gram.to("cpu", torch.float64).numpy())
+
+    out = [read(x)]
+    with torch.no_grad():
+        for block in blocks:
+            x = block(x)
+            out.append(read(x))
+    return Estimate(np.stack(out, axis=1))
+
+
 def ratio_estimate(numerator: Estimate, denominator: Estimate) -> Estimate:
     """E[num]/E[den] as ratio of seed means, with delta-method samples (module docstring)."""
     mean_den = denominator.samples.mean(axis=0)

@@ -71,3 +71,12 @@ def test_increasing_root():
     assert solve.increasing_root(lambda x: x**3 - 2.0, 0.0, 5.0, rtol=1e-12) == pytest.approx(2 ** (1 / 3), rel=1e-11)
     with pytest.raises(ValueError, match="no sign change"):
         solve.increasing_root(lambda x: x + 1.0, 0.0, 5.0)
+
+
+def test_points_that_pass_at_zero_are_not_bracketed():
+    """gain-pre-LN at beta = 2 avoids rank collapse for every alpha_sa > 0 (alpha_c = 0) while beta = 1 needs
+    0.25: growing the bracket of the first point ran alpha_sa to 1e6 and overflowed the map."""
+    alpha = numeric.critical_alpha("gain-pre-ln", 60, beta=[1.0, 2.0])
+    assert alpha[1] == 0.0 and 0.2 < alpha[0] < 0.3
+    assert numeric.cosine_profile("gain-pre-ln", 60, beta=1.0, alpha_sa=alpha[0] * 1.001)[-1] <= 0.99
+    assert numeric.cosine_profile("gain-pre-ln", 60, beta=1.0, alpha_sa=alpha[0] * 0.999)[-1] > 0.99

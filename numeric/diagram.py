@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import fused
 from . import validation as check
 from .columns import column_moments
 from .moments import parisi_m
@@ -103,7 +104,8 @@ def _grid(name, values):
 
 
 def trainability_diagram(arch, depth, *, betas, alphas, eps=0.01, T=None, rho0=0.0, activation="relu",
-                         criterion="first", ipr_threshold=0.5, progress=None, mask=None, min_keys=None, **params):
+                         criterion="first", ipr_threshold=0.5, progress=None, mask=None, min_keys=None, backend=None,
+                         **params):
     """Phases over the grid (alphas x betas) for ``depth`` blocks of ``arch`` (see module doc).
 
     ``params``: alpha_mlp, sigma_v2, sigma_w2, sigma_b2 (scalars). ``progress``:
@@ -111,6 +113,8 @@ def trainability_diagram(arch, depth, *, betas, alphas, eps=0.01, T=None, rho0=0
     ``mask`` ("causal", "sliding:W"; or a spec with masks): the position-resolved diagram of
     :func:`numeric.causal.trainability_diagram` — rank collapse judged on all pairs (``phase``) and on
     the late positions (``late``), entropy collapse on rows with at least ``min_keys`` keys.
+    ``backend``: "fused" (compiled kernels, :mod:`numeric.fused`), "numpy" (the reference path) or
+    "auto"/None (``$SIGPROP_BACKEND``, else fused where numba is installed).
     """
     from .profile import _masked
     if _masked(arch, mask):
@@ -130,11 +134,38 @@ def trainability_diagram(arch, depth, *, betas, alphas, eps=0.01, T=None, rho0=0
     if "alpha_sa" in params or "beta" in params:
         raise ValueError("trainability_diagram takes betas= and alphas= grids, not beta/alpha_sa")
     alphas_used = np.maximum(alphas, ALPHA_ZERO)  # alpha_sa = 0 is read as the limit alpha_sa -> 0+
+    shape = (alphas.size, betas.size)
+    if fused.backend(backend) == "fused":             # grid axes passed as axes: no per-point parameter arrays
+        _, _, values, depth, T, rho0 = prepare(arch, depth, beta=betas[None, :], T=T, rho0=rho0, activation=activation,
+                                               params={**params, "alpha_sa": alphas_used[:, None]})
+        out = fused.evaluate(arch, activation, T, values, rho0, depth, columns=_columns(T, betas),
+                             attention="all" if criterion == "any" else "first", threshold=ipr_threshold)
+        rho, condensed = out.rho[-1], out.condensed[-1]
+        if progress is not None:
+            progress(rho.size)
+    else:
+        rho, condensed, depth, T, rho0 = _numpy_grid(arch, depth, betas, alphas_used, T, rho0, activation, criterion,
+                                                     ipr_threshold, progress, params)
+    phase = np.where(condensed, ENTROPY_COLLAPSE, np.where(rho > 1.0 - eps, RANK_COLLAPSE, TRAINABLE))
+    boundary = critical_alpha(arch, depth, beta=betas, eps=eps, T=T, rho0=rho0, activation=activation,
+                              bracket=_grid_bracket(rho.reshape(shape), alphas_used, eps), backend=backend, **params)
+    return Diagram(betas, alphas, phase.reshape(shape), rho.reshape(shape), np.asarray(boundary),
+                   _name(arch), depth, eps, T, criterion,
+                   {**DEFAULTS, **params, "activation": activation, "rho0": float(rho0)})
+
+
+def _columns(T, betas):
+    """The per-beta moment tables of a finite-T grid (numeric.columns), None at T = oo."""
+    return None if T is None else column_moments(T, betas)
+
+
+def _numpy_grid(arch, depth, betas, alphas_used, T, rho0, activation, criterion, ipr_threshold, progress, params):
+    """The reference path: chunks of the flattened grid through the vectorised NumPy maps, in threads."""
     B, A = np.meshgrid(betas, alphas_used)
     block, moments, values, depth, T, rho0 = prepare(arch, depth, beta=B.ravel(), T=T, rho0=rho0,
                                                       activation=activation, params={**params, "alpha_sa": A.ravel()})
     rho, condensed = np.empty(B.size), np.empty(B.size, dtype=bool)
-    columns = None if T is None else column_moments(T, betas)
+    columns = _columns(T, betas)
 
     def run_chunk(sl):
         chunk = {k: (v[sl] if np.ndim(v) else v) for k, v in values.items()}
@@ -150,12 +181,7 @@ def trainability_diagram(arch, depth, *, betas, alphas, eps=0.01, T=None, rho0=0
         for done in pool.map(run_chunk, chunks):
             if progress is not None:
                 progress(done)
-    phase = np.where(condensed, ENTROPY_COLLAPSE, np.where(rho > 1.0 - eps, RANK_COLLAPSE, TRAINABLE))
-    boundary = critical_alpha(arch, depth, beta=betas, eps=eps, T=T, rho0=rho0, activation=activation,
-                              bracket=_grid_bracket(rho.reshape(B.shape), alphas_used, eps), **params)
-    return Diagram(betas, alphas, phase.reshape(B.shape), rho.reshape(B.shape), np.asarray(boundary),
-                   _name(arch), depth, eps, T, criterion,
-                   {**DEFAULTS, **params, "activation": activation, "rho0": float(rho0)})
+    return rho, condensed, depth, T, rho0
 
 
 def _grid_bracket(rho, alphas, eps):

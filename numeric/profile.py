@@ -17,7 +17,7 @@ import numpy as np
 from derive.parameters import DEFAULTS
 from derive.parameters import NAMES as POSITIONAL
 
-from . import solve
+from . import fused, solve
 from . import validation as check
 from .columns import column_moments
 from .maps import block_function, moment_functions
@@ -129,7 +129,7 @@ def _scalar_or_array(value):
 
 
 def cosine_profile(arch, depth, *, beta, T=None, rho0=0.0, alpha_sa=1.0, alpha_mlp=1.0, sigma_v2=1.0,
-                   sigma_w2=2.0, sigma_b2=0.0, activation="relu", mask=None, tokens=None, **extra):
+                   sigma_w2=2.0, sigma_b2=0.0, activation="relu", mask=None, tokens=None, backend=None, **extra):
     """rho = p/q before block 1 and after each of ``depth`` blocks: shape (depth+1, *broadcast).
 
     ``arch``: "post-ln" (Alg. 1), "pre-ln" (Alg. 2, corrected), "gain-post-ln"
@@ -142,6 +142,8 @@ def cosine_profile(arch, depth, *, beta, T=None, rho0=0.0, alpha_sa=1.0, alpha_m
     profile is its all-pairs rho, or rho among ``tokens`` (None, "late" = the last quarter of the
     positions, a slice or an index array). An unmasked stack's tokens are exchangeable: every
     subset of them has the all-pairs rho.
+    ``backend``: "fused" (compiled kernels, :mod:`numeric.fused`; the default where numba is installed),
+    "numpy" (the reference path) or "auto"/None (``$SIGPROP_BACKEND``).
     """
     params = dict(alpha_sa=alpha_sa, alpha_mlp=alpha_mlp, sigma_v2=sigma_v2, sigma_w2=sigma_w2, sigma_b2=sigma_b2,
                   **extra)
@@ -156,6 +158,8 @@ def cosine_profile(arch, depth, *, beta, T=None, rho0=0.0, alpha_sa=1.0, alpha_m
         positions(tokens, check.sequence_length(T))
     block, moments, values, depth, T, rho0 = prepare(arch, depth, beta=beta, T=T, rho0=rho0,
                                                       activation=activation, params=params)
+    if fused.backend(backend) == "fused":
+        return fused.evaluate(arch, activation, T, values, rho0, depth, depths=range(depth + 1)).rho
     return np.stack(iterate(block, moments, values, depth, T, rho0).rho)
 
 
@@ -177,7 +181,7 @@ def final_rho(block, moments, values, depth, T, rho0) -> np.ndarray:
 
 
 def critical_alpha(arch, depth, *, beta, eps=0.01, T=None, rho0=0.0, activation="relu", rtol=1e-6,
-                   alpha_max=1e6, bracket=None, mask=None, tokens=None, **params):
+                   alpha_max=1e6, bracket=None, mask=None, tokens=None, backend=None, **params):
     """Smallest alpha_sa with rho after ``depth`` blocks <= 1 - eps (Fig. 1c's boundary).
 
     Vectorised over ``beta`` (and any other parameter). Returns 0 where any
@@ -188,7 +192,8 @@ def critical_alpha(arch, depth, *, beta, eps=0.01, T=None, rho0=0.0, activation=
     hi; hi = inf where unknown), e.g. from a grid. The root finder is
     :func:`numeric.solve.smallest_alpha` (rho_L decreases with alpha_sa).
     ``mask``/``tokens``: a masked stack (:func:`cosine_profile`), rank collapse judged on all pairs
-    or among ``tokens`` (e.g. "late").
+    or among ``tokens`` (e.g. "late"). ``backend``: as :func:`cosine_profile`; the fused kernel is
+    then the gap function of the same root finder.
     """
     if _masked(arch, mask):
         from . import causal
@@ -204,8 +209,12 @@ def critical_alpha(arch, depth, *, beta, eps=0.01, T=None, rho0=0.0, activation=
     values = {k: v for k, v in values.items() if k != "alpha_sa"}
     names = tuple(values)
 
+    compiled = fused.backend(backend) == "fused"
+
     def gap(alpha, target, rho0_, *arrays):
         chunk = {**dict(zip(names, arrays)), "alpha_sa": alpha}
+        if compiled:                                   # the fused kernel, looking up the same tables
+            return fused.evaluate(arch, activation, T, chunk, rho0_, depth, columns=columns).rho[0] - target
         bound = moments if columns is None else columns.bind(chunk["beta"])
         return final_rho(block, bound, chunk, depth, T, rho0_) - target
 

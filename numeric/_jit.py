@@ -1,0 +1,390 @@
+"""numba helpers of the fused kernels (:mod:`numeric._kernels`): scalar guards, moment look-ups, row loading.
+
+Imported only when a fused kernel runs (:mod:`numeric.fused` imports it lazily):
+``import numeric`` does not load numba. Every function here is the scalar,
+per-point mirror of a NumPy function of the reference path, operation for
+operation, so that the fused kernels equal it to rounding:
+
+- :func:`_sqrt`, :func:`_acos`, :func:`_asin` — :mod:`numeric.safe`;
+- :func:`parisi_m` — :func:`numeric.moments.parisi_m`;
+- :func:`Y2_finite`, :func:`Yp_finite` — the finite-T moments a block map
+  sees: the per-beta column tables of :mod:`numeric.columns` (one cell
+  gather, two cubic Horner steps) where they cover the call (q = 1, p at
+  least the column's p_lo), else the 2-D tables of :mod:`numeric.tables`
+  (``Y2Table.at_b``, ``YpTable._interpolate``); a pair term with
+  b > ``B_PAIR_MAX``, which the tables do not hold (it is a quadrature,
+  :func:`numeric.laplace.pair_term`), returns NaN, and the kernel hands that
+  point back to the NumPy path;
+- :func:`gauss_hermite_rule` — the tensor Gauss–Hermite rule of
+  :mod:`numeric.quadrature` for kernels without a closed form (tanh).
+
+The moment tables ``M`` are one flat float64 array (built by
+:func:`numeric.fused.moment_tables`): a header of :data:`HEADER` slots (T, ln T,
+scales, the number of columns, and the offsets of the tables that follow), then
+the tables. One array, not a tuple of arrays: numba reference-counts an array
+taken out of a tuple at every access, which cost more than the look-up itself.
+The asymptotic kernels get ``M = [inf]``.
+
+Compilation: :func:`jit` is ``numba.njit`` with ``error_model="numpy"``
+(x/0 gives inf or NaN as in NumPy, not ZeroDivisionError) and
+``cache=True``; where no cache directory can be written (a read-only install
+without ``NUMBA_CACHE_DIR``), it compiles without caching instead of failing.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numba
+import numpy as np
+
+from .columns import CELLS
+from .quadrature import NODE_LADDER, _nodes
+from .tables import B_PAIR_MAX, FINE_1D, FINE_2D
+
+#: Grid points per row of a kernel: the inner loop over a row is contiguous, layers loop outside it.
+ROW = 256
+
+# --- the finite-T moment array M: header slots ------------------------------------------
+M_T, M_LOG_T, M_NCOLS, M_COL_SCALE, M_Y2_SCALE, M_YP_SCALE, M_YP_FACTOR = 0, 1, 2, 3, 4, 5, 6
+#: offsets of the columns (numeric.columns: sorted betas, c, per_xi, per_gap, p_lo, cells (CELLS * ncols, 8))
+M_BETAS, M_C, M_PER_XI, M_PER_GAP, M_P_LO, M_CELLS = 7, 8, 9, 10, 11, 12
+#: offsets of the 2-D tables (numeric.tables): Y2 cells (FINE_1D - 1, 4), Yp cells ((FINE_2D - 1) product, 16)
+M_Y2_CELLS, M_YP_CELLS = 13, 14
+HEADER = 15
+
+_N1 = FINE_1D - 1
+_NX, _NW = FINE_2D[0] - 1, FINE_2D[1] - 1
+
+
+def _njit(func, **options):
+    """numba.njit(func) with the kernels' options; caching where a cache directory can be written."""
+    options = {"error_model": "numpy", "nogil": True, **options}
+    try:
+        return numba.njit(cache=True, **options)(func)
+    except RuntimeError as exc:                  # numba: "cannot cache function ...: no locator available"
+        warnings.warn(f"numba cannot cache {func.__qualname__} ({exc}); compiling it in every process "
+                      "(set NUMBA_CACHE_DIR to a writable directory)", RuntimeWarning, stacklevel=3)
+        return numba.njit(cache=False, **options)(func)
+
+
+def jit(func):
+    """A scalar helper of the kernels (compiled on first use, cached)."""
+    return _njit(func)
+
+
+def inline(func):
+    """A helper that takes the moment tuple: inlined into the kernel by numba (a call would copy the tuple
+    of tables per point)."""
+    return _njit(func, inline="always")
+
+
+def kernel(func):
+    """A fused kernel: parallel over rows of grid points (``prange``), compiled on first use, cached."""
+    return _njit(func, parallel=True)
+
+
+# --- range-safe scalar functions (numeric.safe) --------------------------------------
+
+@jit
+def _sqrt(x):
+    if x < 0.0:              # NaN stays NaN, as numpy.maximum(x, 0.0)
+        x = 0.0
+    return math.sqrt(x)
+
+
+@jit
+def _clip1(x):
+    if x > 1.0:
+        return 1.0
+    if x < -1.0:
+        return -1.0
+    return x
+
+
+@jit
+def _asin(x):
+    return math.asin(_clip1(x))
+
+
+@jit
+def _acos(x):
+    return math.acos(_clip1(x))
+
+
+@jit
+def _max(a, b):
+    """numpy.maximum of two scalars (NaN propagates)."""
+    if a != a or b != b:
+        return math.nan
+    return a if a >= b else b
+
+
+@jit
+def _clip01(x):
+    """numpy.clip(x, 0, 1) (NaN stays NaN)."""
+    if x < 0.0:
+        return 0.0
+    if x > 1.0:
+        return 1.0
+    return x
+
+
+# --- asymptotic moments ----------------------------------------------------------------
+
+@jit
+def parisi_m(beta, q, p):
+    """numeric.moments.parisi_m: sqrt(2/max(x, 2)), x = beta^2 q (q - p)."""
+    x = beta * beta * q * (q - p)
+    if x < 2.0:              # numpy.maximum(x, 2.0); NaN stays NaN
+        x = 2.0
+    return math.sqrt(2.0 / x)
+
+
+@jit
+def column_asymptotic(beta, M):
+    return -1
+
+
+@jit
+def condensed_asymptotic(beta, q, p, T, M, col, threshold):
+    """Entropy collapse of an attention layer at T -> oo: beta above beta_c(q, p) (numeric.diagram)."""
+    return parisi_m(beta, q, p) < 1.0
+
+
+# --- finite-T moments ------------------------------------------------------------------
+
+@inline
+def column_finite(beta, M):
+    """The column of ``beta`` (exact match, as numeric.columns binds it), else -1."""
+    n = int(M[M_NCOLS])
+    if n == 0:
+        return -1
+    betas = M[int(M[M_BETAS]): int(M[M_BETAS]) + n]
+    i = np.searchsorted(betas, beta)
+    if i >= n:
+        i = n - 1
+    return i if betas[i] == beta else -1
+
+
+@jit
+def _horner(M, base, s):
+    """sum_m M[base + m] s^m, m = 0..3, in numeric.interpolation.horner_inplace's order."""
+    out = M[base + 3] * s
+    out += M[base + 2]
+    out *= s
+    out += M[base + 1]
+    out *= s
+    out += M[base]
+    return out
+
+
+@inline
+def _column(p, col, M, which):
+    """Y2 (which = 0) or Yp (which = 4) from the column tables: numeric.columns._Bound._gather and _evaluate."""
+    gap = 1.0 - p
+    if gap < 0.0:
+        gap = 0.0
+    u = math.sqrt(gap)
+    u *= M[int(M[M_C]) + col]
+    u /= u + M[M_COL_SCALE]
+    u *= M[int(M[M_PER_XI]) + col]
+    gap *= M[int(M[M_PER_GAP]) + col]
+    x = u + gap
+    if x > CELLS:
+        x = float(CELLS)
+    i = int(x)
+    if i > CELLS - 1:
+        i = CELLS - 1
+    s = x - i
+    return _clip01(_horner(M, int(M[M_CELLS]) + 8 * (i * int(M[M_NCOLS]) + col) + which, s))
+
+
+@inline
+def _width(beta, q, p, M):
+    """b = beta sqrt(ln T q (q - p)) with q - p clipped at 0 (numeric.tables._unchecked_state)."""
+    gap = q - p
+    if gap < 0.0:
+        gap = 0.0
+    return beta * math.sqrt(M[M_LOG_T] * q * gap)
+
+
+@inline
+def _y2_table(b, M):
+    """numeric.tables.Y2Table.at_b."""
+    if math.isinf(b):
+        xi = 1.0
+    else:
+        xi = b / (b + M[M_Y2_SCALE])
+    x = xi * float(_N1)
+    if x > _N1:
+        x = float(_N1)
+    i = int(x)
+    if i > _N1 - 1:
+        i = _N1 - 1
+    return _clip01(_horner(M, int(M[M_Y2_CELLS]) + 4 * i, x - i))
+
+
+@jit
+def _stretch(b):
+    x = (1.0 + b) / 2.0
+    return x / math.log(x + math.sqrt(x * x + 1.0))
+
+
+@inline
+def _yp_table(b, rho, M):
+    """numeric.tables.YpTable._interpolate (b <= B_PAIR_MAX)."""
+    x = b / (b + M[M_YP_SCALE])
+    x *= M[M_YP_FACTOR]
+    if x > _NX:
+        x = float(_NX)
+    i = int(x)
+    if i > _NX - 1:
+        i = _NX - 1
+    s = x - i
+    u = 1.0 - rho                                   # numeric.tables._w_of_rho
+    if u < 0.0:
+        u = 0.0
+    u = math.sqrt(u)
+    ku = _stretch(b) * u
+    u -= ku
+    u = 1.0 - u
+    w = ku / u
+    w *= float(_NW)
+    if w > _NW:
+        w = float(_NW)
+    j = int(w)
+    if j > _NW - 1:
+        j = _NW - 1
+    v = w - j
+    base = int(M[M_YP_CELLS]) + 16 * (i * _NW + j)
+    out = _horner(M, base + 12, v)
+    for m in (2, 1, 0):
+        out *= s
+        out += _horner(M, base + 4 * m, v)
+    return _clip01(out)
+
+
+@inline
+def Y2_finite(beta, q, p, T, M, col):
+    """E sum_s A_ts^2 at finite T as the reference path's bound moment function computes it."""
+    if col >= 0 and q == 1.0 and p >= M[int(M[M_P_LO]) + col]:        # the columns cover the call
+        return _column(p, col, M, 0)
+    return _y2_table(_width(beta, q, p, M), M)
+
+
+@inline
+def Yp_finite(beta, q, p, T, M, col):
+    """E sum_s A_ts A_t's at finite T; NaN where only the direct quadrature has it (b > B_PAIR_MAX)."""
+    if col >= 0 and q == 1.0 and p >= M[int(M[M_P_LO]) + col]:
+        return _column(p, col, M, 4)
+    b = _width(beta, q, p, M)
+    if not b <= B_PAIR_MAX:
+        return math.nan
+    return _yp_table(b, _clip01(p / q), M)
+
+
+@inline
+def _column_fast(p, col, M, which):
+    """:func:`_column` without branches, NaN where the columns do not cover (col < 0 or p < p_lo): the
+    look-up pass of a finite-T kernel (indices clamped into the tables)."""
+    base, s, covered = _cell_fast(p, col, M)
+    value = _clip01(_horner(M, base + which, s))
+    return value if covered else math.nan
+
+
+@inline
+def _cell_fast(p, col, M):
+    """(first coefficient's index, local coordinate, covered) of p's cell in column col."""
+    c = col if col >= 0 else 0
+    gap = 1.0 - p
+    gap = gap if gap > 0.0 else 0.0
+    u = math.sqrt(gap)
+    u *= M[int(M[M_C]) + c]
+    u /= u + M[M_COL_SCALE]
+    u *= M[int(M[M_PER_XI]) + c]
+    gap *= M[int(M[M_PER_GAP]) + c]
+    x = u + gap
+    x = x if x < CELLS else float(CELLS)
+    x = x if x >= 0.0 else 0.0                      # NaN -> 0: an index must stay in the table
+    i = int(x)
+    i = i if i < CELLS - 1 else CELLS - 1
+    return int(M[M_CELLS]) + 8 * (i * int(M[M_NCOLS]) + c), x - i, p >= M[int(M[M_P_LO]) + c] and col >= 0
+
+
+@inline
+def Y2_finite_fast(beta, q, p, T, M, col):
+    """Y2 from the columns, NaN where they do not cover the call (the general pass redoes the point)."""
+    return _column_fast(p, col, M, 0) if q == 1.0 else math.nan
+
+
+@inline
+def Yp_finite_fast(beta, q, p, T, M, col):
+    return _column_fast(p, col, M, 4) if q == 1.0 else math.nan
+
+
+@inline
+def Y2Yp_finite_fast(beta, q, p, T, M, col):
+    """(Y2, Yp) from one cell of the columns, NaN where they do not cover the call."""
+    base, s, covered = _cell_fast(p, col, M)
+    if covered and q == 1.0:
+        return _clip01(_horner(M, base, s)), _clip01(_horner(M, base + 4, s))
+    return math.nan, math.nan
+
+
+@inline
+def condensed_finite(beta, q, p, T, M, col, threshold):
+    """Entropy collapse of an attention layer at finite T: its IPR above ``threshold`` (numeric.diagram)."""
+    return Y2_finite(beta, q, p, T, M, col) > threshold
+
+
+# --- Gauss-Hermite kernels (numeric.quadrature) ----------------------------------------
+
+_Q0, _Q1 = NODE_LADDER[0][0], NODE_LADDER[1][0]
+
+
+def gauss_hermite_nodes() -> tuple:
+    """The rules of numeric.quadrature.NODE_LADDER as one tuple (z0, w0, z1, w1, z2, w2): the ``_G``
+    argument of a kernel with an opaque activation kernel (built on first use: 320 nodes take a while)."""
+    return tuple(a for _, n in NODE_LADDER for a in _nodes(n))
+
+
+@jit
+def gauss_hermite_rule(q, G):
+    """(z, w) of the rule numeric.quadrature.nodes_for picks for pre-activation variance q."""
+    if q <= _Q0:
+        return G[0], G[1]
+    if q <= _Q1:
+        return G[2], G[3]
+    return G[4], G[5]
+
+
+@jit
+def gauss_hermite_setup(q, c):
+    """(sqrt q, rho, sqrt(1 - rho^2)) as numeric.quadrature._kernel_chunk forms them."""
+    sq = math.sqrt(q if q > 0.0 else 0.0)
+    rho = _clip1(c / q if q > 0.0 else 0.0)
+    return sq, rho, math.sqrt(1.0 - rho * rho)
+
+
+# --- rows of grid points ----------------------------------------------------------------
+
+@jit
+def load_row(P, values, offsets, lengths, strides, start, m):
+    """Per-point parameter k of the row's points: values[offsets[k] + ((start + i) // strides[k]) % lengths[k]]."""
+    for k in range(P.shape[0]):
+        base, length, stride = offsets[k], lengths[k], strides[k]
+        for i in range(m):
+            P[k, i] = values[base + ((start + i) // stride) % length]
+
+
+@jit
+def store_row(rho, condensed, record, slot, depth_done, Q, X, flags, start, m):
+    """Record rho = p/q (and the condensation so far) when ``depth_done`` is the next requested depth."""
+    if slot < record.size and record[slot] == depth_done:
+        for i in range(m):
+            rho[slot, start + i] = X[i] / Q[i]
+            condensed[slot, start + i] = flags[i] & 1
+        return slot + 1
+    return slot

@@ -98,14 +98,12 @@ class Attention:
         """Upper-triangle entries (..., pairs): the closure of rows t < u."""
         t, u, n_s = self.rows, self.cols, self.n_s
         n_t, n_u = self.n[t], self.n[u]
-        s_lo, s_hi = self.shared_lo, self.shared_hi
-        safe_s = np.maximum(n_s, 1.0)
-        qbar = np.where(n_s > 0, (D[..., s_hi] - D[..., s_lo]) / safe_s, 0.0)
-        square = _rect(C, s_lo, s_hi, s_lo, s_hi)
-        pbar = np.where(n_s > 1, (square - n_s * qbar) / np.maximum(n_s * (n_s - 1), 1.0), qbar)
-        r_u = _mean(_rect(C, s_lo, s_hi, self.u_lo, self.u_hi), n_s * (n_u - n_s))
-        r_t = _mean(_rect(C, self.t_lo, self.t_hi, s_lo, s_hi), (n_t - n_s) * n_s)
-        r_o = _mean(_rect(C, self.t_lo, self.t_hi, self.u_lo, self.u_hi), (n_t - n_s) * (n_u - n_s))
+        if self.mask.window is None:                  # nested prefixes: the shared keys are row t's own
+            qbar, pbar = stats.qbar[..., t], stats.pbar[..., t]
+            r_u = (C[..., t + 1, u + 1] - C[..., t + 1, t + 1]) / (n_t * (n_u - n_t))
+            r_t = r_o = 0.0
+        else:
+            qbar, pbar, r_u, r_t, r_o = self._window_means(C, D, n_t, n_u)
         diag = np.diagonal(Q, axis1=-2, axis2=-1)
         rho = Q[..., t, u] / np.sqrt(diag[..., t] * diag[..., u])
         Yp = self._pair(stats.b, t, n_s, rho)
@@ -113,6 +111,17 @@ class Attention:
         if gain:
             return gen.attention_overlap_gain(qbar, pbar, r_u, r_t, r_o, Pi, n_t, n_u, n_s, sigma_v2[..., None])
         return gen.attention_overlap(qbar, pbar, r_u, r_t, r_o, Pi, n_t, n_u, n_s, sigma_v2[..., None])
+
+    def _window_means(self, C, D, n_t, n_u):
+        """The class means of every pair of rows under a sliding window (shared keys may be few or none)."""
+        n_s, s_lo, s_hi = self.n_s, self.shared_lo, self.shared_hi
+        qbar = np.where(n_s > 0, (D[..., s_hi] - D[..., s_lo]) / np.maximum(n_s, 1.0), 0.0)
+        square = _rect(C, s_lo, s_hi, s_lo, s_hi)
+        pbar = np.where(n_s > 1, (square - n_s * qbar) / np.maximum(n_s * (n_s - 1), 1.0), qbar)
+        r_u = _mean(_rect(C, s_lo, s_hi, self.u_lo, self.u_hi), n_s * (n_u - n_s))
+        r_t = _mean(_rect(C, self.t_lo, self.t_hi, s_lo, s_hi), (n_t - n_s) * n_s)
+        r_o = _mean(_rect(C, self.t_lo, self.t_hi, self.u_lo, self.u_hi), (n_t - n_s) * (n_u - n_s))
+        return qbar, pbar, r_u, r_t, r_o
 
     def _pair(self, b, t, n_s, rho):
         """Yp(b_t, rho_tu, n_s) for every pair: one function of rho per distinct (row t, n_s), built at once

@@ -32,7 +32,7 @@ from functools import lru_cache
 import numpy as np
 
 from .interpolation import cubic_cells, horner_inplace, cell_inplace, lobatto
-from .tables import _rho_of_w, _stretch, _w_of_rho
+from .tables import _rho_of_w, _stretch
 
 DATA = pathlib.Path(__file__).with_name("data") / "row_moments.npz"
 #: Largest number of keys covered (2^20); beyond it the profile is refused by name.
@@ -191,13 +191,16 @@ class PairRows:
     def __init__(self, b, w_nodes):
         from .interpolation import cheb_resample
         self.b = b
+        self.kappa = _stretch(b)                                            # the rho coordinate's stretch per row
         fine = np.linspace(0.0, 1.0, W_FINE)
         value, slope = cheb_resample(w_nodes.T, fine)                       # (W_FINE, rows)
         self._cells = np.ascontiguousarray(np.moveaxis(cubic_cells(value, slope, 1.0 / (W_FINE - 1)), 1, 0))
 
     def at(self, rows, rho):
         """Yp of rows ``rows`` (index array) at correlations ``rho`` in [0, 1] (same shape)."""
-        w = _w_of_rho(np.clip(rho, 0.0, 1.0), self.b[rows])
+        u = np.sqrt(1.0 - np.clip(rho, 0.0, 1.0))                          # w of numeric.tables, per row's kappa
+        ku = self.kappa[rows] * u
+        w = ku / (1.0 - u + ku)
         i, s = cell_inplace(w, W_FINE)
         coeffs = self._cells[rows, i]                                       # (..., 4)
         return np.clip(horner_inplace(np.moveaxis(coeffs, -1, 0), s), 0.0, 1.0)

@@ -12,7 +12,7 @@ import sympy
 from sympy.printing.pycode import PythonCodePrinter
 
 from .architectures import architecture
-from .layers import Context, Layer, State, Step
+from .layers import Context, State, Step
 from .symbols import p, q
 
 

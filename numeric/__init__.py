@@ -14,16 +14,32 @@ Contract (docs/design.md)::
 Beyond the contract: ``numeric.gram_profile`` (the whole overlap matrix at
 infinite width, by Monte Carlo over the attention scores; imports SymPy on use).
 
-``import numeric`` imports NumPy only (no SymPy, no torch): the block maps were
-generated once from :mod:`derive` into :mod:`numeric._generated`.
+``import numeric`` imports NumPy only (no SciPy, SymPy, numba or torch): the block maps were
+generated once from :mod:`derive` into :mod:`numeric._generated` (NumPy) and
+:mod:`numeric._kernels` (fused kernels, compiled by numba on first use: :mod:`numeric.fused`).
+``numeric.sweep`` (any parameter as a grid axis, an ``xarray.Dataset``) loads xarray on use.
 """
 
 from .diagram import Diagram, trainability_diagram
 from .gram import GramProfile, gram_profile
 from .gradients import key_grad_sq_norm, query_grad_sq_norm, value_grad_sq_norm
 from .moments import ipr, ipr_pair, ipr_square
-from .causal import position_profile
 from .profile import cosine_profile, critical_alpha
 
+#: Exported names whose modules load on first use (PEP 562): the causal theory's tables (SciPy's
+#: special functions) and sweeps (xarray) are not paid by ``import numeric``.
+_LAZY = {"position_profile": "causal", "sweep": "sweeps"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        from importlib import import_module
+        value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = ["Diagram", "GramProfile", "cosine_profile", "critical_alpha", "gram_profile", "ipr", "ipr_pair",
-           "ipr_square", "key_grad_sq_norm", "position_profile", "query_grad_sq_norm", "trainability_diagram", "value_grad_sq_norm"]
+           "ipr_square", "key_grad_sq_norm", "position_profile", "query_grad_sq_norm", "sweep", "trainability_diagram",
+           "value_grad_sq_norm"]

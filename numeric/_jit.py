@@ -43,7 +43,8 @@ from .columns import CELLS
 from .quadrature import NODE_LADDER, _nodes
 from .tables import B_PAIR_MAX, FINE_1D, FINE_2D
 
-#: Grid points per row of a kernel: the inner loop over a row is contiguous, layers loop outside it.
+#: Grid points per row of a kernel: the inner loop over a row is contiguous, layers loop outside it
+#: (numeric.fused.ROW is the same number).
 ROW = 256
 
 # --- the finite-T moment array M: header slots ------------------------------------------

@@ -661,8 +661,9 @@ def kernels_code_source() -> str:
                 name = function_name(arch, activation) + ("__asymptotic" if asymptotic else "__finite")
                 source = kernel_source(name, spec, asymptotic)
                 parts.append(source)
-                rows.append(f"    ({arch!r}, {activation!r}, {asymptotic}): ({name}, {uses_quadrature(source)})")
-    parts.append("#: (architecture, activation, asymptotic) -> (fused kernel, whether it takes Gauss-Hermite rules)\n"
+                rows.append(f"    ({arch!r}, {activation!r}, {asymptotic}): ({name}, {name}__row, {uses_quadrature(source)})")
+    parts.append("#: (architecture, activation, asymptotic) -> (fused kernel, its one-row function, whether it takes\n"
+                 "#: Gauss-Hermite rules)\n"
                  "FUSED = {\n" + ",\n".join(rows) + ",\n}\n")
     return "\n\n".join(parts)
 

@@ -31,7 +31,6 @@ import numpy as np
 
 from . import fused
 from . import validation as check
-from .columns import column_moments
 from .moments import parisi_m
 from .profile import DEFAULTS, critical_alpha, iterate, prepare
 from .solve import ALPHA_ZERO
@@ -156,7 +155,10 @@ def trainability_diagram(arch, depth, *, betas, alphas, eps=0.01, T=None, rho0=0
 
 def _columns(T, betas):
     """The per-beta moment tables of a finite-T grid (numeric.columns), None at T = oo."""
-    return None if T is None else column_moments(T, betas)
+    if T is None:
+        return None
+    from .columns import column_moments                # tables and their quadratures: imported on use
+    return column_moments(T, betas)
 
 
 def _numpy_grid(arch, depth, betas, alphas_used, T, rho0, activation, criterion, ipr_threshold, progress, params):

@@ -34,13 +34,11 @@ Parameters of a grid are passed per axis, not materialised per point
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import math
 import os
 import pathlib
 import sys
-import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -52,6 +50,11 @@ BACKENDS = ("auto", "fused", "numpy")
 #: Environment variable naming the directory for custom specs' generated kernels.
 KERNEL_DIR_ENV = "SIGPROP_KERNEL_DIR"
 ATTENTION = {"none": 0, "first": 1, "all": 2}
+#: Grid points per row of a kernel (numeric._jit.ROW; here without importing numba).
+ROW = 256
+#: Up to this many rows a call runs them one after another in this thread (waking the parallel threads
+#: costs more than a few rows of work on a busy machine).
+SERIAL_ROWS = 4
 
 
 @lru_cache(maxsize=None)
@@ -75,7 +78,8 @@ def backend(requested=None) -> str:
 # --- kernels -------------------------------------------------------------------------
 
 def kernel_for(arch, activation: str, T):
-    """(kernel, whether it takes Gauss-Hermite rules) of (arch, activation) for T (None: asymptotic).
+    """(kernel, its one-row function, whether it takes Gauss-Hermite rules) of (arch, activation) for T
+    (None: asymptotic).
     ``arch`` as :func:`numeric.validation.architecture` returns it: a name, or a spec compiled on first use."""
     asymptotic = T is None
     if isinstance(arch, str):
@@ -99,6 +103,8 @@ def _custom_kernel(spec, asymptotic: bool):
     """A custom spec's kernel: generated (SymPy) into a file named by its source's hash, imported, cached."""
     key = (repr(spec), asymptotic)
     if key not in _CUSTOM:
+        import hashlib
+
         from .codegen import custom_kernel_source
         source = custom_kernel_source(spec, asymptotic)
         name = "sigprop_kernel_" + hashlib.sha256(source.encode()).hexdigest()[:24]
@@ -111,13 +117,15 @@ def _custom_kernel(spec, asymptotic: bool):
         module = importlib.util.module_from_spec(module_spec)
         sys.modules[name] = module
         module_spec.loader.exec_module(module)
-        _CUSTOM[key] = (module.fused_block, module.QUADRATURE)
+        _CUSTOM[key] = (module.fused_block, module.fused_block__row, module.QUADRATURE)
     return _CUSTOM[key]
 
 
 def kernel_dir() -> pathlib.Path:
     """Where custom specs' kernels are written: ``$SIGPROP_KERNEL_DIR``, else the user cache
     (``$XDG_CACHE_HOME/sigprop/kernels``), else a per-user temporary directory."""
+    import tempfile
+
     candidates = []
     if os.environ.get(KERNEL_DIR_ENV):
         candidates.append(pathlib.Path(os.environ[KERNEL_DIR_ENV]))
@@ -251,9 +259,14 @@ def evaluate(arch, activation, T, values: dict, rho0, depth: int, *, depths=None
     condensed = np.zeros((record.size, n), dtype=np.uint8)
     status = np.zeros(n, dtype=np.uint8)
     if n:
-        kernel, quadrature = kernel_for(arch, activation, T)
-        kernel(*packed, n, depth, record, ATTENTION[attention], float(threshold), moment_tables(T, columns),
-               quadrature_rules(quadrature), rho, condensed, status)
+        kernel, row, quadrature = kernel_for(arch, activation, T)
+        args = (depth, record, ATTENTION[attention], float(threshold), moment_tables(T, columns),
+                quadrature_rules(quadrature), rho, condensed, status)
+        if n <= SERIAL_ROWS * ROW:           # a few rows (a root finder's step): no thread pool to wake
+            for start in range(0, n, ROW):
+                row(start, min(ROW, n - start), *packed, *args)
+        else:
+            kernel(*packed, n, *args)
     redo = np.flatnonzero(status)
     if redo.size:
         _redo(arch, activation, T, names, packed, redo, depth, record, attention, threshold, columns, rho, condensed)

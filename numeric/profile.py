@@ -19,7 +19,6 @@ from derive.parameters import NAMES as POSITIONAL
 
 from . import fused, solve
 from . import validation as check
-from .columns import column_moments
 from .maps import block_function, moment_functions
 
 
@@ -205,6 +204,7 @@ def critical_alpha(arch, depth, *, beta, eps=0.01, T=None, rho0=0.0, activation=
         raise ValueError("critical_alpha solves for alpha_sa: do not pass it")
     block, moments, values, depth, T, rho0 = prepare(arch, depth, beta=beta, T=T, rho0=rho0,
                                                       activation=activation, params=params)
+    from .columns import column_moments                # tables and their quadratures: imported on use
     columns = column_moments(T, values["beta"]) if T is not None and np.ndim(values["beta"]) > 0 else None
     values = {k: v for k, v in values.items() if k != "alpha_sa"}
     names = tuple(values)

@@ -13,14 +13,15 @@ points at once:
 Both bracket the root with :func:`scipy.optimize.elementwise.bracket_root` and
 locate it with Chandrupatla's method, :func:`scipy.optimize.elementwise.find_root`,
 elementwise over arrays, with a bounded number of iterations. Tolerance and
-bracket are checked by :mod:`numeric.validation`.
+bracket are checked by :mod:`numeric.validation`. SciPy's optimize package is
+imported on first use (``import numeric`` stays light). The gap function is
+whatever the caller iterates: the fused kernels of :mod:`numeric.fused` by
+default, the NumPy maps on the reference path; the solver is the same.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import elementwise
-
 from . import validation as check
 
 #: alpha_sa = 0 in a search or a grid stands for the limit alpha_sa -> 0+: at T = oo an attention output can
@@ -43,6 +44,8 @@ def smallest_alpha(gap, shape, *, rtol, alpha_max, bracket=None, args=()):
     upper end of a bracket of relative width <= ``rtol`` (so gap <= 0 holds at the returned value).
     ``bracket``: optional arrays (lo, hi) known to enclose the answer (hi = inf where unknown).
     """
+    from scipy.optimize import elementwise
+
     rtol = check.tolerance("rtol", rtol)
     alpha_max = check.bound("alpha_max", alpha_max)
     args = tuple(np.broadcast_to(np.asarray(a, dtype=float), shape) for a in args)
@@ -77,6 +80,8 @@ def _start(shape, bracket, alpha_max):
 
 def _locate(gap, found, search, args, rtol):
     """Chandrupatla's method on the valid brackets; the end with gap <= 0 of each final bracket."""
+    from scipy.optimize import elementwise
+
     sub = tuple(a[search] for a in args)
     lo, hi = found.bracket[0][search], found.bracket[1][search]
     flo, fhi = found.f_bracket[0][search], found.f_bracket[1][search]
@@ -98,6 +103,8 @@ def increasing_root(f, lo: float, hi: float, *, rtol: float = 1e-10, name: str =
 
     ValueError naming ``name`` when [lo, hi] does not bracket a sign change.
     """
+    from scipy.optimize import elementwise
+
     rtol = check.tolerance("rtol", rtol)
     f_lo, f_hi = float(f(np.float64(lo))), float(f(np.float64(hi)))
     if not (f_lo < 0 < f_hi):

@@ -7,7 +7,6 @@ finite-width allowance of verify.stats; the encoder (exchangeable) theory is
 rejected by the same measurements where causal averaging matters.
 """
 
-import numpy as np
 import pytest
 import torch
 from torch import nn

@@ -11,13 +11,14 @@ import pytest
 import torch
 
 import numeric
+from derive.parameters import ARCHITECTURES
 from verify import montecarlo as mc
 from verify import theory
 from verify.stats import assert_agrees, finite_d_allowance
 from verify.torch_view import build, tokens
 
 pytestmark = pytest.mark.cuda
-ARCHS = ("post-ln", "pre-ln", "gain-post-ln", "gain-pre-ln")
+ARCHS = ARCHITECTURES
 
 
 @pytest.mark.parametrize("arch", ARCHS)

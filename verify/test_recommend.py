@@ -305,3 +305,15 @@ def test_figure_1d_quick(tmp_path):
     path = tmp_path / "figure-1d.png"
     figure_1d(path, quick=True)
     assert path.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("num_layers", 0, "num_layers must be an integer >= 1"), ("d_model", -1, "d_model must be an integer >= 1"),
+    ("activation", "tanh", "activation must be one of"), ("nhead", 3, "nhead = 3 must divide d_model"),
+    ("layer_norm_eps", -1e-5, "layer_norm_eps must be >= 0"),
+])
+def test_encoder_config_is_checked_at_the_boundary(field, value, match):
+    """num_layers = 0 ended in an IndexError with NumPy warnings, d_model = -1 and an activation the reader
+    does not take in torch's own errors: now a ValueError naming the field, before anything is built."""
+    with pytest.raises(ValueError, match=match):
+        recommend(EncoderConfig(**{field: value}), 64)

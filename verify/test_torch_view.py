@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from derive.layers import LayerNorm, SelfAttention, Sequence
+from derive.parameters import ARCHITECTURES
 from verify import montecarlo as mc
 from verify.torch_view import _unflatten, build, resolve_device, tokens
 
-ARCHS = ("post-ln", "pre-ln", "gain-post-ln", "gain-pre-ln")
+ARCHS = ARCHITECTURES
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -1,7 +1,6 @@
 """Block maps composed from specs against direct step-by-step evaluation of the algorithms (corrected)."""
 
 import itertools
-import math
 
 import mpmath
 import pytest
@@ -11,7 +10,7 @@ import derive
 from derive import blocks
 from derive.architectures import ARCHITECTURES, architecture
 from derive.layers import MLP, Activation, LayerNorm, Linear, Residual, SelfAttention, Sequence
-from derive.symbols import BY_NAME, p, q
+from derive.symbols import BY_NAME
 from tests import reference
 
 POINTS = [dict(q=1.0, p=0.0, beta=b, alpha_sa=a, alpha_mlp=am, sigma_v2=sv, sigma_w2=sw, sigma_b2=sb)

@@ -10,10 +10,24 @@ import pytest
 import sympy
 
 import numeric
-from numeric.safe import KERNELS
-from derive.layers import (MLP, Activation, Bias, Context, GramContext, LayerNorm, Linear, Residual, SelfAttention,
-                           Sequence, State, _gram_factor, closed_form_kernel)
+from derive.layers import (
+    MLP,
+    Activation,
+    Bias,
+    Context,
+    GramContext,
+    LayerNorm,
+    Linear,
+    Residual,
+    SelfAttention,
+    Sequence,
+    State,
+    _gram_factor,
+    closed_form_kernel,
+)
+from derive.parameters import ARCHITECTURES
 from derive.symbols import BY_NAME, p, q
+from numeric.safe import KERNELS
 
 PARAMS = {"beta": 1.7, "alpha_sa": 0.8, "alpha_mlp": 1.1, "sigma_v2": 0.9, "sigma_w2": 2.0, "sigma_b2": 0.3}
 Q0, P0, T = 1.3, 0.4, 16
@@ -106,7 +120,7 @@ def test_residual_branch_must_end_in_fresh_weights():
 def test_architecture_block_on_homogeneous_input_at_tiny_beta():
     """beta -> 0: uniform attention keeps every pair equal, so one block equals the compiled (q, p) map."""
     from derive.architectures import architecture
-    for arch in ("post-ln", "pre-ln", "gain-post-ln", "gain-pre-ln"):
+    for arch in ARCHITECTURES:
         spec = architecture(arch)
         out = spec.gram_map(homogeneous(1.0, 0.3), {**PARAMS, "beta": 1e-9}, _ctx(3))
         expected = numeric.cosine_profile(arch, 1, beta=1e-9, T=T, rho0=0.3,

@@ -9,6 +9,7 @@ the clusters figure) are tested in verify/test_figures.py.
 import numpy as np
 import pytest
 
+from derive.parameters import ARCHITECTURES
 from numeric import cosine_profile, figures
 from numeric.cli import main
 from tests import reference
@@ -72,7 +73,7 @@ def test_figure_2_draws_the_four_profiles(close_figures):
     equal to the mpmath step-by-step algorithms (Algorithms 1-3, corrected) to 1e-12."""
     fig = figures.figure_2(None, quick=True)
     lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
-    assert set(lines) == {"post-ln", "pre-ln", "gain-post-ln", "gain-pre-ln"}
+    assert set(lines) == set(ARCHITECTURES)
     for arch, line in lines.items():
         depth = len(line.get_xdata()) - 1
         assert depth >= 20

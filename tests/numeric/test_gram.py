@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 import numeric
+from derive.parameters import ARCHITECTURES
 from numeric.cli import main
 
 
-@pytest.mark.parametrize("arch", ["post-ln", "pre-ln", "gain-post-ln", "gain-pre-ln"])
+@pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_spread_attention_reduces_to_the_q_p_theory(arch):
     """beta -> 0: attention is uniform, every pair keeps one overlap, and the (q, p) closure is exact."""
     gram = numeric.gram_profile(arch, 8, beta=1e-9, T=16, samples=2, rho0=0.2)

@@ -1,13 +1,11 @@
 """Asymptotic attention moments (numeric.moments) against derive.rem at 30 digits."""
 
-import mpmath
 import numpy as np
 import pytest
 import sympy
 
 import numeric
 from derive import rem
-from derive.symbols import beta, p, q
 
 
 def _mp(expr, **values):

@@ -1,98 +1,242 @@
-"""``sigprop bench``: throughput of the compiled maps against a plain Python loop, in one run.
+"""``sigprop bench``: the fused kernels, the NumPy path and a plain Python loop, measured in one run.
 
-Both sides evaluate the *same* generated block map (:mod:`numeric._generated`)
-with the same moment functions: the compiled side on whole chunks of the
-(beta, alpha_sa) grid at once (what :func:`numeric.trainability_diagram`
-does), the naive side one grid point at a time in a Python loop with Python
-floats. A "block update" is one application of the block map to one point.
+A "block update" is one application of a block map to one grid point. Three
+ways to do the same work are timed in the same process:
+
+- **fused** — :func:`numeric.trainability_diagram` on its default path, the
+  compiled kernels of :mod:`numeric.fused` (a whole diagram: the grid and the
+  critical-alpha search on top of it);
+- **numpy** — the same diagram on the vectorised NumPy reference path
+  (``backend="numpy"``);
+- **naive** — what a competent person writes without the tool: Algorithm 1
+  (and its variants) as a plain Python loop over grid points and blocks with
+  the ``math`` module, scalars only (:func:`naive_block`). It is the baseline
+  of ``ratio``. It covers the asymptotic theory with relu (the closed forms
+  one writes down from the paper); for another activation or a finite T the
+  naive loop still runs that workload, and the JSON says so
+  (``naive_workload``).
+
+Also reported: the finite-T cost (a T = 512 diagram against the asymptotic one,
+both fused; the 2-D tables of T, shared by every diagram at that T, are built
+first and timed apart), the first-call latency of the README's main command in
+fresh processes with an empty numba cache (cold: the JIT compiles) and with the
+cache that run left (cached), the peak memory of a 2048 x 2048 x 60 diagram,
+and the throughput of a 4-D :func:`numeric.sweep`.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import os
 import platform
+import subprocess
+import sys
+import tempfile
 import time
 
 import numpy as np
 
-from .columns import clear_cache
-from .diagram import trainability_diagram
-from .maps import block_function, moment_functions
 from .profile import DEFAULTS
+
+#: The README's main command (sigprop diagram --arch post-ln --depth 60 --sigma_w2 0.24 --sigma_v2 0.24
+#: --sigma_b2 0.0004 --alphas 0:3:128), as a call.
+MAIN_COMMAND = ("numeric.trainability_diagram('post-ln', 60, betas=np.linspace(0.05, 3.0, 128), "
+                "alphas=np.linspace(0.0, 3.0, 128), sigma_w2=0.24, sigma_v2=0.24, sigma_b2=0.0004)")
 
 
 def _grid(n_beta, n_alpha):
     return np.linspace(0.05, 3.0, n_beta), np.linspace(0.0, 4.0, n_alpha)
 
 
-def compiled_throughput(arch, depth, n_beta, n_alpha, T=None, activation="relu", repeats=1):
-    """Block updates per second of a whole trainability diagram (best of ``repeats``)."""
+def diagram_throughput(arch, depth, n_beta, n_alpha, T=None, activation="relu", repeats=1, backend="fused"):
+    """Block updates per second of a whole trainability diagram (best of ``repeats``; compiled beforehand)."""
+    from .columns import clear_cache
+    from .diagram import trainability_diagram
+
     betas, alphas = _grid(n_beta, n_alpha)
-    best = np.inf
+    trainability_diagram(arch, depth, betas=betas[:4], alphas=alphas[:4], T=T, activation=activation,
+                         backend=backend)                          # compile (or load) the kernel: not timed
+    best = math.inf
     for _ in range(repeats):
         clear_cache()                       # a finite-T diagram builds its column tables: part of its cost
         start = time.perf_counter()
-        trainability_diagram(arch, depth, betas=betas, alphas=alphas, T=T, activation=activation)
+        trainability_diagram(arch, depth, betas=betas, alphas=alphas, T=T, activation=activation, backend=backend)
         best = min(best, time.perf_counter() - start)
     return n_beta * n_alpha * depth / best, best
 
 
-def naive_throughput(arch, depth, n_points, T=None, activation="relu"):
-    """Block updates per second of a Python loop over points, one block map call per point and layer."""
-    block = block_function(arch, activation, T)
-    Y2, Yp = moment_functions(T)
-    T_value = float("inf") if T is None else float(T)
+# --- the baseline: a plain Python loop with the math module ----------------------------------
+
+def naive_block(arch, q, p, beta, alpha_sa, alpha_mlp, sigma_v2, sigma_w2, sigma_b2):
+    """One block of ``arch`` (relu MLP, T -> oo) on Python floats, as written from the paper.
+
+    Attention at T -> oo (Result 1): Y2 = max(0, 1 - beta_c/beta), beta_c = sqrt(2/(q(q - p))), so a
+    head maps (q, p) to sigma_v2 (p + Y2 (q - p), p); gain control removes the mean, leaving
+    (sigma_v2 Y2 (q - p), 0). LayerNorm maps (q, p) to (1, p/q). The relu MLP is the arc-cosine kernel
+    E relu(u) relu(v) = q (sqrt(1 - c^2) + (pi - acos c) c)/(2 pi), c = p/q, between two linear layers.
+    """
+    gain = arch.startswith("gain-")
+    pre = arch.endswith("pre-ln")
+    if pre:                                              # LayerNorm before attention
+        qa, pa = 1.0, p / q
+    else:
+        qa, pa = q, p
+    x = beta * beta * qa * (qa - pa)
+    y2 = 1.0 - math.sqrt(2.0 / x) if x > 2.0 else 0.0
+    if gain:
+        sq, sp = sigma_v2 * y2 * (qa - pa), 0.0
+    else:
+        sq, sp = sigma_v2 * (pa + y2 * (qa - pa)), sigma_v2 * pa
+    a2 = alpha_sa * alpha_sa
+    q, p = a2 * q + sq, a2 * p + sp                     # residual around attention
+    r = p / q                                           # LayerNorm
+    if not pre:
+        q, p = 1.0, r
+    hq, hp = sigma_w2 + sigma_b2, sigma_w2 * r + sigma_b2
+    c = max(-1.0, min(1.0, hp / hq))
+    kq = hq / 2.0
+    kp = hq * (math.sqrt(max(0.0, 1.0 - c * c)) + (math.pi - math.acos(c)) * c) / (2.0 * math.pi)
+    m2 = alpha_mlp * alpha_mlp
+    q, p = m2 * q + sigma_w2 * kq + sigma_b2, m2 * p + sigma_w2 * kp + sigma_b2
+    if not pre:                                          # LayerNorm after the MLP
+        q, p = 1.0, p / q
+    return q, p
+
+
+def naive_rho(arch, depth, beta, alpha_sa, alpha_mlp=1.0, sigma_v2=1.0, sigma_w2=2.0, sigma_b2=0.0, rho0=0.0):
+    """rho after ``depth`` blocks of :func:`naive_block` from q = 1, p = rho0."""
+    q, p = 1.0, rho0
+    for _ in range(depth):
+        q, p = naive_block(arch, q, p, beta, alpha_sa, alpha_mlp, sigma_v2, sigma_w2, sigma_b2)
+    return p / q
+
+
+def naive_throughput(arch, depth, n_points):
+    """Block updates per second of the plain loop over ``n_points`` random grid points (relu, T -> oo)."""
     rng = np.random.default_rng(0)
     betas = rng.uniform(0.05, 3.0, n_points).tolist()
-    alphas = rng.uniform(0.0, 4.0, n_points).tolist()
+    alphas = rng.uniform(1e-3, 4.0, n_points).tolist()
     d = DEFAULTS
     start = time.perf_counter()
-    with np.errstate(all="ignore"):
-        for beta, alpha in zip(betas, alphas):
-            q, p = 1.0, 0.0
-            for _ in range(depth):
-                q, p, _, _ = block(q, p, beta, alpha, d["alpha_mlp"], d["sigma_v2"], d["sigma_w2"],
-                                   d["sigma_b2"], T_value, Y2, Yp)
-                q, p = float(q), min(max(float(p), -float(q)), float(q))
+    for beta, alpha in zip(betas, alphas):
+        naive_rho(arch, depth, beta, alpha, d["alpha_mlp"], d["sigma_v2"], d["sigma_w2"], d["sigma_b2"])
     elapsed = time.perf_counter() - start
     return n_points * depth / elapsed, elapsed
 
 
-def finite_t_cost(arch, depth, grid, T, activation, repeats):
-    """A finite-T diagram against the asymptotic one on the same grid.
+# --- the rest of the report -----------------------------------------------------------------
 
-    The 2-D tables for T (shared by every diagram at that T) are built first and
-    timed apart; the per-diagram column tables (:mod:`numeric.columns`) are
-    inside the timed diagram.
-    """
+def finite_t_cost(arch, depth, grid, T, activation, repeats, asymptotic_seconds):
+    """A fused finite-T diagram against the fused asymptotic one on the same grid (tables of T built apart)."""
+    from .diagram import trainability_diagram
+
     start = time.perf_counter()
     trainability_diagram(arch, depth, betas=[0.5, 1.0], alphas=[1.0], T=T, activation=activation)
     tables = time.perf_counter() - start
-    finite, _ = compiled_throughput(arch, depth, grid, grid, T, activation, repeats)
-    asymptotic, _ = compiled_throughput(arch, depth, grid, grid, None, activation, repeats)
-    return {"finite_T": T, "finite_T_updates_per_s": finite, "finite_T_table_seconds": tables,
-            "finite_T_cost_ratio": asymptotic / finite}
+    finite, seconds = diagram_throughput(arch, depth, grid, grid, T, activation, repeats)
+    return {"finite_T": T, "finite_T_updates_per_s": finite, "finite_T_seconds": seconds,
+            "finite_T_table_seconds": tables, "finite_T_cost_ratio": seconds / asymptotic_seconds}
+
+
+def first_call_latency() -> dict:
+    """The README's main command in two fresh processes sharing an empty numba cache: the first compiles
+    (cold), the second loads what the first cached. Each reports the call's own time after ``import
+    numeric`` (the call imports numba and SciPy's optimize on the way) and its whole process."""
+    code = ("import time; t0 = time.perf_counter(); import numpy as np, numeric; t1 = time.perf_counter(); "
+            f"{MAIN_COMMAND}; t2 = time.perf_counter(); print(t1 - t0, t2 - t1)")
+    out = {}
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+        env.pop("SIGPROP_BACKEND", None)
+        for label in ("cold", "cached"):
+            start = time.perf_counter()
+            run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+            total = time.perf_counter() - start
+            imported, call = (float(v) for v in run.stdout.split())
+            out[f"first_call_{label}_s"] = call
+            out[f"first_call_{label}_process_s"] = total
+            out[f"import_numeric_{label}_s"] = imported
+    return out
+
+
+def diagram_memory(n=2048, depth=60) -> dict:
+    """Peak resident memory of an n x n x ``depth`` fused diagram in a fresh process (kernel cached first)."""
+    code = ("import resource, numpy as np, numeric; "
+            "numeric.trainability_diagram('post-ln', 2, betas=[1.0, 2.0], alphas=[0.5, 1.0]); "
+            "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
+            f"numeric.trainability_diagram('post-ln', {depth}, betas=np.linspace(0.05, 3, {n}), "
+            f"alphas=np.linspace(0, 4, {n})); "
+            "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; print(before / 1024, after / 1024)")
+    env = {k: v for k, v in os.environ.items() if k != "SIGPROP_BACKEND"}
+    start = time.perf_counter()
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    before, after = (float(v) for v in run.stdout.split())
+    return {"memory_grid": [n, n], "memory_depth": depth, "memory_peak_mb": after,
+            "memory_increase_mb": after - before, "memory_process_s": time.perf_counter() - start}
+
+
+def sweep_throughput(depth=100) -> dict:
+    """A 4-D :func:`numeric.sweep` (beta x alpha_sa x sigma_w2 x sigma_v2, 10^6 points x ``depth`` blocks)."""
+    from .sweeps import sweep
+
+    axes = dict(beta=np.linspace(0.1, 3.0, 50), alpha_sa=np.linspace(0.0, 4.0, 50),
+                sigma_w2=np.linspace(0.2, 2.0, 20), sigma_v2=np.linspace(0.2, 2.0, 20))
+    sweep("post-ln", 2, **{k: v[:2] for k, v in axes.items()})           # compile (or load) first
+    start = time.perf_counter()
+    sweep("post-ln", depth, **axes)
+    seconds = time.perf_counter() - start
+    updates = math.prod(v.size for v in axes.values()) * depth
+    return {"sweep_axes": {k: int(v.size) for k, v in axes.items()}, "sweep_updates": updates,
+            "sweep_seconds": seconds, "sweep_updates_per_s": updates / seconds}
 
 
 def run(arch="post-ln", depth=60, grid=512, naive_points=300, T=None, activation="relu", repeats=1,
-        finite_T=512) -> dict:
-    """Measure both sides; the result is what ``sigprop bench --json`` prints.
-
-    With ``finite_T`` (an integer, or None to skip) it also reports what a
-    finite-T diagram costs relative to the asymptotic one on the same grid.
-    """
-    compiled, t_compiled = compiled_throughput(arch, depth, grid, grid, T, activation, repeats)
-    naive, t_naive = naive_throughput(arch, depth, naive_points, T, activation)
-    extra = finite_t_cost(arch, depth, grid, finite_T, activation, repeats) if finite_T else {}
-    return {
+        finite_T=512, latency=True, memory=True, sweep=True, numpy=True) -> dict:
+    """Measure everything in one run; the result is what ``sigprop bench --json`` prints."""
+    fused, t_fused = diagram_throughput(arch, depth, grid, grid, T, activation, repeats)
+    naive, t_naive = naive_throughput(arch, depth, naive_points)
+    out = {
         "arch": arch, "depth": depth, "grid": [grid, grid], "T": T, "activation": activation,
-        "compiled_updates_per_s": compiled, "compiled_seconds": t_compiled,
+        "compiled_updates_per_s": fused, "compiled_seconds": t_fused,
         "naive_updates_per_s": naive, "naive_seconds": t_naive, "naive_points": naive_points,
-        "ratio": compiled / naive, **extra,
-        "machine": {"python": platform.python_version(), "numpy": np.__version__,
-                    "processor": platform.machine(), "cpus": _cpus()},
+        "naive_workload": {"arch": arch, "activation": "relu", "T": None},
+        "ratio": fused / naive,
     }
+    if numpy:
+        rate, seconds = diagram_throughput(arch, depth, grid, grid, T, activation, repeats, backend="numpy")
+        out.update(numpy_updates_per_s=rate, numpy_seconds=seconds, numpy_ratio=rate / naive,
+                   fused_over_numpy=fused / rate)
+    if finite_T:
+        asymptotic = t_fused if T is None else diagram_throughput(arch, depth, grid, grid, None, activation,
+                                                                  repeats)[1]
+        out.update(finite_t_cost(arch, depth, grid, finite_T, activation, repeats, asymptotic))
+    if latency:
+        out.update(first_call_latency())
+    if memory:
+        out.update(diagram_memory())
+    if sweep:
+        out.update(sweep_throughput())
+    out["machine"] = {"python": platform.python_version(), "numpy": np.__version__, "numba": _numba_version(),
+                      "processor": platform.machine(), "cpus": _cpus(), "load_average": _load()}
+    return out
+
+
+def _numba_version():
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("numba")
+    except PackageNotFoundError:
+        return None
 
 
 def _cpus():
-    import os
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def _load():
+    return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+
+
+if __name__ == "__main__":
+    print(json.dumps(run()))

@@ -235,22 +235,47 @@ def cmd_formula(args):
     print(derive.formula(args.arch, form=args.form, activation=args.activation))
 
 
+BENCH_PARTS = ("numpy", "latency", "memory", "sweep")
+
+
+def _skips(text: str) -> tuple:
+    parts = tuple(p for p in text.split(",") if p)
+    unknown = sorted(set(parts) - set(BENCH_PARTS))
+    if unknown:
+        raise argparse.ArgumentTypeError(f"--skip takes {', '.join(BENCH_PARTS)}, got {', '.join(unknown)}")
+    return parts
+
+
 def cmd_bench(args):
     from . import bench
+    skip = set(args.skip or ())
     result = bench.run(args.arch, args.depth, args.grid, args.naive_points, args.T, args.activation, args.repeats,
-                       finite_T=args.finite_T)
+                       finite_T=args.finite_T, latency="latency" not in skip, memory="memory" not in skip,
+                       sweep="sweep" not in skip, numpy="numpy" not in skip)
     if args.json:
         print(json.dumps(result))
         return
-    print(f"compiled: {result['compiled_updates_per_s']:.3e} block updates/s "
-          f"({args.grid}x{args.grid} grid, {args.depth} blocks, {result['compiled_seconds']:.2f} s)")
-    print(f"naive:    {result['naive_updates_per_s']:.3e} block updates/s "
-          f"(Python loop over {args.naive_points} points)")
-    print(f"ratio:    {result['ratio']:.0f}x")
+    cpus = result["machine"]["cpus"]
+    print(f"fused:  {result['compiled_updates_per_s']:.3e} block updates/s ({args.grid}x{args.grid} grid, "
+          f"{args.depth} blocks, with the critical alpha: {result['compiled_seconds']:.3f} s on {cpus} CPUs)")
+    if "numpy_updates_per_s" in result:
+        print(f"numpy:  {result['numpy_updates_per_s']:.3e} block updates/s (the same diagram, "
+              f"{result['numpy_seconds']:.3f} s)")
+    print(f"naive:  {result['naive_updates_per_s']:.3e} block updates/s (a plain Python loop with math over "
+          f"{args.naive_points} points)")
+    print(f"ratio:  {result['ratio']:.0f}x the plain loop")
     if args.finite_T:
         print(f"finite T = {args.finite_T}: {result['finite_T_updates_per_s']:.3e} block updates/s, "
-              f"{result['finite_T_cost_ratio']:.1f}x the asymptotic cost "
+              f"{result['finite_T_cost_ratio']:.2f}x the asymptotic cost "
               f"(moment tables built once in {result['finite_T_table_seconds']:.1f} s)")
+    if "first_call_cold_s" in result:
+        print(f"first diagram of the README's command: {result['first_call_cold_s']:.2f} s with an empty numba "
+              f"cache, {result['first_call_cached_s']:.2f} s cached")
+    if "memory_peak_mb" in result:
+        print(f"2048x2048x60 diagram: peak memory {result['memory_peak_mb']:.0f} MB "
+              f"(+{result['memory_increase_mb']:.0f} MB for the diagram)")
+    if "sweep_updates_per_s" in result:
+        print(f"4-D sweep: {result['sweep_updates']:.1e} block updates in {result['sweep_seconds']:.2f} s")
 
 
 GRAD_COLUMNS = ("query", "key", "value", "collapse")
@@ -389,7 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--form", choices=("latex", "python"), default="latex", help="output form (default: latex)")
     p.set_defaults(func=cmd_formula)
 
-    p = sub.add_parser("bench", help="compiled block-map throughput against a plain Python loop, same run")
+    p = sub.add_parser("bench", help="fused kernels, the NumPy path and a plain Python loop, in one run")
     p.add_argument("--arch", default="post-ln", choices=check.ARCHITECTURES, help="block architecture")
     p.add_argument("--activation", default="relu", choices=check.ACTIVATIONS, help="MLP activation")
     p.add_argument("--depth", type=int, default=60, help="blocks per grid point (default: 60)")
@@ -400,6 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--finite-T", dest="finite_T", type=_T, default=512,
                    help="also time a finite-T diagram at this T against the asymptotic one ('inf' skips; "
                         "default: 512)")
+    p.add_argument("--skip", type=_skips, metavar="PART[,PART]",
+                   help="leave out parts of the report: numpy, latency (fresh processes, cold and cached JIT), "
+                        "memory (a 2048x2048x60 diagram), sweep (a 4-D sweep)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_bench)
 

@@ -273,6 +273,24 @@ def evaluate(arch, activation, T, values: dict, rho0, depth: int, *, depths=None
     return Evaluation(record, rho.reshape((record.size,) + shape), condensed.reshape((record.size,) + shape) != 0)
 
 
+def evaluate_numpy(arch, activation, T, values: dict, rho0, depth: int, *, depths=None, attention="none",
+                   threshold=0.5, columns=None) -> Evaluation:
+    """:func:`evaluate` on the NumPy reference path (every point through :func:`numeric.profile.iterate`)."""
+    from . import validation as check
+    arch = check.architecture(arch)
+    names = kernel_names(arch)
+    record = np.array([depth] if depths is None else depths, dtype=np.int64)
+    shape = np.broadcast_shapes(np.shape(rho0), *(np.shape(values[k]) for k in names[:-1]))
+    n = math.prod(shape)
+    packed = pack([values[k] for k in names[:-1]] + [rho0], shape)
+    rho = np.empty((record.size, n))
+    condensed = np.zeros((record.size, n), dtype=np.uint8)
+    if n:
+        _redo(arch, activation, T, names, packed, np.arange(n), depth, record, attention, threshold, columns, rho,
+              condensed)
+    return Evaluation(record, rho.reshape((record.size,) + shape), condensed.reshape((record.size,) + shape) != 0)
+
+
 def _redo(arch, activation, T, names, packed, index, depth, record, attention, threshold, columns, rho, condensed):
     """The NumPy path on the points ``index`` the kernel flagged (raises where it raises)."""
     from .maps import block_function, moment_functions

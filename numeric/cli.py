@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 import numpy as np
@@ -153,7 +154,7 @@ def _print_columns(columns, masked, gram, args):
     if masked["mask"]:
         notes.append("rho: all pairs of positions (position-resolved theory, numeric.causal)")
     if "rho_tokens" in columns:
-        notes.append(f"rho_tokens: among positions {masked['tokens']}")
+        notes.append(f"rho_tokens: among {_named(masked['tokens'])}")
     if gram is not None:
         notes.append(f"rho_gram: overlap-matrix theory, {args.gram} samples, +- one SE")
     for note in notes:
@@ -161,6 +162,10 @@ def _print_columns(columns, masked, gram, args):
     print(f"{'block':>5}  " + "  ".join(f"{name if name != 'rho_gram_se' else '+-':>10}" for name in columns))
     for layer in range(len(columns["rho"])):
         print(f"{layer:>5}  " + "  ".join(f"{values[layer]:>10.6f}" for values in columns.values()))
+
+
+def _named(tokens) -> str:
+    return "the late positions (the last quarter)" if tokens == "late" else f"positions {tokens}"
 
 
 def _print_positions(positions):
@@ -177,7 +182,7 @@ def _plot_profile(args, columns, positions, masked, T):
     if positions is not None:
         return plot_positions(positions, path=args.plot, title=title)
     labels = {"rho": args.arch + (" (all pairs)" if masked["mask"] else ""),
-              "rho_tokens": f"{args.arch} (positions {masked['tokens']})", "rho_gram": f"{args.arch}, overlap matrix"}
+              "rho_tokens": f"{args.arch} ({_named(masked['tokens'])})", "rho_gram": f"{args.arch}, overlap matrix"}
     return plot_profiles({labels[k]: v for k, v in columns.items() if k in labels}, path=args.plot, title=title)
 
 
@@ -224,7 +229,7 @@ def cmd_alpha_c(args):
     mask = f", mask={masked['mask']}" if masked["mask"] else ""
     print(f"# smallest alpha_sa with rho after {args.depth} blocks <= 1 - {args.eps:g} ({args.arch}{mask})")
     if masked["tokens"] is not None:
-        print(f"# alpha_c: all pairs; alpha_c_tokens: among positions {masked['tokens']}")
+        print(f"# alpha_c: all pairs; alpha_c_tokens: among {_named(masked['tokens'])}")
     print(f"{'beta':>8}  {'alpha_c':>12}" + (f"  {'alpha_c_tokens':>14}" if len(columns) > 1 else ""))
     for k, b in enumerate(args.beta):
         print(f"{b:>8.4f}  " + "  ".join(f"{v[k]:>12.6g}" for v in columns.values()))
@@ -336,6 +341,8 @@ def _plot_grad(table: dict, path):
 
 def cmd_figure(args):
     from . import figures
+    if args.device:
+        os.environ["SIGPROP_DEVICE"] = args.device   # read by verify.torch_view.resolve_device; numeric needs no torch
     path = figures.make(args.which, args.out, quick=args.quick, measure=args.measure)
     print(f"wrote {path}", file=sys.stderr)
 
@@ -459,6 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="PNG", help="image path (default: figure-<which>.png)")
     p.add_argument("--quick", action="store_true", help="small sizes (for tests)")
     p.add_argument("--measure", action="store_true", help="add Monte Carlo measurements (needs torch)")
+    p.add_argument("--device", help="device of the figures that use torch: cpu, cuda, cuda:N or auto (sets "
+                                    "$SIGPROP_DEVICE; 1e and 5 train at the paper's sizes on a GPU)")
     p.set_defaults(func=cmd_figure)
     return parser
 

@@ -1,0 +1,230 @@
+"""verify.training (issue 17): training runs from a predicted phase, the Dask grid, resume, bad input.
+
+Every run here is tiny (a few blocks of width 16-32, sequences of 16-32 bytes) so that
+the file stays well under a minute on a 2-core CPU; the experiments of the README
+and of ``sigprop figure 1e`` / ``5`` are not run in CI.
+"""
+
+import csv
+import dataclasses
+import io
+import json
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from numeric.cli import main as sigprop
+from verify import corpus, training
+from verify.train_config import OBJECTIVE_NAMES, TrainConfig
+
+#: A run that trains in seconds: 2 post-LN blocks at the paper's section C.1 variances, in the trainable phase.
+LEARNS = TrainConfig(depth=2, d_model=32, heads=2, beta=0.1, alpha_sa=1.0, sigma_w2=0.24, sigma_v2=0.24,
+                     sigma_b2=0.0004, seq_len=16, batch=32, steps=300, lr=3e-3, eval_every=100, eval_sequences=128,
+                     threads=1)
+#: Runs that only need to run (grid plumbing): one block, width 16, 4 steps.
+TINY = TrainConfig(depth=1, d_model=16, heads=2, beta=0.1, alpha_sa=1.0, seq_len=16, batch=4, steps=4, eval_every=2,
+                   eval_sequences=8, threads=1)
+GRID = dict(betas=[0.1, 4.0], alphas=[0.5, 2.0])
+
+
+# --- the claim: a run in the trainable phase learns from the context -------------------------
+
+def test_trainable_run_goes_below_the_unigram_loss():
+    """Deterministically seeded: the predicted phase is trainable and the held-out loss falls below the
+    unigram loss (the byte frequencies) by a clear margin; the same seed gives the same curve."""
+    result = training.train(LEARNS)
+    assert result.prediction.phase_name == "trainable"
+    assert result.initial_heldout_loss > result.unigram_loss
+    assert result.final_heldout_loss < result.unigram_loss - 0.1, result.curve
+    assert not result.diverged
+    assert len(result.grad_norms) == LEARNS.depth and all(g > 0 for g in result.grad_norms)
+    again = training.train(dataclasses.replace(LEARNS, steps=1))
+    assert again.curve[0][3] == result.curve[0][3] and again.grad_norms == result.grad_norms
+
+
+# --- the standard parametrisation -------------------------------------------------------------
+
+def test_unit_variance_weights_train_as_the_real_weights():
+    """AdamW on U with lr/s, eps s, decay s and clipping of dL/dW moves W = s U exactly as AdamW on W."""
+    torch.manual_seed(0)
+    s, lr, wd, eps = 0.05, 1e-2, 0.1, 1e-8
+    target = torch.randn(8, dtype=torch.float64)
+    w = (s * torch.randn(8, dtype=torch.float64)).requires_grad_()
+    u = (w.detach() / s).clone().requires_grad_()
+    plain = torch.optim.AdamW([w], lr=lr, weight_decay=wd, eps=eps)
+    groups = [dict(params=[u], lr=lr / s, eps=eps * s, weight_decay=wd * s, scale=s, name="u")]
+    scaled = torch.optim.AdamW(groups)
+    for _ in range(5):
+        for opt, loss in ((plain, ((w - target) ** 2).sum() * 40), (scaled, ((s * u - target) ** 2).sum() * 40)):
+            opt.zero_grad()
+            loss.backward()
+        torch.nn.utils.clip_grad_norm_([w], 1.0)
+        training.clip_real_gradients(groups, 1.0)
+        plain.step()
+        scaled.step()
+    torch.testing.assert_close(s * u.detach(), w.detach(), rtol=1e-10, atol=1e-12)
+
+
+def test_weight_scales_are_the_torch_views_standard_deviations():
+    """W = s U with s from the spec: W_Q's entries have variance beta sqrt(ln T)/d, W_V's sigma_v2/d, an
+    MLP weight's sigma_w2/fan_in (docs/design.md); a zero-variance bias is left out of training."""
+    config = dataclasses.replace(TINY, beta=0.7, sigma_v2=0.5, sigma_w2=1.5, sigma_b2=0.0)
+    model = training.build_model(config)
+    scales = training.parameter_scales(model, config)
+    d, T = config.d_model, config.seq_len
+    name = "stack.blocks.0.weights."
+    assert scales[name + "0:branch:W_Q"] == pytest.approx(np.sqrt(0.7 * np.sqrt(np.log(T)) / d))
+    assert scales[name + "0:branch:W_V"] == pytest.approx(np.sqrt(0.5 / d))
+    assert scales[name + "2:branch:0:W"] == pytest.approx(np.sqrt(1.5 / d))
+    trained = {g["name"] for g in training.parameter_groups(model, config)}
+    assert name + "2:branch:0:b" not in trained and name + "2:branch:0:W" in trained
+
+
+# --- data -----------------------------------------------------------------------------------
+
+def test_corpus_is_split_by_file_and_baselines_are_ordered():
+    files = corpus.stdlib_files()
+    root = corpus.sysconfig.get_paths()["stdlib"]
+    held = [f for f in files if corpus.is_heldout(f.relative_to(root).as_posix())]
+    assert 0.05 < len(held) / len(files) < 0.15
+    text = corpus.stdlib_corpus()
+    assert text.heldout.size > 100_000 and text.train.size > 5 * text.heldout.size
+    assert text.bigram_nats() < text.unigram_nats() < np.log(256)
+
+
+def test_masking_follows_berts_rule():
+    ids = torch.randint(0, 256, (200, 64), generator=torch.Generator().manual_seed(0))
+    inputs, targets = training.MaskedLM(0.15).corrupt(ids, torch.Generator().manual_seed(1))
+    chosen = targets >= 0
+    assert abs(chosen.float().mean().item() - 0.15) < 0.01
+    assert torch.equal(targets[chosen], ids[chosen]) and torch.equal(inputs[~chosen], ids[~chosen])
+    masked = (inputs[chosen] == corpus.MASK).float().mean().item()
+    kept = (inputs[chosen] == ids[chosen]).float().mean().item()
+    assert abs(masked - 0.8) < 0.03 and 0.08 < kept < 0.14        # 10 % kept, plus 1/256 of the random 10 %
+    assert tuple(training.OBJECTIVES) == OBJECTIVE_NAMES
+
+
+def test_schedule_warms_up_and_decays_linearly():
+    values = [training.schedule(k, 100, 0.05) for k in range(100)]
+    assert values[0] == pytest.approx(0.2) and values[4] == pytest.approx(1.0)
+    assert values[5] == pytest.approx(1.0) and values[99] == pytest.approx(1 / 95)
+    assert all(a >= b for a, b in zip(values[4:], values[5:]))
+
+
+# --- real encoders --------------------------------------------------------------------------
+
+def test_real_torch_encoder_trains_with_its_prediction():
+    """A PyTorch pre-LN stack set to (beta, alpha_sa) by apply_init: the adapters' theory predicts, it trains."""
+    config = dataclasses.replace(TINY, arch="torch-pre-ln", depth=2, beta=0.2, alpha_sa=2.0)
+    result = training.train(config)
+    assert result.prediction.phase_name == "trainable"
+    assert len(result.prediction.rho) == 3 and len(result.grad_norms_qk) == 2
+    assert all(np.isfinite(row[3]) for row in result.curve)
+
+
+# --- the grid through Dask, and resume ------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def grid_in_process(tmp_path_factory):
+    """The 2 x 2 grid of ``sigprop train-diagram`` run in this process: (csv text, stdout)."""
+    path = tmp_path_factory.mktemp("grid") / "runs.csv"
+    assert _diagram_cli(path, "--scheduler", "in-process") == 0
+    return path.read_text()
+
+
+def _diagram_cli(path, *extra):
+    c = TINY
+    return sigprop(["train-diagram", "--depth", str(c.depth), "--d-model", str(c.d_model), "--heads", str(c.heads),
+                    "--seq-len", str(c.seq_len), "--batch", str(c.batch), "--steps", str(c.steps),
+                    "--eval-every", str(c.eval_every), "--eval-sequences", str(c.eval_sequences),
+                    "--betas", ",".join(map(str, GRID["betas"])), "--alphas", ",".join(map(str, GRID["alphas"])),
+                    "--csv", str(path), "--plot", str(path.with_suffix(".png")), "--no-progress", *extra])
+
+
+def test_train_diagram_through_dask_gives_the_in_process_csv(grid_in_process, tmp_path, capsys):
+    """2 x 2 grid of tiny runs on a LocalCluster of two worker processes: the same CSV, byte for byte."""
+    path = tmp_path / "dask.csv"
+    assert _diagram_cli(path, "--workers", "2") == 0
+    assert path.read_text() == grid_in_process
+    assert path.with_suffix(".png").stat().st_size > 0
+    out = capsys.readouterr().out
+    assert "agreement:" in out and "entropy collapse" in out
+
+
+def test_interrupted_grid_resumes_from_its_csv(grid_in_process, tmp_path):
+    """An interrupt after two of four runs keeps both in the CSV; the rerun trains only the other two."""
+    from verify.train_diagram import grid_configs
+
+    configs = grid_configs(TINY, GRID["betas"], GRID["alphas"], seeds=1)
+    path = tmp_path / "runs.csv"
+
+    def interrupt(index, result):
+        if len(path.read_text().splitlines()) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        training.run_many(configs, scheduler=training.IN_PROCESS, csv_path=path, on_result=interrupt)
+    assert len(path.read_text().splitlines()) == 3
+    runs = training.run_many(configs, scheduler=training.IN_PROCESS, csv_path=path)
+    assert (runs.resumed, runs.ran, runs.failed) == (2, 2, {})
+    assert path.read_text() == grid_in_process
+    assert [r.final_heldout_loss for r in runs.results] == [
+        float(value) for value in _column(grid_in_process, "final_heldout_loss")]
+
+
+def _column(text: str, name: str) -> list:
+    return [row[name] for row in csv.DictReader(io.StringIO(text))]
+
+
+# --- bad input: a clear error, no traceback, no hang ----------------------------------------
+
+@pytest.mark.parametrize("change, name", [
+    (dict(steps=0), "steps"), (dict(arch="transformer"), "arch"), (dict(seq_len=1), "seq_len"),
+    (dict(beta=-1.0), "beta"), (dict(heads=3), "heads"), (dict(lr=0.0), "lr"), (dict(mask_prob=1.0), "mask_prob"),
+    (dict(objective="next-token"), "objective"), (dict(d_ff=64), "d_ff"),
+])
+def test_bad_config_names_the_parameter(change, name):
+    with pytest.raises(ValueError, match=name):
+        dataclasses.replace(TINY, **change)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--steps", "0"], "steps must be an integer >= 1"),
+    (["--text", "/no/such/file.txt"], "is not a readable file"),
+    (["--text", "SHORT", "--seq-len", "64"], "fewer than one sequence"),
+])
+def test_bad_train_input_is_a_clear_error(argv, message, tmp_path, capsys):
+    short = tmp_path / "short.txt"
+    short.write_text("x = 1\n" * 5)
+    argv = [str(short) if a == "SHORT" else a for a in argv]
+    assert sigprop(["train", "--no-progress", *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_unknown_arch_is_refused_by_the_command_line(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        sigprop(["train", "--arch", "transformer"])
+    assert exit_.value.code == 2 and "invalid choice: 'transformer'" in capsys.readouterr().err
+
+
+def test_a_scheduler_that_does_not_answer_is_a_clear_error_within_seconds(tmp_path, capsys):
+    start = time.perf_counter()
+    assert _diagram_cli(tmp_path / "x.csv", "--scheduler", "tcp://127.0.0.1:9", "--timeout", "2") == 2
+    assert time.perf_counter() - start < 15
+    err = capsys.readouterr().err
+    assert "scheduler 'tcp://127.0.0.1:9': no Dask scheduler answered within 2 s" in err
+
+
+def test_json_has_the_promised_keys(capsys):
+    c = TINY
+    assert sigprop(["train", "--json", "--no-progress", "--depth", "1", "--d-model", "16", "--heads", "2",
+                    "--seq-len", "16", "--batch", "4", "--steps", "2", "--eval-every", "1",
+                    "--eval-sequences", str(c.eval_sequences)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    for key in ("phase", "rho_final", "initial_heldout_loss", "final_heldout_loss", "unigram_loss", "curve"):
+        assert key in out
+    assert out["phase"] in training.PHASES.values() and len(out["curve"]) == 3
+    assert out["curve"][0]["train_loss"] is None          # strict JSON: no NaN

@@ -1,0 +1,159 @@
+"""The configuration of one training run (:mod:`verify.training`): every knob, checked at the boundary.
+
+This module imports neither torch nor SymPy, so that ``sigprop --help`` can show the
+defaults of ``sigprop train`` without loading either (numeric/cli.py builds every
+subcommand's options on start).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+
+from derive.parameters import ARCHITECTURES, DEFAULTS
+from numeric import validation as check
+
+#: Real encoders built from the config (the adapters read them): PyTorch post-/pre-LN stacks and BERT.
+MODEL_ARCHS = ("torch-post-ln", "torch-pre-ln", "bert")
+#: Training objectives (verify.training.OBJECTIVES implements each): masked-language modelling for encoders;
+#: a decoder's next-token objective joins once the torch view has causal attention.
+OBJECTIVE_NAMES = ("mlm",)
+#: Training precisions.
+DTYPE_NAMES = ("float32", "float64")
+#: The fraction of the unigram-to-bigram gap a run must close to count as trained (verify.train_diagram).
+THRESHOLD = 0.25
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run: model, initialisation, data, optimiser (the paper's section C as defaults).
+
+    ``arch``: a name of :data:`derive.parameters.ARCHITECTURES`, a :class:`derive.layers.Layer`
+    spec, or one of :data:`MODEL_ARCHS`. ``beta``: the query/key scale (required for a spec;
+    for a real encoder ``None`` keeps its own initialisation and then ``alpha_sa`` must be 1).
+    ``warmup``: the fraction of steps of linear warm-up. ``eval_every``: steps between
+    held-out evaluations on ``eval_sequences`` fixed sequences. ``d_ff``: the MLP width of a
+    real encoder (default 4 d_model; the named specs' MLP has width d_model). ``threads``:
+    torch's CPU threads for the run (``None`` leaves torch's setting).
+    """
+
+    arch: object = "post-ln"
+    depth: int = 12
+    d_model: int = 64
+    heads: int = 4
+    beta: float | None = 0.1
+    alpha_sa: float = DEFAULTS["alpha_sa"]
+    alpha_mlp: float = DEFAULTS["alpha_mlp"]
+    sigma_v2: float = DEFAULTS["sigma_v2"]
+    sigma_w2: float = DEFAULTS["sigma_w2"]
+    sigma_b2: float = DEFAULTS["sigma_b2"]
+    activation: str = "relu"
+    d_ff: int | None = None
+    seq_len: int = 64
+    batch: int = 32
+    steps: int = 1000
+    lr: float = 5e-4
+    warmup: float = 0.05
+    weight_decay: float = 0.01
+    clip: float = 1.0
+    adam_betas: tuple = (0.9, 0.999)
+    adam_eps: float = 1e-8
+    objective: str = "mlm"
+    mask_prob: float = 0.15
+    eval_every: int = 50
+    eval_sequences: int = 256
+    seed: int = 0
+    text: str | None = None
+    device: str = "cpu"
+    dtype: str = "float32"
+    threads: int | None = None
+    eps: float = 0.01
+    ipr_threshold: float = 0.5
+    criterion: str = "first"
+
+    def __post_init__(self):
+        """Every field checked here: a ValueError naming it, before any model is built."""
+        _check_arch(self.arch)
+        for name in ("depth", "d_model", "heads", "batch", "steps", "eval_every", "eval_sequences"):
+            check.count(name, getattr(self, name))
+        check.sequence_length(self.seq_len, name="seq_len", infinite=False)
+        if self.d_model % self.heads:
+            raise ValueError(f"heads = {self.heads} must divide d_model = {self.d_model}")
+        check.activation(self.activation)
+        self._check_init()
+        for name in ("lr", "adam_eps"):
+            check.positive(name, getattr(self, name))
+        check.nonnegative("weight_decay", self.weight_decay)
+        check.positive("clip", self.clip)
+        check.interval("warmup", self.warmup, 0.0, 1.0, closed=True)
+        check.interval("mask_prob", self.mask_prob, 0.0, 1.0, closed=False)
+        check.interval("eps", self.eps, 0.0, 1.0, closed=False)
+        check.interval("ipr_threshold", self.ipr_threshold, 0.0, 1.0, closed=False)
+        if len(self.adam_betas) != 2:
+            raise ValueError(f"adam_betas must be a pair (beta1, beta2), got {self.adam_betas!r}")
+        check.interval("adam_betas", self.adam_betas, 0.0, 1.0, closed=False)
+        if self.objective not in OBJECTIVE_NAMES:
+            raise ValueError(f"objective must be one of {OBJECTIVE_NAMES}, got {self.objective!r}")
+        if self.criterion not in ("first", "any"):
+            raise ValueError(f"criterion must be 'first' or 'any', got {self.criterion!r}")
+        if self.dtype not in DTYPE_NAMES:
+            raise ValueError(f"dtype must be one of {DTYPE_NAMES}, got {self.dtype!r}")
+        if self.threads is not None:
+            check.count("threads", self.threads)
+        check.count("seed", self.seed, minimum=0)
+
+    def _check_init(self):
+        """The initialisation: the block parameters by their domains; what a real encoder allows."""
+        real = self.arch in MODEL_ARCHS
+        if self.beta is None and not real:
+            raise ValueError("beta is required for a spec (the query/key scale of Result 1)")
+        if self.beta is None and self.alpha_sa != 1.0:
+            raise ValueError("alpha_sa != 1 needs beta: a real encoder is set to (beta, alpha_sa) by apply_init")
+        if self.beta is not None:
+            check.positive("beta", self.beta)
+        check.nonnegative("alpha_sa", self.alpha_sa)
+        if real and self.alpha_sa == 0:
+            raise ValueError("alpha_sa must be > 0 for a real encoder (apply_init divides its branch by alpha_sa)")
+        check.block_parameters(beta=1.0 if self.beta is None else self.beta, alpha_sa=self.alpha_sa,
+                               alpha_mlp=self.alpha_mlp, sigma_v2=self.sigma_v2, sigma_w2=self.sigma_w2,
+                               sigma_b2=self.sigma_b2)
+        if self.d_ff is not None:
+            if not real:
+                raise ValueError("d_ff applies to real encoders (the named specs' MLP has width d_model)")
+            check.count("d_ff", self.d_ff)
+
+    @property
+    def arch_name(self) -> str:
+        """The architecture's name (a custom spec's own name, else "custom")."""
+        return self.arch if isinstance(self.arch, str) else (getattr(self.arch, "name", None) or "custom")
+
+    def params(self) -> dict:
+        """The block parameters by the table's names (derive.parameters)."""
+        return dict(beta=self.beta, alpha_sa=self.alpha_sa, alpha_mlp=self.alpha_mlp, sigma_v2=self.sigma_v2,
+                    sigma_w2=self.sigma_w2, sigma_b2=self.sigma_b2)
+
+    def to_dict(self) -> dict:
+        """JSON-ready fields (a spec object as its name)."""
+        out = dataclasses.asdict(self)
+        out["arch"] = self.arch_name
+        out["adam_betas"] = list(self.adam_betas)
+        return out
+
+    def key(self) -> str:
+        """A stable identifier of the run (hash of its fields; ``threads`` and ``device`` excluded, they do not
+        change what is computed): the resume key of :func:`run_many`."""
+        fields = {k: v for k, v in self.to_dict().items() if k not in ("threads", "device")}
+        if not isinstance(self.arch, str):
+            fields["arch"] = str(self.arch)
+        return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _check_arch(arch) -> None:
+    """A named spec, a real encoder's name, or a spec object (duck-typed, as numeric.validation: no SymPy)."""
+    if not isinstance(arch, str) and hasattr(arch, "overlap_map") and hasattr(arch, "torch_init"):
+        return
+    if arch not in ARCHITECTURES + MODEL_ARCHS:
+        raise ValueError(f"arch must be one of {ARCHITECTURES + MODEL_ARCHS} or a derive.layers.Layer spec, "
+                         f"got {arch!r}")

@@ -444,7 +444,7 @@ layer of every grid point without temporaries (:mod:`numeric.fused`). Imports nu
 JIT_NAMES = ("ROW", "_acos", "_asin", "_max", "_sqrt", "Y2_finite", "Y2_finite_fast", "Yp_finite",
              "Yp_finite_fast", "Y2Yp_finite_fast", "column_asymptotic",
              "column_finite", "condensed_asymptotic", "condensed_finite", "gauss_hermite_rule",
-             "gauss_hermite_setup", "jit", "kernel", "load_row", "parisi_m", "store_row")
+             "gauss_hermite_setup", "inline", "jit", "kernel", "load_row", "parisi_m", "store_row")
 
 
 def _kernel_imports(package: str) -> str:
@@ -458,8 +458,7 @@ def _kernel_imports(package: str) -> str:
 #: inner loop is written without branches so that the compiler vectorises it; at finite T it looks the
 #: moments up in the column tables only (NaN where they do not cover a point), and a second, general
 #: pass redoes the points it could not settle with the full look-up (2-D tables).
-KERNEL_TEMPLATE = '''@jit
-def {name}__row(_start, _m, _values, _offsets, _lengths, _strides, _depth, _record, _attention, _threshold, _M,
+KERNEL_TEMPLATE = '''def {name}__row(_start, _m, _values, _offsets, _lengths, _strides, _depth, _record, _attention, _threshold, _M,
         {pad}     _G, _rho, _condensed, _status):
     """One row of grid points (_start, _start + _m) of :func:`{name}`: every block, layers outermost."""
     T = _M[0]
@@ -488,7 +487,6 @@ def {name}__row(_start, _m, _values, _offsets, _lengths, _strides, _depth, _reco
         _status[_start + _i] = _F[_i] >> 1
 
 
-@kernel
 def {name}(_values, _offsets, _lengths, _strides, _n, _depth, _record, _attention, _threshold, _M,
         {pad}_G, _rho, _condensed, _status):
     """Fused {theory} kernel of one block of {label}: rows of ROW grid points in parallel.
@@ -629,9 +627,9 @@ def kernel_support_source() -> str:
 
     printer = _ScalarPrinter()
     x = sympy.Symbol("x", real=True)
-    parts = [f'@jit\ndef ipr2_frozen(m):\n    """E sum_s A_ts^2 in the frozen phase (derive.rem)."""\n'
+    parts = [f'@inline\ndef ipr2_frozen(m):\n    """E sum_s A_ts^2 in the frozen phase (derive.rem)."""\n'
              f"    return {printer.doprint(rem.frozen_moment((2,)))}\n",
-             '@jit\ndef Y2_asymptotic(beta, q, p, T, M, col):\n'
+             '@inline\ndef Y2_asymptotic(beta, q, p, T, M, col):\n'
              '    """Y2 = max(0, 1 - beta_c/beta) (numeric.moments.ipr2_asymptotic)."""\n'
              "    return ipr2_frozen(parisi_m(beta, q, p))\n"]
     parts += [QUADRATURE_TEMPLATE.format(name=name, phi=printer.doprint(activation_function(name)(x)))
@@ -661,9 +659,10 @@ def kernels_code_source() -> str:
                 name = function_name(arch, activation) + ("__asymptotic" if asymptotic else "__finite")
                 source = kernel_source(name, spec, asymptotic)
                 parts.append(source)
-                rows.append(f"    ({arch!r}, {activation!r}, {asymptotic}): ({name}, {name}__row, {uses_quadrature(source)})")
-    parts.append("#: (architecture, activation, asymptotic) -> (fused kernel, its one-row function, whether it takes\n"
-                 "#: Gauss-Hermite rules)\n"
+                rows.append(f"    ({arch!r}, {activation!r}, {asymptotic}): ({name!r}, {uses_quadrature(source)})")
+    parts.append("#: (architecture, activation, asymptotic) -> (name of the fused kernel; its one-row function is\n"
+                 "#: name + '__row'), whether it takes Gauss-Hermite rules). The two are plain functions here:\n"
+                 "#: numeric.fused.kernel_for compiles the ones a run needs (numba.njit, cache=True).\n"
                  "FUSED = {\n" + ",\n".join(rows) + ",\n}\n")
     return "\n\n".join(parts)
 

@@ -84,6 +84,29 @@ class Diagram:
         from .plotting import plot_diagram
         return plot_diagram(self, path=path, ax=ax)
 
+    def to_xarray(self):
+        """The diagram as an ``xarray.Dataset``: ``rho`` and ``phase`` over (alpha_sa, beta), ``critical_alpha``
+        over beta (and the late positions' readings of a masked stack, suffixed ``_late``); the settings as
+        attributes (T = inf for the asymptotic theory), so that ``.to_netcdf`` writes it as it is."""
+        import xarray as xr
+
+        coords = {"alpha_sa": np.asarray(self.alphas, dtype=float), "beta": np.asarray(self.betas, dtype=float)}
+        grid, column = ("alpha_sa", "beta"), ("beta",)
+        flags = {"flag_values": sorted(PHASE_NAMES),
+                 "flag_meanings": " ".join(PHASE_NAMES[k].replace(" ", "_") for k in sorted(PHASE_NAMES))}
+        data = {"rho": (grid, self.rho, {"long_name": f"cosine similarity after {self.depth} blocks"}),
+                "phase": (grid, np.asarray(self.phase, dtype=np.int8), flags),
+                "critical_alpha": (column, np.asarray(self.critical_alpha, dtype=float),
+                                   {"long_name": "smallest alpha_sa with rho <= 1 - eps"})}
+        if self.late:
+            data.update(rho_late=(grid, self.late["rho"]), phase_late=(grid, np.asarray(self.late["phase"], np.int8)),
+                        critical_alpha_late=(column, np.asarray(self.late["critical_alpha"], dtype=float)))
+        attrs = {"arch": self.arch, "depth": self.depth, "eps": self.eps, "criterion": self.criterion,
+                 "T": np.inf if self.T is None else self.T}
+        attrs.update({k: (v if isinstance(v, str) else float(v)) for k, v in self.params.items()
+                      if v is not None and k not in coords})
+        return xr.Dataset(data, coords=coords, attrs=attrs)
+
     def summary(self) -> dict:
         counts = {PHASE_NAMES[k]: int((self.phase == k).sum()) for k in PHASE_NAMES}
         out = {"arch": self.arch, "depth": self.depth, "eps": self.eps, "T": self.T,

@@ -79,13 +79,32 @@ def backend(requested=None) -> str:
 
 def kernel_for(arch, activation: str, T):
     """(kernel, its one-row function, whether it takes Gauss-Hermite rules) of (arch, activation) for T
-    (None: asymptotic).
-    ``arch`` as :func:`numeric.validation.architecture` returns it: a name, or a spec compiled on first use."""
+    (None: asymptotic). ``arch`` as :func:`numeric.validation.architecture` returns it: a name, or a spec
+    compiled on first use. The generated functions are plain Python until a run needs them: only those
+    become numba dispatchers (creating one per generated map at import would cost more than the run)."""
     asymptotic = T is None
     if isinstance(arch, str):
-        from ._kernels import FUSED
-        return FUSED[(arch, activation, asymptotic)]
+        key = (arch, activation, asymptotic)
+        if key not in _NAMED:
+            from . import _kernels
+            name, quadrature = _kernels.FUSED[key]
+            _NAMED[key] = _compile(_kernels, name) + (quadrature,)
+        return _NAMED[key]
     return _custom_kernel(arch, asymptotic)
+
+
+_NAMED: dict = {}
+
+
+def _compile(module, name):
+    """(kernel, row) of a generated module: the row function becomes a dispatcher in the module's namespace
+    first, where the kernel's compilation looks it up."""
+    from ._jit import jit, kernel
+    row = getattr(module, name + "__row")
+    if not hasattr(row, "py_func"):
+        row = jit(row)
+        setattr(module, name + "__row", row)
+    return kernel(getattr(module, name)), row
 
 
 def quadrature_rules(uses: bool) -> tuple:
@@ -117,7 +136,7 @@ def _custom_kernel(spec, asymptotic: bool):
         module = importlib.util.module_from_spec(module_spec)
         sys.modules[name] = module
         module_spec.loader.exec_module(module)
-        _CUSTOM[key] = (module.fused_block, module.fused_block__row, module.QUADRATURE)
+        _CUSTOM[key] = _compile(module, "fused_block") + (module.QUADRATURE,)
     return _CUSTOM[key]
 
 

@@ -7,6 +7,7 @@ verify reach the ``sigprop`` command line through entry points, not imports.
 
 import ast
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -48,10 +49,11 @@ def loaded_after(statement: str) -> set[str]:
 @pytest.mark.parametrize("statement, absent", [
     ("import derive.parameters", {"sympy", "numpy", "numeric", "verify", "torch"}),
     ("import derive; derive.block_map('post-ln')", {"numeric", "verify", "torch", "numba"}),
-    ("import numeric", {"sympy", "verify", "torch", "numba"}),
-    ("import numeric.cli; numeric.cli.build_parser()", {"sympy", "torch", "numba"}),
+    ("import numeric", {"sympy", "verify", "torch", "numba", "scipy", "xarray"}),
+    ("import numeric.cli; numeric.cli.build_parser()", {"sympy", "torch", "numba", "xarray"}),
     ("import numeric; numeric.trainability_diagram('post-ln', 4, betas=[1.0], alphas=[1.0])",
-     {"sympy", "verify", "torch"}),
+     {"sympy", "verify", "torch", "xarray"}),
+    ("import numeric; numeric.sweep; numeric.position_profile", {"sympy", "torch", "numba", "xarray"}),
 ])
 def test_each_package_imports_alone(statement, absent):
     """Importing (and using) a package loads nothing above it; the parameter table needs no SymPy."""
@@ -66,3 +68,14 @@ def test_cli_finds_verify_commands_through_entry_points():
     commands = build_parser()._subparsers._group_actions[0].choices
     assert "recommend" in commands
     assert {"1d", "3", "4", "clusters", "2-measured"} <= set(registry())
+
+
+@pytest.mark.parametrize("backend, numba", [("auto", True), ("numpy", False)])
+def test_numba_loads_when_a_fused_kernel_runs(backend, numba):
+    """numba is imported by the first fused kernel (the default path), not by ``import numeric``; the NumPy
+    reference path (``SIGPROP_BACKEND=numpy``) runs without it."""
+    code = ("import sys, numeric; numeric.cosine_profile('post-ln', 3, beta=1.0); "
+            "print('numba' in sys.modules, 'sympy' in sys.modules)")
+    env = {**os.environ, "SIGPROP_BACKEND": backend}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True, env=env)
+    assert out.stdout.split() == [str(numba), "False"]

@@ -76,23 +76,31 @@ def test_formula(capsys, form, marker):
 
 
 def test_bench_json_small(capsys):
-    """Both rates are block updates per second of their own timed interval in this run: the compiled side
-    counts grid^2 x depth updates, the naive side naive_points x depth, so the ratio compares equal units
-    of work (a rate per grid point or per diagram on either side fails). How fast is not a unit test's
-    claim: ``sigprop bench`` reports it."""
+    """Every rate is block updates per second of its own timed interval in this run: the fused and NumPy
+    sides count grid^2 x depth updates, the naive side naive_points x depth, so the ratio compares equal
+    units of work (a rate per grid point or per diagram on either side fails). How fast is not a unit
+    test's claim: ``sigprop bench`` reports it."""
     grid, depth, points = 32, 5, 20
     rc, out, _ = run(capsys, "bench", "--json", "--grid", str(grid), "--depth", str(depth), "--naive-points",
-                     str(points), "--finite-T", "64")
+                     str(points), "--finite-T", "64", "--skip", "latency,memory,sweep")
     assert rc == 0
     result = json.loads(out)
     assert result["grid"] == [grid, grid] and result["depth"] == depth and result["naive_points"] == points
-    assert result["compiled_seconds"] > 0 and result["naive_seconds"] > 0
+    assert result["compiled_seconds"] > 0 and result["naive_seconds"] > 0 and result["numpy_seconds"] > 0
     compiled = grid * grid * depth / result["compiled_seconds"]
     naive = points * depth / result["naive_seconds"]
     assert result["compiled_updates_per_s"] == pytest.approx(compiled, rel=1e-12)
+    assert result["numpy_updates_per_s"] == pytest.approx(grid * grid * depth / result["numpy_seconds"], rel=1e-12)
     assert result["naive_updates_per_s"] == pytest.approx(naive, rel=1e-12)
     assert result["ratio"] == pytest.approx(compiled / naive, rel=1e-12)
     assert result["finite_T"] == 64 and result["finite_T_updates_per_s"] > 0
+    assert result["finite_T_cost_ratio"] == pytest.approx(result["finite_T_seconds"] / result["compiled_seconds"])
+
+
+def test_bench_skip_names_the_parts(capsys):
+    with pytest.raises(SystemExit):
+        run(capsys, "bench", "--skip", "latency,gpu")
+    assert "--skip" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv, match", [

@@ -120,7 +120,8 @@ def test_derive_docstrings_and_comments_do_not_enter_the_generated_code(tmp_path
 
 def test_every_shipped_map_runs_without_sympy_or_torch():
     """Every named architecture x activation (tanh's kernel by quadrature), T -> oo and finite T, in a
-    fresh interpreter: NumPy only. (A tanh profile used to import SymPy through derive.layers.)"""
+    fresh interpreter: NumPy only, on the reference path (the fused kernels add numba: tests/test_imports.py).
+    (A tanh profile used to import SymPy through derive.layers.)"""
     code = ("import sys, numeric\nfrom derive.parameters import ACTIVATIONS, ARCHITECTURES\n"
             "numeric.cosine_profile('post-ln', 5, beta=1.0, activation='tanh')\n"
             "for arch in ARCHITECTURES:\n"
@@ -128,7 +129,8 @@ def test_every_shipped_map_runs_without_sympy_or_torch():
             "        for T in (None, 64):\n"
             "            numeric.cosine_profile(arch, 3, beta=1.0, T=T, rho0=0.2, activation=activation)\n"
             "print(sorted(m for m in ('sympy', 'torch', 'numba') if m in sys.modules))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    env = os.environ | {"SIGPROP_BACKEND": "numpy"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
     assert out.split() == ["[]"]
 
 

@@ -1,0 +1,44 @@
+"""sigprop bench: the plain-loop baseline computes what the library computes, and the report's units agree."""
+
+import numpy as np
+import pytest
+
+import numeric
+from derive.parameters import ARCHITECTURES
+from numeric import bench
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_the_plain_math_loop_computes_the_generated_maps(arch):
+    """The baseline is written by hand from the paper (math module, scalars); the library's maps are derived by
+    SymPy and generated. They agree, so the ratio compares the same work (and the derivation is checked by an
+    independent transcription)."""
+    betas, alphas = [0.3, 1.2, 2.0, 3.0], [0.05, 0.6, 1.5]
+    params = dict(alpha_mlp=0.8, sigma_v2=0.7, sigma_w2=1.3, sigma_b2=0.05)
+    for rho0 in (0.0, 0.4):
+        want = numeric.cosine_profile(arch, 12, beta=np.array(betas)[None, :], alpha_sa=np.array(alphas)[:, None],
+                                      rho0=rho0, **params)[-1]
+        got = [[bench.naive_rho(arch, 12, b, a, rho0=rho0, **params) for b in betas] for a in alphas]
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+
+
+def test_report_without_the_slow_parts():
+    result = bench.run(depth=4, grid=24, naive_points=10, finite_T=32, latency=False, memory=False, sweep=False)
+    updates = 24 * 24 * 4
+    assert result["compiled_updates_per_s"] == pytest.approx(updates / result["compiled_seconds"], rel=1e-12)
+    assert result["numpy_updates_per_s"] == pytest.approx(updates / result["numpy_seconds"], rel=1e-12)
+    assert result["naive_updates_per_s"] == pytest.approx(10 * 4 / result["naive_seconds"], rel=1e-12)
+    assert result["ratio"] == pytest.approx(result["compiled_updates_per_s"] / result["naive_updates_per_s"])
+    assert result["finite_T_cost_ratio"] == pytest.approx(result["finite_T_seconds"] / result["compiled_seconds"])
+    assert result["machine"]["cpus"] >= 1 and result["machine"]["numba"]
+    assert not {"first_call_cold_s", "memory_peak_mb", "sweep_updates_per_s"} & set(result)
+
+
+def test_first_call_latency_runs_two_processes_on_one_cache(monkeypatch):
+    """The cold run fills an empty numba cache that the cached run then reads (a small command here)."""
+    monkeypatch.setattr(bench, "MAIN_COMMAND", "numeric.cosine_profile('post-ln', 3, beta=1.0)")
+    out = bench.first_call_latency()
+    assert set(out) == {f"{k}_{label}{s}" for label in ("cold", "cached")
+                        for k, s in (("first_call", "_s"), ("first_call", "_process_s"), ("import_numeric", "_s"))}
+    assert all(v > 0 for v in out.values())
+    assert out["first_call_cold_process_s"] > out["first_call_cold_s"]

@@ -65,7 +65,9 @@ def sweep(spec_or_arch, depth, *, activation="relu", eps=0.01, criterion="first"
         raise ValueError(f"sweep: unknown parameter(s) {unknown}; allowed: {', '.join(allowed)}")
     if "beta" not in params:
         raise ValueError("sweep needs beta (a value or an axis)")
-    params = {"rho0": 0.0, "T": None, **params}
+    params = dict(params)                               # the order given is the order of the axes
+    params.setdefault("rho0", 0.0)
+    params.setdefault("T", None)
     axes = {name: _axis(name, value) for name, value in params.items() if _is_axis(value)}
     fixed = {name: value for name, value in params.items() if name not in axes}
     T_values = axes.pop("T", None)

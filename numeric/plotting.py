@@ -87,11 +87,13 @@ def plot_profiles(profiles: dict, path=None, ax=None, title=None, measured: dict
     return save(fig, path)
 
 
-def plot_positions(positions, path=None, ax=None, title=None, depths=None, measured: dict | None = None):
+def plot_positions(positions, path=None, ax=None, title=None, depths=None, measured: dict | None = None,
+                   every: int = 1):
     """rho of each position with the others against the position, one line per depth (a masked stack).
 
     ``positions``: (depth + 1, T) from :func:`numeric.position_profile`; ``depths``: which blocks to draw
-    (default: about five spread over the depth); ``measured``: {block: (mean, err)} drawn as points.
+    (default: about five spread over the depth); ``measured``: {block: (mean, err)} drawn as points at every
+    ``every``-th position.
     """
     plt = pyplot()
     fig = ax.figure if ax is not None else plt.figure(figsize=(5.5, 4.0))
@@ -101,10 +103,11 @@ def plot_positions(positions, path=None, ax=None, title=None, depths=None, measu
         depths = sorted({1, max(1, depth // 4), max(1, depth // 2), depth}) if depth else [0]
     t = np.arange(positions.shape[-1])
     for block in depths:
-        line, = ax.plot(t, positions[block], lw=1.4, label=f"block {block}")
+        line, = ax.plot(t, positions[block], lw=1.6, label=f"block {block}", zorder=3)
         if measured and block in measured:
             mean, err = measured[block]
-            ax.errorbar(t, mean, yerr=err, fmt="o", ms=2.5, color=line.get_color(), capsize=1.5, alpha=0.8)
+            ax.errorbar(t[::every], mean[::every], yerr=err[::every], fmt="o", ms=2.5, color=line.get_color(),
+                        capsize=1.5, alpha=0.7, zorder=2)
     ax.set_xlabel("position t")
     ax.set_ylabel(r"$\rho_t$: cosine with the other positions")
     ax.set_ylim(-0.02, 1.02)

@@ -259,31 +259,33 @@ def figure_clusters(path=None, quick: bool = False, device=None, seed: int = 0):
     return save(fig, path)
 
 
-#: The causal figure: post-LN relu at beta = 1.5, blocks drawn, and the sizes of theory and torch dots.
-CAUSAL_FIGURE = {False: dict(T=128, depth=24, d=512, seeds=8, blocks=(1, 4, 12, 24)),
-                 True: dict(T=32, depth=4, d=128, seeds=4, blocks=(1, 4))}
-CAUSAL_BETA = 1.5
+#: The causal figure: pre-LN with a strong attention branch (sigma_v2 = 4, alpha_sa = 0.5) at beta = 0.5, where
+#: causal averaging matters most; blocks drawn, and the sizes of theory and torch dots.
+CAUSAL_FIGURE = {False: dict(T=128, depth=24, d=512, seeds=8, blocks=(1, 4, 12, 24), every=3),
+                 True: dict(T=32, depth=4, d=128, seeds=4, blocks=(1, 4), every=1)}
+CAUSAL_PARAMS = dict(beta=0.5, sigma_v2=4.0, alpha_sa=0.5)
 
 
 def figure_causal(path=None, quick: bool = False, device=None, seed: int = 0):
-    """``sigprop figure causal``: a causal post-LN stack position by position — rho_t of each position with the
+    """``sigprop figure causal``: a causal pre-LN stack position by position — rho_t of each position with the
     others at several depths, the position-resolved theory (lines, numeric.position_profile) and torch stacks
     (dots, +- one standard error over initialisations); the encoder theory's all-pairs rho at the same depths
-    is marked on the right edge (dashed ticks): early positions see short prefixes and differ from it most."""
-    from numeric.plotting import plot_positions
+    is marked at the right edge (dashed ticks): early positions see short prefixes and differ from it most."""
+    from numeric.plotting import plot_positions, save
 
     sizes = CAUSAL_FIGURE[bool(quick)]
-    theory = numeric.position_profile("post-ln", sizes["depth"], beta=CAUSAL_BETA, T=sizes["T"])
+    theory = numeric.position_profile("pre-ln", sizes["depth"], T=sizes["T"], **CAUSAL_PARAMS)
     with torch.no_grad():
-        measured = mc.position_profile("post-ln", sizes["depth"], beta=CAUSAL_BETA, T=sizes["T"], d=sizes["d"],
-                                       seeds=sizes["seeds"], device=_device(device), seed=seed)
+        measured = mc.position_profile("pre-ln", sizes["depth"], T=sizes["T"], d=sizes["d"], seeds=sizes["seeds"],
+                                       device=_device(device), seed=seed, **CAUSAL_PARAMS)
     dots = {b: (measured.mean[b], measured.se[b]) for b in sizes["blocks"]}
-    fig = plot_positions(theory, depths=sizes["blocks"], measured=dots,
-                         title=rf"causal post-LN, $\beta = {CAUSAL_BETA:g}$, T = {sizes['T']}: theory (lines), "
-                               f"torch d = {sizes['d']} (dots)")
+    fig = plot_positions(theory, depths=sizes["blocks"], measured=dots, every=sizes["every"],
+                         title=rf"causal pre-LN, $\beta = 0.5$, $\sigma_v^2 = 4$, $\alpha_{{SA}} = 0.5$, "
+                               f"T = {sizes['T']}: theory (lines), torch d = {sizes['d']} (dots)")
     ax = fig.axes[0]
-    encoder = numeric.cosine_profile("post-ln", sizes["depth"], beta=CAUSAL_BETA, T=sizes["T"])
-    for line, block in zip(ax.get_lines()[::2], sizes["blocks"]):
-        ax.plot([sizes["T"] - 1, sizes["T"] + 2], [encoder[block]] * 2, "--", color=line.get_color(), lw=2.0)
-    from numeric.plotting import save
+    encoder = numeric.cosine_profile("pre-ln", sizes["depth"], T=sizes["T"], **CAUSAL_PARAMS)
+    lines = [line for line in ax.get_lines() if line.get_label().startswith("block")]
+    for line, block in zip(lines, sizes["blocks"]):
+        ax.plot([sizes["T"] - 1, sizes["T"] + 3], [encoder[block]] * 2, "--", color=line.get_color(), lw=2.0)
+    ax.title.set_fontsize(9)
     return save(fig, path)

@@ -126,3 +126,24 @@ def test_clusters_figure_lines_band_and_dots(device, close_figures):
     assert_agrees(gram, dots, se=np.hypot(err, (upper - lower) / 2), n=4, allowance=finite_d_allowance(64),
                   reason=FINITE_D_REASON, skip_first=True, what="clusters figure: torch vs overlap-matrix theory")
     plt.close(fig)
+
+
+def test_causal_figure_lines_are_the_position_profile_and_dots_agree(device, close_figures):
+    """Figure causal (quick): each line is numeric.position_profile at its block; the torch dots agree with it
+    within Student-t/Bonferroni tolerances and the finite-width allowance; the dashed ticks are the encoder's."""
+    sizes = figures.CAUSAL_FIGURE[True]
+    fig = figures.figure_causal(quick=True, device=device)
+    ax = fig.axes[0]
+    theory = numeric.position_profile("pre-ln", sizes["depth"], T=sizes["T"], **figures.CAUSAL_PARAMS)
+    encoder = numeric.cosine_profile("pre-ln", sizes["depth"], T=sizes["T"], **figures.CAUSAL_PARAMS)
+    lines = [line for line in ax.get_lines() if line.get_label().startswith("block")]
+    assert [int(line.get_label().split()[1]) for line in lines] == list(sizes["blocks"])
+    for line, block in zip(lines, sizes["blocks"]):
+        np.testing.assert_allclose(line.get_ydata(), theory[block], rtol=1e-12)
+    ticks = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+    np.testing.assert_allclose([line.get_ydata()[0] for line in ticks], encoder[list(sizes["blocks"])], rtol=1e-12)
+    for container, block in zip(ax.containers, sizes["blocks"]):
+        _, y, se = _errorbars(container)
+        assert_agrees(theory[block][::sizes["every"]], y, se, n=sizes["seeds"],
+                      allowance=finite_d_allowance(sizes["d"], theory[block][::sizes["every"]]),
+                      reason=FINITE_D_REASON, what=f"causal figure dots, block {block}")

@@ -276,9 +276,9 @@ def cmd_bench(args):
     if "first_call_cold_s" in result:
         print(f"first diagram of the README's command: {result['first_call_cold_s']:.2f} s with an empty numba "
               f"cache, {result['first_call_cached_s']:.2f} s cached")
-    if "memory_peak_mb" in result:
-        print(f"2048x2048x60 diagram: peak memory {result['memory_peak_mb']:.0f} MB "
-              f"(+{result['memory_increase_mb']:.0f} MB for the diagram)")
+    if "memory_diagram_peak_mb" in result:
+        print(f"2048x2048x60 diagram: {result['memory_diagram_peak_mb']:.0f} MB allocated at the peak "
+              f"(process peak resident size {result['memory_process_peak_rss_mb']:.0f} MB)")
     if "sweep_updates_per_s" in result:
         print(f"4-D sweep: {result['sweep_updates']:.1e} block updates in {result['sweep_seconds']:.2f} s")
 

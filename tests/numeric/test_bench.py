@@ -31,7 +31,7 @@ def test_report_without_the_slow_parts():
     assert result["ratio"] == pytest.approx(result["compiled_updates_per_s"] / result["naive_updates_per_s"])
     assert result["finite_T_cost_ratio"] == pytest.approx(result["finite_T_seconds"] / result["compiled_seconds"])
     assert result["machine"]["cpus"] >= 1 and result["machine"]["numba"]
-    assert not {"first_call_cold_s", "memory_peak_mb", "sweep_updates_per_s"} & set(result)
+    assert not {"first_call_cold_s", "memory_diagram_peak_mb", "sweep_updates_per_s"} & set(result)
 
 
 def test_first_call_latency_runs_two_processes_on_one_cache(monkeypatch):

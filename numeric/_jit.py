@@ -309,50 +309,45 @@ def Yp_finite(beta, q, p, T, M, col):
     return _yp_table(b, _clip01(p / q), M)
 
 
-@inline
-def _column_fast(p, col, M, which):
-    """:func:`_column` without branches, NaN where the columns do not cover (col < 0 or p < p_lo): the
-    look-up pass of a finite-T kernel (indices clamped into the tables)."""
-    base, s, covered = _cell_fast(p, col, M)
-    value = _clip01(_horner(M, base + which, s))
-    return value if covered else math.nan
+#: Rows of the per-point column constants of a finite-T kernel's look-up pass (column_constants).
+K_C, K_PER_XI, K_PER_GAP, K_P_LO, K_BASE, K_ROWS = 0, 1, 2, 3, 4, 5
 
 
 @inline
-def _cell_fast(p, col, M):
-    """(first coefficient's index, local coordinate, covered) of p's cell in column col."""
-    c = col if col >= 0 else 0
+def column_constants(K, C, M, m):
+    """Per point of a row, its column's constants (c, per_xi, per_gap, p_lo, offset of its cells), read once
+    per row instead of once per point and block; p_lo = inf where beta has no column (never covered)."""
+    for i in range(m):
+        col = C[i]
+        if col >= 0:
+            K[K_C, i] = M[int(M[M_C]) + col]
+            K[K_PER_XI, i] = M[int(M[M_PER_XI]) + col]
+            K[K_PER_GAP, i] = M[int(M[M_PER_GAP]) + col]
+            K[K_P_LO, i] = M[int(M[M_P_LO]) + col]
+            K[K_BASE, i] = int(M[M_CELLS]) + 8 * col
+        else:
+            K[K_C, i], K[K_PER_XI, i], K[K_PER_GAP, i], K[K_P_LO, i], K[K_BASE, i] = 1.0, 1.0, 1.0, math.inf, 0.0
+
+
+@inline
+def Y2Yp_finite_fast(beta, q, p, T, M, K, i):
+    """(Y2, Yp) of point i of a row from one cell of its column (:func:`_column`'s arithmetic, in the same
+    order), NaN where the columns do not cover the call: the general pass redoes those points."""
     gap = 1.0 - p
     gap = gap if gap > 0.0 else 0.0
     u = math.sqrt(gap)
-    u *= M[int(M[M_C]) + c]
+    u *= K[K_C, i]
     u /= u + M[M_COL_SCALE]
-    u *= M[int(M[M_PER_XI]) + c]
-    gap *= M[int(M[M_PER_GAP]) + c]
+    u *= K[K_PER_XI, i]
+    gap *= K[K_PER_GAP, i]
     x = u + gap
     x = x if x < CELLS else float(CELLS)
     x = x if x >= 0.0 else 0.0                      # NaN -> 0: an index must stay in the table
-    i = int(x)
-    i = i if i < CELLS - 1 else CELLS - 1
-    return int(M[M_CELLS]) + 8 * (i * int(M[M_NCOLS]) + c), x - i, p >= M[int(M[M_P_LO]) + c] and col >= 0
-
-
-@inline
-def Y2_finite_fast(beta, q, p, T, M, col):
-    """Y2 from the columns, NaN where they do not cover the call (the general pass redoes the point)."""
-    return _column_fast(p, col, M, 0) if q == 1.0 else math.nan
-
-
-@inline
-def Yp_finite_fast(beta, q, p, T, M, col):
-    return _column_fast(p, col, M, 4) if q == 1.0 else math.nan
-
-
-@inline
-def Y2Yp_finite_fast(beta, q, p, T, M, col):
-    """(Y2, Yp) from one cell of the columns, NaN where they do not cover the call."""
-    base, s, covered = _cell_fast(p, col, M)
-    if covered and q == 1.0:
+    j = int(x)
+    j = j if j < CELLS - 1 else CELLS - 1
+    s = x - j
+    base = int(K[K_BASE, i]) + 8 * int(M[M_NCOLS]) * j
+    if p >= K[K_P_LO, i] and q == 1.0:
         return _clip01(_horner(M, base, s)), _clip01(_horner(M, base + 4, s))
     return math.nan, math.nan
 

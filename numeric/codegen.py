@@ -121,6 +121,8 @@ class _ScalarPrinter(PythonCodePrinter):
         args = ", ".join(self._print(a) for a in expr.args)
         if name.endswith("_kernel"):
             return f"kernel_{name[:-len('_kernel')]}({args}, _G)"
+        if name in ("Y2", "Yp") and self.theory == "finite_fast":      # one cell, row constants: numeric._jit
+            return f"Y2Yp_finite_fast({args}, _M, _K, _i)[{int(name == 'Yp')}]"
         if name in ("Y2", "Yp"):
             return f"{name}_{self.theory}({args}, _M, _col)"
         return f"{name}({args})"
@@ -264,8 +266,9 @@ def _body(steps, printer, indent: str, part: str | None = None) -> list[str]:
                 lines.append(f"{indent}{symbol} = _{moment}[_i]")
             elif moment == "Yp" and k and _moment_name(steps[k - 1]) == "Y2" \
                     and steps[k - 1].assignments[0][1].args == expr.args:
+                both = printer.doprint(expr).removesuffix("[1]")
                 lines[-3:] = [lines[-3], f"{indent}# attention moments Y2, Yp (one look-up)",
-                              f"{indent}_Y2[_i], _Yp[_i] = {printer.doprint(expr).replace('Yp_', 'Y2Yp_', 1)}"]
+                              f"{indent}_Y2[_i], _Yp[_i] = {both}"]
             else:
                 lines.append(f"{indent}_{moment}[_i] = {printer.doprint(expr)}")
             continue
@@ -441,8 +444,8 @@ layer of every grid point without temporaries (:mod:`numeric.fused`). Imports nu
 """
 '''
 #: Names the kernels take from numeric._jit (hand-written helpers: guards, look-ups, rows).
-JIT_NAMES = ("ROW", "_acos", "_asin", "_max", "_sqrt", "Y2_finite", "Y2_finite_fast", "Yp_finite",
-             "Yp_finite_fast", "Y2Yp_finite_fast", "column_asymptotic",
+JIT_NAMES = ("K_ROWS", "ROW", "_acos", "_asin", "_max", "_sqrt", "Y2_finite", "Y2Yp_finite_fast", "Yp_finite",
+             "column_asymptotic", "column_constants",
              "column_finite", "condensed_asymptotic", "condensed_finite", "gauss_hermite_rule",
              "gauss_hermite_setup", "inline", "jit", "kernel", "load_row", "parisi_m", "store_row")
 
@@ -471,7 +474,7 @@ KERNEL_TEMPLATE = '''def {name}__row(_start, _m, _values, _offsets, _lengths, _s
     _F, _B = np.zeros(ROW, np.uint8), np.zeros(ROW, np.uint8)
     for _i in range(_m):
         _C[_i] = column_{theory}(_P[0, _i], _M)
-    _slot = store_row(_rho, _condensed, _record, 0, 0, _Q, _X, _F, _start, _m)
+{setup}    _slot = store_row(_rho, _condensed, _record, 0, 0, _Q, _X, _F, _start, _m)
     for _layer in range(_depth):
         _redo = 0
 {fast}
@@ -598,6 +601,7 @@ def kernel_source(name: str, spec, asymptotic: bool) -> str:
     def body(printer, indent, part=None):
         return "\n".join(_body(steps, printer, indent, part))
 
+    setup = ""
     if asymptotic:                # no second look-up: a point not finite here vanished or overflowed
         fast = FAST_TEMPLATE.format(unpack=unpack(" " * 12), body=body(_ScalarPrinter("asymptotic"), " " * 12),
                                     **common)
@@ -609,9 +613,10 @@ def kernel_source(name: str, spec, asymptotic: bool) -> str:
                                                      body=body(_ScalarPrinter("finite"), " " * 12, "rest"))
         general = GENERAL_TEMPLATE.format(unpack=unpack(" " * 16), body=body(_ScalarPrinter("finite"), " " * 16),
                                           **common)
+        setup = "    _K = np.empty((K_ROWS, ROW))\n    column_constants(_K, _C, _M, _m)\n"
     return KERNEL_TEMPLATE.format(
         name=name, pad=" " * len(name), theory=theory, label=label, order=", ".join(names), count=len(names),
-        rho0=len(names) - 1, fast=fast, general=general, **common)
+        rho0=len(names) - 1, fast=fast, general=general, setup=setup, **common)
 
 
 def uses_quadrature(source: str) -> bool:

@@ -39,9 +39,6 @@ import warnings
 import numba
 import numpy as np
 
-from .columns import CELLS
-from .quadrature import NODE_LADDER, _nodes
-from .tables import B_PAIR_MAX, FINE_1D, FINE_2D
 
 #: Grid points per row of a kernel: the inner loop over a row is contiguous, layers loop outside it
 #: (numeric.fused.ROW is the same number).
@@ -53,10 +50,10 @@ M_T, M_LOG_T, M_NCOLS, M_COL_SCALE, M_Y2_SCALE, M_YP_SCALE, M_YP_FACTOR = 0, 1, 
 M_BETAS, M_C, M_PER_XI, M_PER_GAP, M_P_LO, M_CELLS = 7, 8, 9, 10, 11, 12
 #: offsets of the 2-D tables (numeric.tables): Y2 cells (FINE_1D - 1, 4), Yp cells ((FINE_2D - 1) product, 16)
 M_Y2_CELLS, M_YP_CELLS = 13, 14
-HEADER = 15
-
-_N1 = FINE_1D - 1
-_NX, _NW = FINE_2D[0] - 1, FINE_2D[1] - 1
+#: the tables' sizes, read at run time (this module imports neither numeric.columns nor numeric.tables, whose
+#: quadratures load SciPy): numeric.columns.CELLS; numeric.tables.FINE_1D - 1, FINE_2D - 1; B_PAIR_MAX
+M_COL_CELLS, M_N1, M_NX, M_NW, M_B_PAIR_MAX = 15, 16, 17, 18, 19
+HEADER = 20
 
 
 def _njit(func, **options):
@@ -216,11 +213,12 @@ def _column(p, col, M, which):
     u *= M[int(M[M_PER_XI]) + col]
     gap *= M[int(M[M_PER_GAP]) + col]
     x = u + gap
-    if x > CELLS:
-        x = float(CELLS)
+    cells = M[M_COL_CELLS]
+    if x > cells:
+        x = cells
     i = int(x)
-    if i > CELLS - 1:
-        i = CELLS - 1
+    if i > cells - 1:
+        i = int(cells) - 1
     s = x - i
     return _clip01(_horner(M, int(M[M_CELLS]) + 8 * (i * int(M[M_NCOLS]) + col) + which, s))
 
@@ -241,12 +239,13 @@ def _y2_table(b, M):
         xi = 1.0
     else:
         xi = b / (b + M[M_Y2_SCALE])
-    x = xi * float(_N1)
-    if x > _N1:
-        x = float(_N1)
+    n1 = M[M_N1]
+    x = xi * n1
+    if x > n1:
+        x = n1
     i = int(x)
-    if i > _N1 - 1:
-        i = _N1 - 1
+    if i > n1 - 1:
+        i = int(n1) - 1
     return _clip01(_horner(M, int(M[M_Y2_CELLS]) + 4 * i, x - i))
 
 
@@ -259,13 +258,14 @@ def _stretch(b):
 @inline
 def _yp_table(b, rho, M):
     """numeric.tables.YpTable._interpolate (b <= B_PAIR_MAX)."""
+    nx, nw = M[M_NX], M[M_NW]
     x = b / (b + M[M_YP_SCALE])
     x *= M[M_YP_FACTOR]
-    if x > _NX:
-        x = float(_NX)
+    if x > nx:
+        x = nx
     i = int(x)
-    if i > _NX - 1:
-        i = _NX - 1
+    if i > nx - 1:
+        i = int(nx) - 1
     s = x - i
     u = 1.0 - rho                                   # numeric.tables._w_of_rho
     if u < 0.0:
@@ -275,14 +275,14 @@ def _yp_table(b, rho, M):
     u -= ku
     u = 1.0 - u
     w = ku / u
-    w *= float(_NW)
-    if w > _NW:
-        w = float(_NW)
+    w *= nw
+    if w > nw:
+        w = nw
     j = int(w)
-    if j > _NW - 1:
-        j = _NW - 1
+    if j > nw - 1:
+        j = int(nw) - 1
     v = w - j
-    base = int(M[M_YP_CELLS]) + 16 * (i * _NW + j)
+    base = int(M[M_YP_CELLS]) + 16 * (i * int(nw) + j)
     out = _horner(M, base + 12, v)
     for m in (2, 1, 0):
         out *= s
@@ -304,7 +304,7 @@ def Yp_finite(beta, q, p, T, M, col):
     if col >= 0 and q == 1.0 and p >= M[int(M[M_P_LO]) + col]:
         return _column(p, col, M, 4)
     b = _width(beta, q, p, M)
-    if not b <= B_PAIR_MAX:
+    if not b <= M[M_B_PAIR_MAX]:
         return math.nan
     return _yp_table(b, _clip01(p / q), M)
 
@@ -341,10 +341,11 @@ def Y2Yp_finite_fast(beta, q, p, T, M, K, i):
     u *= K[K_PER_XI, i]
     gap *= K[K_PER_GAP, i]
     x = u + gap
-    x = x if x < CELLS else float(CELLS)
+    cells = M[M_COL_CELLS]
+    x = x if x < cells else cells
     x = x if x >= 0.0 else 0.0                      # NaN -> 0: an index must stay in the table
     j = int(x)
-    j = j if j < CELLS - 1 else CELLS - 1
+    j = j if j < cells - 1 else int(cells) - 1
     s = x - j
     base = int(K[K_BASE, i]) + 8 * int(M[M_NCOLS]) * j
     if p >= K[K_P_LO, i] and q == 1.0:
@@ -360,23 +361,22 @@ def condensed_finite(beta, q, p, T, M, col, threshold):
 
 # --- Gauss-Hermite kernels (numeric.quadrature) ----------------------------------------
 
-_Q0, _Q1 = NODE_LADDER[0][0], NODE_LADDER[1][0]
-
-
 def gauss_hermite_nodes() -> tuple:
-    """The rules of numeric.quadrature.NODE_LADDER as one tuple (z0, w0, z1, w1, z2, w2): the ``_G``
+    """The rules of numeric.quadrature.NODE_LADDER as one tuple (bounds, z0, w0, z1, w1, z2, w2): the ``_G``
     argument of a kernel with an opaque activation kernel (built on first use: 320 nodes take a while)."""
-    return tuple(a for _, n in NODE_LADDER for a in _nodes(n))
+    from .quadrature import NODE_LADDER, _nodes
+    bounds = np.array([NODE_LADDER[0][0], NODE_LADDER[1][0]])
+    return (bounds,) + tuple(a for _, n in NODE_LADDER for a in _nodes(n))
 
 
 @inline
 def gauss_hermite_rule(q, G):
     """(z, w) of the rule numeric.quadrature.nodes_for picks for pre-activation variance q."""
-    if q <= _Q0:
-        return G[0], G[1]
-    if q <= _Q1:
-        return G[2], G[3]
-    return G[4], G[5]
+    if q <= G[0][0]:
+        return G[1], G[2]
+    if q <= G[0][1]:
+        return G[3], G[4]
+    return G[5], G[6]
 
 
 @inline

@@ -643,11 +643,10 @@ def kernel_support_source() -> str:
 
 
 def helpers_digest() -> str:
-    """sha256 of numeric._jit's source and of the table layouts it reads: the generated kernels record it,
-    so that an edit of a helper changes _kernels.py (drift test) and with it numba's cache key."""
-    from . import columns, quadrature, tables
-    layout = repr((columns.CELLS, tables.B_PAIR_MAX, tables.FINE_1D, tables.FINE_2D, quadrature.NODE_LADDER))
-    return hashlib.sha256((pathlib.Path(__file__).with_name("_jit.py").read_text() + layout).encode()).hexdigest()
+    """sha256 of numeric._jit's source: the generated kernels record it, so that an edit of a helper changes
+    _kernels.py (drift test) and with it numba's cache key (numba keys a cached kernel by its own file only).
+    The tables' sizes are not compiled in: the kernels read them from the moment array at run time."""
+    return hashlib.sha256(pathlib.Path(__file__).with_name("_jit.py").read_bytes()).hexdigest()
 
 
 def kernels_code_source() -> str:

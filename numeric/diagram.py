@@ -159,7 +159,7 @@ def trainability_diagram(arch, depth, *, betas, alphas, eps=0.01, T=None, rho0=0
     shape = (alphas.size, betas.size)
     if fused.backend(backend) == "fused":             # grid axes passed as axes: no per-point parameter arrays
         _, _, values, depth, T, rho0 = prepare(arch, depth, beta=betas[None, :], T=T, rho0=rho0, activation=activation,
-                                               params={**params, "alpha_sa": alphas_used[:, None]})
+                                               params={**params, "alpha_sa": alphas_used[:, None]}, numpy_map=False)
         out = fused.evaluate(arch, activation, T, values, rho0, depth, columns=_columns(T, betas),
                              attention="all" if criterion == "any" else "first", threshold=ipr_threshold)
         rho, condensed = out.rho[-1], out.condensed[-1]

@@ -52,9 +52,11 @@ KERNEL_DIR_ENV = "SIGPROP_KERNEL_DIR"
 ATTENTION = {"none": 0, "first": 1, "all": 2}
 #: Grid points per row of a kernel (numeric._jit.ROW; here without importing numba).
 ROW = 256
-#: Up to this many rows a call runs them one after another in this thread (waking the parallel threads
-#: costs more than a few rows of work on a busy machine).
-SERIAL_ROWS = 4
+#: Up to this many block updates (grid points x blocks; ~10 ms of one core) a call runs its rows one after
+#: another in the calling thread: waking the parallel threads costs more than that on a busy machine, and a
+#: process that never needs the parallel kernel neither compiles nor loads it (the README's diagram, the
+#: root finder's steps).
+SERIAL_UPDATES = 2**21
 
 
 @lru_cache(maxsize=None)
@@ -181,11 +183,14 @@ def _tables_of(T: int) -> np.ndarray:
 
 def _build_tables(T, columns) -> np.ndarray:
     from . import _jit as J
-    from .tables import FINE_2D, Y2_table, Yp_table
+    from .columns import CELLS
+    from .tables import B_PAIR_MAX, FINE_1D, FINE_2D, Y2_table, Yp_table
     y2, yp = Y2_table(T), Yp_table(T)
     header = np.zeros(J.HEADER)
     header[[J.M_T, J.M_LOG_T, J.M_Y2_SCALE, J.M_YP_SCALE, J.M_YP_FACTOR]] = (
         float(T), np.log(T), y2.scale, yp.scale, (1.0 / yp.xi_max) * (FINE_2D[0] - 1))
+    header[[J.M_COL_CELLS, J.M_N1, J.M_NX, J.M_NW, J.M_B_PAIR_MAX]] = (
+        CELLS, FINE_1D - 1, FINE_2D[0] - 1, FINE_2D[1] - 1, B_PAIR_MAX)
     parts = {J.M_Y2_CELLS: y2._cells, J.M_YP_CELLS: yp._cells}
     if columns is not None:
         header[J.M_NCOLS], header[J.M_COL_SCALE] = columns.betas.size, columns.scale
@@ -281,7 +286,7 @@ def evaluate(arch, activation, T, values: dict, rho0, depth: int, *, depths=None
         kernel, row, quadrature = kernel_for(arch, activation, T)
         args = (depth, record, ATTENTION[attention], float(threshold), moment_tables(T, columns),
                 quadrature_rules(quadrature), rho, condensed, status)
-        if n <= SERIAL_ROWS * ROW:           # a few rows (a root finder's step): no thread pool to wake
+        if n * max(depth, 1) <= SERIAL_UPDATES:       # little work: no thread pool to wake
             for start in range(0, n, ROW):
                 row(start, min(ROW, n - start), *packed, *args)
         else:

@@ -33,8 +33,12 @@ class Run:
     att_p: list
 
 
-def prepare(arch, depth, *, beta, T, rho0, activation, params):
-    """Validate everything a depth iteration needs; return (block, moments, values, depth, T, rho0)."""
+def prepare(arch, depth, *, beta, T, rho0, activation, params, numpy_map=True):
+    """Validate everything a depth iteration needs; return (block, moments, values, depth, T, rho0).
+
+    ``numpy_map=False`` (the fused path) leaves the NumPy map out (block None): loading the generated
+    module costs SciPy's special functions, and a custom spec's map a compilation.
+    """
     arch = check.architecture(arch)
     depth = check.depth(depth)
     T = check.sequence_length(T)
@@ -42,7 +46,8 @@ def prepare(arch, depth, *, beta, T, rho0, activation, params):
     if isinstance(arch, str):
         check.activation(activation)
     values = block_values(arch, beta, params)
-    return block_function(arch, activation, T), moment_functions(T), values, depth, T, rho0
+    block = block_function(arch, activation, T) if numpy_map else None
+    return block, moment_functions(T), values, depth, T, rho0
 
 
 def block_values(arch, beta, params) -> dict:
@@ -155,9 +160,10 @@ def cosine_profile(arch, depth, *, beta, T=None, rho0=0.0, alpha_sa=1.0, alpha_m
         if T is None:
             raise ValueError("tokens names positions of a finite sequence: give an integer T")
         positions(tokens, check.sequence_length(T))
-    block, moments, values, depth, T, rho0 = prepare(arch, depth, beta=beta, T=T, rho0=rho0,
-                                                      activation=activation, params=params)
-    if fused.backend(backend) == "fused":
+    compiled = fused.backend(backend) == "fused"
+    block, moments, values, depth, T, rho0 = prepare(arch, depth, beta=beta, T=T, rho0=rho0, activation=activation,
+                                                      params=params, numpy_map=not compiled)
+    if compiled:
         return fused.evaluate(arch, activation, T, values, rho0, depth, depths=range(depth + 1)).rho
     return np.stack(iterate(block, moments, values, depth, T, rho0).rho)
 
@@ -169,8 +175,10 @@ def _masked(arch, mask) -> bool:
             raise ValueError("mask= applies to a named architecture; a spec carries its own masks "
                              "(SelfAttention(mask=...))")
         return True
-    from .causal import is_masked
-    return not isinstance(arch, str) and is_masked(arch)
+    if isinstance(arch, str):
+        return False
+    from .causal import is_masked                      # its tables load SciPy: only for a spec
+    return is_masked(arch)
 
 
 def final_rho(block, moments, values, depth, T, rho0) -> np.ndarray:
@@ -202,14 +210,16 @@ def critical_alpha(arch, depth, *, beta, eps=0.01, T=None, rho0=0.0, activation=
     eps = check.interval("eps", eps, 0.0, 1.0, closed=False)
     if "alpha_sa" in params:
         raise ValueError("critical_alpha solves for alpha_sa: do not pass it")
-    block, moments, values, depth, T, rho0 = prepare(arch, depth, beta=beta, T=T, rho0=rho0,
-                                                      activation=activation, params=params)
-    from .columns import column_moments                # tables and their quadratures: imported on use
-    columns = column_moments(T, values["beta"]) if T is not None and np.ndim(values["beta"]) > 0 else None
+    compiled = fused.backend(backend) == "fused"
+    block, moments, values, depth, T, rho0 = prepare(arch, depth, beta=beta, T=T, rho0=rho0, activation=activation,
+                                                      params=params, numpy_map=not compiled)
+    columns = None
+    if T is not None and np.ndim(values["beta"]) > 0:
+        from .columns import column_moments            # tables and their quadratures: imported on use
+        columns = column_moments(T, values["beta"])
     values = {k: v for k, v in values.items() if k != "alpha_sa"}
     names = tuple(values)
 
-    compiled = fused.backend(backend) == "fused"
 
     def gap(alpha, target, rho0_, *arrays):
         chunk = {**dict(zip(names, arrays)), "alpha_sa": alpha}

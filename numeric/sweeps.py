@@ -110,7 +110,7 @@ def _one_T(arch, activation, depths, T, eps, criterion, ipr_threshold, want_alph
     rho0 = values.pop("rho0")
     beta = values.pop("beta")
     _, _, checked, depth, T, rho0 = prepare(arch, int(depths.max()), beta=beta, T=T, rho0=rho0,
-                                            activation=activation, params=values)
+                                            activation=activation, params=values, numpy_map=False)
     columns = None
     if T is not None:
         from .columns import column_moments

@@ -97,14 +97,20 @@ class Corpus:
         posterior = f[y] * (kept * (byte == y) + uniform) / (kept * f[byte] + uniform)
         return float(-np.log(np.where(seen, posterior, f[y])).mean())
 
-    def bigram_nats(self) -> float:
-        """Cross-entropy (nats per byte) of each held-out byte given the byte before it, training counts with
-        add-one smoothing: what one neighbour of context is worth."""
+    def bigram_nats(self, previous=None, following=None) -> float:
+        """Cross-entropy (nats per byte) of each byte given the byte before it, training counts with add-one
+        smoothing: what one neighbour of context is worth. Default: every pair of consecutive held-out bytes;
+        or the given (previous, following) pairs (a decoder's inputs and targets)."""
+        if previous is None:
+            previous, following = self.heldout[:-1], self.heldout[1:]
+        return float(-np.log(self._conditional()[np.asarray(previous), np.asarray(following)]).mean())
+
+    def _conditional(self) -> np.ndarray:
+        """P(next byte | byte) from the training pairs, add-one smoothed (256 x 256)."""
         pairs = np.zeros((BYTES, BYTES), dtype=np.float64)
         np.add.at(pairs, (self.train[:-1], self.train[1:]), 1.0)
         pairs += 1.0
-        conditional = pairs / pairs.sum(axis=1, keepdims=True)
-        return float(-np.log(conditional[self.heldout[:-1], self.heldout[1:]]).mean())
+        return pairs / pairs.sum(axis=1, keepdims=True)
 
 
 def stdlib_files(root: Path | None = None) -> list[Path]:

@@ -6,7 +6,9 @@ offline), ``seeds`` initialisations per curve, all runs through
 :func:`verify.training.run_many` (a LocalCluster of two single-threaded workers on a
 CPU, one run after another on a GPU). Each curve is the seed-mean held-out loss,
 its band the seeds' minimum to maximum. The runs are kept in a CSV next to the
-image (``figure-1e.csv``), from which a second call resumes (delete it to retrain).
+image (``figure-1e.csv``), from which a second call resumes (delete it to retrain), and
+the per-curve numbers (predicted phase, rho after the last block, final held-out loss
+mean, standard deviation and range over seeds) in ``figure-1e.json``.
 
 The size follows the device (``$SIGPROP_DEVICE``; ``sigprop figure 1e --device cuda``):
 
@@ -38,6 +40,7 @@ sigma_w2 = 2, sigma_v2 = 1): after 20 blocks the vanilla stack is rank-collapsed
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +53,7 @@ FIG1_VARIANCES = dict(sigma_w2=0.24, sigma_v2=0.24, sigma_b2=0.0004, alpha_mlp=1
 
 @dataclasses.dataclass(frozen=True)
 class Curve:
-    """One curve of a figure: a label, the phase the paper assigns it, and what differs from the base config."""
+    """One curve of a figure: a label and what differs from the base config (the plot adds the predicted phase)."""
 
     label: str
     changes: dict
@@ -81,12 +84,10 @@ def _fig1e_paper() -> dict:
 
 
 def _fig1e_curves(beta_small, alphas, beta_large, alpha_large) -> list:
-    rank, *trainable = alphas
-    return ([Curve(f"rank collapse: beta = {beta_small:g}, alpha_SA = {rank:g}", dict(beta=beta_small, alpha_sa=rank))]
-            + [Curve(f"trainable: beta = {beta_small:g}, alpha_SA = {a:g}", dict(beta=beta_small, alpha_sa=a))
-               for a in trainable]
-            + [Curve(f"entropy collapse: beta = {beta_large:g}, alpha_SA = {alpha_large:g}",
-                     dict(beta=beta_large, alpha_sa=alpha_large))])
+    """The paper's curves: small beta with the rank-collapse and the trainable alphas, then large beta."""
+    small = [Curve(f"beta = {beta_small:g}, alpha_SA = {a:g}", dict(beta=beta_small, alpha_sa=a)) for a in alphas]
+    return small + [Curve(f"beta = {beta_large:g}, alpha_SA = {alpha_large:g}",
+                          dict(beta=beta_large, alpha_sa=alpha_large))]
 
 
 def _fig5_cpu() -> dict:
@@ -155,16 +156,18 @@ def draw_training_figure(figure: str, path, quick: bool, title: str):
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.4), gridspec_kw=dict(width_ratios=(3, 2)))
     phase_colour = {"trainable": PHASE_COLOURS[0], "rank collapse": PHASE_COLOURS[1],
                     "entropy collapse": PHASE_COLOURS[2]}
+    groups = {f"{label} ({results[0].prediction.phase_name})": results for label, results in groups.items()}
     colours = _colours(groups, phase_colour)
     plot_curves(groups, left, colours)
     all_results = [r for rs in groups.values() for r in rs]
     mark_baselines(left, all_results)
     left.set_xlabel("step")
     left.set_ylabel("held-out masked-byte loss (nats)")
-    left.set_ylim(top=max(r.unigram_loss for r in all_results) + 0.4)
+    finals = [r.final_heldout_loss for r in all_results]
+    left.set_ylim(min(min(finals), all_results[0].bigram_loss) - 0.15, max(r.unigram_loss for r in all_results) + 0.4)
     left.legend(fontsize=7)
     for label, results in groups.items():
-        right.plot(results[0].prediction.rho, color=colours[label], label=f"{label}: {results[0].prediction.phase_name}")
+        right.plot(results[0].prediction.rho, color=colours[label], label=label)
     right.set_xlabel("block")
     right.set_ylabel(r"predicted $\rho$ at initialisation (finite-T theory)")
     right.set_ylim(0.0, 1.02)
@@ -173,7 +176,9 @@ def draw_training_figure(figure: str, path, quick: bool, title: str):
     fig.suptitle(f"{title}: {b.depth} blocks, d = {b.d_model}, {b.heads} head(s), T = {b.seq_len}, batch {b.batch}, "
                  f"lr {b.lr:g}, {b.steps} steps, {spec['seeds']} seeds per curve (band: min to max)", fontsize=10)
     save(fig, path)
-    return summary(groups)
+    rows = summary(groups)
+    path.with_suffix(".json").write_text(json.dumps(rows, indent=1))
+    return rows
 
 
 def _colours(groups: dict, phase_colour: dict) -> dict:

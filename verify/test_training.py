@@ -124,6 +124,20 @@ def test_real_torch_encoder_trains_with_its_prediction():
     assert all(np.isfinite(row[3]) for row in result.curve)
 
 
+def test_a_given_encoder_is_described_and_copies_are_refused():
+    """train(config, model=...) reports the model's own kind, depth and width; a deep-copied stack (no theory
+    for identical layers) is refused with the adapters' advice."""
+    from verify.recommend import EncoderConfig
+
+    layers = EncoderConfig(num_layers=2, d_model=16, nhead=2, dim_feedforward=32, norm_first=True).build(seed=3)
+    result = training.train(TINY, model=layers)
+    assert (result.config.arch, result.config.depth, result.config.beta) == ("torch-pre-ln", 2, None)
+    assert len(result.prediction.rho) == 3
+    copies = torch.nn.TransformerEncoder(torch.nn.TransformerEncoderLayer(16, 2, 32, batch_first=True), 2)
+    with pytest.raises(ValueError, match="identical weights"):
+        training.train(TINY, model=copies)
+
+
 # --- the grid through Dask, and resume ------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -16,13 +16,14 @@ import sys
 
 from derive.parameters import ACTIVATIONS, ARCHITECTURES, BLOCK, BY_NAME
 
-from .train_config import MODEL_ARCHS, TrainConfig
+from .train_config import MODEL_ARCHS, OBJECTIVE_NAMES, TrainConfig
 
 #: The one-line help of ``sigprop train`` in ``sigprop --help``.
 HELP = "train a spec or a real encoder by masked-language modelling on real text; predicted phase vs loss (needs torch)"
 #: What ``sigprop train --help`` says the command does.
 DESCRIPTION = ("Train one model from its initialisation (a spec with beta, alpha_sa, ... as the theory's, or a real "
-               "PyTorch/BERT encoder set to them) by byte-level masked-language modelling (15 %% masking) on the "
+               "PyTorch/BERT encoder set to them) by byte-level masked-language modelling (15 %% masking; a decoder, "
+               "--mask causal: next-byte prediction) on the "
                "Python standard library's source (or --text FILE), with the paper's AdamW recipe (section C): "
                "linear warm-up and decay, gradient clipping. Prints the phase predicted at initialisation by the "
                "finite-T theory at T = seq-len, the held-out loss before and after training, and the unigram loss "
@@ -59,6 +60,12 @@ def add_model_arguments(parser, *, grid: bool = False) -> None:
     parser.add_argument("--d-ff", dest="d_ff", type=int, default=None,
                         help="MLP width of a real encoder (default: 4 d; the specs' MLP has width d)")
     parser.add_argument("--activation", default="relu", choices=ACTIVATIONS, help="MLP activation (default: relu)")
+    parser.add_argument("--mask", default=None,
+                        help="attention mask of a named spec: causal or sliding:W (a decoder; needs --objective "
+                             "next-token) (default: none, an encoder)")
+    parser.add_argument("--objective", default="mlm", choices=OBJECTIVE_NAMES,
+                        help="mlm: masked-language modelling (encoders); next-token: next-byte prediction "
+                             "(decoders, with --mask) (default: mlm)")
     if not grid:
         parser.add_argument("--beta", type=_beta, default=d["beta"],
                             help=f"{BY_NAME['beta'].help} (default: {d['beta']:g}; 'none': a real encoder keeps "

@@ -12,14 +12,15 @@ import hashlib
 import json
 from dataclasses import dataclass
 
+from derive import masks
 from derive.parameters import ARCHITECTURES, DEFAULTS
 from numeric import validation as check
 
 #: Real encoders built from the config (the adapters read them): PyTorch post-/pre-LN stacks and BERT.
 MODEL_ARCHS = ("torch-post-ln", "torch-pre-ln", "bert")
-#: Training objectives (verify.training.OBJECTIVES implements each): masked-language modelling for encoders;
-#: a decoder's next-token objective joins once the torch view has causal attention.
-OBJECTIVE_NAMES = ("mlm",)
+#: Training objectives (verify.training.OBJECTIVES implements each): masked-language modelling for encoders,
+#: next-token prediction for decoders (a named spec with a causal or sliding-window mask).
+OBJECTIVE_NAMES = ("mlm", "next-token")
 #: Training precisions.
 DTYPE_NAMES = ("float32", "float64")
 #: The fraction of the unigram-to-bigram gap a run must close to count as trained (verify.train_diagram).
@@ -35,8 +36,11 @@ class TrainConfig:
     for a real encoder ``None`` keeps its own initialisation and then ``alpha_sa`` must be 1).
     ``warmup``: the fraction of steps of linear warm-up. ``eval_every``: steps between
     held-out evaluations on ``eval_sequences`` fixed sequences. ``d_ff``: the MLP width of a
-    real encoder (default 4 d_model; the named specs' MLP has width d_model). ``threads``:
-    torch's CPU threads for the run (``None`` leaves torch's setting).
+    real encoder (default 4 d_model; the named specs' MLP has width d_model). ``mask``: None
+    (an encoder) or "causal" / "sliding:W" (a decoder: the named spec's attention masked,
+    :mod:`derive.masks`); ``objective``: "mlm" (masked-language modelling, ``mask_prob`` of the
+    bytes) for an encoder, "next-token" for a decoder. ``threads``: torch's CPU threads for the
+    run (``None`` leaves torch's setting).
     """
 
     arch: object = "post-ln"
@@ -60,6 +64,7 @@ class TrainConfig:
     clip: float = 1.0
     adam_betas: tuple = (0.9, 0.999)
     adam_eps: float = 1e-8
+    mask: str | None = None
     objective: str = "mlm"
     mask_prob: float = 0.15
     eval_every: int = 50
@@ -96,6 +101,7 @@ class TrainConfig:
         check.interval("adam_betas", self.adam_betas, 0.0, 1.0, closed=False)
         if self.objective not in OBJECTIVE_NAMES:
             raise ValueError(f"objective must be one of {OBJECTIVE_NAMES}, got {self.objective!r}")
+        self._check_mask()
         if self.criterion not in ("first", "any"):
             raise ValueError(f"criterion must be 'first' or 'any', got {self.criterion!r}")
         if self.dtype not in DTYPE_NAMES:
@@ -103,6 +109,18 @@ class TrainConfig:
         if self.threads is not None:
             check.count("threads", self.threads)
         check.count("seed", self.seed, minimum=0)
+
+    def _check_mask(self):
+        """A mask belongs to a named spec (a decoder), and a decoder trains on next-token prediction, an encoder
+        on masked-language modelling (a custom spec carries its own masks and may take either)."""
+        masks.parse(self.mask)
+        if self.mask is not None and self.arch not in ARCHITECTURES:
+            raise ValueError(f"mask applies to a named spec {ARCHITECTURES} (a custom spec carries its own masks; "
+                             f"real encoders have none), got arch={self.arch_name!r}")
+        if isinstance(self.arch, str) and (self.objective == "next-token") != (self.mask is not None):
+            raise ValueError(f"objective {self.objective!r} with mask={self.mask!r}: next-token prediction needs a "
+                             "causal model (mask 'causal' or 'sliding:W'), masked-language modelling a model without "
+                             "a mask")
 
     def _check_init(self):
         """The initialisation: the block parameters by their domains; what a real encoder allows."""

@@ -121,8 +121,32 @@ class MaskedLM:
                                       kept=1.0 - self.MASKED - self.REPLACED, replaced=self.REPLACED)
 
 
+class NextToken:
+    """Next-token prediction (a decoder): every position but the last predicts the byte after it.
+
+    The inputs are the bytes as they are (the causal mask hides the future); the level of a
+    model that reads no context is the bigram loss (it sees its own input, the previous byte).
+    """
+
+    name = "next-token"
+
+    def __init__(self, mask_prob: float):
+        del mask_prob            # every position is predicted
+
+    def corrupt(self, ids: torch.Tensor, generator: torch.Generator):
+        """(inputs, targets): the bytes, and the byte after each (-100 at the last position)."""
+        targets = torch.roll(ids, -1, dims=-1)
+        targets[..., -1] = -100
+        return ids, targets
+
+    def context_free_loss(self, text: corpus.Corpus, inputs, targets) -> float:
+        """The bigram loss on these (input, next byte) pairs (:meth:`Corpus.bigram_nats`)."""
+        keep = targets >= 0
+        return text.bigram_nats(inputs[keep].cpu().numpy(), targets[keep].cpu().numpy())
+
+
 #: The training objectives by name (the names of verify.train_config.OBJECTIVE_NAMES).
-OBJECTIVES = {"mlm": MaskedLM}
+OBJECTIVES = {"mlm": MaskedLM, "next-token": NextToken}
 
 
 def objective_of(config: TrainConfig):
@@ -178,7 +202,7 @@ class SpecModel(nn.Module):
     def __init__(self, config: TrainConfig, generator: torch.Generator, device):
         super().__init__()
         dtype = DTYPES[config.dtype]
-        self.spec = torch_view.spec_of(config.arch, config.activation, config.heads)
+        self.spec = torch_view.spec_of(config.arch, config.activation, config.heads, mask=config.mask)
         self.embedding = Embedding(config.d_model, config.seq_len, generator, dtype)
         self.stack = torch_view.build(self.spec, config.d_model, seeds=1, params=config.params(), depth=config.depth,
                                       activation=config.activation, device=device, dtype=dtype,
@@ -205,8 +229,8 @@ class EncoderModel(nn.Module):
         modules, self.kind = layer_modules(layers)
         self.layers = layers if isinstance(layers, nn.Module) else nn.ModuleList(layers)
         self._blocks = [module for _, module in modules]
-        d = adapters.read(layers, independent=False)[0].d
-        self.batch_first = adapters.read(layers, independent=False)[0].batch_first
+        first = readings(layers)[0]
+        d, self.batch_first = first.d, first.batch_first
         self.embedding = None if self.kind == "bert" else Embedding(d, seq_len, generator, dtype)
         if self.kind == "bert" and layers.config.vocab_size < corpus.VOCAB:
             raise ValueError(f"BERT's vocab_size {layers.config.vocab_size} < {corpus.VOCAB} (256 bytes and a mask)")
@@ -229,6 +253,28 @@ class EncoderModel(nn.Module):
 
     def blocks(self) -> list:
         return self._blocks
+
+
+def readings(layers) -> list:
+    """The adapters' reading of every layer (:func:`verify.adapters.read`), taken in eval mode (the theory's
+    deterministic forward pass) and with independent layers required (copies are refused with advice)."""
+    modules = layers if isinstance(layers, nn.Module) else nn.ModuleList(layers)
+    was_training = modules.training
+    modules.eval()
+    try:
+        return adapters.read(layers)
+    finally:
+        modules.train(was_training)
+
+
+def describe(config: TrainConfig, layers) -> TrainConfig:
+    """``config`` with its model fields read from a given real encoder (kind, depth, width, heads, its own
+    query/key scale and skip), so that reports and the CSV key describe the model that is trained."""
+    read = readings(layers)
+    first, depth = read[0], len(read)
+    arch = "bert" if first.kind == "bert" else ("torch-pre-ln" if first.norm_first else "torch-post-ln")
+    return dataclasses.replace(config, arch=arch, depth=depth, d_model=first.d, heads=first.heads, d_ff=first.d_ff,
+                               activation=first.activation, beta=None, alpha_sa=1.0)
 
 
 def _device_generator(generator: torch.Generator, device) -> torch.Generator:
@@ -409,7 +455,7 @@ def predict(config: TrainConfig, model: nn.Module, ids: torch.Tensor) -> Predict
 
 def _predict_spec(config: TrainConfig, q0: float, rho0: float) -> Prediction:
     params = dict(alpha_mlp=config.alpha_mlp, sigma_v2=config.sigma_v2, sigma_w2=config.sigma_w2,
-                  sigma_b2=config.sigma_b2)
+                  sigma_b2=config.sigma_b2, mask=config.mask)
     arch, T = config.arch, config.seq_len
     diagram = numeric.trainability_diagram(arch, config.depth, betas=[config.beta], alphas=[config.alpha_sa],
                                            eps=config.eps, T=T, rho0=rho0, activation=config.activation,
@@ -426,18 +472,13 @@ def _predict_real(config: TrainConfig, model: "EncoderModel", q0: float, rho0: f
     from .recommend import critical_alpha
 
     T = config.seq_len
-    was_training = model.training
-    model.eval()
-    try:
-        readings = adapters.read(model.layers, independent=False)
-    finally:
-        model.train(was_training)
-    run = adapters.theory_run(readings, T, rho0=rho0, q0=q0)
+    layers = readings(model.layers)
+    run = adapters.theory_run(layers, T, rho0=rho0, q0=q0)
     q_att, p_att, betas = run.attention[0]
     Y2 = moment_functions(T)[0]
     ipr = max(float(Y2(b, float(q_att), float(p_att), T)) for b in betas)
-    beta = float(np.mean([r.beta(T).mean() for r in readings]))
-    alpha_c = critical_alpha(readings, T, beta, eps=config.eps, rho0=rho0, q0=q0)
+    beta = float(np.mean([r.beta(T).mean() for r in layers]))
+    alpha_c = critical_alpha(layers, T, beta, eps=config.eps, rho0=rho0, q0=q0)
     phase = 2 if ipr > config.ipr_threshold else (1 if run.rho[-1] > 1.0 - config.eps else 0)
     return Prediction(phase, np.asarray(run.rho), float(alpha_c), rho0, q0, ipr)
 
@@ -586,11 +627,14 @@ def _cell(value) -> str:
 def train(config: TrainConfig, *, model=None, progress=None) -> TrainResult:
     """Train ``config`` (or the real encoder ``model`` with the config's data and optimiser) and measure it.
 
-    ``model``: a model the adapters read (``nn.TransformerEncoder``, a list of
-    ``nn.TransformerEncoderLayer``, ``BertModel``), trained as given (its dropout too).
+    ``model``: a model the adapters read (``nn.TransformerEncoder``, a list of independently
+    initialised ``nn.TransformerEncoderLayer``, ``BertModel``), trained as given (its dropout
+    too); the config's model fields are replaced by the model's own (:func:`describe`).
     ``progress``: a callable taking the number of steps done (e.g. a tqdm update).
     """
     text = load_text(config)
+    if model is not None:
+        config = describe(config, model)
     with _threads(config.threads):
         return _train(config, text, model, progress)
 
@@ -848,7 +892,11 @@ def connect(scheduler, workers: int, timeout: float):
     ``scheduler``; a scheduler that does not answer within ``timeout`` s is a ValueError naming it."""
     import logging
 
-    from distributed import Client, LocalCluster
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise ValueError("scheduler: runs on Dask need dask[distributed] (pip install 'sigprop[train]'); "
+                         f"scheduler={IN_PROCESS!r} runs them here without it") from None
 
     if scheduler is None:
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,

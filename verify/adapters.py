@@ -282,6 +282,8 @@ def measure_overlaps(layers, x, *, mask=None, tokens=None) -> tuple[np.ndarray, 
     readings = read(layers, independent=False)
     modules = [module for _, module in layer_modules(layers)[0]]
     mask = masks.parse(mask)
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     seq_axis = -2 if readings[0].batch_first or x.dim() == 2 else 0
     index = _positions(tokens, x.shape[seq_axis])
     outputs: list = []

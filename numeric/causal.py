@@ -74,9 +74,32 @@ class Attention:
         norm = gen.attention_norm_gain if gain else gen.attention_norm
         idx = np.arange(self.T)
         out[..., idx, idx] = norm(stats.qbar, stats.pbar, stats.Y2, self.n, sigma_v2[..., None])
+        if self.mask.window is None and self.fused:
+            self._fused_overlaps(Q, C, stats, sigma_v2, gain, out)
+            return out
         out[..., self.rows, self.cols] = self._overlaps(Q, C, D, stats, sigma_v2, gain, gen)
         out[..., self.cols, self.rows] = out[..., self.rows, self.cols]
         return out
+
+    @property
+    def fused(self) -> bool:
+        """Whether the pair loop runs as the numba kernel of :mod:`numeric._causal_jit` (numeric.fused's choice)."""
+        from .fused import backend
+        return backend() == "fused"
+
+    def _fused_overlaps(self, Q, C, stats, sigma_v2, gain, out):
+        """The off-diagonal of nested causal prefixes by :func:`numeric._causal_jit.nested_overlaps`."""
+        from ._causal_jit import nested_overlaps
+
+        batch = Q.shape[:-2]
+        T = self.T
+        flat = lambda a, tail: np.ascontiguousarray(np.broadcast_to(a, batch + tail).reshape((-1,) + tail))
+        b = flat(stats.b, (T,))
+        pairs = self.moments.pair(b.ravel(), np.tile(self.n, b.shape[0]))
+        view = out.reshape((-1, T, T))
+        nested_overlaps(flat(Q, (T, T)), flat(C, (T + 1, T + 1)), flat(stats.qbar, (T,)), flat(stats.pbar, (T,)),
+                        self.n, np.ascontiguousarray(pairs.kappa.reshape(-1, T)), pairs._cells,
+                        np.ascontiguousarray(np.broadcast_to(sigma_v2, batch).reshape(-1)), bool(gain), view)
 
     def row_ipr(self, Q, beta) -> np.ndarray:
         """Y2 of every row (..., T) for input overlaps Q: the entropy-collapse reading."""

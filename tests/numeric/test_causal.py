@@ -100,3 +100,18 @@ def test_profiles_stay_valid(arch):
     """Every architecture: rho within [-1/(T-1), 1] and finite along 6 blocks at a condensed beta."""
     rho = numeric.cosine_profile(arch, 6, beta=3.0, T=32, mask="causal")
     assert np.all(np.isfinite(rho)) and np.all(rho <= 1.0 + 1e-12) and np.all(rho >= -1.0 / 31)
+
+
+@pytest.mark.parametrize("gain", [False, True])
+def test_fused_pair_loop_equals_the_numpy_closure(gain, monkeypatch):
+    """The numba pair loop (numeric._causal_jit) and the NumPy arrays give the same layer on random overlaps."""
+    pytest.importorskip("numba")
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((3, 24, 60)) + 0.4 * rng.standard_normal((3, 1, 60))
+    Q = X @ np.swapaxes(X, -1, -2) / 60
+    attention = causal.Attention(24, masks.Mask())
+    beta, sigma_v2 = np.array([0.5, 1.5, 3.0]), np.array([1.0, 0.7, 2.0])
+    monkeypatch.setenv("SIGPROP_BACKEND", "numpy")
+    reference = attention(Q, beta, sigma_v2, gain)
+    monkeypatch.setenv("SIGPROP_BACKEND", "fused")
+    np.testing.assert_allclose(attention(Q, beta, sigma_v2, gain), reference, rtol=1e-12, atol=1e-15)

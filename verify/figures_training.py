@@ -71,34 +71,39 @@ def sizes(figure: str, device: str, quick: bool) -> dict:
 def _fig1e_cpu() -> dict:
     base = TrainConfig(arch="post-ln", depth=12, d_model=64, heads=4, seq_len=32, batch=32, steps=1500, lr=2e-3,
                        eval_every=100, eval_sequences=256, beta=0.02, alpha_sa=1.0, **FIG1_VARIANCES)
-    return dict(base=base, seeds=3, curves=_fig1e_curves(beta_small=0.02, alphas=(0.35, 0.7, 1.0), beta_large=4.0,
+    return dict(base=base, seeds=3, curves=_fig1e_curves(beta_small=0.02, alphas=(0.35, 0.7, 1.0), betas_large=(4.0,),
                                                          alpha_large=1.0))
 
 
 def _fig1e_paper() -> dict:
     base = TrainConfig(arch="post-ln", depth=60, d_model=600, heads=6, seq_len=128, batch=64, steps=5000, lr=1e-4,
                        eval_every=250, eval_sequences=512, beta=0.02, alpha_sa=1.0, device="cuda", **FIG1_VARIANCES)
-    curves = _fig1e_curves(beta_small=0.02, alphas=(1.0, 1.5, 2.0), beta_large=1.8, alpha_large=1.5)
-    curves[-1] = Curve(curves[-1].label, {**curves[-1].changes, "depth": 12})
+    curves = _fig1e_curves(beta_small=0.02, alphas=(1.0, 1.5, 2.0), betas_large=(1.8, 4.0), alpha_large=1.5)
+    curves[-2:] = [Curve(c.label + ", 12 blocks", {**c.changes, "depth": 12}) for c in curves[-2:]]
     return dict(base=base, seeds=3, curves=curves)
 
 
-def _fig1e_curves(beta_small, alphas, beta_large, alpha_large) -> list:
-    """The paper's curves: small beta with the rank-collapse and the trainable alphas, then large beta."""
+def _fig1e_curves(beta_small, alphas, betas_large, alpha_large) -> list:
+    """The paper's curves: small beta with the rank-collapse and the trainable alphas, then the large betas."""
     small = [Curve(f"beta = {beta_small:g}, alpha_SA = {a:g}", dict(beta=beta_small, alpha_sa=a)) for a in alphas]
-    return small + [Curve(f"beta = {beta_large:g}, alpha_SA = {alpha_large:g}",
-                          dict(beta=beta_large, alpha_sa=alpha_large))]
+    return small + [Curve(f"beta = {b:g}, alpha_SA = {alpha_large:g}", dict(beta=b, alpha_sa=alpha_large))
+                    for b in betas_large]
+
+
+#: Fig. 5's variances: section C.1's MLP (sigma_w2 = 0.24, sigma_b2 = 4e-4) with unit value variance, so that
+#: 20 vanilla blocks at alpha_SA = 1 are deep in rank collapse (rho = 1 - 1e-5) and gain-controlled ones are not.
+FIG5_VARIANCES = dict(sigma_w2=0.24, sigma_v2=1.0, sigma_b2=0.0004, alpha_mlp=1.0)
 
 
 def _fig5_cpu() -> dict:
     base = TrainConfig(arch="post-ln", depth=20, d_model=64, heads=1, seq_len=32, batch=32, steps=1200, lr=2e-3,
-                       eval_every=100, eval_sequences=256, beta=1.0, alpha_sa=1.0)
+                       eval_every=100, eval_sequences=256, beta=0.02, alpha_sa=1.0, **FIG5_VARIANCES)
     return dict(base=base, seeds=3, curves=_fig5_curves())
 
 
 def _fig5_paper() -> dict:
     base = TrainConfig(arch="post-ln", depth=30, d_model=480, heads=1, seq_len=128, batch=64, steps=5000, lr=5e-4,
-                       eval_every=250, eval_sequences=512, beta=1.0, alpha_sa=1.0, device="cuda")
+                       eval_every=250, eval_sequences=512, beta=0.02, alpha_sa=1.0, device="cuda", **FIG5_VARIANCES)
     return dict(base=base, seeds=3, curves=_fig5_curves())
 
 

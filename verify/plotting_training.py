@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from numeric.plotting import PHASE_COLOURS, plot_diagram, pyplot, save
+from numeric.plotting import PHASE_COLOURS, pyplot, save
 
 
 def curve_band(results):
@@ -44,14 +44,16 @@ def plot_measured_diagram(diagram, path=None):
     plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.6))
     theory = diagram.theory
-    plot_diagram(theory, ax=left)
     log_beta = theory.betas.max() / theory.betas.min() > 10
+    _theory_panel(left, theory, log_beta)
     loss = np.nanmean(diagram.final_loss, axis=-1)
     B, A = np.meshgrid(diagram.betas, diagram.alphas)
     trained = diagram.trained
-    left.scatter(B[trained], A[trained], s=40, c="w", edgecolors="k", label="trained", zorder=3)
-    left.scatter(B[~trained], A[~trained], s=40, c="k", marker="x", label="not trained", zorder=3)
-    left.legend(loc="upper right", fontsize=7, framealpha=0.9)
+    handles = left.get_legend().legend_handles
+    handles += [left.scatter(B[trained], A[trained], s=40, c="w", edgecolors="k", label="trained", zorder=3),
+                left.scatter(B[~trained], A[~trained], s=40, c="k", marker="x", label="not trained", zorder=3)]
+    left.legend(handles=handles + left.get_lines()[:1], loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3,
+                fontsize=7, framealpha=0.9)
     mesh = right.pcolormesh(_edges(diagram.betas, log_beta), _edges(diagram.alphas, False), loss, cmap="viridis_r",
                             vmin=min(np.nanmin(loss), diagram.bigram_loss),
                             vmax=max(np.nanmax(loss), diagram.unigram_loss))
@@ -70,6 +72,24 @@ def plot_measured_diagram(diagram, path=None):
                     f"unigram {diagram.unigram_loss:.3f}, no context {diagram.context_free_loss:.3f}, trained below "
                     f"{diagram.cutoff:.3f}", fontsize=9)
     return save(fig, path)
+
+
+def _theory_panel(ax, theory, log_beta: bool) -> None:
+    """The theory's phases (colours of Fig. 1c) on cells around its grid values, with alpha_c(beta) (a
+    mesh, not an image: the grid of beta may be geometric)."""
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    ax.pcolormesh(_edges(theory.betas, log_beta), _edges(theory.alphas, False), theory.phase,
+                  cmap=ListedColormap(PHASE_COLOURS), vmin=-0.5, vmax=2.5)
+    finite = np.isfinite(theory.critical_alpha)
+    ax.plot(theory.betas[finite], theory.critical_alpha[finite], color="k", lw=1.2, label=r"$\alpha_c(\beta)$")
+    T = "T \\to \\infty" if theory.T is None else f"T = {theory.T}"
+    ax.set_title(f"theory: {theory.arch}, {theory.depth} blocks, ${T}$, $\\epsilon = {theory.eps:g}$", fontsize=9)
+    ax.set_ylim(theory.alphas.min(), theory.alphas.max())
+    ax.legend(handles=[Patch(color=c, label=n) for c, n in zip(PHASE_COLOURS, ("trainable", "rank collapse",
+                                                                                "entropy collapse"))],
+              loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3, fontsize=7, framealpha=0.9)
 
 
 def _edges(values, log: bool) -> np.ndarray:

@@ -138,6 +138,36 @@ def test_a_given_encoder_is_described_and_copies_are_refused():
         training.train(TINY, model=copies)
 
 
+def test_a_decoder_trains_on_next_byte_prediction():
+    """A causal pre-LN spec: every position but the last predicts the next byte; its no-context level is the
+    bigram loss on the same pairs; the position-resolved theory gives the prediction."""
+    config = dataclasses.replace(TINY, arch="pre-ln", mask="causal", objective="next-token", depth=2)
+    result = training.train(config)
+    inputs, targets = training.heldout_set(corpus.stdlib_corpus(), config)
+    assert torch.equal(targets[:, :-1], inputs[:, 1:]) and bool((targets[:, -1] == -100).all())
+    assert result.context_free_loss == pytest.approx(corpus.stdlib_corpus().bigram_nats(
+        inputs[:, :-1].numpy().ravel(), inputs[:, 1:].numpy().ravel()))
+    assert len(result.prediction.rho) == 3 and np.isfinite(result.final_heldout_loss)
+
+
+def test_figure_curves_sit_in_the_phases_their_figure_shows():
+    """The CPU and the paper-size curves of figures 1e and 5: the theory at their T (from a typical measured
+    rho0 of the embedded text, 0.05) puts each in the phase the paper's figure assigns it, except the paper's
+    own entropy-collapse value beta = 1.8, which the finite-T theory at T = 128 reads as trainable (first-layer
+    IPR 0.39 < 0.5; beta_c = sqrt 2 is the T -> oo threshold): the GPU figure trains it beside beta = 4."""
+    from verify.figures_training import sizes
+
+    expected = {("1e", "cpu"): ["rank collapse", "trainable", "trainable", "entropy collapse"],
+                ("1e", "cuda"): ["rank collapse", "trainable", "trainable", "trainable", "entropy collapse"],
+                ("5", "cpu"): ["rank collapse", "trainable"], ("5", "cuda"): ["rank collapse", "trainable"]}
+    for (figure, device), phases in expected.items():
+        spec = sizes(figure, device, quick=False)
+        assert spec["seeds"] >= 3
+        for curve, phase in zip(spec["curves"], phases, strict=True):
+            got = training.predict_at(dataclasses.replace(spec["base"], **curve.changes), rho0=0.05)
+            assert got.phase_name == phase, (figure, device, curve.label)
+
+
 # --- the grid through Dask, and resume ------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -197,7 +227,8 @@ def _column(text: str, name: str) -> list:
 @pytest.mark.parametrize("change, name", [
     (dict(steps=0), "steps"), (dict(arch="transformer"), "arch"), (dict(seq_len=1), "seq_len"),
     (dict(beta=-1.0), "beta"), (dict(heads=3), "heads"), (dict(lr=0.0), "lr"), (dict(mask_prob=1.0), "mask_prob"),
-    (dict(objective="next-token"), "objective"), (dict(d_ff=64), "d_ff"),
+    (dict(objective="next-token"), "objective"), (dict(d_ff=64), "d_ff"), (dict(mask="causal"), "mask"),
+    (dict(mask="window"), "mask"), (dict(arch="bert", mask="causal", objective="next-token"), "mask"),
 ])
 def test_bad_config_names_the_parameter(change, name):
     with pytest.raises(ValueError, match=name):

@@ -22,9 +22,9 @@ the trainable region trains. :func:`train` tests it for one model and
   (:mod:`verify.corpus`: the Python standard library's source by default):
   15 % of the positions are predicted, of which 80 % are replaced by the mask
   id, 10 % by a random byte and 10 % left as they are (BERT's rule, which the
-  paper's Hugging Face trainer applies). The objective is a registry
-  (:data:`OBJECTIVES`): a decoder's next-token objective registers there once
-  the torch view has causal attention.
+  paper's Hugging Face trainer applies). A decoder (a named spec with a causal
+  or sliding-window mask, :mod:`derive.masks`) predicts the next byte at every
+  position instead. The objectives are a registry (:data:`OBJECTIVES`).
 - **Optimiser.** The paper's recipe (section C): AdamW (lr 5e-4, weight decay
   0.01 on weights, none on biases, as Hugging Face's trainer), linear warm-up
   over 5 % of the steps and linear decay to zero, gradient clipping at global
@@ -40,14 +40,18 @@ the trainable region trains. :func:`train` tests it for one model and
 - **Prediction at initialisation.** The phase (0 trainable, 1 rank collapse,
   2 entropy collapse, :func:`numeric.trainability_diagram`), the rho profile
   (:func:`numeric.cosine_profile`) and the critical alpha_sa
-  (:func:`numeric.critical_alpha`) by the exact finite-T theory at T = seq_len,
+  (:func:`numeric.critical_alpha`) by the exact finite-T theory at T = seq_len
+  (position-resolved for a decoder, rho over all pairs),
   from the input cosine similarity rho0 measured on the run's own embedded
   held-out text (repeated bytes make it positive); for real encoders the
   adapters' theory of the model's own weights (:func:`verify.adapters.theory_run`).
 - **Measurements.** The held-out loss (the same fixed held-out sequences and
   masks for every run, so runs compare), the training loss, and the gradient
   norm of every block at step 0 (with respect to the weights W, the query and
-  key weights separately: Result 2's vanishing query gradient).
+  key weights separately: Result 2's vanishing query gradient). Baselines on
+  the same held-out predictions: the unigram loss (byte frequencies), the
+  no-context loss (the best model that reads only its own input byte) and the
+  bigram loss.
 
 Training runs in float32 by default (a CPU would be four times slower in
 float64); the theory is float64.
@@ -422,7 +426,12 @@ def schedule(step: int, steps: int, warmup: float) -> float:
 
 @dataclass
 class Prediction:
-    """The theory's verdict at initialisation: phase, rho profile (depth + 1,), critical alpha_sa, rho0 used."""
+    """The theory's verdict at initialisation: phase, rho profile (depth + 1,), critical alpha_sa, rho0 used.
+
+    ``q0``, ``rho0``: the measured input state (NaN q0 for a run read back from a CSV).
+    ``ipr_first``: the finite-T IPR E sum_s A_ts^2 of the first attention layer's rows (a
+    decoder's: of a row that sees all T keys, the last), the entropy-collapse reading.
+    """
 
     phase: int
     rho: np.ndarray
@@ -449,11 +458,17 @@ def predict(config: TrainConfig, model: nn.Module, ids: torch.Tensor) -> Predict
     T = config.seq_len
     rho0 = float(np.clip(rho0, -1.0 / (T - 1), 1.0))
     if isinstance(model, SpecModel):
-        return _predict_spec(config, q0, rho0)
+        return predict_at(config, rho0=rho0, q0=q0)
     return _predict_real(config, model, q0, rho0)
 
 
-def _predict_spec(config: TrainConfig, q0: float, rho0: float) -> Prediction:
+def predict_at(config: TrainConfig, *, rho0: float, q0: float = 1.0) -> Prediction:
+    """The finite-T theory's prediction for a spec's run from the input state (q0, rho0), without a model.
+
+    The theory takes q0 = 1 (docs/design.md); ``q0`` is recorded, not used.
+    """
+    if config.arch in MODEL_ARCHS:
+        raise ValueError("predict_at takes a spec's config; a real encoder's theory reads its weights (predict)")
     params = dict(alpha_mlp=config.alpha_mlp, sigma_v2=config.sigma_v2, sigma_w2=config.sigma_w2,
                   sigma_b2=config.sigma_b2, mask=config.mask)
     arch, T = config.arch, config.seq_len

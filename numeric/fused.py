@@ -152,7 +152,8 @@ def kernel_dir() -> pathlib.Path:
         candidates.append(pathlib.Path(os.environ[KERNEL_DIR_ENV]))
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     candidates.append(pathlib.Path(cache) / "sigprop" / "kernels")
-    candidates.append(pathlib.Path(tempfile.gettempdir()) / f"sigprop-kernels-{os.getuid() if hasattr(os, 'getuid') else 0}")
+    user = os.getuid() if hasattr(os, "getuid") else 0
+    candidates.append(pathlib.Path(tempfile.gettempdir()) / f"sigprop-kernels-{user}")
     for path in candidates:
         try:
             path.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,6 @@ import numbers
 import numpy as np
 
 from derive.parameters import DEFAULTS
-from derive.parameters import NAMES as POSITIONAL
 
 from . import fused
 from . import validation as check

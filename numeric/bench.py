@@ -225,6 +225,31 @@ def run(arch="post-ln", depth=60, grid=512, naive_points=300, T=None, activation
     return out
 
 
+def causal(profile_T=1024, profile_depth=60, diagram_T=256, diagram_depth=60, diagram_grid=8) -> dict:
+    """The position-resolved theory of a causal stack (issue 15's speed targets): one pre-LN profile at
+    ``profile_T`` positions and ``profile_depth`` blocks (target: 2 s), and a ``diagram_grid``-square causal
+    diagram at ``diagram_T`` (its cost per grid point and block, and the time a 128 x 128 grid would take at
+    that rate; target: 60 s). The kernels are compiled by a small warm-up run first."""
+    from .causal import cosine_profile
+    from .diagram import trainability_diagram
+
+    cosine_profile("pre-ln", 2, beta=1.0, T=32)
+    start = time.perf_counter()
+    cosine_profile("pre-ln", profile_depth, beta=1.0, T=profile_T)
+    profile_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    trainability_diagram("post-ln", diagram_depth, betas=np.linspace(0.1, 3.0, diagram_grid),
+                         alphas=np.linspace(0.0, 6.0, diagram_grid), T=diagram_T, mask="causal")
+    diagram_seconds = time.perf_counter() - start
+    per_point_block = diagram_seconds / (diagram_grid ** 2 * diagram_depth)
+    return {"causal_profile_T": profile_T, "causal_profile_depth": profile_depth,
+            "causal_profile_seconds": profile_seconds, "causal_diagram_T": diagram_T,
+            "causal_diagram_grid": [diagram_grid, diagram_grid], "causal_diagram_depth": diagram_depth,
+            "causal_diagram_seconds": diagram_seconds, "causal_seconds_per_point_block": per_point_block,
+            "causal_diagram_128_estimate_seconds": per_point_block * 128 ** 2 * diagram_depth,
+            "machine": {"cpus": _cpus(), "load_average": _load()}}
+
+
 def _numba_version():
     from importlib.metadata import PackageNotFoundError, version
     try:

@@ -253,6 +253,8 @@ def _skips(text: str) -> tuple:
 
 def cmd_bench(args):
     from . import bench
+    if args.causal:
+        return _bench_causal(bench, args)
     skip = set(args.skip or ())
     result = bench.run(args.arch, args.depth, args.grid, args.naive_points, args.T, args.activation, args.repeats,
                        finite_T=args.finite_T, latency="latency" not in skip, memory="memory" not in skip,
@@ -281,6 +283,22 @@ def cmd_bench(args):
               f"(process peak resident size {result['memory_process_peak_rss_mb']:.0f} MB)")
     if "sweep_updates_per_s" in result:
         print(f"4-D sweep: {result['sweep_updates']:.1e} block updates in {result['sweep_seconds']:.2f} s")
+
+
+def _bench_causal(bench, args):
+    """``sigprop bench --causal``: the position-resolved theory's profile and diagram timings."""
+    result = bench.causal()
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"causal profile: pre-LN, T = {result['causal_profile_T']}, {result['causal_profile_depth']} blocks: "
+          f"{result['causal_profile_seconds']:.2f} s")
+    grid = result["causal_diagram_grid"]
+    print(f"causal diagram: post-LN, T = {result['causal_diagram_T']}, {grid[0]}x{grid[1]} grid, "
+          f"{result['causal_diagram_depth']} blocks: {result['causal_diagram_seconds']:.1f} s "
+          f"({result['causal_seconds_per_point_block'] * 1e3:.2f} ms per point and block; a 128x128 grid: "
+          f"~{result['causal_diagram_128_estimate_seconds']:.0f} s)")
+    print(f"on {result['machine']['cpus']} CPUs, load average {result['machine']['load_average']}")
 
 
 GRAD_COLUMNS = ("query", "key", "value", "collapse")
@@ -435,6 +453,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip", type=_skips, metavar="PART[,PART]",
                    help="leave out parts of the report: numpy, latency (fresh processes, cold and cached JIT), "
                         "memory (a 2048x2048x60 diagram), sweep (a 4-D sweep)")
+    p.add_argument("--causal", action="store_true",
+                   help="instead: time the position-resolved theory of causal stacks (a profile at T = 1024, 60 "
+                        "blocks; an 8x8 causal diagram at T = 256, 60 blocks, and its rate)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_bench)
 

@@ -97,7 +97,9 @@ def _activation_expr(activation, x):
 
     gelu is the exact x Phi(x) (PyTorch's default ``approximate="none"``); erf is
     math.erf without rescaling; relu is Max(0, x), whose SymPy derivatives are
-    Heaviside(x) and DiracDelta(x).
+    Heaviside(x) and DiracDelta(x). silu is x sigma(x) = x / (1 + e^-x) (PyTorch's SiLU, the gate of
+    SwiGLU); gelu_new is GPT-2's x (1 + tanh(sqrt(2/pi)(x + 0.044715 x^3)))/2 (transformers' "gelu_new",
+    PyTorch's ``approximate="tanh"``). Neither has a closed-form kernel: opaque, by quadrature (as tanh).
     """
     return {
         "relu": lambda: sympy.Max(0, x),
@@ -105,6 +107,8 @@ def _activation_expr(activation, x):
         "tanh": lambda: sympy.tanh(x),
         "gelu": lambda: x * (1 + sympy.erf(x / sqrt(2))) / 2,
         "identity": lambda: x,
+        "silu": lambda: x / (1 + sympy.exp(-x)),
+        "gelu_new": lambda: x * (1 + sympy.tanh(sqrt(2 / pi) * (x + sympy.Rational(44715, 10**6) * x**3))) / 2,
     }[activation]()
 
 

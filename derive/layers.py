@@ -362,6 +362,8 @@ class Activation(Layer):
 
     name: str = "relu"
     label = "Activation"
+    #: Its pair map is a kernel of equal variances: a position-resolved map needs tokens of one norm.
+    needs_common_norm = True
 
     def __post_init__(self):
         if self.name not in kernels.ACTIVATIONS:
@@ -402,8 +404,8 @@ class Activation(Layer):
     def torch_forward(self, x, weights, params):
         import torch
         import torch.nn.functional as F
-        return {"relu": torch.relu, "erf": torch.erf, "tanh": torch.tanh,
-                "gelu": F.gelu, "identity": lambda z: z}[self.name](x)
+        return {"relu": torch.relu, "erf": torch.erf, "tanh": torch.tanh, "gelu": F.gelu, "identity": lambda z: z,
+                "silu": F.silu, "gelu_new": lambda z: F.gelu(z, approximate="tanh")}[self.name](x)
 
 
 @dataclass(frozen=True)
@@ -417,6 +419,18 @@ class SelfAttention(Layer):
     ``mask``: None (every row sees all T keys), "causal" (row t sees s <= t, as
     ``scaled_dot_product_attention(is_causal=True)``) or "sliding:W"
     (:mod:`derive.masks`); gain control then subtracts the mean over a row's own keys.
+
+    ``kv_heads`` (grouped-query / multi-query attention): W_K and W_V have ``kv_heads``
+    heads, each shared by heads/kv_heads consecutive query heads (transformers' ``repeat_kv``).
+    The expected map is unchanged: each head's output enters through its own block of
+    the output (or W_O, independent across heads), so the cross-head terms vanish
+    whatever the heads share (:func:`grouped_heads_cross_term`).
+
+    ``rope`` (RoPE's base theta) with ``rope_dim`` (the head dimension d_h): queries and keys
+    of position t rotated by R_t (:mod:`derive.rope`; transformers' ``rotate_half`` pairing
+    (j, j + d_h/2), frequencies theta^(-2i/d_h)); values are not rotated. The (q, p) map
+    evaluates the IPR at RoPE's effective key overlap and the pair term with the rows'
+    correlation rho c(t - t') (:class:`derive.rope.RopeOverlap`, :class:`derive.rope.RopePair`).
     """
 
     gain: bool = False
@@ -424,11 +438,28 @@ class SelfAttention(Layer):
     sigma_v2: str = "sigma_v2"
     heads: int = 1
     mask: object = None
+    kv_heads: int | None = None
+    rope: float | None = None
+    rope_dim: int | None = None
     label = "SelfAttention"
 
     def __post_init__(self):
         if not (isinstance(self.heads, int) and self.heads >= 1):
             raise ValueError(f"heads must be an integer >= 1, got {self.heads!r}")
+        if self.kv_heads is not None and not (isinstance(self.kv_heads, int) and self.kv_heads >= 1
+                                              and self.heads % self.kv_heads == 0):
+            raise ValueError(f"kv_heads must be an integer >= 1 that divides heads = {self.heads}, "
+                             f"got {self.kv_heads!r}")
+        if self.rope is not None:
+            if isinstance(self.rope, bool) or not (isinstance(self.rope, (int, float)) and math.isfinite(self.rope)
+                                                   and self.rope > 1):
+                raise ValueError(f"rope (RoPE's base theta) must be a finite number > 1, got {self.rope!r}")
+            if not (isinstance(self.rope_dim, int) and self.rope_dim >= 2 and self.rope_dim % 2 == 0):
+                raise ValueError(f"rope_dim (the head dimension RoPE rotates) must be an even integer >= 2, "
+                                 f"got {self.rope_dim!r}")
+            object.__setattr__(self, "rope", float(self.rope))
+        elif self.rope_dim is not None:
+            raise ValueError("rope_dim is the head dimension of RoPE: give rope (its base theta) too")
         object.__setattr__(self, "mask", masks.parse(self.mask))
 
     def parameters(self):
@@ -441,36 +472,68 @@ class SelfAttention(Layer):
                              "spec) or the overlap-matrix view (gram_map)")
         ctx.attention_inputs.append(state)
         beta = parameter(self.beta)
-        moments = {name: ctx.define(f"attention moment {name}", name, fn(beta, state.q, state.p, ctx.T))
-                   for name, fn in (("Y2", Y2), ("Yp", Yp))}
+        if self.rope is None:
+            moments = {name: ctx.define(f"attention moment {name}", name, fn(beta, state.q, state.p, ctx.T))
+                       for name, fn in (("Y2", Y2), ("Yp", Yp))}
+        else:
+            from .rope import RopeOverlap, RopePair
+            args = (beta, state.q, state.p, ctx.T, sympy.Float(self.rope), sympy.Integer(self.rope_dim))
+            p_rope = ctx.define("RoPE effective key overlap", "p_rope", RopeOverlap(*args))
+            moments = {"Y2": ctx.define("attention moment Y2", "Y2", Y2(beta, state.q, p_rope, ctx.T)),
+                       "Yp": ctx.define("attention moment Yp (RoPE)", "Yp", RopePair(*args))}
         q_s, p_s = attention_map(beta, state.q, state.p, ctx.T, parameter(self.sigma_v2), self.gain, moments)
         return ctx.emit(str(self), State(q_s, p_s, gaussian=False, centred=True))
 
     def __str__(self):
         kind = "gain-controlled" if self.gain else "vanilla"
         heads = f", heads={self.heads}" if self.heads != 1 else ""
+        kv = f", kv_heads={self.kv_heads}" if self.kv_heads is not None else ""
         mask = f", mask={self.mask}" if self.mask is not None else ""
-        return f"SelfAttention({kind}, beta={self.beta}, sigma_v2={self.sigma_v2}{heads}{mask})"
+        rope = f", rope={self.rope:g}/{self.rope_dim}" if self.rope is not None else ""
+        return f"SelfAttention({kind}, beta={self.beta}, sigma_v2={self.sigma_v2}{heads}{kv}{mask}{rope})"
 
-    def torch_init(self, d, n_seeds, generator, dtype, device):
+    def head_dim(self, d: int) -> int:
+        """d / heads, checked against rope_dim when RoPE is on."""
         if d % self.heads:
             raise ValueError(f"d={d} is not divisible by heads={self.heads}")
-        return {k: _normal((n_seeds, d, d), 1.0, generator, dtype, device) for k in ("W_Q", "W_K", "W_V")}
+        d_h = d // self.heads
+        if self.rope is not None and d_h != self.rope_dim:
+            raise ValueError(f"rope_dim = {self.rope_dim} but the heads have d/heads = {d_h} features")
+        return d_h
+
+    def torch_init(self, d, n_seeds, generator, dtype, device):
+        d_kv = self.head_dim(d) * (self.kv_heads or self.heads)
+        shapes = {"W_Q": (n_seeds, d, d), "W_K": (n_seeds, d_kv, d), "W_V": (n_seeds, d_kv, d)}
+        return {k: _normal(shape, 1.0, generator, dtype, device) for k, shape in shapes.items()}
 
     def torch_scores(self, x, weights, params):
         """The scores a_ts (seeds, [batch...,] heads, T, T) of eq. (6) for input ``x``.
 
         W_Q, W_K entries N(0, beta sqrt(ln T)/d) (:meth:`query_key_std`), the product divided by
-        sqrt(d_h); shared by :meth:`torch_forward` and :meth:`torch_attention`.
+        sqrt(d_h); shared by :meth:`torch_forward` and :meth:`torch_attention`. With ``rope`` the
+        queries and keys are rotated first (:meth:`rotate`).
         """
         T, d = x.shape[-2], x.shape[-1]
-        queries, keys = self._heads(x, weights["W_Q"]), self._heads(x, weights["W_K"])
+        queries, keys = self._heads(x, weights["W_Q"]), self._heads(x, weights["W_K"], self.kv_heads)
+        if self.rope is not None:
+            queries, keys = self.rotate(queries), self.rotate(keys)
         scores = (queries @ keys.transpose(-1, -2)) * (self.query_key_std(T, d, params) ** 2 / math.sqrt(d // self.heads))
         if self.mask is None:
             return scores
         import torch
         allowed = torch.as_tensor(self.mask.allowed(T), device=scores.device)
         return scores.masked_fill(~allowed, float("-inf"))
+
+    def rotate(self, y):
+        """RoPE on (..., T, d_h): y cos(t theta_i) + rotate_half(y) sin(t theta_i) with the frequencies
+        theta^(-2i/d_h) repeated over both halves (transformers' LlamaRotaryEmbedding and apply_rotary_pos_emb)."""
+        import torch
+        T, d_h = y.shape[-2], y.shape[-1]
+        inv = self.rope ** (-torch.arange(0, d_h, 2, dtype=torch.float64, device=y.device) / d_h)
+        angles = torch.arange(T, dtype=torch.float64, device=y.device)[:, None] * inv[None, :]
+        angles = torch.cat((angles, angles), dim=-1)
+        half = torch.cat((-y[..., d_h // 2:], y[..., :d_h // 2]), dim=-1)
+        return y * angles.cos().to(y.dtype) + half * angles.sin().to(y.dtype)
 
     def query_key_std(self, T: int, d: int, params: dict) -> float:
         """The std of the entries of W_Q and W_K: sqrt(beta sqrt(ln T)/d) (Result 1; docs/design.md).
@@ -486,18 +549,24 @@ class SelfAttention(Layer):
         """The std of the entries of W_V: sqrt(sigma_v2/d) (an output projection folds into sigma_v2)."""
         return math.sqrt(_value(params, self.sigma_v2) / d)
 
-    def _heads(self, x, w):
+    def _heads(self, x, w, groups=None):
         """x W^T with unit-variance W, split into heads: (seeds, [batch...,] heads, T, d_h).
 
-        The variances are applied to the (smaller) products, not to the weights.
+        ``groups`` (grouped-query attention): W has that many heads, each repeated for
+        heads/groups consecutive query heads. The variances are applied to the (smaller)
+        products, not to the weights.
         """
         y = x @ _per_seed(w, x).transpose(-1, -2)
-        return y.reshape(*x.shape[:-1], self.heads, x.shape[-1] // self.heads).transpose(-2, -3)
+        d_h = x.shape[-1] // self.heads
+        y = y.reshape(*x.shape[:-1], y.shape[-1] // d_h, d_h).transpose(-2, -3)
+        if groups is not None and groups != self.heads:
+            y = y.repeat_interleave(self.heads // groups, dim=-3)
+        return y
 
     def torch_forward(self, x, weights, params):
         import torch
         attention = torch.softmax(self.torch_scores(x, weights, params), dim=-1)
-        values = self._heads(x, weights["W_V"])
+        values = self._heads(x, weights["W_V"], self.kv_heads)
         out = attention @ values
         if self.gain:
             out = out - self._key_average(x.shape[-2], values)
@@ -525,8 +594,7 @@ class SelfAttention(Layer):
         uniform = 1.0 / T if allowed is None else allowed / allowed.sum(-1, keepdims=True)
         out = np.zeros_like(Q)
         for _ in range(self.heads):
-            scores = factor @ ctx.rng.standard_normal(Q.shape) @ np.swapaxes(factor, -1, -2)
-            scores *= scale
+            scores = self._gram_scores(factor, Q.shape, ctx.rng) * scale
             if allowed is not None:
                 scores[..., ~allowed] = -np.inf
             scores -= scores.max(axis=-1, keepdims=True)          # log-sum-exp: no overflow at any beta
@@ -536,6 +604,22 @@ class SelfAttention(Layer):
                 attention -= uniform
             out += attention @ Q @ np.swapaxes(attention, -1, -2)
         return out * (_value(params, self.sigma_v2) / self.heads)
+
+    def _gram_scores(self, factor, shape, rng):
+        """Scores of unit scale with Cov(a_ts, a_kl) = Q_tk Q_sl c((l - k) - (s - t)) (c = 1 without RoPE):
+        F G F^T, or with RoPE sum_i sqrt(4/d_h) Re(e^(i (s - t) theta_i) F G_i F^T) with standard complex G_i
+        (E Re(w Z) Re(w' Z') = Re(w conj(w') E Z conj(Z'))/2 gives (2/d_h) sum_i cos, :mod:`derive.rope`)."""
+        import numpy as np
+        factor_t = np.swapaxes(factor, -1, -2)
+        if self.rope is None:
+            return factor @ rng.standard_normal(shape) @ factor_t
+        T = shape[-1]
+        lag = np.arange(T)[None, :] - np.arange(T)[:, None]                    # s - t
+        out = np.zeros(shape)
+        for theta_i in self.rope ** (-np.arange(0, self.rope_dim, 2) / self.rope_dim):
+            G = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)) / math.sqrt(2.0)
+            out += (np.exp(1j * lag * theta_i) * (factor @ G @ factor_t)).real
+        return out * math.sqrt(4.0 / self.rope_dim)
 
     def torch_attention(self, x, weights, params):
         """The attention matrices A (seeds, [batch...,] heads, T, T) of this layer for input ``x``."""
@@ -666,6 +750,240 @@ class Residual(Layer):
         return self.branch.gram_map(Q, params, ctx) + _value(params, self.alpha) ** 2 * Q
 
 
+@dataclass(frozen=True)
+class RMSNorm(Layer):
+    """X_t -> gamma * X_t / sqrt(|X_t|^2/d + eps) (LLaMA's RMSNorm; docs/design.md, "Conventions").
+
+    No centring. ``gain``: the name of the parameter that is the mean square of the gain vector
+    gamma (None: gamma = 1, as initialised). For tokens whose coordinates are exchangeable (the
+    output of a layer linear in fresh weights, or its normalisation) (1/d) sum_i gamma_i^2 X_ti X_si
+    has mean mean(gamma^2) Q_ts, so the map is LayerNorm's (eq. 5 with eps) times the gain:
+    q -> g q/(q + eps), p -> g p/(q + eps); the pair map g q_ts / sqrt((q_tt + eps)(q_ss + eps)).
+    """
+
+    eps: float = 0.0
+    gain: str | None = None
+    label = "RMSNorm"
+
+    def __post_init__(self):
+        if not (isinstance(self.eps, (int, float)) and math.isfinite(self.eps) and self.eps >= 0):
+            raise ValueError(f"RMSNorm eps must be finite and >= 0, got {self.eps!r}")
+        if self.gain is not None:
+            parameter(self.gain)
+
+    def parameters(self):
+        return {self.gain} if self.gain else set()
+
+    def _gain(self):
+        return parameter(self.gain) if self.gain else sympy.Integer(1)
+
+    def overlap_map(self, state, ctx):
+        q_new, p_new = _layernorm_map(sympy.nsimplify(self.eps))
+        table = {_Q: state.q, _P: state.p}
+        g2 = self._gain()
+        return ctx.emit(str(self), State(g2 * q_new.subs(table, simultaneous=True),
+                                         g2 * p_new.subs(table, simultaneous=True)))
+
+    def pair_map(self):
+        """gain q_ts / sqrt((q_tt + eps)(q_ss + eps))."""
+        return self._gain() * _layernorm_pair(sympy.nsimplify(self.eps))
+
+    def gram_map(self, Q, params, ctx):
+        import numpy as np
+        scale = 1.0 / np.sqrt(np.diagonal(Q, axis1=-2, axis2=-1) + self.eps)
+        g2 = _value(params, self.gain) if self.gain else 1.0
+        return g2 * Q * scale[..., :, None] * scale[..., None, :]
+
+    def torch_forward(self, x, weights, params):
+        g = math.sqrt(_value(params, self.gain)) if self.gain else 1.0
+        return g * x / (x.pow(2).mean(dim=-1, keepdim=True) + self.eps).sqrt()
+
+    def __str__(self):
+        opts = [f"eps={self.eps:g}"] if self.eps else []
+        opts += [f"gain={self.gain}"] if self.gain else []
+        return f"RMSNorm({', '.join(opts)})"
+
+
+def _gated_product() -> sympy.Expr:
+    """The coefficient of (gate overlap) x (up projection's overlap) in the gated product's overlap (it is 1).
+
+    (1/d_ff) E_{W_up}[(G_t * W_up X_t) . (G_u * W_up X_u)] by Wick, G the gate's output (not averaged over W_up):
+    one term, (variance/d_ff) sum_i G_ti G_ui Q_tu = [(1/d_ff) sum_i G_ti G_ui] x [variance Q_tu]."""
+    d_in, d_ff, var = sympy.Symbol("d_in", positive=True), sympy.Symbol("d_ff", positive=True), \
+        sympy.Symbol("sigma_up", positive=True)
+    ranges = {"t": None, "u": None, "i": d_ff, "j": d_in, "l": d_in}
+
+    def h(row, inner):
+        up = (g.tensor("W", "i", inner, ranges=ranges) * g.tensor("X", row, inner, ranges=ranges)).summed_over(inner)
+        return g.tensor("G", row, "i", ranges=ranges) * up
+
+    expr = (h("t", "j") * h("u", "l")).summed_over("i").scaled(1 / d_ff)
+    expr = g.contract(g.wick(expr, {"W": var / d_in}))
+    if len(expr.terms) != 1:
+        raise ValueError(f"expected one term G G Q after Wick's theorem, got {expr}")
+    term = expr.terms[0]
+    if sorted(f.name for f in term.factors) != ["G", "G", "Q"]:
+        raise ValueError(f"the gated product did not factorise: {term}")
+    return sympy.simplify(term.coeff * d_ff / var)
+
+
+@dataclass(frozen=True)
+class GatedMLP(Layer):
+    """W_down (phi(W_gate x + b) * (W_up x + b_up)) + b_down: SwiGLU (phi = silu, LLaMA) and GeGLU (gelu).
+
+    The gate and the up projection are independent at initialisation, so (Wick over W_up,
+    :func:`_gated_product`) the product's overlap factorises into the gate's kernel and the up
+    projection's overlap, E[phi(u) phi(u')] E[v v'] (docs/design.md, "Decoder-only conventions"):
+
+        q_h = K_phi(s_g q + b, s_g q + b) (s_u q + b_u),   p_h = K_phi(s_g q + b, s_g p + b) (s_u p + b_u),
+
+    then the down projection q' = s_d q_h + b_d. ``gate``, ``up``, ``down``: the names of the three weight
+    variances (W entries N(0, s/fan_in)); ``bias``, ``bias_up``, ``bias_down``: bias variances or None;
+    ``width``: d_ff/d in the torch view.
+    """
+
+    activation: str = "silu"
+    gate: str = "sigma_w2"
+    up: str = "sigma_w2_up"
+    down: str = "sigma_w2_out"
+    width: float = 1.0
+    bias: str | None = None
+    bias_up: str | None = None
+    bias_down: str | None = None
+    label = "GatedMLP"
+    needs_common_norm = True
+
+    def __post_init__(self):
+        if self.activation not in kernels.ACTIVATIONS:
+            raise ValueError(f"activation must be one of {kernels.ACTIVATIONS}, got {self.activation!r}")
+        if not (isinstance(self.width, (int, float)) and math.isfinite(self.width) and self.width > 0):
+            raise ValueError(f"width (d_ff/d) must be a finite number > 0, got {self.width!r}")
+
+    def _linears(self):
+        return (Linear(self.gate, self.bias, self.width), Linear(self.up, self.bias_up, self.width),
+                Linear(self.down, self.bias_down, 1.0 / self.width))
+
+    def parameters(self):
+        return set().union(*(layer.parameters() for layer in self._linears()))
+
+    def overlap_map(self, state, ctx):
+        gate, up, down = self._linears()
+        inner = Context(T=ctx.T)
+        s_gate, s_up = gate.overlap_map(state, inner), up.overlap_map(state, inner)
+        factor = _gated_product()
+        q_h = factor * kernels.gaussian_kernel(self.activation, s_gate.q, s_gate.q) * s_up.q
+        p_h = factor * kernels.gaussian_kernel(self.activation, s_gate.q, s_gate.p) * s_up.p
+        product = ctx.emit(f"gate {self.activation}(W_gate x) * W_up x", State(q_h, p_h))
+        return down.overlap_map(product, ctx)
+
+    def pair_map(self):
+        """s_d K_phi(s_g q_tt + b, s_g q_ts + b) (s_u q_ts + b_u) + b_d (tokens of one norm q_tt)."""
+        gate, up, down = (_entrywise(layer) for layer in self._linears())
+        product = _gated_product() * kernels.gaussian_kernel(self.activation, gate.subs(QTS, QT), gate) * up
+        return down.subs(QTS, product)
+
+    def gram_map(self, Q, params, ctx):
+        """The pair map on every entry: the gate's kernel K(q, Q1) with the common norm q (tokens of equal norm)."""
+        import numpy as np
+        gate, up, down = self._linears()
+        Q1, Q3 = gate.gram_map(Q, params, ctx), up.gram_map(Q, params, ctx)
+        q1 = np.diagonal(Q1, axis1=-2, axis2=-1)
+        if np.any(np.abs(q1 - q1[..., :1]) > 1e-9 * np.abs(q1[..., :1])):
+            raise ValueError(f"{self} in a Gram-matrix map needs tokens of equal norm")
+        return down.gram_map(ctx.kernel(self.activation)(q1[..., :1, None], Q1) * Q3, params, ctx)
+
+    def out_features(self, d):
+        return d
+
+    def torch_init(self, d, n_seeds, generator, dtype, device):
+        gate, up, down = self._linears()
+        d_ff = gate.out_features(d)
+        return {"gate": gate.torch_init(d, n_seeds, generator, dtype, device),
+                "up": up.torch_init(d, n_seeds, generator, dtype, device),
+                "down": down.torch_init(d_ff, n_seeds, generator, dtype, device)}
+
+    def torch_forward(self, x, weights, params):
+        gate, up, down = self._linears()
+        h = Activation(self.activation).torch_forward(gate.torch_forward(x, weights["gate"], params), {}, params)
+        return down.torch_forward(h * up.torch_forward(x, weights["up"], params), weights["down"], params)
+
+    def __str__(self):
+        width = f", width={self.width:g}d" if self.width != 1 else ""
+        return f"GatedMLP({self.activation}, gate={self.gate}, up={self.up}, down={self.down}{width})"
+
+
+@dataclass(frozen=True)
+class Parallel(Layer):
+    """PAR(X) = sum_b F_b(X) + alpha X: attention and MLP on the same input (GPT-J, GPT-NeoX's parallel residual).
+
+    Each branch ends linear in its own fresh zero-mean weights, so the cross terms between
+    branches and with the skip vanish (Wick, as :class:`Residual`): q -> sum_b q_b + alpha^2 q,
+    p -> sum_b p_b + alpha^2 p.
+    """
+
+    branches: tuple = ()
+    alpha: str = "alpha_sa"
+    label = "Parallel"
+
+    def __init__(self, *branches: Layer, alpha: str = "alpha_sa"):
+        if len(branches) < 2:
+            raise ValueError(f"Parallel needs at least two branches, got {len(branches)}")
+        for k, branch in enumerate(branches):
+            if not isinstance(branch, Layer):
+                raise ValueError(f"Parallel branch {k} must be a Layer, got {type(branch).__name__}")
+            if not _ends_in_fresh_weights(branch):
+                raise ValueError(f"Parallel branch {k} must end in a layer linear in fresh zero-mean weights "
+                                 f"(Linear, SelfAttention or GatedMLP), got:\n{branch}")
+        object.__setattr__(self, "branches", tuple(branches))
+        object.__setattr__(self, "alpha", alpha)
+
+    def parameters(self):
+        return {self.alpha}.union(*(branch.parameters() for branch in self.branches))
+
+    def overlap_map(self, state, ctx):
+        outs = [branch.overlap_map(State(state.q, state.p), ctx) for branch in self.branches]
+        a2 = parameter(self.alpha) ** 2
+        cross = _cross_term()
+        q_new = sum(o.q for o in outs) + a2 * state.q + 2 * parameter(self.alpha) * cross
+        p_new = sum(o.p for o in outs) + a2 * state.p + 2 * parameter(self.alpha) * cross
+        return ctx.emit(f"Parallel(alpha={self.alpha})", State(q_new, p_new))
+
+    def lines(self):
+        return [f"Parallel(alpha={self.alpha}):"] + ["  " + line for b in self.branches for line in b.lines()]
+
+    def __str__(self):
+        return "\n".join(self.lines())
+
+    def __repr__(self):
+        return f"Parallel({', '.join(repr(b) for b in self.branches)}, alpha={self.alpha!r})"
+
+    def torch_init(self, d, n_seeds, generator, dtype, device):
+        return {str(k): b.torch_init(d, n_seeds, generator, dtype, device) for k, b in enumerate(self.branches)}
+
+    def torch_forward(self, x, weights, params):
+        out = _value(params, self.alpha) * x
+        for k, branch in enumerate(self.branches):
+            out = out + branch.torch_forward(x, weights[str(k)], params)
+        return out
+
+    def gram_map(self, Q, params, ctx):
+        out = _value(params, self.alpha) ** 2 * Q
+        for branch in self.branches:
+            out = out + branch.gram_map(Q, params, ctx)
+        return out
+
+
+def grouped_heads_cross_term() -> sympy.Expr:
+    """(1/d) E[O^h_t . O^h'_u] for two heads h != h' whose outputs go through independent blocks W_O^h, W_O^h'
+    of the output projection, whatever they share (keys, values): zero by Wick (one entry of each block)."""
+    d = sympy.Symbol("d", positive=True)
+    ranges = {"i": d, "j": d, "l": d}
+    a = (g.tensor("W_O1", "i", "j", ranges=ranges) * g.tensor("H1", "t", "j", ranges=ranges)).summed_over("j")
+    b = (g.tensor("W_O2", "i", "l", ranges=ranges) * g.tensor("H2", "u", "l", ranges=ranges)).summed_over("l")
+    expr = g.wick((a * b).summed_over("i").scaled(1 / d), {"W_O1": sympy.Symbol("s1"), "W_O2": sympy.Symbol("s2")})
+    return sum((t.coeff for t in expr.terms), sympy.Integer(0))
+
+
 def _entrywise(layer: Layer) -> sympy.Expr:
     """The off-diagonal entry of ``layer``'s (q, p) map with p = q_ts, checked not to involve the norm q."""
     q = sympy.Symbol("q_norm", positive=True)
@@ -699,7 +1017,7 @@ def _ends_in_fresh_weights(layer: Layer) -> bool:
     """The layer's output is linear in fresh zero-mean weights (its last step is a Linear or SelfAttention)."""
     while isinstance(layer, Sequence) and layer.layers:
         layer = layer.layers[-1]
-    return isinstance(layer, (Linear, SelfAttention))
+    return isinstance(layer, (Linear, SelfAttention, GatedMLP))
 
 
 _CLOSED_FORM_KERNELS: dict = {}

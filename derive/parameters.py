@@ -51,5 +51,11 @@ DEFAULTS = {par.name: par.default for par in BLOCK if par.default is not None}
 #: The named block architectures (specs in :mod:`derive.architectures`): Alg. 1, Alg. 2 (corrected),
 #: Alg. 3 and gain-controlled pre-LN.
 ARCHITECTURES = ("post-ln", "pre-ln", "gain-post-ln", "gain-pre-ln")
-#: The activations with a Gaussian kernel (:mod:`derive.kernels`); ``gelu`` is exact, x Phi(x).
-ACTIVATIONS = ("relu", "erf", "tanh", "gelu", "identity")
+#: The activations with a Gaussian kernel (:mod:`derive.kernels`); ``gelu`` is exact, x Phi(x); ``silu`` is
+#: x sigma(x) (SwiGLU's gate, PyTorch's SiLU); ``gelu_new`` is GPT-2's tanh approximation of gelu.
+ACTIVATIONS = ("relu", "erf", "tanh", "gelu", "identity", "silu", "gelu_new")
+#: The activations whose named-architecture maps and fused kernels are generated and shipped
+#: (:mod:`numeric.codegen`). silu and gelu_new have no closed-form kernel (Gauss-Hermite quadrature, as tanh):
+#: shipping them for every named architecture would add 16 quadrature kernels to compile and test in CI; a named
+#: architecture with them is compiled on first use instead (docs/design.md, "One table, one rule, one solver").
+NAMED_ACTIVATIONS = ("relu", "erf", "tanh", "gelu", "identity")

@@ -26,11 +26,12 @@ _pair_term = _njit(gen.pair_term, inline="always")
 
 
 @kernel
-def nested_overlaps(Q, C, qbar, pbar, n, kappa, cells, sigma_v2, gain, out):
+def nested_overlaps(Q, C, qbar, pbar, n, kappa, cells, sigma_v2, gain, rotation, out):
     """Fill the off-diagonal of ``out`` (B, T, T) for nested causal prefixes (see module docstring).
 
     Q (B, T, T); C (B, T+1, T+1) prefix sums; qbar, pbar, kappa (B, T) per row; n (T,) key counts;
-    cells (B * T, W - 1, 4) the Hermite cells of each row's Yp in w; sigma_v2 (B,).
+    cells (B * T, W - 1, 4) the Hermite cells of each row's Yp in w; sigma_v2 (B,); rotation (T,) the factor
+    c(u - t) of the queries' correlation by lag (RoPE; ones without it).
     """
     B, T = Q.shape[0], Q.shape[1]
     cells_per_row = cells.shape[1]
@@ -40,7 +41,7 @@ def nested_overlaps(Q, C, qbar, pbar, n, kappa, cells, sigma_v2, gain, out):
         for u in range(t + 1, T):
             n_u = n[u]
             r_u = (C[b, t + 1, u + 1] - C[b, t + 1, t + 1]) / (n_t * (n_u - n_t))
-            rho = Q[b, t, u] / math.sqrt(Q[b, t, t] * Q[b, u, u])
+            rho = Q[b, t, u] / math.sqrt(Q[b, t, t] * Q[b, u, u]) * rotation[u - t]
             rho = min(max(rho, 0.0), 1.0)
             root = math.sqrt(1.0 - rho)
             ku = kappa[b, t] * root

@@ -43,9 +43,14 @@ from .row_moments import RowMoments
 
 
 class Attention:
-    """The closure of a masked attention layer at sequence length T: Q (..., T, T) -> expected output overlaps."""
+    """The closure of a masked attention layer at sequence length T: Q (..., T, T) -> expected output overlaps.
 
-    def __init__(self, T: int, mask):
+    ``rope``: None, or RoPE's (theta, head_dim) (:mod:`derive.rope`): each row's width is then the hierarchical
+    closure's (:class:`numeric.rope.Rows`) and the pair term of rows t < u sees the queries' correlation
+    rho_tu c(u - t) (values are not rotated, so the value overlaps are unchanged).
+    """
+
+    def __init__(self, T: int, mask, rope=None):
         self.T, self.mask = T, mask
         t = np.arange(T)
         self.first = np.array([mask.first_key(k) for k in range(T)])
@@ -53,6 +58,12 @@ class Attention:
         self.rows, self.cols = np.triu_indices(T, 1)                        # pairs t < u
         self._pairs(self.rows, self.cols)
         self.moments = _moments()
+        self.rope = None
+        self.rotation = np.ones(T)                                          # c(u - t) by lag: 1 without RoPE
+        if rope is not None:
+            from .rope import Rows
+            self.rope = Rows(T, self.first, self.n, *rope)
+            self.rotation = self.rope.lags.copy()
 
     def _pairs(self, t, u):
         """Index ranges of the key classes of each pair (t < u): shared S = [f_u, t], K_t - S = [f_t, f_u)."""
@@ -99,7 +110,8 @@ class Attention:
         view = out.reshape((-1, T, T))
         nested_overlaps(flat(Q, (T, T)), flat(C, (T + 1, T + 1)), flat(stats.qbar, (T,)), flat(stats.pbar, (T,)),
                         self.n, np.ascontiguousarray(pairs.kappa.reshape(-1, T)), pairs._cells,
-                        np.ascontiguousarray(np.broadcast_to(sigma_v2, batch).reshape(-1)), bool(gain), view)
+                        np.ascontiguousarray(np.broadcast_to(sigma_v2, batch).reshape(-1)), bool(gain),
+                        self.rotation, view)
 
     def row_ipr(self, Q, beta) -> np.ndarray:
         """Y2 of every row (..., T) for input overlaps Q: the entropy-collapse reading."""
@@ -113,8 +125,13 @@ class Attention:
         square = _rect(C, lo, hi, lo, hi)
         pbar = np.where(n > 1, (square - n * qbar) / np.maximum(n * (n - 1), 1.0), qbar)
         diag = np.diagonal(Q, axis1=-2, axis2=-1)
-        spread = np.maximum(qbar - pbar, 0.0) * diag
-        b = beta[..., None] * np.sqrt(math.log(self.T) * spread)
+        if self.rope is None:
+            spread = np.maximum(qbar - pbar, 0.0) * diag
+            b = beta[..., None] * np.sqrt(math.log(self.T) * spread)
+        else:
+            QC, _ = _prefix_sums(Q * self.rope.C)
+            rotated = self.rope.rotated_mean(QC, D, lo, hi)
+            b = self.rope.widths(beta[..., None] ** 2 * math.log(self.T) * diag, qbar, rotated)
         return _RowStats(qbar, pbar, b, self.moments.y2(b, np.broadcast_to(n, b.shape)))
 
     def _overlaps(self, Q, C, D, stats, sigma_v2, gain, gen):
@@ -128,7 +145,7 @@ class Attention:
         else:
             qbar, pbar, r_u, r_t, r_o = self._window_means(C, D, n_t, n_u)
         diag = np.diagonal(Q, axis1=-2, axis2=-1)
-        rho = Q[..., t, u] / np.sqrt(diag[..., t] * diag[..., u])
+        rho = Q[..., t, u] / np.sqrt(diag[..., t] * diag[..., u]) * self.rotation[u - t]
         Yp = self._pair(stats.b, t, n_s, rho)
         Pi = gen.pair_term(Yp, n_t, n_u, n_s)
         if gain:
@@ -260,7 +277,8 @@ def is_masked(spec) -> bool:
     """Whether a spec (a derive.layers.Layer, inspected without importing SymPy) has a masked attention layer."""
     if getattr(spec, "mask", None) is not None:
         return True
-    inner = list(getattr(spec, "layers", ())) + ([spec.branch] if hasattr(spec, "branch") else [])
+    inner = (list(getattr(spec, "layers", ())) + list(getattr(spec, "branches", ()))
+             + ([spec.branch] if hasattr(spec, "branch") else []))
     return any(is_masked(layer) for layer in inner)
 
 
@@ -271,7 +289,8 @@ def spec_mask(spec):
     def walk(layer):
         if hasattr(layer, "mask") and type(layer).__name__ == "SelfAttention":
             found.add(layer.mask)
-        for inner in list(getattr(layer, "layers", ())) + ([layer.branch] if hasattr(layer, "branch") else []):
+        for inner in (list(getattr(layer, "layers", ())) + list(getattr(layer, "branches", ()))
+                      + ([layer.branch] if hasattr(layer, "branch") else [])):
             walk(inner)
 
     walk(spec)
@@ -280,12 +299,33 @@ def spec_mask(spec):
     return found.pop()
 
 
+def spec_rope(spec):
+    """RoPE's (theta, head_dim) of a spec's attention layers (one setting per spec), or None."""
+    found = set()
+
+    def walk(layer):
+        if type(layer).__name__ == "SelfAttention":
+            rope = getattr(layer, "rope", None)
+            found.add(None if rope is None else (rope, layer.rope_dim))
+        for inner in (list(getattr(layer, "layers", ())) + list(getattr(layer, "branches", ()))
+                      + ([layer.branch] if hasattr(layer, "branch") else [])):
+            walk(inner)
+
+    walk(spec)
+    if len(found) > 1:
+        raise ValueError(f"a position-resolved profile needs one RoPE setting on every attention layer, got {found}")
+    return found.pop() if found else None
+
+
 def block_function(arch, activation: str):
     """The generated position-resolved block map of a named architecture, or a custom spec compiled now."""
+    from .codegen_causal import compile_causal
     if isinstance(arch, str):
         from ._generated_causal import CAUSAL_BLOCK_MAPS
-        return CAUSAL_BLOCK_MAPS[(arch, activation)]
-    from .codegen_causal import compile_causal
+        if (arch, activation) in CAUSAL_BLOCK_MAPS:
+            return CAUSAL_BLOCK_MAPS[(arch, activation)]
+        from derive.architectures import architecture      # an activation not shipped (silu, gelu_new)
+        return _compiled(architecture(arch, activation, mask="causal"), compile_causal)
     return _compiled(arch, compile_causal)
 
 
@@ -379,16 +419,17 @@ def prepare(arch, depth, *, beta, T, rho0, activation, mask, tokens, params):
         mask = masks.parse(mask)
         if mask is None:
             raise ValueError("mask must be 'causal' or 'sliding:W' for a position-resolved profile")
+        rope = None
     else:
-        mask = spec_mask(arch)
+        mask, rope = spec_mask(arch), spec_rope(arch)
     rho0 = check.rho0(rho0, T)
     values = block_values(arch, beta, params)
-    return (block_function(arch, activation), _attention(T, mask), values, depth, rho0, positions(tokens, T))
+    return (block_function(arch, activation), _attention(T, mask, rope), values, depth, rho0, positions(tokens, T))
 
 
 @lru_cache(maxsize=8)
-def _attention(T: int, mask) -> Attention:
-    return Attention(T, mask)
+def _attention(T: int, mask, rope=None) -> Attention:
+    return Attention(T, mask, rope)
 
 
 def cosine_profile(arch, depth, *, beta, T, rho0=0.0, activation="relu", mask="causal", tokens=None, **params):

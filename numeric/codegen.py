@@ -34,7 +34,7 @@ import sympy
 from sympy.printing.numpy import SciPyPrinter
 from sympy.printing.pycode import PythonCodePrinter
 
-from derive.parameters import ACTIVATIONS, ARCHITECTURES
+from derive.parameters import ACTIVATIONS, ARCHITECTURES, NAMED_ACTIVATIONS
 from derive.parameters import NAMES as PARAMETERS
 
 GENERATED = pathlib.Path(__file__).with_name("_generated.py")
@@ -362,7 +362,7 @@ def code_source() -> str:
     parts = [IMPORTS, frozen_moments_source(), gradient_source(), activation_source()]
     names = []
     for arch in ARCHITECTURES:
-        for activation in ACTIVATIONS:
+        for activation in NAMED_ACTIVATIONS:
             name = function_name(arch, activation)
             spec = architecture(arch, activation)
             parts.append(function_source(name, spec))
@@ -417,6 +417,20 @@ def changed_definitions(committed: str, regenerated: str) -> list[str]:
     return sorted(name for name in old.keys() | new.keys() if old.get(name) != new.get(name))
 
 
+def rope_moments() -> dict:
+    """The RoPE moments a compiled map calls by name (derive.rope.RopeOverlap, RopePair): numeric.rope's
+    effective overlap and pair term (loaded when first called)."""
+    def overlap(*args):
+        from .rope import effective_overlap
+        return effective_overlap(*args)
+
+    def pair(*args):
+        from .rope import pair as rope_pair
+        return rope_pair(*args)
+
+    return {"RopeOverlap": overlap, "RopePair": pair}
+
+
 def compile_spec(spec, asymptotic: bool = False):
     """Compile a custom spec at run time (SymPy needed); same signature as the generated maps.
 
@@ -427,7 +441,8 @@ def compile_spec(spec, asymptotic: bool = False):
 
     source = function_source("block", spec, asymptotic)
     namespace = {"numpy": __import__("numpy"), "scipy": __import__("scipy.special"), "inf": float("inf"),
-                 "_acos": safe._acos, "_asin": safe._asin, "_sqrt": safe._sqrt, "KERNELS": safe.KERNELS}
+                 "_acos": safe._acos, "_asin": safe._asin, "_sqrt": safe._sqrt, "KERNELS": safe.KERNELS,
+                 **rope_moments()}
     exec(compile(source, f"<compiled {type(spec).__name__}>", "exec"), namespace)
     return namespace["block"]
 
@@ -658,7 +673,7 @@ def kernels_code_source() -> str:
              kernel_support_source()]
     rows = []
     for arch in ARCHITECTURES:
-        for activation in ACTIVATIONS:
+        for activation in NAMED_ACTIVATIONS:
             spec = architecture(arch, activation)
             for asymptotic in (True, False):
                 name = function_name(arch, activation) + ("__asymptotic" if asymptotic else "__finite")

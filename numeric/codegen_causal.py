@@ -78,7 +78,7 @@ class _Emitter:
         return f"Q{self.count}"
 
     def layer(self, layer, var: str) -> str:
-        from derive.layers import MLP, Residual, SelfAttention, Sequence
+        from derive.layers import MLP, Parallel, Residual, SelfAttention, Sequence
 
         if isinstance(layer, SelfAttention):
             return self.attention(layer, var)
@@ -86,6 +86,11 @@ class _Emitter:
             out = self.layer(layer.branch, var)
             new = self.fresh()
             self.lines.append(f"    {new} = {out} + {layer.alpha} ** 2 * {var}  # Residual(alpha={layer.alpha})")
+            return new
+        if isinstance(layer, Parallel):            # cross terms vanish (derive.layers.Parallel)
+            outs = [self.layer(branch, var) for branch in layer.branches]
+            new = self.fresh()
+            self.lines.append(f"    {new} = {' + '.join(outs)} + {layer.alpha} ** 2 * {var}  # Parallel(alpha={layer.alpha})")
             return new
         if isinstance(layer, Sequence) or isinstance(layer, MLP):
             for inner in layer.layers:
@@ -102,13 +107,13 @@ class _Emitter:
         return new
 
     def entrywise(self, layer, var: str) -> str:
-        from derive.layers import QT, QS, QTS, Activation
+        from derive.layers import QT, QS, QTS
 
         expr = layer.pair_map()
         if expr is None:
             raise ValueError(f"{layer} has no position-resolved map")
         new = self.fresh()
-        if isinstance(layer, Activation):
+        if getattr(layer, "needs_common_norm", False):      # a kernel of equal variances (Activation, GatedMLP)
             self.lines.append(f"    q_tt = common_norm(numpy.diagonal({var}, axis1=-2, axis2=-1), {str(layer)!r})")
         elif expr.has(QT) or expr.has(QS):
             self.lines.append(f"    d = numpy.diagonal({var}, axis1=-2, axis2=-1)")
@@ -137,12 +142,12 @@ def function_name(arch: str, activation: str) -> str:
 def code_source() -> str:
     """All of :mod:`numeric._generated_causal` but the header, generated from derive now."""
     from derive.architectures import architecture
-    from derive.parameters import ACTIVATIONS, ARCHITECTURES
+    from derive.parameters import ARCHITECTURES, NAMED_ACTIVATIONS
 
     parts = [IMPORTS, attention_source()]
     names = []
     for arch in ARCHITECTURES:
-        for activation in ACTIVATIONS:
+        for activation in NAMED_ACTIVATIONS:
             name = function_name(arch, activation)
             parts.append(function_source(name, architecture(arch, activation, mask="causal")))
             names.append((arch, activation, name))

@@ -89,10 +89,28 @@ def kernel_for(arch, activation: str, T):
         key = (arch, activation, asymptotic)
         if key not in _NAMED:
             from . import _kernels
+            if key not in _kernels.FUSED:            # an activation not shipped (silu, gelu_new): compiled now
+                from derive.architectures import architecture
+                return _custom_kernel(architecture(arch, activation), asymptotic)
             name, quadrature = _kernels.FUSED[key]
             _NAMED[key] = _compile(_kernels, name) + (quadrature,)
         return _NAMED[key]
     return _custom_kernel(arch, asymptotic)
+
+
+def supports(arch) -> bool:
+    """Whether the fused kernels can run ``arch``: every spec but one with RoPE attention, whose moments
+    (numeric.rope: a recursion per row) only the NumPy path has."""
+    if isinstance(arch, str):
+        return True
+    stack = [arch]
+    while stack:
+        layer = stack.pop()
+        if getattr(layer, "rope", None) is not None:
+            return False
+        stack += list(getattr(layer, "layers", ())) + list(getattr(layer, "branches", ()))
+        stack += [layer.branch] if hasattr(layer, "branch") else []
+    return True
 
 
 _NAMED: dict = {}
@@ -275,6 +293,9 @@ def evaluate(arch, activation, T, values: dict, rho0, depth: int, *, depths=None
     """
     from . import validation as check
     arch = check.architecture(arch)
+    if not supports(arch):
+        return evaluate_numpy(arch, activation, T, values, rho0, depth, depths=depths, attention=attention,
+                              threshold=threshold, columns=columns)
     names = kernel_names(arch)
     record = np.array([depth] if depths is None else depths, dtype=np.int64)
     shape = np.broadcast_shapes(np.shape(rho0), *(np.shape(values[k]) for k in names[:-1]))

@@ -1,8 +1,10 @@
 """Look up (or compile) the block map of an architecture, and the moment functions for T.
 
 Named architectures use the generated module :mod:`numeric._generated`;
-a custom :class:`derive.layers.Layer` spec is compiled on first use with the
-same code generator (this needs SymPy) and cached for the session.
+a custom :class:`derive.layers.Layer` spec, or a named architecture with an
+activation the module does not ship (silu, gelu_new; derive.parameters.NAMED_ACTIVATIONS),
+is compiled on first use with the same code generator (this needs SymPy) and
+cached for the session.
 """
 
 from __future__ import annotations
@@ -23,7 +25,11 @@ def block_function(arch, activation: str = "relu", T=None):
     if isinstance(arch, str):
         from ._generated import ASYMPTOTIC_BLOCK_MAPS, BLOCK_MAPS
         table = ASYMPTOTIC_BLOCK_MAPS if asymptotic else BLOCK_MAPS
-        return table[(arch, check.activation(activation))]
+        key = (arch, check.activation(activation))
+        if key in table:
+            return table[key]
+        from derive.architectures import architecture       # an activation not shipped (silu, gelu_new)
+        arch = architecture(arch, activation)
     key = (repr(arch), asymptotic)
     if key not in _COMPILED:
         from .codegen import compile_spec

@@ -14,7 +14,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 import numeric
-from derive.parameters import ACTIVATIONS
+from derive.parameters import NAMED_ACTIVATIONS
 from derive.parameters import ARCHITECTURES as ARCHS
 from verify import montecarlo as mc
 from verify import theory
@@ -33,7 +33,7 @@ blocks = st.fixed_dictionaries({
     "sigma_v2": st.floats(0.25, 2.0),
     "sigma_w2": st.floats(0.5, 3.0),
     "sigma_b2": st.floats(0.0, 0.5),
-    "activation": st.sampled_from(ACTIVATIONS),
+    "activation": st.sampled_from(NAMED_ACTIVATIONS),
     "depth": st.integers(1, 3),
     "rho0": st.floats(0.0, 0.999),
 })

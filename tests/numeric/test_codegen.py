@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import sympy
 
-from derive.parameters import ACTIVATIONS, ARCHITECTURES
+from derive.parameters import ACTIVATIONS, ARCHITECTURES, NAMED_ACTIVATIONS
 from numeric import _generated, codegen
 from numeric.moments import ipr2_asymptotic, ipr_pair_asymptotic
 
@@ -122,10 +122,10 @@ def test_every_shipped_map_runs_without_sympy_or_torch():
     """Every named architecture x activation (tanh's kernel by quadrature), T -> oo and finite T, in a
     fresh interpreter: NumPy only, on the reference path (the fused kernels add numba: tests/test_imports.py).
     (A tanh profile used to import SymPy through derive.layers.)"""
-    code = ("import sys, numeric\nfrom derive.parameters import ACTIVATIONS, ARCHITECTURES\n"
+    code = ("import sys, numeric\nfrom derive.parameters import ARCHITECTURES, NAMED_ACTIVATIONS\n"
             "numeric.cosine_profile('post-ln', 5, beta=1.0, activation='tanh')\n"
             "for arch in ARCHITECTURES:\n"
-            "    for activation in ACTIVATIONS:\n"
+            "    for activation in NAMED_ACTIVATIONS:\n"
             "        for T in (None, 64):\n"
             "            numeric.cosine_profile(arch, 3, beta=1.0, T=T, rho0=0.2, activation=activation)\n"
             "print(sorted(m for m in ('sympy', 'torch', 'numba') if m in sys.modules))\n")
@@ -135,6 +135,6 @@ def test_every_shipped_map_runs_without_sympy_or_torch():
 
 
 def test_every_named_map_and_activation_is_generated():
-    assert set(_generated.BLOCK_MAPS) == {(a, f) for a in ARCHITECTURES for f in ACTIVATIONS}
+    assert set(_generated.BLOCK_MAPS) == {(a, f) for a in ARCHITECTURES for f in NAMED_ACTIVATIONS}
     assert set(_generated.ASYMPTOTIC_BLOCK_MAPS) == set(_generated.BLOCK_MAPS)
     assert set(_generated.ACTIVATION_FUNCTIONS) == set(ACTIVATIONS)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import numeric
-from derive.parameters import ACTIVATIONS, ARCHITECTURES
+from derive.parameters import ARCHITECTURES, NAMED_ACTIVATIONS
 from numeric import codegen, fused
 from numeric.profile import prepare
 
@@ -46,7 +46,7 @@ def _both(arch, activation, T, depth=6, attention="all", **extra):
 
 
 @pytest.mark.parametrize("arch, activation, T", [
-    (arch, activation, T) for arch, activation in itertools.product(ARCHITECTURES, ACTIVATIONS)
+    (arch, activation, T) for arch, activation in itertools.product(ARCHITECTURES, NAMED_ACTIVATIONS)
     for T in (None, 64)])
 def test_every_generated_map_equals_the_numpy_path(arch, activation, T):
     """Every architecture x activation x theory: rho after every block and the condensation flags."""

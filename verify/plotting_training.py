@@ -39,8 +39,8 @@ def mark_baselines(ax, results) -> None:
 
 
 def plot_measured_diagram(diagram, path=None):
-    """Left: the theory's phases with the grid's outcomes (filled: trained, cross: not); right: the measured
-    final held-out loss per cell (seed mean) with the theory's boundaries drawn over it."""
+    """Left: the theory's phases with the grid's outcomes (circle: trained, cross: not); right: the measured
+    final held-out loss per cell (seed mean; a black frame: trained) with the theory's boundaries drawn over it."""
     plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.6))
     theory = diagram.theory
@@ -54,13 +54,15 @@ def plot_measured_diagram(diagram, path=None):
                 left.scatter(B[~trained], A[~trained], s=40, c="k", marker="x", label="not trained", zorder=3)]
     left.legend(handles=handles + left.get_lines()[:1], loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3,
                 fontsize=7, framealpha=0.9)
-    mesh = right.pcolormesh(_edges(diagram.betas, log_beta), _edges(diagram.alphas, False), loss, cmap="viridis_r",
-                            vmin=min(np.nanmin(loss), diagram.bigram_loss),
-                            vmax=max(np.nanmax(loss), diagram.unigram_loss))
-    fig.colorbar(mesh, ax=right, label="final held-out loss (nats per byte)")
+    lo, hi = min(np.nanmin(loss), diagram.bigram_loss), max(np.nanmax(loss), diagram.unigram_loss)
+    points = right.scatter(B, A, c=loss, s=260, marker="s", cmap="viridis_r", vmin=lo, vmax=hi,
+                           edgecolors=np.where(trained, "k", "none").ravel(), linewidths=1.5, zorder=3)
+    fig.colorbar(points, ax=right, label="final held-out loss (nats per byte)")
     for i, j in np.ndindex(loss.shape):
-        right.text(diagram.betas[j], diagram.alphas[i], f"{loss[i, j]:.2f}" + ("" if trained[i, j] else "\n(no)"),
-                   ha="center", va="center", fontsize=7, color="w" if loss[i, j] < np.nanmean(loss) else "k")
+        right.annotate(f"{loss[i, j]:.2f}", (diagram.betas[j], diagram.alphas[i]), textcoords="offset points",
+                       xytext=(0, -15), ha="center", va="top", fontsize=7, zorder=4)
+    right.set_xlim(left.get_xlim())
+    right.set_ylim(left.get_ylim())
     _boundaries(right, theory)
     for ax in (left, right):
         if log_beta:
@@ -106,7 +108,13 @@ def _edges(values, log: bool) -> np.ndarray:
 
 def _boundaries(ax, theory) -> None:
     """The theory's trainable-region boundary (solid) and entropy-collapse onset (dashed) as contour lines."""
+    from matplotlib.lines import Line2D
+
     B, A = np.meshgrid(theory.betas, theory.alphas)
-    for mask, style, colour in (((theory.phase == 0), "-", "w"), ((theory.phase == 2), "--", PHASE_COLOURS[2])):
+    handles = []
+    for mask, style, colour, label in (((theory.phase == 0), "-", "k", "theory: trainable region's edge"),
+                                       ((theory.phase == 2), "--", PHASE_COLOURS[2], "theory: entropy collapse from")):
         if mask.any() and not mask.all():
             ax.contour(B, A, mask.astype(float), levels=[0.5], colors=colour, linestyles=style, linewidths=1.5)
+            handles.append(Line2D([], [], color=colour, ls=style, label=label))
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=7)

@@ -105,6 +105,10 @@ class MaskedLM:
     def __init__(self, mask_prob: float):
         self.mask_prob = float(mask_prob)
 
+    @classmethod
+    def of(cls, config: TrainConfig) -> "MaskedLM":
+        return cls(config.mask_prob)
+
     def corrupt(self, ids: torch.Tensor, generator: torch.Generator):
         """(inputs, targets): targets are the original bytes at the chosen positions and -100 elsewhere."""
         draw = torch.rand(ids.shape, generator=generator)
@@ -134,8 +138,9 @@ class NextToken:
 
     name = "next-token"
 
-    def __init__(self, mask_prob: float):
-        del mask_prob            # every position is predicted
+    @classmethod
+    def of(cls, config: TrainConfig) -> "NextToken":
+        return cls()
 
     def corrupt(self, ids: torch.Tensor, generator: torch.Generator):
         """(inputs, targets): the bytes, and the byte after each (-100 at the last position)."""
@@ -154,7 +159,9 @@ OBJECTIVES = {"mlm": MaskedLM, "next-token": NextToken}
 
 
 def objective_of(config: TrainConfig):
-    return OBJECTIVES[config.objective](config.mask_prob)
+    """The objective of a run: an object with ``corrupt(ids, generator) -> (inputs, targets)`` (targets -100 where
+    nothing is predicted) and ``context_free_loss(text, inputs, targets)``."""
+    return OBJECTIVES[config.objective].of(config)
 
 
 def sample_windows(data: np.ndarray, seq_len: int, batch: int, generator: torch.Generator) -> torch.Tensor:
@@ -297,7 +304,10 @@ def real_encoder(config: TrainConfig):
 
     d_ff = config.d_ff or 4 * config.d_model
     if config.arch == "bert":
-        from transformers import BertConfig
+        try:
+            from transformers import BertConfig
+        except ImportError:
+            raise ValueError("arch 'bert' needs the transformers package (pip install 'sigprop[hf]')") from None
         model = build_bert(BertConfig(vocab_size=max(corpus.VOCAB, 512), hidden_size=config.d_model,
                                       num_hidden_layers=config.depth, num_attention_heads=config.heads,
                                       intermediate_size=d_ff, hidden_act=config.activation,
@@ -381,7 +391,8 @@ def parameter_scales(model: nn.Module, config: TrainConfig) -> dict:
 def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
     """AdamW parameter groups that train the real weights W = s U (module docstring): lr/s, eps s, decay s.
 
-    Biases (1-D parameters and paths ending in a bias) get no weight decay, as in Hugging Face's trainer.
+    Biases and LayerNorm gains (paths ending in a bias, 1-D parameters) get no weight decay, as in Hugging
+    Face's trainer.
     Parameters with s = 0 are left out (they stay zero, as a variance-0 weight is absent).
     """
     scales = parameter_scales(model, config)
@@ -685,10 +696,7 @@ def _train(config: TrainConfig, text: corpus.Corpus, model, progress) -> TrainRe
     device = next(net.parameters()).device
     eval_inputs, eval_targets = (t.to(device) for t in heldout_set(text, config))
     prediction = predict(config, net, eval_inputs)
-    groups = parameter_groups(net, config)
-    optimiser = torch.optim.AdamW(groups, lr=config.lr, betas=tuple(config.adam_betas))
-    for group in optimiser.param_groups:
-        group["initial_lr"] = group["lr"]
+    groups, optimiser = optimiser_of(net, config)
     data = torch.Generator().manual_seed(config.seed + 1)
     objective = objective_of(config)
     curve = [(0, 0.0, float("nan"), heldout_loss(net, eval_inputs, eval_targets, config.batch))]
@@ -696,7 +704,7 @@ def _train(config: TrainConfig, text: corpus.Corpus, model, progress) -> TrainRe
     for step in range(config.steps):
         factor = schedule(step, config.steps, config.warmup)
         for group in optimiser.param_groups:
-            group["lr"] = group["initial_lr"] * factor
+            group["lr"] = group["peak_lr"] * factor
         inputs, targets = objective.corrupt(sample_windows(text.train, config.seq_len, config.batch, data), data)
         loss = _loss(net(inputs.to(device)), targets.to(device))
         optimiser.zero_grad(set_to_none=True)
@@ -720,6 +728,16 @@ def _train(config: TrainConfig, text: corpus.Corpus, model, progress) -> TrainRe
     context_free = objective.context_free_loss(text, eval_inputs, eval_targets)
     return TrainResult(config, prediction, curve, unigram, context_free, text.bigram_nats(), grads, grads_qk,
                        diverged, time.perf_counter() - start)
+
+
+def optimiser_of(net: nn.Module, config: TrainConfig):
+    """(groups, AdamW) with the standard-parametrisation groups of :func:`parameter_groups`; each group keeps its
+    peak learning rate as ``peak_lr`` for the schedule."""
+    groups = parameter_groups(net, config)
+    optimiser = torch.optim.AdamW(groups, lr=config.lr, betas=tuple(config.adam_betas))
+    for group in optimiser.param_groups:
+        group["peak_lr"] = group["lr"]
+    return groups, optimiser
 
 
 def _loss(logits, targets):

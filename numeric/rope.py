@@ -157,7 +157,7 @@ def _row_moments():
     return RowMoments()
 
 
-def effective_width(y2, n, iterations: int = 60) -> np.ndarray:
+def effective_width(y2, n, iterations: int = 45) -> np.ndarray:
     """b >= 0 with Y2_exchangeable(b, n) = y2 (Y2 increases with b; bisection in xi = b/(b + sqrt(2 ln n)))."""
     from .row_moments import _z
     y2, n = np.broadcast_arrays(np.asarray(y2, dtype=float), np.asarray(n, dtype=float))
@@ -268,19 +268,25 @@ class Rows:
         return np.where(n > 1, (square - diag) / np.maximum(n * (n - 1), 1.0), 0.0)
 
     def widths(self, b0sq, qbar, rotated_mean):
-        """b_t of every row (..., T): the tree's effective width, anchors interpolated in ln n."""
+        """b_t of every row (..., T): the tree's effective width, anchors interpolated in ln n (module docstring)."""
         spread = np.maximum(qbar - rotated_mean, 0.0)
-        a = np.clip(rotated_mean / np.where(self.cbar > 0, self.cbar, 1.0), 0.0, qbar)
-        a = np.where(self.cbar > 0, a, 0.0)
-        ratio_at = []
-        for n in self.anchors:
-            rows = np.nonzero(self.n == n)[0][:1]
-            b0, q_, a_, sp = (np.take(x, rows, axis=-1)[..., 0] for x in (b0sq, qbar, a, spread))
-            _, b = row_width(b0, q_ - a_, a_, int(n), self.head_dim, self.theta)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                ratio_at.append(np.where(b0 * sp > 0, b**2 / (b0 * sp), 1.0))
-        ratio_at = np.stack(ratio_at, axis=-1)                               # (..., anchors)
+        a = np.where(self.cbar > 0, np.clip(rotated_mean / np.where(self.cbar > 0, self.cbar, 1.0), 0.0, qbar), 0.0)
+        rows = np.array([np.nonzero(self.n == n)[0][0] for n in self.anchors])
+        b0, q_, a_, sp = (np.take(x, rows, axis=-1) for x in (b0sq, qbar, a, spread))
+        shape = b0.shape                                                     # (..., anchors)
+        trees = [tree(int(n), self.head_dim, self.theta) for n in self.anchors]
+        depth = max(C.size for C, _ in trees)
+        var = np.zeros(shape + (depth + 1,))
+        r = np.ones(shape + (depth,))
+        for k, (C, branching) in enumerate(trees):
+            levels = level_variances(b0[..., k], q_[..., k] - a_[..., k], a_[..., k], C)
+            var[..., k, :levels.shape[-1]] = levels
+            r[..., k, :branching.size] = branching
+        y2 = tree_ipr(var.reshape(-1, depth + 1), r.reshape(-1, depth)).reshape(shape)
+        b = effective_width(y2, np.broadcast_to(self.anchors.astype(float), shape))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio_at = np.where(b0 * sp > 0, b**2 / (b0 * sp), 1.0)
         x, xs = np.log(np.maximum(self.n, 1.0)), np.log(self.anchors.astype(float))
         flat = ratio_at.reshape(-1, xs.size)
-        ratio = np.stack([np.interp(x, xs, row) for row in flat]).reshape(ratio_at.shape[:-1] + (self.T,))
+        ratio = np.stack([np.interp(x, xs, row) for row in flat]).reshape(shape[:-1] + (self.T,))
         return np.where(self.n >= 2, np.sqrt(np.maximum(ratio * b0sq * spread, 0.0)), 0.0)

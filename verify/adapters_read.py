@@ -186,19 +186,25 @@ def _per_head_sums(bias, heads: int) -> np.ndarray:
 # --- activations and LayerNorm ----------------------------------------------------------
 
 def activation_name(fn, where: str) -> str:
-    """The theory's name for a torch / transformers activation: relu, gelu (exact), tanh or identity."""
+    """The theory's name for a torch / transformers activation: relu, gelu (exact), tanh, identity, silu, or
+    gelu_new (the tanh approximation: transformers' NewGELUActivation / GELUTanh, ``nn.GELU(approximate="tanh")``)."""
     if fn is F.relu or fn is torch.relu or isinstance(fn, nn.ReLU):
         return "relu"
     if fn is F.gelu or (isinstance(fn, nn.GELU) and fn.approximate == "none"):
         return "gelu"
     if type(fn).__name__ == "GELUActivation" and _exact_hf_gelu(fn):
         return "gelu"
+    if (isinstance(fn, nn.GELU) and fn.approximate == "tanh") or type(fn).__name__ in ("NewGELUActivation",
+                                                                                         "GELUTanh"):
+        return "gelu_new"
+    if fn is F.silu or isinstance(fn, nn.SiLU) or type(fn).__name__ == "SiLUActivation":
+        return "silu"
     if fn is torch.tanh or fn is F.tanh or isinstance(fn, nn.Tanh):
         return "tanh"
     if isinstance(fn, nn.Identity):
         return "identity"
     raise ValueError(f"{where}: activation {fn!r} has no kernel in the theory (supported: relu, exact gelu "
-                     "(approximate='none'), tanh, identity); the tanh-approximated GELU is a different function")
+                     "(approximate='none'), gelu_new (approximate='tanh'), silu, tanh, identity)")
 
 
 def _exact_hf_gelu(fn) -> bool:

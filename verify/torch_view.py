@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from derive.architectures import architecture
-from derive.layers import MLP, Layer, Residual, SelfAttention, Sequence
+from derive.layers import MLP, Layer, Parallel, Residual, SelfAttention, Sequence
 from derive.parameters import DEFAULTS
 from numeric import validation as check
 
@@ -101,9 +101,12 @@ def spec_of(spec_or_name, activation: str = "relu", heads: int = 1, mask=None) -
 def with_heads(spec: Layer, heads: int) -> Layer:
     """The same spec with every SelfAttention split into ``heads`` heads (same overlap map)."""
     if isinstance(spec, SelfAttention):
-        return dataclasses.replace(spec, heads=heads)
+        kv = spec.kv_heads
+        return dataclasses.replace(spec, heads=heads, kv_heads=None if kv is None or kv == spec.heads else kv)
     if isinstance(spec, Residual):
         return dataclasses.replace(spec, branch=with_heads(spec.branch, heads))
+    if isinstance(spec, Parallel):
+        return Parallel(*(with_heads(branch, heads) for branch in spec.branches), alpha=spec.alpha)
     if isinstance(spec, MLP) or not isinstance(spec, Sequence):
         return spec
     return Sequence(*(with_heads(layer, heads) for layer in spec.layers), name=spec.name)

@@ -502,18 +502,10 @@ def trainability_diagram(arch, depth, *, betas, alphas, eps=0.01, T, rho0=0.0, a
     1 by construction) exceeds ``ipr_threshold`` in the first attention layer (``criterion="first"``) or in
     any (``"any"``).
     """
-    from .diagram import ENTROPY_COLLAPSE, RANK_COLLAPSE, TRAINABLE, Diagram, _grid, _grid_bracket, _name
+    from .diagram import ENTROPY_COLLAPSE, RANK_COLLAPSE, TRAINABLE, Diagram, _grid_bracket, _name, grid_inputs
     from .solve import ALPHA_ZERO
 
-    betas, alphas = _grid("betas", betas), _grid("alphas", alphas)
-    check.positive("betas", betas)
-    check.nonnegative("alphas", alphas)
-    eps = float(check.interval("eps", eps, 0.0, 1.0, closed=False))
-    if criterion not in ("first", "any"):
-        raise ValueError(f"criterion must be 'first' or 'any', got {criterion!r}")
-    ipr_threshold = float(check.interval("ipr_threshold", ipr_threshold, 0.0, 1.0, closed=False))
-    if "alpha_sa" in params or "beta" in params:
-        raise ValueError("trainability_diagram takes betas= and alphas= grids, not beta/alpha_sa")
+    betas, alphas, eps, ipr_threshold = grid_inputs(betas, alphas, eps, criterion, ipr_threshold, params)
     B, A = np.meshgrid(betas, np.maximum(alphas, ALPHA_ZERO))
     block, attention, values, depth, rho0, index = prepare(
         arch, depth, beta=B.ravel(), T=T, rho0=rho0, activation=activation, mask=mask, tokens="late",

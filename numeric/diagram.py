@@ -118,6 +118,21 @@ class Diagram:
         return out
 
 
+def grid_inputs(betas, alphas, eps, criterion, ipr_threshold, params):
+    """A diagram's grid and criteria checked (one place for encoder and causal diagrams):
+    (betas, alphas, eps, ipr_threshold)."""
+    betas, alphas = _grid("betas", betas), _grid("alphas", alphas)
+    check.positive("betas", betas)
+    check.nonnegative("alphas", alphas)
+    eps = float(check.interval("eps", eps, 0.0, 1.0, closed=False))
+    if criterion not in ("first", "any"):
+        raise ValueError(f"criterion must be 'first' or 'any', got {criterion!r}")
+    ipr_threshold = float(check.interval("ipr_threshold", ipr_threshold, 0.0, 1.0, closed=False))
+    if "alpha_sa" in params or "beta" in params:
+        raise ValueError("trainability_diagram takes betas= and alphas= grids, not beta/alpha_sa")
+    return betas, alphas, eps, ipr_threshold
+
+
 def _grid(name, values):
     arr = check.as_array(name, values)
     if arr.ndim != 1:
@@ -146,15 +161,7 @@ def trainability_diagram(arch, depth, *, betas, alphas, eps=0.01, T=None, rho0=0
                                            progress=progress, mask=mask, min_keys=min_keys, **params)
     if min_keys is not None:
         raise ValueError("min_keys applies to masked (causal) stacks, whose rows see different numbers of keys")
-    betas, alphas = _grid("betas", betas), _grid("alphas", alphas)
-    check.positive("betas", betas)
-    check.nonnegative("alphas", alphas)
-    eps = float(check.interval("eps", eps, 0.0, 1.0, closed=False))
-    if criterion not in ("first", "any"):
-        raise ValueError(f"criterion must be 'first' or 'any', got {criterion!r}")
-    ipr_threshold = float(check.interval("ipr_threshold", ipr_threshold, 0.0, 1.0, closed=False))
-    if "alpha_sa" in params or "beta" in params:
-        raise ValueError("trainability_diagram takes betas= and alphas= grids, not beta/alpha_sa")
+    betas, alphas, eps, ipr_threshold = grid_inputs(betas, alphas, eps, criterion, ipr_threshold, params)
     alphas_used = np.maximum(alphas, ALPHA_ZERO)  # alpha_sa = 0 is read as the limit alpha_sa -> 0+
     shape = (alphas.size, betas.size)
     if fused.backend(backend) == "fused":             # grid axes passed as axes: no per-point parameter arrays

@@ -11,7 +11,9 @@ Contract (docs/design.md)::
     numeric.trainability_diagram(arch, depth, *, betas, alphas, eps=0.01, T=None, **params)
     numeric.query_grad_sq_norm(beta, *, d, T, q=1.0, p=0.0, sigma_v2=1.0, finite_T=True)
 
-Beyond the contract: ``numeric.gram_profile`` (the whole overlap matrix at
+Beyond the contract: ``numeric.attention_overlaps(beta, *, q=1.0, p=0.0, T, d=None, d_head=None,
+sigma_v2=1.0)`` (one attention layer's output overlaps with the finite-width terms of issue 19;
+loads SciPy on use), ``numeric.gram_profile`` (the whole overlap matrix at
 infinite width, by Monte Carlo over the attention scores; imports SymPy on use).
 
 ``import numeric`` imports NumPy only (no SciPy, SymPy, numba or torch): the block maps were
@@ -28,7 +30,7 @@ from .profile import cosine_profile, critical_alpha
 
 #: Exported names whose modules load on first use (PEP 562): the causal theory's tables (SciPy's
 #: special functions) and sweeps (xarray) are not paid by ``import numeric``.
-_LAZY = {"position_profile": "causal", "sweep": "sweeps"}
+_LAZY = {"attention_overlaps": "finite_width", "position_profile": "causal", "sweep": "sweeps"}
 
 
 def __getattr__(name):
@@ -40,6 +42,6 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["Diagram", "GramProfile", "cosine_profile", "critical_alpha", "gram_profile", "ipr", "ipr_pair",
-           "ipr_square", "key_grad_sq_norm", "position_profile", "query_grad_sq_norm", "sweep", "trainability_diagram",
-           "value_grad_sq_norm"]
+__all__ = ["Diagram", "GramProfile", "attention_overlaps", "cosine_profile", "critical_alpha", "gram_profile", "ipr",
+           "ipr_pair", "ipr_square", "key_grad_sq_norm", "position_profile", "query_grad_sq_norm", "sweep",
+           "trainability_diagram", "value_grad_sq_norm"]

@@ -20,7 +20,8 @@ f(x) = exp(x - e^x), l(x) = exp(-e^x) and the per-key expectations
 
 W follows by Stein's lemma over zeta (E[zeta h(v.zeta, v'.zeta)] = v E h_l + v' E h_l'),
 and Price's theorem turns every derivative in (l, l') into one in (t, t')
-(:func:`derive.finite_width.key_selection_pair_integrand` derives the integrand).
+(:func:`derive.finite_width.selection_pair_integrands` derives both integrands;
+they are generated into :mod:`numeric._generated_width`).
 The t-derivatives of the smoothings are smoothings of the kernels' derivatives:
 f' = f_1 - f_2, f'' = f_1 - 3 f_2 + f_3, l' = -f_1 (f_r(x) = e^(r x - e^x)).
 
@@ -39,6 +40,7 @@ import math
 
 import numpy as np
 
+from ._generated_width import selection_first, selection_second
 from .blas import single_threaded_blas
 from .laplace import _pair_window, _t_step
 from .smoothing import EXACT, SQRT2PI, TABLE, Accuracy, grid, log_L, smooth
@@ -130,8 +132,8 @@ def pair_and_selection(S11: float, S22: float, S12: float, T: int, acc: Accuracy
     decay = np.exp((T - 1) * log_k)
     area = h * h2
     yp = T * area * float(np.sum(e["N"] * decay))
-    first = 2.0 * e["N"] + S11 * e["N_tt"] + 2.0 * S12 * e["N_tu"] + S22 * e["N_uu"]
-    second = -S11 * e["N"] * e["P_t"] + S12 * (e["P_t"] * e["Q_u"] + e["N"] ** 2) - S22 * e["N"] * e["Q_u"]
+    first = selection_first(e["N"], e["N_tt"], e["N_tu"], e["N_uu"], S11, S12, S22)
+    second = selection_second(e["N"], e["P_t"], e["Q_u"], S11, S12, S22)
     w = T * area * float(np.sum(first * decay)) + T * (T - 1) * area * float(np.sum(second * np.exp((T - 2) * log_k)))
     return yp, w
 

@@ -1,0 +1,404 @@
+"""Finite width: the O(1/d) terms of one attention layer's output overlaps, derived (issue 19).
+
+Setting (README, "Finite width: attention at long context"). Tokens x_s in R^d, s = 1..T, jointly
+Gaussian with E x_s.x_s'/d = q (s = s'), p (s != s'), i.i.d. over features:
+x_s = sqrt(p) c + sqrt(q - p) g_s with c, g_s i.i.d. N(0, I_d). One attention
+layer with H heads of d_h = d/H features: scores a_ts = (W_Q x_t).(W_K x_s)/sqrt(d_h)
+(entries of W_Q, W_K of variance beta sqrt(ln T)/d, paper eq. 6 and Result 1),
+values W_V (variance sigma_v2/d; an output projection folds into sigma_v2).
+
+Exact steps, each done below by SymPy:
+
+1. W_V by Wick's theorem (as in :func:`derive.attention.value_overlap`, B.2.3)
+   leaves sigma_v2 (1/d) sum_{s,s'} A_ts A_t's' x_s.x_s' -- with the tokens'
+   *empirical* overlaps, not their means. Heads are exchangeable: each head's
+   term has the same expectation, so heads enter only through d_h in the
+   scores' law (step 4).
+2. Row t's scores, up to a row constant that the softmax drops, are
+   sqrt(q - p) u_t.g_s with u_t = W_K^T W_Q x_t / (sqrt(d_h)) (scaled): the softmax
+   weights depend on the keys g_s (s != t, t') only through their projections
+   zeta_s on the span of the k = 1 (t = t') or 2 (t != t') query directions.
+   Splitting g_s = P zeta_s + g_s^perp and averaging g^perp (d - k features) by
+   Wick's theorem (:func:`key_decomposition`):
+
+       (1/d) E sum A_ts A_t's' x_s.x_s' = p + (q - p) [(1 - k/d) M + W/d],
+
+   M = Y2 (t = t') or Yp (t != t'), W = E (sum_s A_ts zeta_s).(sum_s A_t's zeta_s).
+   The cross terms sqrt(p (q - p)) c.(sum A g) vanish: given the query
+   directions the zeta_s are i.i.d. N(0, I_k), so E[sum A zeta | u] is a function
+   of the u's that W_Q -> -W_Q maps to minus itself while c stays
+   (assumption A2 below). Gain control (A - 1/T) gives p -> 0 and every
+   moment minus 1/T, with W -> W - k/T (:func:`softmax_shift_identity`), so the
+   effective moments serve both kinds of attention (:func:`effective_moments`).
+3. W for one row (k = 1) along its own query direction is
+   Z2 = E (sum_s A_s z_s)^2 = Y2 + b^2 (1 - Y2 - 6 Y3 + 6 Y22) with b the row's
+   width (:func:`selection_one_row`, Stein's lemma twice on the scores). For two
+   rows, W is the Laplace integral of :func:`selection_pair_integrands` (Stein's
+   lemma on zeta, then Price's theorem), evaluated by :mod:`numeric.two_rows`.
+4. The scores' law. Given the query directions the scores are exactly Gaussian;
+   their 2 x 2 covariance S is a chain of Wishart matrices: tokens (d degrees
+   of freedom), W_Q (d_h), W_K (d). With Bartlett factors,
+   S = b^2 C M M^T C^T (:func:`chain_factor`), E S = b^2 [[1, rho], [rho, 1]]
+   and Cov(S_ij, S_kl) = (1/d + 1/d_h + 1/d)(S_ik S_jl + S_il S_jk) + O(1/n^2)
+   (:func:`chain_covariance`). :mod:`numeric.finite_width` averages Y2, Z2, Yp
+   and W over this law by Gauss quadrature: the score law's own finite-d_h
+   correction, kept because it is large (measured +30 % to x7 on Yp at
+   d_h = 32-64 and T >> d; README "Finite width: attention at long context").
+
+Assumptions, stated once:
+
+- A1 the tokens are jointly Gaussian with the overlaps (q, p) (exact for the
+  first layer of Gaussian inputs; in a stack, the input Gram matrix is taken
+  to fluctuate like a Wishart matrix with d degrees of freedom);
+- A2 W_Q is symmetric in law under W_Q -> -W_Q and independent of the tokens;
+- A3 the query token itself and, for p_out, the other row's token are two of
+  the T keys whose projections are not independent of the query directions;
+  they are treated as the other keys (an O(1/(d T)) error);
+- A4 in the quadrature (:func:`numeric.width_law.pair_rule`), the off-diagonal
+  Bartlett entry m21 is Gaussian given the chi-squares (exact), with the one
+  term of its variance that shares factors with both m11 and m22 replaced by
+  its log-linear regression on them (relative O(1/n^2) of the effect).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import sympy
+
+from . import gaussian as g
+from .attention import T_sym, d_sym
+from .symbols import p, q, sigma_v2
+
+#: Query directions of the rows: 1 for the norm (t = t'), 2 for the overlap (t != t').
+k_sym = sympy.Symbol("k", positive=True, integer=True)
+#: The effective moments' ingredients (symbols of numeric quantities).
+Y2, Y3, Y22, Yp = (sympy.Symbol(n, positive=True) for n in ("Y2", "Y3", "Y22", "Yp"))
+W, Z2 = sympy.Symbol("W", real=True), sympy.Symbol("Z2", positive=True)
+#: A row's log-weight variance b^2 and the rows' score covariance S.
+b2 = sympy.Symbol("b2", positive=True)
+S11, S22 = sympy.Symbol("S11", positive=True), sympy.Symbol("S22", positive=True)
+S12 = sympy.Symbol("S12", real=True)
+rho = sympy.Symbol("rho", real=True)
+
+
+# --- 2. projecting the keys on the query directions --------------------------------------
+
+def _weights(row: str, col: str, gain: bool, ranges) -> g.IndexSum:
+    """A_row,col, minus 1/T with gain control."""
+    a = g.tensor("A", row, col, ranges=ranges)
+    return a - g.scalar(1 / T_sym) if gain else a
+
+
+@lru_cache(maxsize=None)
+def key_decomposition(same_row: bool, gain: bool) -> sympy.Expr:
+    """(1/d) E sum_{s,s'} A_ts A_t's' x_s.x_s' after splitting the keys (step 2 of the module docstring).
+
+    x_s.x_s' = p |c|^2 + (q - p) (zeta_s.zeta_s' + g^perp_s.g^perp_s') + cross terms (zero by A2);
+    c and g^perp (d - k features) are averaged by Wick's theorem, zeta_s.zeta_s' stays the factor Z.
+    Returns an expression in p, q, d, k, T, the moment symbol (Y2 or Yp) and W (the mean of
+    sum A_ts A_t's' Z_ss', or its gain-controlled form).
+    """
+    other = "t" if same_row else "u"
+    ranges = {"t": T_sym, "u": T_sym, "s": T_sym, "v": T_sym, "i": d_sym, "j": d_sym - k_sym}
+    weights = _weights("t", "s", gain, ranges) * _weights(other, "v", gain, ranges)
+    common = (g.tensor("c", "i", ranges=ranges) * g.tensor("c", "i", ranges=ranges)).summed_over("i").scaled(p)
+    perp = (g.tensor("G", "s", "j", ranges=ranges) * g.tensor("G", "v", "j", ranges=ranges)).summed_over("j")
+    private = perp + g.IndexSum((g.Term(sympy.Integer(1), (g.Factor("Z", ("s", "v")),)),), ranges)
+    expr = (weights * (common + private.scaled(q - p))).summed_over("s", "v").scaled(1 / d_sym)
+    expr = g.contract(g.wick(expr, {"c": sympy.Integer(1), "G": sympy.Integer(1)}))
+    return sympy.expand(_read(expr))
+
+
+def _read(expr: g.IndexSum) -> sympy.Expr:
+    """Attention moments of the terms without Z; the terms with Z summed into the symbol W."""
+    plain = g.IndexSum(tuple(t for t in expr.terms if not any(f.name == "Z" for f in t.factors)), expr.ranges)
+    with_z = [t for t in expr.terms if any(f.name == "Z" for f in t.factors)]
+    total = g.attention_moments(plain)
+    for term in with_z:
+        total += term.coeff * _z_moment(term)
+    return total
+
+
+def _z_moment(term: g.Term) -> sympy.Expr:
+    """E of one term holding Z_sv: sum A A' Z -> W; sum A Z (or A' Z) -> k (softmax shift identity); sum Z -> k T."""
+    a_factors = [f for f in term.factors if f.name == "A"]
+    if len(a_factors) == 2:
+        return W
+    if len(a_factors) == 1:
+        return k_sym
+    return k_sym * T_sym
+
+
+@lru_cache(maxsize=None)
+def softmax_shift_identity(T: int = 3, k: int = 2) -> sympy.Expr:
+    """sum_{r,s} d/d zeta_r . (A_s zeta_s), simplified for T keys in k dimensions: the constant k.
+
+    Stein's lemma over the Gaussian keys gives E sum_{r,s} A_s zeta_s.zeta_r = E[that divergence];
+    it is k because the softmax is shift invariant (sum_r dA_s/dl_r = 0). Checked here with
+    explicit symbolic keys and query vector (the identity holds sample by sample, for every T).
+    """
+    zeta = [[sympy.Symbol(f"z_{s}_{a}", real=True) for a in range(k)] for s in range(T)]
+    v = [sympy.Symbol(f"v_{a}", real=True) for a in range(k)]
+    logits = [sum(v[a] * zeta[s][a] for a in range(k)) for s in range(T)]
+    norm = sum(sympy.exp(x) for x in logits)
+    A = [sympy.exp(x) / norm for x in logits]
+    divergence = sum(sympy.diff(A[s] * zeta[s][a], zeta[r][a]) for r in range(T) for s in range(T) for a in range(k))
+    return sympy.simplify(divergence)
+
+
+@lru_cache(maxsize=None)
+def effective_moments() -> dict[str, sympy.Expr]:
+    """Y2_eff and Yp_eff: the moments that replace Y2, Yp in the infinite-width overlap map (eq. 23).
+
+    Read off :func:`key_decomposition`: vanilla attention gives p + (q - p) M_eff, and the gain-controlled
+    form (q - p)(M_eff - 1/T) -- checked to hold with the same M_eff in tests/derive/test_finite_width.py.
+    """
+    same = key_decomposition(True, False)
+    pair = key_decomposition(False, False)
+    read = lambda expr, moment: sympy.collect(sympy.expand(sympy.cancel((expr - p) / (q - p))), [moment, W, Z2])
+    return {"Y2_eff": read(same.subs({k_sym: 1, W: Z2}), Y2), "Yp_eff": read(pair.subs(k_sym, 2), Yp)}
+
+
+def output_overlap(same_row: bool, gain: bool) -> sympy.Expr:
+    """sigma_v2 times :func:`key_decomposition` with k and W named: q_out (same_row) or p_out, finite width."""
+    expr = key_decomposition(same_row, gain)
+    subs = {k_sym: 1, W: Z2} if same_row else {k_sym: 2}
+    return sympy.expand(sigma_v2 * expr.subs(subs))
+
+
+# --- 3. the key-selection term --------------------------------------------------------------
+
+def _score_derivative(term: g.Term, row: str, col: str) -> g.IndexSum:
+    """d/d a_{row,col} of a product of attention entries and scores (the softmax's eq. 29 for A)."""
+    scores = [f for f in term.factors if f.name == "a"]
+    rest = g.Term(term.coeff, tuple(f for f in term.factors if f.name != "a"), term.summed)
+    out = list(g.derivative(rest, row, col).terms)
+    out = [g.Term(t.coeff, tuple(sorted(t.factors + tuple(scores))), t.summed) for t in out]
+    for k, f in enumerate(scores):
+        others = scores[:k] + scores[k + 1:]
+        deltas = (g.delta(f.idx[0], row), g.delta(f.idx[1], col))
+        out.append(g.Term(term.coeff, tuple(sorted(rest.factors + tuple(others) + deltas)), term.summed))
+    return g.IndexSum(tuple(out), {})
+
+
+def _stein_once(expr: g.IndexSum, variance, fresh: tuple[str, str]) -> g.IndexSum:
+    """Stein's lemma on the first score factor of every term (other score factors are differentiated too)."""
+    out, ranges = [], dict(expr.ranges)
+    k, l = fresh
+    for term in expr.terms:
+        scores = [f for f in term.factors if f.name == "a"]
+        if not scores:
+            out.append(term)
+            continue
+        a = scores[0]
+        t, s = a.idx
+        rest = list(term.factors)
+        rest.remove(a)
+        rest_term = g.Term(term.coeff, tuple(rest), term.summed)
+        cov = (g.Factor("Q", (t, k)), g.Factor("Q", (s, l)))
+        for d in _score_derivative(rest_term, k, l).terms:
+            out.append(g.Term(d.coeff * variance, tuple(sorted(d.factors + cov)), d.summed | {k, l}))
+        ranges.setdefault(k, ranges.get(t))
+        ranges.setdefault(l, ranges.get(s))
+    return g.IndexSum(tuple(out), ranges)
+
+
+@lru_cache(maxsize=None)
+def selection_one_row() -> sympy.Expr:
+    """Z2 = E (sum_s A_s z_s)^2 for one row of i.i.d. scores a_s = b z_s, in attention moments.
+
+    (sum A a)^2 has two score factors; Stein's lemma is applied twice (score covariance b^2 delta,
+    eq. 9 at q = 1, p = 0 for the private part of one row), then divided by b^2.
+    """
+    ranges = {"t": T_sym, "s": T_sym, "v": T_sym}
+    one = (g.tensor("A", "t", "s", ranges=ranges) * g.tensor("a", "t", "s", ranges=ranges)).summed_over("s")
+    two = (g.tensor("A", "t", "v", ranges=ranges) * g.tensor("a", "t", "v", ranges=ranges)).summed_over("v")
+    expr = _stein_once(one * two, b2, ("k", "l"))
+    expr = _stein_once(expr, b2, ("m", "n"))
+    expr = g.mean_field(g.contract(expr))
+    return sympy.expand(g.attention_moments(expr).subs({q: 1, p: 0}) / b2)
+
+
+# Laplace/Price form of the two-row selection term (numeric.two_rows evaluates it) ---------
+
+_t, _u = sympy.symbols("t t_prime", real=True)
+_f, _l = sympy.Function("f"), sympy.Function("l")
+#: Price's theorem: E[F^(i)(t + l) G^(j)(t' + l')] is the (i, j)-th (t, t') derivative of the named smoothing.
+_PRICE = {("f", 0, "f", 0): "N", ("f", 2, "f", 0): "N_tt", ("f", 1, "f", 1): "N_tu", ("f", 0, "f", 2): "N_uu",
+          ("f", 1, "l", 0): "P_t", ("l", 0, "f", 1): "Q_u"}
+
+
+def laplace_kernels():
+    """f(x) = exp(x - e^x) and l(x) = exp(-e^x): u w e^(-u w) and e^(-u w) at x = log(u w) (eq. 22's Laplace form).
+
+    Returns (f, l, l' + f): SymPy shows l' = -f, which the integrands use (the last entry simplifies to 0).
+    """
+    x = sympy.Symbol("x", real=True)
+    f, l = sympy.exp(x - sympy.exp(x)), sympy.exp(-sympy.exp(x))
+    return f, l, sympy.simplify(sympy.diff(l, x) + f)
+
+
+@lru_cache(maxsize=None)
+def selection_pair_integrands() -> tuple[sympy.Expr, sympy.Expr]:
+    """The two integrands of W = T int int first K^(T-1) + T (T-1) int int second K^(T-2) (dt dt').
+
+    Two keys' log-weights are l = v.zeta, l' = v'.zeta with zeta ~ N(0, I_2) and Gram(v, v') = S.
+    Diagonal keys: E[|zeta|^2 f(t + l) f(t' + l')] = 2 E[f f] + E[Laplacian_zeta (f f)] (Stein twice).
+    Distinct keys: E[zeta f(t + l) l(t' + l')] . E[zeta l(t + l) f(t' + l')] with E[zeta h] = E[grad_zeta h]
+    (Stein once), each factor averaged over its own key. Price's theorem names the averages
+    (:data:`_PRICE`: N = E f f, P = E f l, Q = E l f and their t/t' derivatives); l' = -f
+    (:func:`laplace_kernels`) turns the derivatives of l into -N.
+    """
+    z1, z2 = sympy.symbols("zeta_1 zeta_2", real=True)
+    v1, v2, w1, w2 = sympy.symbols("v_1 v_2 w_1 w_2", real=True)
+    x1, x2 = _t + v1 * z1 + v2 * z2, _u + w1 * z1 + w2 * z2
+    both = _f(x1) * _f(x2)
+    laplacian = sympy.diff(both, z1, 2) + sympy.diff(both, z2, 2)
+    first = 2 * _price_named(both) + _price_named(laplacian)
+    h1, h2 = _f(x1) * _l(x2), _l(x1) * _f(x2)
+    second = sum(_price_named(sympy.diff(h1, z)) * _price_named(sympy.diff(h2, z)) for z in (z1, z2))
+    gram = ((S11, (v1, v1), (v2, v2)), (S22, (w1, w1), (w2, w2)), (S12, (v1, w1), (v2, w2)))
+    return _in_gram(sympy.expand(first), gram), _in_gram(sympy.expand(second), gram)
+
+
+def _kernel_factor(factor):
+    """(kernel name, derivative order, side) of f(x), l(x) or a Subs(Derivative(...)) at x = t + l or t' + l'."""
+    if isinstance(factor, sympy.Subs):
+        derivative, point = factor.expr, factor.point[0]
+        name, order = derivative.expr.func.__name__, derivative.derivative_count
+    elif isinstance(factor, sympy.core.function.AppliedUndef):
+        name, order, point = factor.func.__name__, 0, factor.args[0]
+    else:
+        return None
+    return name, order, ("t" if point.has(_t) else "u")
+
+
+def _price_named(expr) -> sympy.Expr:
+    """Replace every product F^(i)(t + l) G^(j)(t' + l') by its Price name; l' = -f first."""
+    out = sympy.Integer(0)
+    for term in sympy.Add.make_args(sympy.expand(expr.doit())):
+        coeff, kernels = sympy.Integer(1), {}
+        for factor in sympy.Mul.make_args(term):
+            info = _kernel_factor(factor)
+            if info is None:
+                coeff *= factor
+                continue
+            name, order, side = info
+            if name == "l" and order == 1:            # l' = -f (laplace_kernels)
+                coeff, name, order = -coeff, "f", 0
+            if name == "l" and order > 1:
+                raise ValueError(f"unexpected derivative of l in {term}")
+            kernels[side] = (name, order)
+        key = kernels["t"] + kernels["u"]
+        if key not in _PRICE:
+            raise ValueError(f"no named smoothing for the kernels {key} in {term}")
+        out += coeff * sympy.Symbol(_PRICE[key] if key != ("f", 1, "f", 0) else "N_t", real=True)
+    return out
+
+
+def _in_gram(expr, gram) -> sympy.Expr:
+    """Rewrite a quadratic form in the components of v, v' through their Gram matrix S (rotation invariance).
+
+    ``gram``: (name, (a, b), (c, d)) with name = a b + c d; a term not of that form raises ValueError.
+    """
+    out = sympy.Integer(0)
+    for name, (a, b), (c, d) in gram:
+        coeff = expr.coeff(a * b) if a != b else expr.coeff(a, 2)
+        other = expr.coeff(c * d) if c != d else expr.coeff(c, 2)
+        if sympy.simplify(coeff - other) != 0:
+            raise ValueError(f"not rotation invariant: {coeff} vs {other}")
+        out += name * coeff
+        expr = sympy.expand(expr - coeff * (a * b + c * d))
+    if any(s.name.startswith(("v_", "w_")) for s in expr.free_symbols):
+        raise ValueError(f"terms left after the Gram rewrite: {expr}")
+    return sympy.expand(out + expr)
+
+
+# --- 4. the law of the rows' score covariance: a chain of Wishart matrices --------------------
+
+#: Degrees of freedom of the three Wishart steps: tokens (d), queries W_Q x (d_h), u = W_K^T W_Q x (d).
+n_syms = sympy.symbols("n_1 n_2 n_3", positive=True)
+
+
+@lru_cache(maxsize=None)
+def chain_factor():
+    """Bartlett factors of the chain: S = b2 C M M^T C^T, M = L_1 L_2 L_3 / sqrt(n_1 n_2 n_3).
+
+    Each step k is a Wishart matrix W_2(n_k, previous)/n_k, i.e. previous^(1/2) L_k L_k^T previous^(1/2)T / n_k
+    with L_k = [[sqrt(c_k), 0], [z_k, sqrt(c'_k)]], c_k ~ chi2(n_k), c'_k ~ chi2(n_k - 1), z_k ~ N(0, 1);
+    C = [[1, 0], [rho, sqrt(1 - rho^2)]] is the Cholesky factor of the mean [[1, rho], [rho, 1]].
+    Returns a dict: the Bartlett variables, M's entries m11, m21, m22 and the entries of S/b2.
+    """
+    c = sympy.symbols("c_1 c_2 c_3", positive=True)
+    cp = sympy.symbols("cp_1 cp_2 cp_3", positive=True)
+    z = sympy.symbols("z_1 z_2 z_3", real=True)
+    L = [sympy.Matrix([[sympy.sqrt(c[k]), 0], [z[k], sympy.sqrt(cp[k])]]) for k in range(3)]
+    M = sympy.expand(L[0] * L[1] * L[2] / sympy.sqrt(n_syms[0] * n_syms[1] * n_syms[2]))
+    C = sympy.Matrix([[1, 0], [rho, sympy.sqrt(1 - rho ** 2)]])
+    S = sympy.expand(C * M * M.T * C.T)
+    return {"c": c, "cp": cp, "z": z, "m11": M[0, 0], "m21": M[1, 0], "m22": M[1, 1],
+            "S11": S[0, 0], "S12": S[0, 1], "S22": S[1, 1]}
+
+
+def _expect(expr, chain):
+    """E over the independent Bartlett variables of a sum of monomials in them (half-integer powers of
+    the chi-squares included): E c^a = 2^a Gamma(n/2 + a)/Gamma(n/2), E z^j = (j - 1)!! (j even) or 0."""
+    laws = {}
+    for k in range(3):
+        laws[chain["c"][k]] = ("chi2", n_syms[k])
+        laws[chain["cp"][k]] = ("chi2", n_syms[k] - 1)
+        laws[chain["z"][k]] = ("normal", None)
+    out = sympy.Integer(0)
+    for term in sympy.Add.make_args(sympy.expand(expr)):
+        powers = term.as_powers_dict()
+        if any(laws.get(base, ("",))[0] == "normal" and power % 2 for base, power in powers.items()):
+            continue                                           # an odd power of a centred normal: zero
+        value = sympy.Integer(1)
+        for base, power in powers.items():
+            if base not in laws:
+                value *= base ** power
+            elif laws[base][0] == "normal":
+                value *= sympy.factorial2(power - 1)
+            else:
+                half = laws[base][1] / 2
+                value *= (2 ** power * sympy.rf(half, power) if power.is_integer
+                          else 2 ** power * sympy.gamma(half + power) / sympy.gamma(half))
+        out += value
+    return sympy.factor(sympy.expand(out))
+
+
+@lru_cache(maxsize=None)
+def chain_mean():
+    """E S/b2 (exactly [[1, rho], [rho, 1]]: each Wishart step is unbiased) and E m21^2 (quadrature's variance)."""
+    chain = chain_factor()
+    mean = {name: _expect(chain[name], chain) for name in ("S11", "S12", "S22")}
+    return mean, _expect(chain["m21"] ** 2, chain)
+
+
+@lru_cache(maxsize=None)
+def chain_covariance():
+    """Exact Cov(S_ij, S_kl)/b2^2 for the pairs (11,11), (11,12), (11,22), (12,12), (12,22), (22,22).
+
+    At leading order in 1/n it is (1/n_1 + 1/n_2 + 1/n_3)(S_ik S_jl + S_il S_jk) with S the mean
+    (tests/derive/test_finite_width.py): the three steps add their Wishart fluctuations.
+    """
+    chain = chain_factor()
+    mean, _ = chain_mean()
+    names = ("S11", "S12", "S22")
+    out = {}
+    for i, a in enumerate(names):
+        for b in names[i:]:
+            out[(a, b)] = sympy.factor(_expect(chain[a] * chain[b], chain) - mean[a] * mean[b])
+    return out
+
+
+@lru_cache(maxsize=None)
+def covariance_from_factor() -> dict[str, sympy.Expr]:
+    """S/b2 = C [[m11, 0], [m21, m22]] [[m11, 0], [m21, m22]]^T C^T in the entries of M (what the quadrature
+    sums over)."""
+    m11, m21, m22 = sympy.symbols("m11 m21 m22", real=True)
+    M = sympy.Matrix([[m11, 0], [m21, m22]])
+    C = sympy.Matrix([[1, 0], [rho, sympy.sqrt(1 - rho ** 2)]])
+    S = sympy.expand(C * M * M.T * C.T)
+    return {"S11": S[0, 0], "S12": S[0, 1], "S22": S[1, 1]}

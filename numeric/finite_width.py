@@ -1,0 +1,190 @@
+"""Finite width: one attention layer's output overlaps with their O(1/d) terms, at finite T and any beta (issue 19).
+
+The derivation is :mod:`derive.finite_width` (assumptions A1-A4 there;
+docs/design.md "Finite width"). For input overlaps (q, p), width d, head width
+d_h and T keys, one attention layer outputs
+
+    q_out = sigma_v2 (p + (q - p) Y2_eff),   p_out = sigma_v2 (p + (q - p) Yp_eff)
+
+(gain control: sigma_v2 (q - p)(Y_eff - 1/T)), the infinite-width map (eq. 23)
+at the effective moments
+
+    Y2_eff = E_xi [(1 - 1/d) Y2(b sqrt(xi)) + Z2(b sqrt(xi))/d],
+    Yp_eff = E_S  [(1 - 2/d) Yp(S) + W(S)/d],
+
+where b^2 = beta^2 ln T q (q - p) (paper eq. 9 with Result 1's scale) and
+
+- Z2 = Y2 + b^2 (1 - Y2 - 6 Y3 + 6 Y22) and W(S) are the key-selection terms:
+  the softmax picks keys aligned with its query direction, so the keys it
+  weights overlap (their O(1/sqrt d) overlaps add up over T^2 pairs to O(b^2/d),
+  which is larger than the 1/T of Y2 once T >~ d/b^2);
+- xi and S are the finite-width law of the rows' score scale and covariance:
+  a chain of three Wishart steps with d, d_h and d degrees of freedom
+  (:mod:`numeric.width_law`). This is the score distribution's own finite-d_h
+  correction; it is large where attention is near condensation (Yp x1.4-x7 at
+  d_h = 32-64, T >> d) and is kept, not expanded: the averages are Gauss
+  quadratures over the exact law, not a Taylor series in 1/d.
+
+``d=None`` is infinite width: the exact finite-T theory of :mod:`numeric.finite_t`.
+:func:`attention_overlaps` evaluates the quadratures directly (about 0.3-1.5 s per
+point); :mod:`numeric.width_tables` tabulates Y2_eff and Yp_eff for depth
+profiles and diagrams.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import _generated_width as gen
+from . import validation as check
+from .blas import single_threaded_blas
+from .laplace import finite_state, plain, row_moments
+from .smoothing import EXACT, TABLE, Accuracy
+from .two_rows import pair_and_selection
+from .width_law import chain_dofs, pair_rule, product_rule
+
+#: Widths beyond which Z2 is read between Z2(B_Z) and its frozen limit (cancellation in the Stein form).
+B_Z = 30.0
+#: Gauss nodes of the one-row average over xi (Y2_eff): converged to ~1e-10 relative.
+N_XI = 16
+#: Gauss nodes of the two-row average over S (numeric.width_law.pair_rule); see tests/numeric/test_finite_width.py.
+N_PAIR = (3, 4, 4, 3, 8)
+
+__all__ = ["attention_overlaps", "ipr_width", "pair_effective", "row_effective", "width"]
+
+
+def width(d, d_head):
+    """Checked (d, d_head): integers >= 1 with d_head dividing d (d_head=None: one head, d_head = d).
+
+    ``d=None`` is infinite width; then d_head must be None too.
+    """
+    if d is None:
+        if d_head is not None:
+            raise ValueError(f"d_head={d_head!r} needs a finite width d (d=None is infinite width)")
+        return None, None
+    d = check.count("d", d)
+    d_head = d if d_head is None else check.count("d_head", d_head)
+    if d % d_head:
+        raise ValueError(f"d_head={d_head} must divide d={d} (heads of d_head features each)")
+    return d, d_head
+
+
+def frozen_z2(T: int) -> float:
+    """Z2 at b = oo: E (max_s z_s)^2 for T i.i.d. N(0, 1) (the row attends to its largest score only)."""
+    from scipy import special
+    z = np.linspace(-12.0, 12.0, 24001)
+    density = T * np.exp(-0.5 * z * z + (T - 1) * special.log_ndtr(z)) / math.sqrt(2.0 * math.pi)
+    return float(np.trapezoid(z * z * density, z))
+
+
+def _one_row(b: float, T: int, acc: Accuracy) -> tuple[float, float]:
+    """(Y2, Z2) of one row of T keys with log-weight width b (Z2 from the moments, derived by Stein's lemma).
+
+    Z2 = Y2 + b^2 (...) loses b^2 times the moments' absolute error; beyond :data:`B_Z` it is read on the
+    line in 1/b between Z2(B_Z) and the frozen limit Z2(oo) = E max^2 (both exact; error O(1/b^2)).
+    """
+    if b == 0.0:
+        return 1.0 / T, 1.0 / T
+    if np.isinf(b):
+        return 1.0, frozen_z2(T)
+    m = row_moments(min(b, B_Z), T, rs=(2.0, 3.0), square=True, acc=acc)
+    z2 = float(gen.selection_one_row(min(b, B_Z) ** 2, m[2.0], m[3.0], m["square"]))
+    if b <= B_Z:
+        return m[2.0], z2
+    y2 = float(row_moments(b, T, rs=(2.0,), acc=acc)[2.0])
+    frozen = frozen_z2(T)
+    return y2, frozen + (z2 - frozen) * B_Z / b
+
+
+def row_effective(b2: float, T: int, d: int, d_head: int, *, acc: Accuracy = EXACT, nodes: int = N_XI):
+    """(E_xi Y2, Y2_eff) at mean log-weight variance b2: the finite-width IPR and the effective moment of q_out."""
+    xi, weight = product_rule(chain_dofs(d, d_head), nodes)
+    ipr = eff = 0.0
+    for x, w in zip(xi, weight):
+        y2, z2 = _one_row(math.sqrt(b2 * x), T, acc)
+        ipr += w * y2
+        eff += w * float(gen.effective_same(float(d), y2, z2))
+    return ipr, eff
+
+
+def pair_effective(b2: float, rho: float, T: int, d: int, d_head: int, *, acc: Accuracy = TABLE,
+                   nodes: tuple[int, ...] = N_PAIR) -> float:
+    """Yp_eff at mean log-weight variance b2 and input cosine rho: E_S[(1 - 2/d) Yp(S) + W(S)/d]
+    over the chain's law of S (:func:`numeric.width_law.pair_rule`)."""
+    m11, m21, m22, weight = pair_rule(chain_dofs(d, d_head), nodes)
+    S11, S12, S22 = gen.covariance_from_factor(b2, rho, m11, m21, m22)
+    total = 0.0
+    with single_threaded_blas():
+        for s11, s12, s22, w in zip(S11, S12, S22, weight):
+            if s11 <= 0.0 or s22 <= 0.0:
+                yp, sel = 1.0 / T, 2.0 / T                # a row of width 0 attends uniformly
+            else:
+                yp, sel = pair_and_selection(float(s11), float(s22), float(s12), T, acc)
+            total += w * float(gen.effective_pair(float(d), yp, sel))
+    return total
+
+
+def attention_overlaps(beta, *, q=1.0, p=0.0, T, d=None, d_head=None, sigma_v2=1.0, gain=False):
+    """(q_out, p_out): E|o_t|^2/d and E o_t.o_t'/d (t != t') of one attention layer at input overlaps (q, p).
+
+    ``d=None``: infinite width (the exact finite-T theory, eqs. 2, 22, 23). An integer ``d`` (and
+    ``d_head`` dividing it; default one head) adds the finite-width terms of the module docstring.
+    ``gain``: gain-controlled attention. ``T``: an integer >= 2 (``None``, the T -> oo limit, only at
+    infinite width). Vectorised over beta, q, p (broadcast); float64.
+    """
+    d, d_head = width(d, d_head)
+    T = check.sequence_length(T)
+    if T is None and d is not None:
+        raise ValueError("finite width needs a finite T: the key-selection term grows like beta^2 ln T / d")
+    beta = check.positive("beta", beta)
+    q, p = check.overlaps(q, p, T)
+    sigma_v2 = check.positive("sigma_v2", sigma_v2)
+    beta, q, p, sigma_v2 = np.broadcast_arrays(beta, q, p, sigma_v2)
+    if T is None:
+        from .moments import ipr_pair, ipr
+        y2, yp = ipr(beta, q=q, p=p), ipr_pair(beta, q=q, p=p)
+    else:
+        finite_state(beta, q, p, T)                     # the finite-T domain: 0 <= p < q
+        y2, yp = _effective(beta, q, p, T, d, d_head)
+    output = gen.attention_output_gain if gain else gen.attention_output
+    q_out, p_out = output(q, p, sigma_v2, np.inf if T is None else float(T), y2, yp)
+    return plain(np.asarray(q_out, dtype=float)), plain(np.asarray(p_out, dtype=float))
+
+
+def _effective(beta, q, p, T, d, d_head):
+    """(Y2_eff, Yp_eff) per point; at infinite width the exact finite-T Y2 and Yp."""
+    y2, yp = np.empty(beta.shape), np.empty(beta.shape)
+    for index in np.ndindex(beta.shape):
+        b2 = float(beta[index]) ** 2 * math.log(T) * float(q[index]) * float(q[index] - p[index])
+        rho = float(p[index] / q[index])
+        if d is None:
+            from .laplace import pair_moment
+            b = math.sqrt(b2)
+            y2[index] = _one_row(b, T, EXACT)[0]
+            yp[index] = pair_moment(b, rho, T, EXACT) if rho > 0 else 1.0 / T
+        else:
+            y2[index] = row_effective(b2, T, d, d_head)[1]
+            yp[index] = pair_effective(b2, rho, T, d, d_head)
+    return y2, yp
+
+
+def ipr_width(beta, *, q=1.0, p=0.0, T, d, d_head=None):
+    """E sum_s A_ts^2 at finite width: the exact finite-T IPR averaged over the row's finite-width scale xi.
+
+    What the entropy-collapse criterion reads (the key-selection term Z2 belongs to the output
+    overlap, not to the IPR). Vectorised over beta, q, p.
+    """
+    d, d_head = width(d, d_head)
+    if d is None:
+        raise ValueError("ipr_width needs a finite d (numeric.ipr is the infinite-width IPR)")
+    T = check.sequence_length(T, infinite=False)
+    beta = check.positive("beta", beta)
+    q, p = check.overlaps(q, p, T)
+    beta, q, p = np.broadcast_arrays(beta, q, p)
+    out = np.empty(beta.shape)
+    for index in np.ndindex(beta.shape):
+        b2 = float(beta[index]) ** 2 * math.log(T) * float(q[index]) * float(q[index] - p[index])
+        out[index] = row_effective(b2, T, d, d_head)[0]
+    return plain(out)

@@ -1,0 +1,170 @@
+"""The finite-width derivation (derive.finite_width, issue 19): each step against an independent check.
+
+References are never the derivation's own output: identities are checked on
+explicit small cases (SymPy softmax of symbolic scores, mpmath/NumPy Monte
+Carlo of explicit Gaussian keys) or against the infinite-width map they must
+reduce to.
+"""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import sympy
+
+from derive import attention
+from derive import finite_width as fw
+from derive.symbols import p, q, sigma_v2
+
+d, T = attention.d_sym, attention.T_sym
+
+
+def test_infinite_width_limit_is_the_paper_map_eq_23():
+    """d -> oo of the decomposition is eq. (23): sigma_v2 (p + (q - p) M), vanilla and gain-controlled."""
+    for same, moment in ((True, fw.Y2), (False, fw.Yp)):
+        for gain in (False, True):
+            finite = fw.key_decomposition(same, gain)
+            limit = sympy.limit(finite, d, sympy.oo)
+            assert sympy.simplify(sigma_v2 * limit - attention.value_overlap(gain, same).subs(
+                {sympy.Symbol("Y2", positive=True): moment, sympy.Symbol("Yp", positive=True): moment})) == 0
+
+
+def test_first_order_in_one_over_d_is_the_selection_term_minus_k_moments():
+    """d (finite - infinite) = (q - p)(W - k M) for vanilla attention: the O(1/d) term in closed form."""
+    for same, moment in ((True, fw.Y2), (False, fw.Yp)):
+        finite = fw.key_decomposition(same, False)
+        infinite = sympy.limit(finite, d, sympy.oo)
+        assert sympy.simplify(d * (finite - infinite) - (q - p) * (fw.W - fw.k_sym * moment)) == 0
+
+
+def test_gain_control_uses_the_same_effective_moments():
+    """(q - p)(M_eff - 1/T) with the M_eff of vanilla attention (so profiles need one pair of tables)."""
+    eff = fw.effective_moments()
+    for same, key, k in ((True, "Y2_eff", 1), (False, "Yp_eff", 2)):
+        gain = fw.key_decomposition(same, True).subs(fw.k_sym, k)
+        if same:
+            gain = gain.subs(fw.W, fw.Z2)
+        assert sympy.simplify(gain - (q - p) * (eff[key] - 1 / T)) == 0
+
+
+def test_effective_moments_weights():
+    eff = fw.effective_moments()
+    assert sympy.simplify(eff["Y2_eff"] - ((1 - 1 / d) * fw.Y2 + fw.Z2 / d)) == 0
+    assert sympy.simplify(eff["Yp_eff"] - ((1 - 2 / d) * fw.Yp + fw.W / d)) == 0
+
+
+@pytest.mark.parametrize("n_keys,k", [(2, 1), (3, 2), (4, 2)])
+def test_softmax_shift_identity_is_k(n_keys, k):
+    """sum_{r,s} d/d zeta_r . (A_s zeta_s) = k sample by sample (explicit softmax of symbolic keys)."""
+    assert fw.softmax_shift_identity(n_keys, k) == k
+
+
+def _z2_monte_carlo(b, T, n, rng):
+    z = rng.standard_normal((n, T))
+    logits = b * z
+    logits -= logits.max(1, keepdims=True)
+    A = np.exp(logits)
+    A /= A.sum(1, keepdims=True)
+    m = (A * z).sum(1)
+    return A, m
+
+
+def test_z2_from_stein_matches_explicit_keys():
+    """Z2 = Y2 + b^2 (1 - Y2 - 6 Y3 + 6 Y22), each moment and (sum A z)^2 measured on the same samples:
+    the identity holds in expectation, so the two sides agree within Monte Carlo error."""
+    rng = np.random.default_rng(1)
+    expr = sympy.lambdify((fw.b2, fw.Y2, fw.Y3, fw.Y22), fw.selection_one_row())
+    for b, T in ((0.5, 8), (1.5, 16), (3.0, 32)):
+        A, m = _z2_monte_carlo(b, T, 400_000, rng)
+        y2, y3, y22 = (A ** 2).sum(1), (A ** 3).sum(1), (A ** 2).sum(1) ** 2
+        lhs = m ** 2
+        rhs = expr(b * b, y2, y3, y22)
+        diff = lhs - rhs                                    # mean zero if the identity holds
+        assert abs(diff.mean()) < 5 * diff.std() / math.sqrt(diff.size)
+        assert abs(diff.mean()) < 0.01 * lhs.mean() + 5 * diff.std() / math.sqrt(diff.size)
+
+
+def test_z2_limits():
+    """b -> 0: Z2 -> Y2 (= 1/T, uniform weights); the b^2 coefficient vanishes for a one-hot row (Y = 1)."""
+    z2 = fw.selection_one_row()
+    assert sympy.simplify(z2.subs(fw.b2, 0) - fw.Y2) == 0
+    assert sympy.simplify(z2.subs({fw.Y2: 1, fw.Y3: 1, fw.Y22: 1}) - 1) == 0
+
+
+def test_laplace_kernels_derivative():
+    assert fw.laplace_kernels()[2] == 0
+
+
+def test_pair_integrands_reduce_to_one_row_at_identical_rows():
+    """Identical rows: S11 = S22 = S12 = b^2 and the named smoothings of one kernel product.
+
+    With N_tt = N_tu = N_uu (all derivatives of f(t + l) f(t' + l) in l agree) the diagonal integrand is
+    2N + 4 b^2 N_tt, the Laplacian of f(t + l)^2 along one direction plus the orthogonal key component.
+    """
+    first, second = fw.selection_pair_integrands()
+    b2 = sympy.Symbol("b2", positive=True)
+    N, Ntt, Ntu, Nuu, Pt, Qu = sympy.symbols("N N_tt N_tu N_uu P_t Q_u", real=True)
+    one = first.subs({fw.S11: b2, fw.S22: b2, fw.S12: b2, Ntu: Ntt, Nuu: Ntt})
+    assert sympy.simplify(one - (2 * N + 4 * b2 * Ntt)) == 0
+    sym = second.subs({fw.S11: b2, fw.S22: b2, fw.S12: b2, Qu: Pt})
+    assert sympy.simplify(sym - b2 * (N - Pt) ** 2) == 0
+
+
+def test_pair_integrands_orthogonal_rows_have_no_cross_coupling():
+    """S12 = 0: the distinct-key integrand is -N (S11 P_t + S22 Q_u); no N_tu term in the diagonal one."""
+    first, second = fw.selection_pair_integrands()
+    N, Pt, Qu, Ntu = sympy.symbols("N P_t Q_u N_tu", real=True)
+    assert sympy.simplify(second.subs(fw.S12, 0) + N * (fw.S11 * Pt + fw.S22 * Qu)) == 0
+    assert not first.subs(fw.S12, 0).has(Ntu)
+
+
+def test_chain_mean_is_unbiased_and_covariance_adds_the_three_steps():
+    mean, m21 = fw.chain_mean()
+    assert mean == {"S11": 1, "S12": fw.rho, "S22": 1}
+    eps = sympy.Symbol("eps", positive=True)
+    n1, n2, n3 = fw.n_syms
+    total = 1 / n1 + 1 / n2 + 1 / n3
+    S = {"S11": 1, "S12": fw.rho, "S22": 1}
+    idx = {"S11": (0, 0), "S12": (0, 1), "S22": (1, 1)}
+    Sm = sympy.Matrix([[1, fw.rho], [fw.rho, 1]])
+    for (a, b), cov in fw.chain_covariance().items():
+        lead = sympy.series(cov.subs({n1: n1 / eps, n2: n2 / eps, n3: n3 / eps}), eps, 0, 2).removeO().subs(eps, 1)
+        (i, j), (k, l) = idx[a], idx[b]
+        expected = total * (Sm[i, k] * Sm[j, l] + Sm[i, l] * Sm[j, k])
+        assert sympy.simplify(lead - expected) == 0, (a, b)
+    assert sympy.simplify(m21 - (n2 * n3 + (n1 - 1) * n3 + (n1 - 1) * (n2 - 1)) / (n1 * n2 * n3)) == 0
+    del S
+
+
+def test_chain_covariance_matches_sampled_wishart_chain():
+    """Exact Cov(S11, S11) and Cov(S12, S12) against a sampled chain tokens -> W_Q -> W_K (small n)."""
+    rng = np.random.default_rng(3)
+    n1, n2, n3, rho = 6, 4, 6, 0.5
+    K = np.array([[1.0, rho], [rho, 1.0]])
+    G = np.broadcast_to(K, (100_000, 2, 2))
+    for n in (n1, n2, n3):
+        X = rng.standard_normal((G.shape[0], n, 2)) @ np.swapaxes(np.linalg.cholesky(G), -1, -2)
+        G = np.swapaxes(X, -1, -2) @ X / n
+    draws = np.stack([G[:, 0, 0], G[:, 0, 1], G[:, 1, 1]], axis=1)
+    cov = fw.chain_covariance()
+    values = {fw.n_syms[0]: n1, fw.n_syms[1]: n2, fw.n_syms[2]: n3, fw.rho: rho}
+    for (a, b), (i, j) in {("S11", "S11"): (0, 0), ("S12", "S12"): (1, 1), ("S11", "S22"): (0, 2)}.items():
+        exact = float(cov[(a, b)].subs(values))
+        x, y = draws[:, i] - draws[:, i].mean(), draws[:, j] - draws[:, j].mean()
+        prod = x * y
+        assert abs(prod.mean() - exact) < 5 * prod.std() / math.sqrt(prod.size), (a, b, prod.mean(), exact)
+
+
+def test_covariance_from_factor_is_the_gram_of_the_bartlett_rows():
+    S = fw.covariance_from_factor()
+    m11, m21, m22 = sympy.symbols("m11 m21 m22", real=True)
+    for values in itertools.product((0.7, 1.3), (-0.4, 0.2), (0.9,), (0.0, 0.6)):
+        a, b, c, r = values
+        C = np.array([[1.0, 0.0], [r, math.sqrt(1 - r * r)]])
+        M = np.array([[a, 0.0], [b, c]])
+        G = C @ M @ M.T @ C.T
+        subs = {m11: a, m21: b, m22: c, fw.rho: r}
+        assert abs(float(S["S11"].subs(subs)) - G[0, 0]) < 1e-12
+        assert abs(float(S["S12"].subs(subs)) - G[0, 1]) < 1e-12
+        assert abs(float(S["S22"].subs(subs)) - G[1, 1]) < 1e-12

@@ -1,0 +1,194 @@
+"""numeric.attention_overlaps and its pieces (issue 19): each against a reference it does not compute itself.
+
+References: the infinite-width finite-T moments (numeric.ipr, numeric.ipr_pair), exact
+moments of chi-square products, Monte Carlo of explicit Gaussian keys (NumPy), the
+identities of the shift-invariant softmax (independent rows, identical rows) and the
+small-score limit sigma_a^2/d of the key-selection term (the issue's measurement).
+"""
+
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import sympy
+
+import numeric
+from numeric import codegen, codegen_width
+from numeric import finite_width as fw
+from numeric.smoothing import EXACT
+from numeric.two_rows import pair_and_selection
+from numeric.width_law import chain_dofs, m21_variance, pair_rule, product_rule
+
+
+def test_generated_width_formulas_match_derive():
+    """numeric/_generated_width.py is what derive.finite_width derives now (python -m numeric.codegen_width)."""
+    header, committed = codegen.split_module(codegen_width.GENERATED.read_text())
+    regenerated = codegen_width.code_source()
+    assert codegen.code_digest(committed) in header, "numeric/_generated_width.py was edited by hand"
+    if f"sympy {sympy.__version__};" in header:
+        changed = codegen.changed_definitions(committed, regenerated)
+        assert not changed, (f"derive changed these finite-width formulas: {changed}; run "
+                             "python -m numeric.codegen_width and commit numeric/_generated_width.py")
+
+
+def test_attention_overlaps_is_exported_lazily():
+    """``import numeric`` stays light: finite_width (SciPy) loads on first use of numeric.attention_overlaps."""
+    code = ("import sys, numeric; assert 'numeric.finite_width' not in sys.modules; assert 'scipy' not in sys.modules;"
+            "f = numeric.attention_overlaps; assert 'numeric.finite_width' in sys.modules; print(f.__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "attention_overlaps"
+
+
+@pytest.mark.parametrize("beta,q,p,T", [(0.5, 1.0, 0.0, 64), (1.2, 1.0, 0.5, 256), (2.0, 1.5, 0.9, 1000),
+                                        (3.0, 0.7, 0.3, 32)])
+def test_infinite_width_is_the_finite_T_theory(beta, q, p, T):
+    """d=None: sigma_v2 (p + (q - p) Y) with the finite-T IPR and pair moment (eq. 23), and the
+    gain-controlled form sigma_v2 (q - p)(Y - 1/T)."""
+    y2, yp = numeric.ipr(beta, q=q, p=p, T=T), numeric.ipr_pair(beta, q=q, p=p, T=T)
+    q_out, p_out = numeric.attention_overlaps(beta, q=q, p=p, T=T, sigma_v2=1.3)
+    np.testing.assert_allclose([q_out, p_out], [1.3 * (p + (q - p) * y2), 1.3 * (p + (q - p) * yp)], rtol=1e-9)
+    q_gain, p_gain = fw.attention_overlaps(beta, q=q, p=p, T=T, gain=True)
+    np.testing.assert_allclose([q_gain, p_gain], [(q - p) * (y2 - 1 / T), (q - p) * (yp - 1 / T)], rtol=1e-8,
+                               atol=1e-15)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(d=0), "d must be an integer >= 1"),
+    (dict(d=64.5), "d must be an integer >= 1"),
+    (dict(d=True), "d must be an integer >= 1"),
+    (dict(d=64, d_head=0), "d_head must be an integer >= 1"),
+    (dict(d=64, d_head=24), "d_head=24 must divide d=64"),
+    (dict(d_head=32), "needs a finite width d"),
+    (dict(d=64, T=None), "finite width needs a finite T"),
+    (dict(d=64, T=1), "T must be"),
+])
+def test_bad_width_is_a_value_error(kwargs, match):
+    args = {"T": 128, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        numeric.attention_overlaps(1.0, **args)
+
+
+def test_small_scores_add_sigma_a_squared_over_d():
+    """sigma_a -> 0 at fixed T: the key-selection term adds sigma_a^2 (1 - 1/T)/d to q_out (Z2 - Y2 =
+    b^2 (1 - Y2 - 6 Y3 + 6 Y22) with Y ~ uniform weights), the issue's measured cross term
+    0.00128 ~ sigma_a^2/d; and nothing to p_out at orthogonal inputs (rows of independent scores)."""
+    T, d, sigma_a = 1000, 100, 0.1
+    beta = sigma_a / math.sqrt(math.log(T))
+    finite = fw.attention_overlaps(beta, T=T, d=d)
+    infinite = fw.attention_overlaps(beta, T=T)
+    assert finite[0] - infinite[0] == pytest.approx(sigma_a ** 2 * (1 - 1 / T) / d, rel=0.03)
+    assert abs(finite[1] - infinite[1]) < 0.02 * sigma_a ** 2 / d
+
+
+def test_correction_is_first_order_in_one_over_d():
+    """d (q_out(d) - q_out(oo)) converges as d grows (the O(1/d) term): equal at d = 1024 and 4096 to within the
+    O(1/d) change, and large enough to matter (sigma_a = 1.5, T = 512, input cosine 0.5)."""
+    beta, T = 1.5 / math.sqrt(math.log(512)), 512
+    infinite = fw.attention_overlaps(beta, p=0.5, T=T)
+    scaled = {}
+    for d in (1024, 4096):
+        finite = fw.attention_overlaps(beta, p=0.5, T=T, d=d)
+        scaled[d] = [d * (f - i) for f, i in zip(finite, infinite)]
+    for k in range(2):
+        assert scaled[1024][k] > 0.05
+        assert scaled[4096][k] == pytest.approx(scaled[1024][k], rel=0.05)
+
+
+# --- the pieces --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dofs", [(64, 32, 64), (256, 64, 256), (32, 16, 32)])
+def test_product_rule_reproduces_chi_square_product_moments(dofs):
+    """E xi^k for xi = prod chi2(n)/n: prod_n prod_{j<k} (1 + 2 j/n) exactly (k = 1..4; the rule is Gauss in
+    ln xi, so powers of xi are integrated to its convergence, not exactly)."""
+    x, w = product_rule(dofs, 16)
+    for k in range(1, 5):
+        exact = math.prod(math.prod(1 + 2 * j / n for j in range(k)) for n in dofs)
+        assert float(w @ x ** k) == pytest.approx(exact, rel=1e-8)
+
+
+@pytest.mark.parametrize("d,d_head", [(64, 32), (256, 64), (100, 100)])
+def test_pair_rule_keeps_the_chain_mean(d, d_head):
+    """The two-row rule: E m11^2 = 1, E m11 m21 = 0, E m21^2 + E m22^2 = 1 (each Wishart step is unbiased, so
+    E S = b^2 [[1, rho], [rho, 1]]) and E m21^2 the chain's exact value."""
+    dofs = chain_dofs(d, d_head)
+    m11, m21, m22, w = pair_rule(dofs)
+    assert w.sum() == pytest.approx(1.0, abs=1e-12)
+    assert float(w @ m11 ** 2) == pytest.approx(1.0, rel=1e-6)
+    assert abs(float(w @ (m11 * m21))) < 1e-12
+    assert float(w @ m21 ** 2) == pytest.approx(m21_variance(dofs), rel=1e-6)
+    assert float(w @ (m21 ** 2 + m22 ** 2)) == pytest.approx(1.0, rel=1e-6)
+
+
+def test_pair_rule_second_moment_of_the_covariance_against_sampled_chain():
+    """E S12^2 of the rule (m21 Gaussian given the chi-squares, with the regressed middle term) against a sampled
+    Wishart chain tokens -> W_Q -> W_K at rho = 0 (where S12 is carried by m11 m21 alone)."""
+    rng = np.random.default_rng(5)
+    d, d_head = 16, 8
+    m11, m21, m22, w = pair_rule(chain_dofs(d, d_head))
+    rule = float(w @ (m11 * m21) ** 2)
+    G = np.broadcast_to(np.eye(2), (200_000, 2, 2))
+    for n in (d, d_head, d):
+        X = rng.standard_normal((G.shape[0], n, 2)) @ np.swapaxes(np.linalg.cholesky(G), -1, -2)
+        G = np.swapaxes(X, -1, -2) @ X / n
+    draws = G[:, 0, 1] ** 2
+    assert abs(rule - draws.mean()) < 5 * draws.std() / math.sqrt(draws.size) + 0.01 * rule
+
+
+def _two_rows_monte_carlo(S11, S22, S12, T, n, rng):
+    """(Yp, W) of two rows sharing T Gaussian keys zeta_s in R^2, log-weights v.zeta_s and v'.zeta_s."""
+    C = np.array([[S11, S12], [S12, S22]])
+    V = np.linalg.cholesky(C)                           # rows: v, v' with Gram matrix S
+    yp, w = np.empty(n), np.empty(n)
+    zeta = rng.standard_normal((n, T, 2))
+    logits = zeta @ V.T                                   # (n, T, 2)
+    logits -= logits.max(1, keepdims=True)
+    A = np.exp(logits)
+    A /= A.sum(1, keepdims=True)
+    yp = (A[..., 0] * A[..., 1]).sum(1)
+    m1 = (A[..., 0, None] * zeta).sum(1)
+    m2 = (A[..., 1, None] * zeta).sum(1)
+    w = (m1 * m2).sum(1)
+    return yp, w
+
+
+@pytest.mark.parametrize("S11,S22,S12,T", [(1.0, 1.0, 0.5, 16), (4.0, 2.0, -1.2, 8), (9.0, 6.0, 3.0, 32)])
+def test_pair_and_selection_against_explicit_keys(S11, S22, S12, T):
+    rng = np.random.default_rng(11)
+    yp, w = _two_rows_monte_carlo(S11, S22, S12, T, 200_000, rng)
+    theory = pair_and_selection(S11, S22, S12, T, EXACT)
+    for value, draws in zip(theory, (yp, w)):
+        assert abs(value - draws.mean()) < 5 * draws.std() / math.sqrt(draws.size)
+
+
+@pytest.mark.parametrize("S11,S22,T", [(1.0, 4.0, 64), (9.0, 2.0, 16)])
+def test_independent_rows_select_nothing(S11, S22, T):
+    """S12 = 0: Yp = 1/T (independent rows) and W = 2/T (the softmax shift identity along each row's own axis),
+    so Yp_eff = 1/T at every d: uncorrelated rows get no finite-width term."""
+    yp, w = pair_and_selection(S11, S22, 0.0, T, EXACT)
+    assert yp == pytest.approx(1 / T, rel=1e-7)
+    assert w == pytest.approx(2 / T, rel=1e-6)
+
+
+@pytest.mark.parametrize("b,T", [(0.8, 64), (2.0, 256)])
+def test_identical_rows_are_one_row(b, T):
+    """S11 = S22 = S12 (almost): Yp -> Y2 and W -> Z2 + Y2 (the orthogonal key component adds Y2) from the one-row
+    Stein form, a different derivation."""
+    y2, z2 = fw._one_row(b, T, EXACT)
+    S = b * b
+    yp, w = pair_and_selection(S, S, S * (1 - 1e-9), T, EXACT)
+    assert yp == pytest.approx(y2, rel=1e-4)
+    assert w == pytest.approx(z2 + y2, rel=1e-3)
+
+
+def test_one_row_continues_to_the_frozen_limit():
+    """Z2 of a frozen row (b -> oo) is E max_s z_s^2 over T Gaussians (sampled here); Z2 grows monotonically in b
+    towards it through the interpolated range beyond B_Z."""
+    rng = np.random.default_rng(2)
+    T = 64
+    draws = rng.standard_normal((200_000, T)).max(1) ** 2
+    assert abs(fw.frozen_z2(T) - draws.mean()) < 5 * draws.std() / math.sqrt(draws.size)
+    z2 = [fw._one_row(b, T, EXACT)[1] for b in (2.0, 8.0, 20.0, 40.0, 200.0)]
+    assert all(a < b for a, b in zip(z2, z2[1:]))
+    assert z2[-1] < fw.frozen_z2(T)

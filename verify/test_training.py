@@ -19,9 +19,12 @@ from numeric.cli import main as sigprop
 from verify import corpus, training
 from verify.train_config import OBJECTIVE_NAMES, TrainConfig
 
-#: A run that trains in seconds: 2 post-LN blocks at the paper's section C.1 variances, in the trainable phase.
+#: A run that learns from the context in seconds: 2 post-LN blocks at the paper's section C.1 variances, in the
+#: trainable phase. Measured (seeds 0, 1, 2): final held-out loss 2.86, 2.77, 2.80 nats against the no-context
+#: level 3.02 and the unigram loss 3.28, on 512 held-out sequences (~1,200 masked bytes: standard error of one
+#: loss ~0.06 nats, and the levels are scored on the same bytes).
 LEARNS = TrainConfig(depth=2, d_model=32, heads=2, beta=0.1, alpha_sa=1.0, sigma_w2=0.24, sigma_v2=0.24,
-                     sigma_b2=0.0004, seq_len=16, batch=32, steps=300, lr=3e-3, eval_every=100, eval_sequences=128,
+                     sigma_b2=0.0004, seq_len=16, batch=32, steps=300, lr=1e-2, eval_every=100, eval_sequences=512,
                      threads=1)
 #: Runs that only need to run (grid plumbing): one block, width 16, 4 steps.
 TINY = TrainConfig(depth=1, d_model=16, heads=2, beta=0.1, alpha_sa=1.0, seq_len=16, batch=4, steps=4, eval_every=2,
@@ -31,13 +34,16 @@ GRID = dict(betas=[0.1, 4.0], alphas=[0.5, 2.0])
 
 # --- the claim: a run in the trainable phase learns from the context -------------------------
 
-def test_trainable_run_goes_below_the_unigram_loss():
+def test_trainable_run_goes_below_the_unigram_and_the_no_context_loss():
     """Deterministically seeded: the predicted phase is trainable and the held-out loss falls below the
-    unigram loss (the byte frequencies) by a clear margin; the same seed gives the same curve."""
+    unigram loss (the byte frequencies) and below the no-context level (the best model that sees its own input
+    byte only: BERT's rule keeps 10 % of the predicted bytes, so beating the unigram loss alone needs no
+    context) by a clear margin; the same seed gives the same curve."""
     result = training.train(LEARNS)
     assert result.prediction.phase_name == "trainable"
-    assert result.initial_heldout_loss > result.unigram_loss
-    assert result.final_heldout_loss < result.unigram_loss - 0.1, result.curve
+    assert result.bigram_loss < result.context_free_loss < result.unigram_loss < result.initial_heldout_loss
+    assert result.final_heldout_loss < result.unigram_loss - 0.3, result.curve
+    assert result.final_heldout_loss < result.context_free_loss - 0.1, result.curve
     assert not result.diverged
     assert len(result.grad_norms) == LEARNS.depth and all(g > 0 for g in result.grad_norms)
     again = training.train(dataclasses.replace(LEARNS, steps=1))
@@ -216,6 +222,32 @@ def test_interrupted_grid_resumes_from_its_csv(grid_in_process, tmp_path):
     assert path.read_text() == grid_in_process
     assert [r.final_heldout_loss for r in runs.results] == [
         float(value) for value in _column(grid_in_process, "final_heldout_loss")]
+
+
+def _fake_run(phase: int, final: float) -> training.TrainResult:
+    """A finished run with levels unigram 3.2, no context 3.0, bigram 2.6 (cutoff at threshold 0.25: 2.9)."""
+    prediction = training.Prediction(phase, np.array([0.05, 0.5]), 0.5, 0.05, 1.0, 0.1)
+    return training.TrainResult(TINY, prediction, [(0, 0.0, float("nan"), 5.5), (4, 0.0, 3.1, final)], 3.2, 3.0,
+                                2.6, [1.0], [0.1])
+
+
+def test_a_cell_counts_as_trained_when_its_seed_mean_closes_the_threshold_of_the_gap():
+    """trained <=> seed-mean final loss <= no context - threshold (no context - bigram) = 2.9 here: a cell at
+    mean 2.89 is trained, one at 2.905 (one seed below, one above) is not, a diverged seed (NaN) makes its cell
+    not trained; the agreement counts trainable <=> trained."""
+    from verify.train_diagram import MeasuredDiagram
+
+    finals = [(0, (2.85, 2.93)), (2, (2.7, 2.7)), (0, (2.95, 2.86)), (1, (float("nan"), 2.0))]
+    results = [_fake_run(phase, f) for phase, pair in finals for f in pair]
+    diagram = MeasuredDiagram(TINY, np.array(GRID["betas"]), np.array(GRID["alphas"]), 2, results, threshold=0.25)
+    assert diagram.cutoff == pytest.approx(2.9)
+    assert diagram.trained.tolist() == [[True, True], [False, False]]
+    assert diagram.phase.tolist() == [[0, 2], [0, 1]]
+    got = diagram.agreement()
+    assert (got["cells"], got["agree"]) == (4, 2)
+    assert got["counts"]["entropy collapse, trained"] == 1 and got["counts"]["trainable, not trained"] == 1
+    strict = MeasuredDiagram(TINY, np.array(GRID["betas"]), np.array(GRID["alphas"]), 2, results, threshold=0.5)
+    assert strict.cutoff == pytest.approx(2.8) and strict.trained.tolist() == [[False, True], [False, False]]
 
 
 def _column(text: str, name: str) -> list:

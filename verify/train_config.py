@@ -23,7 +23,8 @@ MODEL_ARCHS = ("torch-post-ln", "torch-pre-ln", "bert")
 OBJECTIVE_NAMES = ("mlm", "next-token")
 #: Training precisions.
 DTYPE_NAMES = ("float32", "float64")
-#: The fraction of the unigram-to-bigram gap a run must close to count as trained (verify.train_diagram).
+#: The fraction of the gap from the no-context to the bigram loss a run must close to count as trained
+#: (verify.train_diagram).
 THRESHOLD = 0.25
 
 

@@ -22,12 +22,14 @@ from .train_config import MODEL_ARCHS, OBJECTIVE_NAMES, TrainConfig
 HELP = "train a spec or a real encoder by masked-language modelling on real text; predicted phase vs loss (needs torch)"
 #: What ``sigprop train --help`` says the command does.
 DESCRIPTION = ("Train one model from its initialisation (a spec with beta, alpha_sa, ... as the theory's, or a real "
-               "PyTorch/BERT encoder set to them) by byte-level masked-language modelling (15 %% masking; a decoder, "
+               "PyTorch/BERT encoder set to them) by byte-level masked-language modelling (15 % masking; a decoder, "
                "--mask causal: next-byte prediction) on the "
                "Python standard library's source (or --text FILE), with the paper's AdamW recipe (section C): "
                "linear warm-up and decay, gradient clipping. Prints the phase predicted at initialisation by the "
-               "finite-T theory at T = seq-len, the held-out loss before and after training, and the unigram loss "
-               "(the byte frequencies: a model that learnt nothing from the context).")
+               "finite-T theory at T = seq-len, the held-out loss before and after training, the unigram loss "
+               "(the byte frequencies), the no-context loss (the best model that sees its own input byte only: "
+               "where a model that learnt nothing from the context ends) and the bigram loss (the previous byte "
+               "as context).")
 
 
 

@@ -142,7 +142,7 @@ def _grid(name, values):
 
 def trainability_diagram(arch, depth, *, betas, alphas, eps=0.01, T=None, rho0=0.0, activation="relu",
                          criterion="first", ipr_threshold=0.5, progress=None, mask=None, min_keys=None, backend=None,
-                         **params):
+                         d=None, d_head=None, **params):
     """Phases over the grid (alphas x betas) for ``depth`` blocks of ``arch`` (see module doc).
 
     ``params``: alpha_mlp, sigma_v2, sigma_w2, sigma_b2 (scalars). ``progress``:
@@ -152,8 +152,11 @@ def trainability_diagram(arch, depth, *, betas, alphas, eps=0.01, T=None, rho0=0
     the late positions (``late``), entropy collapse on rows with at least ``min_keys`` keys.
     ``backend``: "fused" (compiled kernels, :mod:`numeric.fused`), "numpy" (the reference path) or
     "auto"/None (``$SIGPROP_BACKEND``, else fused where numba is installed).
+    ``d``, ``d_head``: finite width (issue 19; :func:`numeric.cosine_profile`): the block maps with the
+    finite-width effective moments, entropy collapse on the finite-width IPR; the NumPy path.
     """
-    from .profile import _masked
+    from .profile import _masked, finite_width
+    width = finite_width(d, d_head, T, mask)
     if _masked(arch, mask):
         from . import causal
         return causal.trainability_diagram(arch, depth, betas=betas, alphas=alphas, eps=eps, T=T, rho0=rho0,
@@ -164,7 +167,7 @@ def trainability_diagram(arch, depth, *, betas, alphas, eps=0.01, T=None, rho0=0
     betas, alphas, eps, ipr_threshold = grid_inputs(betas, alphas, eps, criterion, ipr_threshold, params)
     alphas_used = np.maximum(alphas, ALPHA_ZERO)  # alpha_sa = 0 is read as the limit alpha_sa -> 0+
     shape = (alphas.size, betas.size)
-    if fused.backend(backend) == "fused":             # grid axes passed as axes: no per-point parameter arrays
+    if width is None and fused.backend(backend) == "fused":  # grid axes as axes: no per-point parameter arrays
         _, _, values, depth, T, rho0 = prepare(arch, depth, beta=betas[None, :], T=T, rho0=rho0, activation=activation,
                                                params={**params, "alpha_sa": alphas_used[:, None]}, numpy_map=False)
         out = fused.evaluate(arch, activation, T, values, rho0, depth, columns=_columns(T, betas),
@@ -174,10 +177,12 @@ def trainability_diagram(arch, depth, *, betas, alphas, eps=0.01, T=None, rho0=0
             progress(rho.size)
     else:
         rho, condensed, depth, T, rho0 = _numpy_grid(arch, depth, betas, alphas_used, T, rho0, activation, criterion,
-                                                     ipr_threshold, progress, params)
+                                                     ipr_threshold, progress, params, width)
     phase = np.where(condensed, ENTROPY_COLLAPSE, np.where(rho > 1.0 - eps, RANK_COLLAPSE, TRAINABLE))
     boundary = critical_alpha(arch, depth, beta=betas, eps=eps, T=T, rho0=rho0, activation=activation,
-                              bracket=_grid_bracket(rho.reshape(shape), alphas_used, eps), backend=backend, **params)
+                              bracket=_grid_bracket(rho.reshape(shape), alphas_used, eps), backend=backend,
+                              d=None if width is None else width[0], d_head=None if width is None else width[1],
+                              **params)
     return Diagram(betas, alphas, phase.reshape(shape), rho.reshape(shape), np.asarray(boundary),
                    _name(arch), depth, eps, T, criterion,
                    {**DEFAULTS, **params, "activation": activation, "rho0": float(rho0)})
@@ -191,13 +196,20 @@ def _columns(T, betas):
     return column_moments(T, betas)
 
 
-def _numpy_grid(arch, depth, betas, alphas_used, T, rho0, activation, criterion, ipr_threshold, progress, params):
-    """The reference path: chunks of the flattened grid through the vectorised NumPy maps, in threads."""
+def _numpy_grid(arch, depth, betas, alphas_used, T, rho0, activation, criterion, ipr_threshold, progress, params,
+                width=None):
+    """The reference path: chunks of the flattened grid through the vectorised NumPy maps, in threads.
+    ``width``: (d, d_head) of a finite-width diagram (None: infinite width)."""
     B, A = np.meshgrid(betas, alphas_used)
     block, moments, values, depth, T, rho0 = prepare(arch, depth, beta=B.ravel(), T=T, rho0=rho0,
-                                                      activation=activation, params={**params, "alpha_sa": A.ravel()})
+                                                      activation=activation, params={**params, "alpha_sa": A.ravel()},
+                                                      width=width)
     rho, condensed = np.empty(B.size), np.empty(B.size, dtype=bool)
-    columns = _columns(T, betas)
+    columns = _columns(T, betas) if width is None else None
+    ipr = None
+    if width is not None:
+        from .maps import ipr_function
+        ipr = ipr_function(T, width)
 
     def run_chunk(sl):
         chunk = {k: (v[sl] if np.ndim(v) else v) for k, v in values.items()}
@@ -205,7 +217,7 @@ def _numpy_grid(arch, depth, betas, alphas_used, T, rho0, activation, criterion,
         run = iterate(block, chunk_moments, chunk, depth, T, rho0, record=False,
                       attention="all" if criterion == "any" else "first")
         rho[sl] = run.p / run.q
-        condensed[sl] = _condensed(run, chunk["beta"], T, chunk_moments[0], ipr_threshold)
+        condensed[sl] = _condensed(run, chunk["beta"], T, ipr or chunk_moments[0], ipr_threshold)
         return sl.stop - sl.start
 
     chunks = [slice(start, min(start + CHUNK, B.size)) for start in range(0, B.size, CHUNK)]

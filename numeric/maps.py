@@ -37,8 +37,26 @@ def block_function(arch, activation: str = "relu", T=None):
     return _COMPILED[key]
 
 
-def moment_functions(T):
-    """(Y2, Yp) as functions of (beta, q, p, T): asymptotic for ``T=None``, exact finite-T otherwise."""
+def moment_functions(T, width=None):
+    """(Y2, Yp) as functions of (beta, q, p, T): asymptotic for ``T=None``, exact finite-T otherwise.
+
+    ``width``: (d, d_head) checked (:func:`numeric.finite_width.width`), finite T: the finite-width effective
+    moments Y2_eff, Yp_eff of one attention layer (issue 19; :mod:`numeric.width_tables`), which the block
+    maps use in place of Y2, Yp (the attention layer's output overlaps are eq. 23 at the effective moments,
+    :func:`derive.finite_width.effective_moments`).
+    """
+    if width is not None:
+        from .width_tables import width_tables
+        y2, yp, _ = width_tables(int(T), *width)
+        return (lambda beta, q, p, T: y2.fast(beta, q, p)), (lambda beta, q, p, T: yp.fast(beta, q, p))
     if T is None:
         return moments.ipr2_asymptotic, moments.ipr_pair_asymptotic
     return moments.ipr2_finite, moments.ipr_pair_finite
+
+
+def ipr_function(T, width):
+    """E sum_s A_ts^2 at finite width as a function of (beta, q, p, T): what entropy collapse reads (the
+    key-selection term belongs to the output overlaps, not to the IPR; :func:`numeric.finite_width.ipr_width`)."""
+    from .width_tables import width_tables
+    table = width_tables(int(T), *width)[2]
+    return lambda beta, q, p, T: table.fast(beta, q, p)

@@ -33,11 +33,12 @@ class Run:
     att_p: list
 
 
-def prepare(arch, depth, *, beta, T, rho0, activation, params, numpy_map=True):
+def prepare(arch, depth, *, beta, T, rho0, activation, params, numpy_map=True, width=None):
     """Validate everything a depth iteration needs; return (block, moments, values, depth, T, rho0).
 
     ``numpy_map=False`` (the fused path) leaves the NumPy map out (block None): loading the generated
-    module costs SciPy's special functions, and a custom spec's map a compilation.
+    module costs SciPy's special functions, and a custom spec's map a compilation. ``width``: (d, d_head)
+    as :func:`finite_width` returns it (None: infinite width).
     """
     arch = check.architecture(arch)
     depth = check.depth(depth)
@@ -47,7 +48,24 @@ def prepare(arch, depth, *, beta, T, rho0, activation, params, numpy_map=True):
         check.activation(activation)
     values = block_values(arch, beta, params)
     block = block_function(arch, activation, T) if numpy_map else None
-    return block, moment_functions(T), values, depth, T, rho0
+    return block, moment_functions(T, width), values, depth, T, rho0
+
+
+def finite_width(d, d_head, T, mask=None):
+    """(d, d_head) checked for a finite-width profile or diagram, or None (``d=None``: infinite width).
+
+    Finite width needs a finite T and an unmasked stack; it runs on the NumPy path (the fused kernels read
+    the infinite-width tables), with the effective moments of :func:`numeric.maps.moment_functions`.
+    """
+    if d is None and d_head is None:
+        return None
+    from .finite_width import width
+    d, d_head = width(d, d_head)
+    if T is None:
+        raise ValueError("d= (finite width) needs a finite T: the key-selection term grows like beta^2 ln T / d")
+    if mask is not None:
+        raise ValueError("d= (finite width) applies to unmasked stacks; mask= is not supported with it")
+    return d, d_head
 
 
 def block_values(arch, beta, params) -> dict:
@@ -133,7 +151,8 @@ def _scalar_or_array(value):
 
 
 def cosine_profile(arch, depth, *, beta, T=None, rho0=0.0, alpha_sa=1.0, alpha_mlp=1.0, sigma_v2=1.0,
-                   sigma_w2=2.0, sigma_b2=0.0, activation="relu", mask=None, tokens=None, backend=None, **extra):
+                   sigma_w2=2.0, sigma_b2=0.0, activation="relu", mask=None, tokens=None, backend=None, d=None,
+                   d_head=None, **extra):
     """rho = p/q before block 1 and after each of ``depth`` blocks: shape (depth+1, *broadcast).
 
     ``arch``: "post-ln" (Alg. 1), "pre-ln" (Alg. 2, corrected), "gain-post-ln"
@@ -148,9 +167,18 @@ def cosine_profile(arch, depth, *, beta, T=None, rho0=0.0, alpha_sa=1.0, alpha_m
     subset of them has the all-pairs rho.
     ``backend``: "fused" (compiled kernels, :mod:`numeric.fused`; the default where numba is installed),
     "numpy" (the reference path) or "auto"/None (``$SIGPROP_BACKEND``).
+    ``d``, ``d_head``: finite width (issue 19; integers, d_head dividing d, default one head; finite T):
+    every attention layer's output overlaps get the O(1/d) key-selection terms and the score law's
+    finite-width spread (:func:`numeric.attention_overlaps`), read from tables built once per (T, d,
+    d_head) (about a minute); the NumPy path. ``d=None``: infinite width.
     """
     params = dict(alpha_sa=alpha_sa, alpha_mlp=alpha_mlp, sigma_v2=sigma_v2, sigma_w2=sigma_w2, sigma_b2=sigma_b2,
                   **extra)
+    width = finite_width(d, d_head, T, mask)
+    if width is not None:
+        block, moments, values, depth, T, rho0 = prepare(arch, depth, beta=beta, T=T, rho0=rho0,
+                                                          activation=activation, params=params, width=width)
+        return np.stack(iterate(block, moments, values, depth, T, rho0).rho)
     if _masked(arch, mask):
         from . import causal
         return causal.cosine_profile(arch, depth, beta=beta, T=T, rho0=rho0, activation=activation,
@@ -188,7 +216,8 @@ def final_rho(block, moments, values, depth, T, rho0) -> np.ndarray:
 
 
 def critical_alpha(arch, depth, *, beta, eps=0.01, T=None, rho0=0.0, activation="relu", rtol=1e-6,
-                   alpha_max=1e6, bracket=None, mask=None, tokens=None, backend=None, **params):
+                   alpha_max=1e6, bracket=None, mask=None, tokens=None, backend=None, d=None, d_head=None,
+                   **params):
     """Smallest alpha_sa with rho after ``depth`` blocks <= 1 - eps (Fig. 1c's boundary).
 
     Vectorised over ``beta`` (and any other parameter). Returns 0 where any
@@ -200,8 +229,9 @@ def critical_alpha(arch, depth, *, beta, eps=0.01, T=None, rho0=0.0, activation=
     :func:`numeric.solve.smallest_alpha` (rho_L decreases with alpha_sa).
     ``mask``/``tokens``: a masked stack (:func:`cosine_profile`), rank collapse judged on all pairs
     or among ``tokens`` (e.g. "late"). ``backend``: as :func:`cosine_profile`; the fused kernel is
-    then the gap function of the same root finder.
+    then the gap function of the same root finder. ``d``, ``d_head``: finite width (:func:`cosine_profile`).
     """
+    width = finite_width(d, d_head, T, mask)
     if _masked(arch, mask):
         from . import causal
         return causal.critical_alpha(arch, depth, beta=beta, eps=eps, T=T, rho0=rho0, activation=activation,
@@ -210,11 +240,11 @@ def critical_alpha(arch, depth, *, beta, eps=0.01, T=None, rho0=0.0, activation=
     eps = check.interval("eps", eps, 0.0, 1.0, closed=False)
     if "alpha_sa" in params:
         raise ValueError("critical_alpha solves for alpha_sa: do not pass it")
-    compiled = fused.backend(backend) == "fused"
+    compiled = width is None and fused.backend(backend) == "fused"
     block, moments, values, depth, T, rho0 = prepare(arch, depth, beta=beta, T=T, rho0=rho0, activation=activation,
-                                                      params=params, numpy_map=not compiled)
+                                                      params=params, numpy_map=not compiled, width=width)
     columns = None
-    if T is not None and np.ndim(values["beta"]) > 0:
+    if T is not None and width is None and np.ndim(values["beta"]) > 0:
         from .columns import column_moments            # tables and their quadratures: imported on use
         columns = column_moments(T, values["beta"])
     values = {k: v for k, v in values.items() if k != "alpha_sa"}

@@ -192,3 +192,44 @@ def test_one_row_continues_to_the_frozen_limit():
     z2 = [fw._one_row(b, T, EXACT)[1] for b in (2.0, 8.0, 20.0, 40.0, 200.0)]
     assert all(a < b for a, b in zip(z2, z2[1:]))
     assert z2[-1] < fw.frozen_z2(T)
+
+
+# --- profiles and diagrams at finite width (the effective moments through numeric.maps.moment_functions) --------
+
+def test_profile_with_width_iterates_the_attention_layer():
+    """A stack of bare attention layers at d = 32 (two heads of 16): the profile's rho after each layer is the
+    direct quadrature (numeric.attention_overlaps) iterated, to the tables' interpolation error."""
+    from derive.layers import Sequence, SelfAttention
+    beta, T, d, d_head = 1.2, 64, 32, 16
+    profile = numeric.cosine_profile(Sequence(SelfAttention()), 2, beta=beta, T=T, rho0=0.3, d=d, d_head=d_head)
+    q, p = 1.0, 0.3
+    for block in (1, 2):
+        q, p = numeric.attention_overlaps(beta, q=q, p=p, T=T, d=d, d_head=d_head)
+        assert profile[block] == pytest.approx(p / q, rel=1e-3)
+    infinite = numeric.cosine_profile(Sequence(SelfAttention()), 2, beta=beta, T=T, rho0=0.3)
+    assert abs(profile[1] - infinite[1]) > 0.01                    # width matters here (T/d = 2, sigma_a ~ 2.4)
+
+
+def test_diagram_with_width_is_its_profiles_and_boundary():
+    """trainability_diagram(d=) at each grid point is cosine_profile(d=)'s final rho, and its boundary is
+    critical_alpha(d=): the width reaches every entry point."""
+    T, d, d_head, depth = 64, 32, 16, 4
+    betas, alphas = np.array([0.5, 1.5]), np.array([0.2, 1.0])
+    diagram = numeric.trainability_diagram("post-ln", depth, betas=betas, alphas=alphas, T=T, d=d, d_head=d_head)
+    for i, alpha in enumerate(alphas):
+        for j, beta in enumerate(betas):
+            rho = numeric.cosine_profile("post-ln", depth, beta=beta, alpha_sa=alpha, T=T, d=d, d_head=d_head)[-1]
+            assert diagram.rho[i, j] == pytest.approx(rho, rel=1e-9)
+    boundary = numeric.critical_alpha("post-ln", depth, beta=betas, T=T, d=d, d_head=d_head)
+    np.testing.assert_allclose(diagram.critical_alpha, boundary, rtol=1e-5)
+    infinite = numeric.trainability_diagram("post-ln", depth, betas=betas, alphas=alphas, T=T, backend="numpy")
+    assert np.max(np.abs(diagram.rho - infinite.rho)) > 1e-4
+
+
+@pytest.mark.parametrize("kwargs,match", [(dict(d=64, T=None), "needs a finite T"),
+                                          (dict(d=64, d_head=48, T=64), "d_head=48 must divide d=64"),
+                                          (dict(d_head=16, T=64), "needs a finite width d"),
+                                          (dict(d=64, T=64, mask="causal"), "unmasked stacks")])
+def test_profile_bad_width_is_a_value_error(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        numeric.cosine_profile("pre-ln", 3, beta=1.0, **kwargs)

@@ -932,7 +932,9 @@ def connect(scheduler, workers: int, timeout: float):
                          f"scheduler={IN_PROCESS!r} runs them here without it") from None
 
     if scheduler is None:
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+        # The scheduler serves HTTP even without a dashboard, on 8787 unless told: ":0" takes a free port at once
+        # (no "port in use" warning when another cluster runs on this machine).
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
                                silence_logs=logging.ERROR)
         return Client(cluster), cluster
     if not isinstance(scheduler, str) or not scheduler.strip():

@@ -41,10 +41,10 @@ theory calls it trainable, and the GPU figure trains it beside beta = 4.
 **Fig. 5** (section D.1): vanilla post-LN against gain-controlled post-LN at
 alpha_sa = alpha_mlp = 1, beta = 0.02, section C.1's MLP variances
 with unit value variance (sigma_v2 = 1): after 12 blocks the vanilla stack is
-rank-collapsed (rho = 1 - 2.6e-3 at T = 32; 1 - 1e-5 after the paper-size figure's
-30) and the gain-controlled one is not (rho = 0.14). The CPU figure has 4 heads
-(the theory does not depend on them; the GPU figure has the paper's one). (With the paper's sigma_v2 = 0.24 vanilla post-LN is not
-collapsed: rho = 0.90 after 20 blocks, alpha_c = 0.92 < 1 at 30; Fig. 2's
+rank-collapsed (rho = 1 - 2.6e-3 at T = 32; 1 - 1e-5 after 20 blocks) and the
+gain-controlled one is not (rho = 0.14). The CPU figure has 4 heads (the theory
+does not depend on them; the GPU figure has the paper's one). (With the paper's
+sigma_v2 = 0.24 vanilla post-LN is not collapsed: rho = 0.90 after 20 blocks, alpha_c = 0.92 < 1 at 30; Fig. 2's
 sigma_w2 = 2 collapses it, but then neither model learns from the context in
 1200 steps, issue 17's measurement.)
 """

@@ -41,6 +41,7 @@ from numeric import validation as check
 from .train_config import THRESHOLD
 from .training import PHASES, TrainConfig, run_many
 
+
 def grid_configs(base: TrainConfig, betas, alphas, seeds: int) -> list[TrainConfig]:
     """One config per (alpha_sa, beta, seed), alpha-major: ``base`` with beta, alpha_sa and seed replaced."""
     betas, alphas = _grid("betas", betas), _grid("alphas", alphas)

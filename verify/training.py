@@ -513,8 +513,8 @@ def _predict_real(config: TrainConfig, model: "EncoderModel", q0: float, rho0: f
 
 #: Columns of one run in a CSV (run_many, train-diagram): the config's fields, then the outcome.
 OUTCOME_COLUMNS = ("key", "phase", "phase_name", "rho0", "rho_final", "alpha_critical", "ipr_first",
-                   "unigram_loss", "context_free_loss", "bigram_loss", "initial_heldout_loss", "final_heldout_loss", "best_heldout_loss",
-                   "diverged", "rho_profile", "grad_norms", "grad_norms_qk", "curve")
+                   "unigram_loss", "context_free_loss", "bigram_loss", "initial_heldout_loss", "final_heldout_loss",
+                   "best_heldout_loss", "diverged", "rho_profile", "grad_norms", "grad_norms_qk", "curve")
 CONFIG_COLUMNS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
 

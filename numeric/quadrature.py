@@ -23,6 +23,7 @@ tanh, where the kernel is close to its sign-function limit anyway.)
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 import numpy as np
@@ -97,23 +98,39 @@ BAND_NODES = (4, 49)
 BAND_CHECKS, BAND_TOL = 16, 1e-9
 
 
+#: The band's ends are rounded outward to a geometric grid of this log-step, so that calls on nearly the same
+#: band (the layers of a deep stack behind a norm) share one table (:func:`_band_table`, cached).
+BAND_STEP = 2.5e-3
+
+
+@lru_cache(maxsize=64)
+def _band_table(phi, n: int, lo: float, hi: float) -> np.ndarray:
+    """K at the band's Chebyshev-Lobatto nodes (q in [lo, hi]) x (rho in [-1, 1]) by the n-node rule."""
+    from .interpolation import lobatto
+
+    z, w = _nodes(n)
+    n_q, n_rho = BAND_NODES
+    q_nodes = lo + (hi - lo) * lobatto(n_q, 0.0, 1.0)
+    grid_q, grid_rho = np.meshgrid(q_nodes, lobatto(n_rho, -1.0, 1.0), indexing="ij")
+    return _kernel_chunk(phi, z, w, grid_q.ravel(), (grid_q * grid_rho).ravel()).reshape(n_q, n_rho)
+
+
 def _band(phi, z, w, q, c, out) -> bool:
     """Fill ``out`` from a table of K on the call's band of q (Chebyshev-Lobatto in q and in rho), if the call is
     large, its q spread narrow and the table, checked at BAND_CHECKS of its points, within BAND_TOL of the rule.
     The same rule integrates the table's nodes, so a table that passes agrees with the direct evaluation."""
-    from .interpolation import lobatto
     from .row_moments import lagrange
 
     if q.size < BAND_POINTS:
         return False
     lo, hi = float(q.min()), float(q.max())
-    if not (lo > 0 and hi <= BAND_Q_MAX and hi - lo <= BAND_SPREAD * lo):
+    if not (lo > 0 and hi <= BAND_Q_MAX):
         return False
+    lo, hi = (math.exp(f(math.log(x) / BAND_STEP) * BAND_STEP) for f, x in ((math.floor, lo), (math.ceil, hi)))
+    if hi - lo > BAND_SPREAD * lo:
+        return False
+    table = _band_table(phi, z.size, lo, hi)
     n_q, n_rho = BAND_NODES
-    q_nodes = lo + (hi - lo) * lobatto(n_q, 0.0, 1.0)
-    rho_nodes = lobatto(n_rho, -1.0, 1.0)
-    grid_q, grid_rho = np.meshgrid(q_nodes, rho_nodes, indexing="ij")
-    table = _kernel_chunk(phi, z, w, grid_q.ravel(), (grid_q * grid_rho).ravel()).reshape(n_q, n_rho)
     width = hi - lo
     u = (q - lo) / width if width > 0 else np.zeros(q.size)
     rho = np.clip(c / q, -1.0, 1.0)

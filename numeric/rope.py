@@ -157,7 +157,7 @@ def _row_moments():
     return RowMoments()
 
 
-def effective_width(y2, n, iterations: int = 45) -> np.ndarray:
+def effective_width(y2, n, iterations: int = 32) -> np.ndarray:
     """b >= 0 with Y2_exchangeable(b, n) = y2 (Y2 increases with b; bisection in xi = b/(b + sqrt(2 ln n)))."""
     from .row_moments import _z
     y2, n = np.broadcast_arrays(np.asarray(y2, dtype=float), np.asarray(n, dtype=float))

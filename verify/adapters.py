@@ -6,7 +6,10 @@ Contract (docs/design.md)::
     measure_cosine_profile(layers, x, *, mask=None, tokens=None)         # hooks on a real forward pass
 
 ``layers``: ``torch.nn.TransformerEncoder``, a list of ``torch.nn.TransformerEncoderLayer``,
-or (with transformers installed) ``BertModel`` / ``BertEncoder`` / a list of ``BertLayer``.
+or (with transformers installed) ``BertModel`` / ``BertEncoder`` / a list of ``BertLayer``, or a
+whole Hugging Face decoder (``GPT2Model``, ``LlamaModel``, ``MistralModel``, ``Qwen2Model``: read by
+:mod:`verify.adapters_decoders`; its mask is its own, entry 0 is its embedding output for random token ids,
+``x`` its integer token ids).
 Entry 0 is the stack's input, entry l the output of layer l (a
 TransformerEncoder's final ``norm`` and BERT's pooler are not layers and are
 not part of the profile).
@@ -56,6 +59,7 @@ from derive.parameters import NAMES as PARAMETERS
 from numeric import validation as check
 from numeric.maps import block_function, moment_functions
 
+from . import adapters_decoders
 from .adapters_read import LayerReading, layer_modules, read
 from .montecarlo import Estimate, overlap_samples, ratio_estimate
 
@@ -185,12 +189,26 @@ def predict_cosine_profile(layers, seq_len: int, *, rho0: float = 0.0, q0: float
     "late" = the last quarter of positions, a slice or an index array): q and p
     over those positions only (an unmasked stack's tokens are exchangeable).
     """
+    if adapters_decoders.is_decoder(layers):
+        _decoder_defaults(mask=mask, rho0=rho0, q0=q0)
+        return adapters_decoders.predict(layers, seq_len, tokens=tokens)
     T = check.sequence_length(seq_len, name="seq_len", infinite=False)
     rho0, q0 = float(check.rho0(rho0, T)), float(check.positive("q0", q0))
     mask, index = masks.parse(mask), _positions(tokens, T)
     if mask is not None:
         return causal_run(read(layers), T, mask, rho0=rho0, q0=q0, index=index)
     return theory_run(read(layers), T, rho0=rho0, q0=q0).rho
+
+
+def _decoder_defaults(*, mask=None, rho0=0.0, q0=1.0) -> None:
+    """A Hugging Face decoder runs with its own mask and starts from its own embeddings: mask, rho0 and q0 are
+    refused by name for it."""
+    if mask is not None:
+        raise ValueError(f"mask={mask!r}: a Hugging Face decoder's mask is read from the model itself (causal, or its "
+                         "sliding window); do not pass mask")
+    if rho0 != 0.0 or q0 != 1.0:
+        raise ValueError("rho0 / q0: a whole decoder starts from its own embedding statistics for random token ids "
+                         "(verify.adapters_decoders.embedding_overlaps); do not pass rho0 or q0")
 
 
 def _positions(tokens, T):
@@ -279,6 +297,9 @@ def measure_overlaps(layers, x, *, mask=None, tokens=None) -> tuple[np.ndarray, 
     in eval mode (or free of dropout): :mod:`verify.adapters_read` rejects
     active dropout.
     """
+    if adapters_decoders.is_decoder(layers):
+        _decoder_defaults(mask=mask)
+        return adapters_decoders.measure_overlaps(layers, x, tokens=tokens)
     readings = read(layers, independent=False)
     modules = [module for _, module in layer_modules(layers)[0]]
     mask = masks.parse(mask)
@@ -386,6 +407,8 @@ def apply_init(model, beta: float, alpha_sa: float, *, seq_len: int):
     as in the module docstring (post-LN: attention output projection / alpha;
     pre-LN: both branches of layer l / alpha^l).
     """
+    if adapters_decoders.is_decoder(model):
+        return adapters_decoders.apply_init(model, beta, alpha_sa, seq_len=seq_len)
     T = check.sequence_length(seq_len, name="seq_len", infinite=False)
     beta, alpha_sa = float(beta), float(alpha_sa)
     if not (beta > 0 and math.isfinite(beta)) or not (alpha_sa > 0 and math.isfinite(alpha_sa)):

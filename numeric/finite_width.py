@@ -143,7 +143,7 @@ def attention_overlaps(beta, *, q=1.0, p=0.0, T, d=None, d_head=None, sigma_v2=1
     sigma_v2 = check.positive("sigma_v2", sigma_v2)
     beta, q, p, sigma_v2 = np.broadcast_arrays(beta, q, p, sigma_v2)
     if T is None:
-        from .moments import ipr_pair, ipr
+        from .moments import ipr, ipr_pair
         y2, yp = ipr(beta, q=q, p=p), ipr_pair(beta, q=q, p=p)
     else:
         finite_state(beta, q, p, T)                     # the finite-T domain: 0 <= p < q

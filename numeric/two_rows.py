@@ -43,7 +43,7 @@ import numpy as np
 from ._generated_width import selection_first, selection_second
 from .blas import single_threaded_blas
 from .laplace import _pair_window, _t_step
-from .smoothing import EXACT, SQRT2PI, TABLE, Accuracy, grid, log_L, smooth
+from .smoothing import EXACT, TABLE, Accuracy, log_L, smooth
 
 #: Largest c spacing of the lattice's trapezoid sum (error ~ exp(-2 pi^2/h_c^2) ~ 1e-34).
 H_C = 0.5

@@ -39,8 +39,8 @@ import numpy as np
 
 from . import _generated_width as gen
 from . import validation as check
-from .interpolation import bicubic, bicubic_cells, cell_inplace, cheb_resample, cubic_cells, horner_inplace, lobatto
 from .finite_width import N_PAIR, N_XI, _one_row
+from .interpolation import bicubic, bicubic_cells, cell_inplace, cheb_resample, cubic_cells, horner_inplace, lobatto
 from .laplace import plain, z_star
 from .smoothing import TABLE
 from .tables import (B_PAIR_MAX, FINE_1D, FINE_2D, N_Y2, Yp_table, _b_of_xi, _fast_state, _pair_w_nodes,

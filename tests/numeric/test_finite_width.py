@@ -199,7 +199,7 @@ def test_one_row_continues_to_the_frozen_limit():
 def test_profile_with_width_iterates_the_attention_layer():
     """A stack of bare attention layers at d = 32 (two heads of 16): the profile's rho after each layer is the
     direct quadrature (numeric.attention_overlaps) iterated, to the tables' interpolation error."""
-    from derive.layers import Sequence, SelfAttention
+    from derive.layers import SelfAttention, Sequence
     beta, T, d, d_head = 1.2, 64, 32, 16
     profile = numeric.cosine_profile(Sequence(SelfAttention()), 2, beta=beta, T=T, rho0=0.3, d=d, d_head=d_head)
     q, p = 1.0, 0.3

@@ -225,29 +225,43 @@ def run(arch="post-ln", depth=60, grid=512, naive_points=300, T=None, activation
     return out
 
 
-def causal(profile_T=1024, profile_depth=60, diagram_T=256, diagram_depth=60, diagram_grid=8) -> dict:
-    """The position-resolved theory of a causal stack (issue 15's speed targets): one pre-LN profile at
-    ``profile_T`` positions and ``profile_depth`` blocks (target: 2 s), and a ``diagram_grid``-square causal
-    diagram at ``diagram_T`` (its cost per grid point and block, and the time a 128 x 128 grid would take at
-    that rate; target: 60 s). The kernels are compiled by a small warm-up run first."""
+def causal(profile_T=1024, profile_depth=60, diagram_T=256, diagram_depth=60, grid=4, grouped_grid=16,
+           groups=32) -> dict:
+    """The position-resolved theory of a causal stack (issue 15's speed targets), with every position carrying
+    the state ("full") and with ``groups`` position groups (:mod:`numeric.position_groups`, "grouped"):
+
+    - one pre-LN profile at ``profile_T`` positions and ``profile_depth`` blocks (target: 2 s), both ways, and
+      the largest difference of their rho (all pairs and late positions) over the blocks;
+    - a causal post-LN diagram at ``diagram_T`` (``grid``-square full, ``grouped_grid``-square grouped): its
+      cost per grid point and block, and the time a 128 x 128 grid would take at that rate (target: 60 s).
+
+    The kernels are compiled by a small warm-up run first."""
     from .causal import cosine_profile
     from .diagram import trainability_diagram
 
     cosine_profile("pre-ln", 2, beta=1.0, T=32)
-    start = time.perf_counter()
-    cosine_profile("pre-ln", profile_depth, beta=1.0, T=profile_T)
-    profile_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    trainability_diagram("post-ln", diagram_depth, betas=np.linspace(0.1, 3.0, diagram_grid),
-                         alphas=np.linspace(0.0, 6.0, diagram_grid), T=diagram_T, mask="causal")
-    diagram_seconds = time.perf_counter() - start
-    per_point_block = diagram_seconds / (diagram_grid ** 2 * diagram_depth)
-    return {"causal_profile_T": profile_T, "causal_profile_depth": profile_depth,
-            "causal_profile_seconds": profile_seconds, "causal_diagram_T": diagram_T,
-            "causal_diagram_grid": [diagram_grid, diagram_grid], "causal_diagram_depth": diagram_depth,
-            "causal_diagram_seconds": diagram_seconds, "causal_seconds_per_point_block": per_point_block,
-            "causal_diagram_128_estimate_seconds": per_point_block * 128 ** 2 * diagram_depth,
-            "machine": {"cpus": _cpus(), "load_average": _load()}}
+    cosine_profile("pre-ln", 2, beta=1.0, T=32, groups=8)
+    out = {"causal_profile_T": profile_T, "causal_profile_depth": profile_depth, "causal_diagram_T": diagram_T,
+           "causal_diagram_depth": diagram_depth, "groups": groups}
+    rho = {}
+    for name, kw in (("full", {}), ("grouped", {"groups": groups})):
+        start = time.perf_counter()
+        rho[name] = cosine_profile("pre-ln", profile_depth, beta=1.0, T=profile_T, **kw)
+        out[f"causal_profile_seconds_{name}"] = time.perf_counter() - start
+        rho[name + "_late"] = cosine_profile("pre-ln", profile_depth, beta=1.0, T=profile_T, tokens="late", **kw)
+    out["grouped_profile_max_abs_difference"] = float(max(np.abs(rho["grouped"] - rho["full"]).max(),
+                                                          np.abs(rho["grouped_late"] - rho["full_late"]).max()))
+    for name, n, kw in (("full", grid, {}), ("grouped", grouped_grid, {"groups": groups})):
+        start = time.perf_counter()
+        trainability_diagram("post-ln", diagram_depth, betas=np.linspace(0.1, 3.0, n), alphas=np.linspace(0.0, 6.0, n),
+                             T=diagram_T, mask="causal", **kw)
+        seconds = time.perf_counter() - start
+        per_point_block = seconds / (n ** 2 * diagram_depth)
+        out.update({f"causal_diagram_grid_{name}": [n, n], f"causal_diagram_seconds_{name}": seconds,
+                    f"causal_seconds_per_point_block_{name}": per_point_block,
+                    f"causal_diagram_128_estimate_seconds_{name}": per_point_block * 128 ** 2 * diagram_depth})
+    out["machine"] = {"cpus": _cpus(), "load_average": _load()}
+    return out
 
 
 def _numba_version():

@@ -50,13 +50,26 @@ class Attention:
     rho_tu c(u - t) (values are not rotated, so the value overlaps are unchanged).
     """
 
-    def __init__(self, T: int, mask, rope=None):
-        self.T, self.mask = T, mask
-        t = np.arange(T)
-        self.first = np.array([mask.first_key(k) for k in range(T)])
-        self.n = (t + 1 - self.first).astype(float)
-        self.rows, self.cols = np.triu_indices(T, 1)                        # pairs t < u
+    def __init__(self, T: int, mask, rope=None, groups=None):
+        self.T, self.mask, self.groups = T, mask, None
+        if groups is None:
+            self.first = np.array([mask.first_key(k) for k in range(T)])
+            self.n = (np.arange(T) + 1 - self.first).astype(float)
+            self.weight = np.ones(T)
+        else:
+            if mask.window is not None or rope is not None:
+                raise ValueError("groups: position groups serve a causal mask without RoPE; use groups=None "
+                                 "with a sliding window or RoPE")
+            from .position_groups import PositionGroups
+            self.groups = PositionGroups(T, groups)
+            self.first = np.zeros(self.groups.positions.size, dtype=int)
+            self.n = self.groups.positions + 1.0
+            self.weight = self.groups.weight
+        self.size = self.n.size                                             # positions the state carries
+        self.rows, self.cols = np.triu_indices(self.size, 1)                # pairs t < u
         self._pairs(self.rows, self.cols)
+        if self.groups is not None:                                         # nested prefixes: row t's keys
+            self.n_s = self.n[self.rows]
         self.moments = _moments()
         self.rope = None
         self.rotation = np.ones(T)                                          # c(u - t) by lag: 1 without RoPE
@@ -79,11 +92,11 @@ class Attention:
         from . import _generated_causal as gen
 
         beta, sigma_v2 = np.asarray(beta, dtype=float), np.asarray(sigma_v2, dtype=float)
-        C, D = _prefix_sums(Q)
+        C, D = self._sums(Q)
         stats = self._row_stats(Q, C, D, beta)
         out = np.empty_like(Q)
         norm = gen.attention_norm_gain if gain else gen.attention_norm
-        idx = np.arange(self.T)
+        idx = np.arange(self.size)
         out[..., idx, idx] = norm(stats.qbar, stats.pbar, stats.Y2, self.n, sigma_v2[..., None])
         if self.mask.window is None and self.fused:
             self._fused_overlaps(Q, C, stats, sigma_v2, gain, out)
@@ -103,7 +116,7 @@ class Attention:
         from ._causal_jit import nested_overlaps
 
         batch = Q.shape[:-2]
-        T = self.T
+        T = self.size
         flat = lambda a, tail: np.ascontiguousarray(np.broadcast_to(a, batch + tail).reshape((-1,) + tail))
         b = flat(stats.b, (T,))
         pairs = self.moments.pair(b.ravel(), np.tile(self.n, b.shape[0]))
@@ -113,14 +126,32 @@ class Attention:
                         np.ascontiguousarray(np.broadcast_to(sigma_v2, batch).reshape(-1)), bool(gain),
                         self.rotation, view)
 
+    def _sums(self, Q):
+        """Prefix sums C, D of Q (:func:`_prefix_sums`), or of its group-constant expansion."""
+        return _prefix_sums(Q) if self.groups is None else self.groups.prefix_sums(Q)
+
+    def ratio(self, Q, index=None) -> np.ndarray:
+        """rho = p/q over the positions ``index`` (all if None): :func:`ratio`, or by position groups."""
+        return ratio(Q, index) if self.groups is None else self.groups.ratio(Q, index)
+
+    def by_position(self, Q) -> np.ndarray:
+        """rho_t of each position with the others (..., T): :func:`by_position`, or by position groups."""
+        return by_position(Q) if self.groups is None else self.groups.by_position(Q)
+
+    def keys(self, positions) -> np.ndarray:
+        """The number of keys the rows at ``positions`` (actual positions in [0, T)) see."""
+        if self.groups is None:
+            return self.n[positions]
+        return np.asarray(positions) + 1.0
+
     def row_ipr(self, Q, beta) -> np.ndarray:
-        """Y2 of every row (..., T) for input overlaps Q: the entropy-collapse reading."""
-        C, D = _prefix_sums(Q)
+        """Y2 of every row of the state (..., size) for input overlaps Q: the entropy-collapse reading."""
+        C, D = self._sums(Q)
         return self._row_stats(Q, C, D, np.asarray(beta, dtype=float)).Y2
 
     def _row_stats(self, Q, C, D, beta):
         """Per row: the class means of its own keys, its width b_t and its IPR Y2(b_t, n_t)."""
-        lo, hi, n = self.first, np.arange(1, self.T + 1), self.n
+        lo, hi, n = self.first, np.arange(1, self.size + 1), self.n
         qbar = (D[..., hi] - D[..., lo]) / n
         square = _rect(C, lo, hi, lo, hi)
         pbar = np.where(n > 1, (square - n * qbar) / np.maximum(n * (n - 1), 1.0), qbar)
@@ -167,7 +198,7 @@ class Attention:
         """Yp(b_t, rho_tu, n_s) for every pair: one function of rho per distinct (row t, n_s), built at once
         (T of them for causal prefixes, where n_s = n_t)."""
         rows, counts, inverse = self._combos
-        flat_b = b.reshape(-1, self.T)
+        flat_b = b.reshape(-1, self.size)
         batch = flat_b.shape[0]
         pairs = self.moments.pair(flat_b[:, rows].ravel(), np.tile(counts, batch))
         index = np.arange(batch)[:, None] * rows.size + inverse[None, :]
@@ -178,9 +209,10 @@ class Attention:
     def _combos(self):
         """The distinct (row t, n_s) of the pairs: their rows, counts, and each pair's combination."""
         if not hasattr(self, "_combo_cache"):
-            keys = self.rows * (self.T + 1) + self.n_s.astype(int)
+            base = self.T + 1
+            keys = self.rows * base + self.n_s.astype(int)
             unique, inverse = np.unique(keys, return_inverse=True)
-            self._combo_cache = (unique // (self.T + 1), (unique % (self.T + 1)).astype(float), inverse)
+            self._combo_cache = (unique // base, (unique % base).astype(float), inverse)
         return self._combo_cache
 
 
@@ -362,10 +394,9 @@ def iterate(block, attention: Attention, values: dict, depth: int, rho0, tokens:
     """
     from derive.parameters import NAMES
 
-    T = attention.T
     shape = np.broadcast_shapes(np.shape(rho0), *(np.shape(v) for v in values.values()))
     rho0 = np.broadcast_to(np.asarray(rho0, dtype=float), shape)[..., None, None]
-    Q = rho0 + (1.0 - rho0) * np.eye(T)
+    Q = rho0 + (1.0 - rho0) * np.eye(attention.size)
     args = [np.asarray(values[k], dtype=float)[..., None, None] if np.ndim(values[k]) else float(values[k])
             for k in NAMES]
     extra = {k: v for k, v in values.items() if k not in NAMES}
@@ -375,7 +406,7 @@ def iterate(block, attention: Attention, values: dict, depth: int, rho0, tokens:
                          np.broadcast_to(np.asarray(sigma_v2)[..., 0, 0] if np.ndim(sigma_v2) else sigma_v2, shape),
                          gain)
 
-    readings = [_read(Q, tokens)] if record else []
+    readings = [_read(attention, Q, tokens)] if record else []
     iprs = []
     beta = np.broadcast_to(np.asarray(values["beta"], dtype=float), shape)
     with np.errstate(all="ignore"), single_threaded_blas():     # small products: threads only add waiting
@@ -385,15 +416,15 @@ def iterate(block, attention: Attention, values: dict, depth: int, rho0, tokens:
             if ipr == "all" or (ipr == "first" and layer == 0):
                 iprs.extend(attention.row_ipr(q_in, beta) for q_in in inputs)
             if record:
-                readings.append(_read(Q, tokens))
+                readings.append(_read(attention, Q, tokens))
     if not record:
-        readings = [_read(Q, tokens)]
+        readings = [_read(attention, Q, tokens)]
     rho, rho_tokens, position = (np.stack(x) for x in zip(*readings))
     return CausalRun(rho, rho_tokens, position, iprs, Q)
 
 
-def _read(Q, tokens):
-    return ratio(Q), ratio(Q, tokens), by_position(Q)
+def _read(attention, Q, tokens):
+    return attention.ratio(Q), attention.ratio(Q, tokens), attention.by_position(Q)
 
 
 def _check(Q, layer, values):
@@ -407,8 +438,12 @@ def _describe(values):
     return {k: (float(v) if np.ndim(v) == 0 else f"array{np.shape(v)}") for k, v in values.items()}
 
 
-def prepare(arch, depth, *, beta, T, rho0, activation, mask, tokens, params):
-    """Validate a causal profile's input; return (block, attention, values, depth, rho0, token index)."""
+def prepare(arch, depth, *, beta, T, rho0, activation, mask, tokens, params, groups=None):
+    """Validate a causal profile's input; return (block, attention, values, depth, rho0, token index).
+
+    ``groups``: None (every position carries the state) or the number K of position groups
+    (:mod:`numeric.position_groups`; an integer >= 8, a causal mask without RoPE).
+    """
     from .profile import block_values
 
     arch = check.architecture(arch)
@@ -423,43 +458,51 @@ def prepare(arch, depth, *, beta, T, rho0, activation, mask, tokens, params):
     else:
         mask, rope = spec_mask(arch), spec_rope(arch)
     rho0 = check.rho0(rho0, T)
+    if groups is not None:
+        groups = min(check.count("groups", groups, 8), T)
     values = block_values(arch, beta, params)
-    return (block_function(arch, activation), _attention(T, mask, rope), values, depth, rho0, positions(tokens, T))
+    return (block_function(arch, activation), _attention(T, mask, rope, groups), values, depth, rho0,
+            positions(tokens, T))
 
 
 @lru_cache(maxsize=8)
-def _attention(T: int, mask, rope=None) -> Attention:
-    return Attention(T, mask, rope)
+def _attention(T: int, mask, rope=None, groups=None) -> Attention:
+    return Attention(T, mask, rope, groups)
 
 
-def cosine_profile(arch, depth, *, beta, T, rho0=0.0, activation="relu", mask="causal", tokens=None, **params):
+def cosine_profile(arch, depth, *, beta, T, rho0=0.0, activation="relu", mask="causal", tokens=None, groups=None,
+                   **params):
     """rho before block 1 and after each block of a masked stack: all pairs, or among ``tokens`` if given.
 
     Shape (depth + 1, *broadcast of the parameters). ``arch``: a named architecture with ``mask``
-    ("causal" or "sliding:W"), or a spec whose attention layers carry a mask.
+    ("causal" or "sliding:W"), or a spec whose attention layers carry a mask. ``groups``: None, or K
+    position groups carrying the state (:mod:`numeric.position_groups`: faster at long context).
     """
     block, attention, values, depth, rho0, index = prepare(arch, depth, beta=beta, T=T, rho0=rho0,
                                                            activation=activation, mask=mask, tokens=tokens,
-                                                           params=params)
+                                                           params=params, groups=groups)
     run = iterate(block, attention, values, depth, rho0, index, ipr="none")
     return run.rho if tokens is None else run.rho_tokens
 
 
-def position_profile(arch, depth, *, beta, T, rho0=0.0, activation="relu", mask="causal", **params):
-    """rho_t of each position with the others, before block 1 and after each block: shape (depth + 1, ..., T)."""
+def position_profile(arch, depth, *, beta, T, rho0=0.0, activation="relu", mask="causal", groups=None, **params):
+    """rho_t of each position with the others, before block 1 and after each block: shape (depth + 1, ..., T).
+
+    ``groups``: as :func:`cosine_profile` (constant within a group)."""
     block, attention, values, depth, rho0, index = prepare(arch, depth, beta=beta, T=T, rho0=rho0,
                                                            activation=activation, mask=mask, tokens=None,
-                                                           params=params)
+                                                           params=params, groups=groups)
     return iterate(block, attention, values, depth, rho0, index, ipr="none").by_position
 
 
 # --- phases --------------------------------------------------------------------------------------
 
 def critical_alpha(arch, depth, *, beta, T, eps=0.01, rho0=0.0, activation="relu", mask="causal", tokens=None,
-                   rtol=1e-6, alpha_max=1e6, bracket=None, **params):
+                   rtol=1e-6, alpha_max=1e6, bracket=None, groups=None, **params):
     """Smallest alpha_sa with rho after ``depth`` blocks <= 1 - eps: all pairs, or among ``tokens``.
 
-    The one root finder, :func:`numeric.solve.smallest_alpha`, on the position-resolved profile.
+    The one root finder, :func:`numeric.solve.smallest_alpha`, on the position-resolved profile
+    (``groups``: as :func:`cosine_profile`).
     """
     from . import solve
 
@@ -468,7 +511,7 @@ def critical_alpha(arch, depth, *, beta, T, eps=0.01, rho0=0.0, activation="relu
         raise ValueError("critical_alpha solves for alpha_sa: do not pass it")
     block, attention, values, depth, rho0, index = prepare(arch, depth, beta=beta, T=T, rho0=rho0,
                                                            activation=activation, mask=mask, tokens=tokens,
-                                                           params=params)
+                                                           params=params, groups=groups)
     values = {k: v for k, v in values.items() if k != "alpha_sa"}
     names = tuple(values)
 
@@ -488,19 +531,19 @@ CHUNK_ENTRIES = 1 << 22
 
 def min_keys_default(attention: Attention) -> int:
     """The fewest keys among the late rows (the last quarter of positions): rows that see most of the context."""
-    return int(attention.n[late(attention.T)].min())
+    return int(attention.keys(late(attention.T)).min())
 
 
 def trainability_diagram(arch, depth, *, betas, alphas, eps=0.01, T, rho0=0.0, activation="relu",
                          criterion="first", ipr_threshold=0.5, progress=None, mask="causal", min_keys=None,
-                         **params):
+                         groups=None, **params):
     """Phases of a masked stack over the grid (alphas x betas): :class:`numeric.diagram.Diagram` with ``late``.
 
     Rank collapse: rho after the last block > 1 - eps, judged on all pairs (``phase``) and, separately, on
     the late positions (``late["phase"]``). Entropy collapse: the mean IPR E sum_s A_ts^2 of the rows with
     at least ``min_keys`` keys (default: those of the last quarter of positions; short rows have an IPR near
     1 by construction) exceeds ``ipr_threshold`` in the first attention layer (``criterion="first"``) or in
-    any (``"any"``).
+    any (``"any"``). ``groups``: as :func:`cosine_profile` (the row IPRs weighted by their groups' sizes).
     """
     from .diagram import ENTROPY_COLLAPSE, RANK_COLLAPSE, TRAINABLE, Diagram, _grid_bracket, _name, grid_inputs
     from .solve import ALPHA_ZERO
@@ -509,17 +552,17 @@ def trainability_diagram(arch, depth, *, betas, alphas, eps=0.01, T, rho0=0.0, a
     B, A = np.meshgrid(betas, np.maximum(alphas, ALPHA_ZERO))
     block, attention, values, depth, rho0, index = prepare(
         arch, depth, beta=B.ravel(), T=T, rho0=rho0, activation=activation, mask=mask, tokens="late",
-        params={**params, "alpha_sa": A.ravel()})
-    judged = _judged_rows(attention, min_keys)
+        params={**params, "alpha_sa": A.ravel()}, groups=groups)
+    judged, weight = _judged_rows(attention, min_keys)
     rho, rho_late, condensed = (np.empty(B.size) for _ in range(3))
-    step = max(1, CHUNK_ENTRIES // attention.T ** 2)
+    step = max(1, CHUNK_ENTRIES // attention.size ** 2)
     for start in range(0, B.size, step):
         sl = slice(start, min(start + step, B.size))
         chunk = {k: (v[sl] if np.ndim(v) else v) for k, v in values.items()}
         run = iterate(block, attention, chunk, depth, rho0, index, record=False,
                       ipr="all" if criterion == "any" else "first")
         rho[sl], rho_late[sl] = run.rho[-1], run.rho_tokens[-1]
-        condensed[sl] = np.any([ipr[..., judged].mean(axis=-1) > ipr_threshold for ipr in run.ipr], axis=0)
+        condensed[sl] = np.any([ipr[..., judged] @ weight > ipr_threshold for ipr in run.ipr], axis=0)
         if progress is not None:
             progress(sl.stop - sl.start)
     condensed = condensed.astype(bool).reshape(B.shape)
@@ -527,22 +570,25 @@ def trainability_diagram(arch, depth, *, betas, alphas, eps=0.01, T, rho0=0.0, a
     def phases(r):
         return np.where(condensed, ENTROPY_COLLAPSE, np.where(r.reshape(B.shape) > 1.0 - eps, RANK_COLLAPSE, TRAINABLE))
 
-    kw = dict(eps=eps, T=T, rho0=rho0, activation=activation, mask=mask, **params)
+    kw = dict(eps=eps, T=T, rho0=rho0, activation=activation, mask=mask, groups=groups, **params)
     boundary = critical_alpha(arch, depth, beta=betas, bracket=_grid_bracket(rho.reshape(B.shape), A[:, 0], eps), **kw)
     boundary_late = critical_alpha(arch, depth, beta=betas, tokens="late",
                                    bracket=_grid_bracket(rho_late.reshape(B.shape), A[:, 0], eps), **kw)
     late_info = {"rho": rho_late.reshape(B.shape), "phase": phases(rho_late), "critical_alpha": boundary_late,
-                 "positions": index, "min_keys": int(attention.n[judged].min()), "mask": attention.mask}
+                 "positions": index, "min_keys": int(attention.n[judged].min()), "mask": attention.mask,
+                 "groups": groups}
     return Diagram(betas, alphas, phases(rho), rho.reshape(B.shape), np.asarray(boundary), _name(arch), depth, eps,
                    T, criterion, {**params, "activation": activation, "rho0": float(rho0)}, late=late_info)
 
 
-def _judged_rows(attention: Attention, min_keys) -> np.ndarray:
-    """The rows entropy collapse is judged on: those with at least ``min_keys`` keys (default: the late rows')."""
+def _judged_rows(attention: Attention, min_keys):
+    """The rows entropy collapse is judged on, those with at least ``min_keys`` keys (default: the late rows'),
+    and the weights of their mean (each row's share of the positions it stands for)."""
     if min_keys is None:
         min_keys = min_keys_default(attention)
     min_keys = check.count("min_keys", min_keys, 2)
-    rows = np.nonzero(attention.n >= min_keys)[0]
+    rows = np.nonzero((attention.n >= min_keys) & (attention.weight > 0))[0]
     if rows.size == 0:
         raise ValueError(f"min_keys = {min_keys} exceeds every row's key count (at most {int(attention.n.max())})")
-    return rows
+    weight = attention.weight[rows]
+    return rows, weight / weight.sum()

@@ -77,6 +77,9 @@ def _add_mask(parser, *, tokens: bool) -> None:
                              "decoder stack (needs a finite --T)")
     parser.add_argument("--mask", metavar="MASK", help="attention mask: causal or sliding:W (a causal window of W "
                                                         "keys)")
+    parser.add_argument("--groups", type=int, metavar="K",
+                        help="with --causal: carry the state on K position groups instead of all T positions "
+                             "(numeric.position_groups; >= 8; much faster at long context, within ~1e-3 in rho)")
     if tokens:
         parser.add_argument("--tokens", type=_tokens, metavar="late|a,b,c|start:stop",
                             help="also read rho among these positions only (late: the last quarter)")
@@ -88,6 +91,16 @@ def _params(args, *names):
 
 def _mlp_params(args):
     return _params(args, "alpha_mlp", "sigma_v2", "sigma_w2", "sigma_b2")
+
+
+def _groups(args) -> dict:
+    """groups= of a command: only where --groups is given, and only with a mask."""
+    groups = getattr(args, "groups", None)
+    if groups is None:
+        return {}
+    if _mask_args(args)["mask"] is None:
+        raise ValueError("--groups applies to a masked stack: give --causal or --mask")
+    return {"groups": groups}
 
 
 def _mask_args(args) -> dict:
@@ -114,7 +127,7 @@ def _tokens(text: str):
 def cmd_profile(args):
     from .profile import cosine_profile
     kw = dict(beta=args.beta, T=args.T, rho0=args.rho0, activation=args.activation, alpha_sa=args.alpha_sa,
-              **_mlp_params(args))
+              **_mlp_params(args), **_groups(args))
     masked = _mask_args(args)
     columns = {"rho": cosine_profile(args.arch, args.depth, mask=masked["mask"], **kw)}
     if masked["tokens"] is not None:
@@ -204,7 +217,7 @@ def cmd_diagram(args):
         diagram = trainability_diagram(args.arch, args.depth, betas=args.betas, alphas=args.alphas, eps=args.eps,
                                        T=args.T, rho0=args.rho0, activation=args.activation,
                                        criterion=args.criterion, progress=bar, mask=_mask_args(args)["mask"],
-                                       min_keys=args.min_keys, **_mlp_params(args))
+                                       min_keys=args.min_keys, **_mlp_params(args), **_groups(args))
     if args.out:
         diagram.plot(args.out)
         print(f"wrote {args.out}", file=sys.stderr)
@@ -218,7 +231,7 @@ def cmd_alpha_c(args):
     from .profile import critical_alpha
     masked = _mask_args(args)
     kw = dict(beta=args.beta, eps=args.eps, T=args.T, rho0=args.rho0, activation=args.activation, mask=masked["mask"],
-              **_mlp_params(args))
+              **_mlp_params(args), **_groups(args))
     columns = {"critical_alpha": np.atleast_1d(critical_alpha(args.arch, args.depth, **kw))}
     if masked["tokens"] is not None:
         columns["critical_alpha_tokens"] = np.atleast_1d(critical_alpha(args.arch, args.depth, tokens=masked["tokens"],
@@ -291,13 +304,16 @@ def _bench_causal(bench, args):
     if args.json:
         print(json.dumps(result))
         return
+    K = result["groups"]
     print(f"causal profile: pre-LN, T = {result['causal_profile_T']}, {result['causal_profile_depth']} blocks: "
-          f"{result['causal_profile_seconds']:.2f} s")
-    grid = result["causal_diagram_grid"]
-    print(f"causal diagram: post-LN, T = {result['causal_diagram_T']}, {grid[0]}x{grid[1]} grid, "
-          f"{result['causal_diagram_depth']} blocks: {result['causal_diagram_seconds']:.1f} s "
-          f"({result['causal_seconds_per_point_block'] * 1e3:.2f} ms per point and block; a 128x128 grid: "
-          f"~{result['causal_diagram_128_estimate_seconds']:.0f} s)")
+          f"{result['causal_profile_seconds_full']:.2f} s (every position), {result['causal_profile_seconds_grouped']:.2f}"
+          f" s ({K} position groups; largest |rho difference| {result['grouped_profile_max_abs_difference']:.1e})")
+    for name, label in (("full", "every position"), ("grouped", f"{K} position groups")):
+        grid = result[f"causal_diagram_grid_{name}"]
+        print(f"causal diagram, {label}: post-LN, T = {result['causal_diagram_T']}, {grid[0]}x{grid[1]} grid, "
+              f"{result['causal_diagram_depth']} blocks: {result[f'causal_diagram_seconds_{name}']:.1f} s "
+              f"({result[f'causal_seconds_per_point_block_{name}'] * 1e3:.2f} ms per point and block; a 128x128 "
+              f"grid: ~{result[f'causal_diagram_128_estimate_seconds_{name}']:.0f} s)")
     print(f"on {result['machine']['cpus']} CPUs, load average {result['machine']['load_average']}")
 
 

@@ -116,6 +116,8 @@ def test_bench_skip_names_the_parts(capsys):
     (["grad", "--q", "0.5", "--p", "0.7"], "p"),
     (["grad", "--sigma_v2", "-1"], "sigma_v2"),
     (["grad", "--beta", "0,1"], "beta"),
+    (["profile", "--T", "64", "--groups", "16"], "--groups applies to a masked stack"),
+    (["profile", "--T", "64", "--causal", "--groups", "4"], "groups must be an integer >= 8"),
 ])
 def test_bad_input_is_a_clear_error(capsys, argv, match):
     rc, _, err = run(capsys, *argv)
@@ -163,3 +165,12 @@ def test_grad_help_explains_every_option():
     options = {a.dest: a.help for a in commands["grad"]._actions if a.dest != "help"}
     assert set(options) == {"beta", "d", "T", "q", "p", "sigma_v2", "asymptotic", "json", "plot"}
     assert all(text and "\n" not in text for text in options.values())
+
+
+def test_causal_profile_with_groups_follows_every_position(capsys):
+    """--groups K carries the state on K position groups: the printed rho is the full theory's within 2e-3."""
+    argv = ["profile", "--causal", "--T", "96", "--depth", "6", "--beta", "1.2", "--json"]
+    full = json.loads(run(capsys, *argv)[1])
+    grouped = json.loads(run(capsys, *argv, "--groups", "24")[1])
+    np.testing.assert_allclose(grouped["rho"], full["rho"], atol=2e-3)
+    assert full["rho"][-1] - full["rho"][0] > 0.3

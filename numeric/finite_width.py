@@ -21,13 +21,13 @@ where b^2 = beta^2 ln T q (q - p) (paper eq. 9 with Result 1's scale) and
 - xi and S are the finite-width law of the rows' score scale and covariance:
   a chain of three Wishart steps with d, d_h and d degrees of freedom
   (:mod:`numeric.width_law`). This is the score distribution's own finite-d_h
-  correction; it is large where attention is near condensation (Yp x1.4-x7 at
-  d_h = 32-64, T >> d) and is kept, not expanded: the averages are Gauss
+  correction; it is large where attention is near condensation (T Yp from 1 to
+  1.6-4 at orthogonal inputs, d_h = 32-64, T >> d) and is kept, not expanded: the averages are Gauss
   quadratures over the exact law, not a Taylor series in 1/d.
 
 ``d=None`` is infinite width: the exact finite-T theory of :mod:`numeric.finite_t`.
-:func:`attention_overlaps` evaluates the quadratures directly (about 0.3-1.5 s per
-point); :mod:`numeric.width_tables` tabulates Y2_eff and Yp_eff for depth
+:func:`attention_overlaps` evaluates the quadratures directly (about 2.5-3 s of
+CPU per point); :mod:`numeric.width_tables` tabulates Y2_eff and Yp_eff for depth
 profiles and diagrams.
 """
 

@@ -2,7 +2,7 @@
 
 :func:`numeric.finite_width.attention_overlaps` averages the exact one- and
 two-row moments over the finite-width law of the score covariance by Gauss
-quadrature, about 0.3-1 s per point. A depth profile needs the effective
+quadrature, about 2.5-3 s of CPU per point. A depth profile needs the effective
 moments at every block and grid point, so they are tabulated in the layouts of
 :class:`numeric.tables.Y2Table` and :class:`numeric.tables.YpTable` (same
 coordinates, same cells): :class:`WidthY2Table` and :class:`WidthYpTable` are
@@ -17,7 +17,7 @@ Two levels:
    W(s, r) and their curvatures C = d^2/d lambda^2 at lambda = 0 along
    S11 = s^2 e^(2 lambda), S22 = s^2 e^(-2 lambda) at fixed S12 (both are even in
    lambda) -- :func:`numeric.two_rows.pair_and_selection` at the nodes. Cached on
-   disk (:func:`cache_dir`): about 10 s per T to build.
+   disk (:func:`cache_dir`): about 5 s of CPU per T to build.
 2. Per (T, d, d_head): the quadrature of :mod:`numeric.finite_width` with
    the two-row moments read as Yp(S) = Yp(s, r) + C lambda^2/2 with
    s^2 = sqrt(S11 S22), r = S12/s^2, lambda = ln(S11/S22)/4 (measured against the

@@ -185,7 +185,8 @@ def trainability_diagram(arch, depth, *, betas, alphas, eps=0.01, T=None, rho0=0
                               **params)
     return Diagram(betas, alphas, phase.reshape(shape), rho.reshape(shape), np.asarray(boundary),
                    _name(arch), depth, eps, T, criterion,
-                   {**DEFAULTS, **params, "activation": activation, "rho0": float(rho0)})
+                   {**DEFAULTS, **params, "activation": activation, "rho0": float(rho0),
+                    **({} if width is None else {"d": width[0], "d_head": width[1]})})
 
 
 def _columns(T, betas):

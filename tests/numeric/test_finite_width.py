@@ -222,6 +222,7 @@ def test_diagram_with_width_is_its_profiles_and_boundary():
             assert diagram.rho[i, j] == pytest.approx(rho, rel=1e-9)
     boundary = numeric.critical_alpha("post-ln", depth, beta=betas, T=T, d=d, d_head=d_head)
     np.testing.assert_allclose(diagram.critical_alpha, boundary, rtol=1e-5)
+    assert (diagram.params["d"], diagram.params["d_head"]) == (d, d_head)
     infinite = numeric.trainability_diagram("post-ln", depth, betas=betas, alphas=alphas, T=T, backend="numpy")
     assert np.max(np.abs(diagram.rho - infinite.rho)) > 1e-4
 

@@ -106,6 +106,12 @@ def _is_bert_config(obj) -> bool:
     return type(obj).__name__ == "BertConfig"
 
 
+def _is_decoder(obj) -> bool:
+    """A Hugging Face decoder (GPT-2, LLaMA family) or its config: answered by :mod:`verify.recommend_decoders`."""
+    from . import adapters_decoders, recommend_decoders
+    return recommend_decoders.is_decoder_config(obj) or adapters_decoders.is_decoder(obj)
+
+
 def readings_of(model_or_config, seed: int = 0) -> list[LayerReading]:
     """Per-layer readings: of the model's layers, or of one layer built from a config, repeated to its depth."""
     if isinstance(model_or_config, dict):
@@ -290,10 +296,17 @@ def recommend(model_or_config, seq_len: int, *, margin: float = 0.25, eps: float
     """beta and alpha_sa that put ``model_or_config`` in the trainable region at T = ``seq_len`` (module docstring).
 
     ``model_or_config``: a model the adapters read, an :class:`EncoderConfig` (or
-    its dict), or a transformers ``BertConfig``. ``rho0``: the inputs' cosine
+    its dict), or a transformers ``BertConfig``; a Hugging Face decoder or its config (GPT-2, the LLaMA family)
+    is answered by :func:`verify.recommend_decoders.recommend`. ``rho0``: the inputs' cosine
     similarity (default: :func:`default_rho0`). ``seed``: the draw of the layer
     built from a config.
     """
+    if _is_decoder(model_or_config):
+        if rho0 is not None or q0 != 1.0:
+            raise ValueError("rho0 / q0: a decoder starts from its own embedding statistics; do not pass them")
+        from . import recommend_decoders
+        return recommend_decoders.recommend(model_or_config, seq_len, margin=margin, eps=eps,
+                                            ipr_threshold=ipr_threshold)
     T = validation.sequence_length(seq_len, name="seq_len", infinite=False)
     if not (0 < margin < 10):
         raise ValueError(f"margin must lie in (0, 10) (a relative margin), got {margin!r}")
@@ -381,6 +394,9 @@ def inputs_for(model, seq_len: int, *, batch: int = 2, rho0: float = 0.0, seed: 
 
 def check(config, seq_len: int, *, batch: int = 2, seed: int = 0, **options) -> Check:
     """Build the whole model, recommend for it, and measure its profile before and after applying."""
+    if _is_decoder(config):
+        from . import recommend_decoders
+        return recommend_decoders.check(config, seq_len, batch=batch, seed=seed, **options)
     model = build(config, seed)
     result = recommend(model, seq_len, seed=seed, **options)
     x = inputs_for(model, seq_len, batch=batch, rho0=result.rho0, seed=seed + 1)

@@ -1,0 +1,122 @@
+"""recommend, apply_init and ``sigprop recommend --model gpt2|llama`` for decoders (issue 16, part 3).
+
+Needs the optional ``transformers`` package (configs only; models built at random initialisation, nothing is
+downloaded); skipped with that reason without it.
+"""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from verify import recommend_cli
+
+transformers = pytest.importorskip("transformers", reason="transformers is not installed (optional extra: decoder "
+                                                          "configs come from it)")
+rd = pytest.importorskip("verify.recommend_decoders")
+ad = pytest.importorskip("verify.adapters_decoders")
+
+T_ = 32
+
+
+def _llama(layers=3, d=64, std=0.02, kv=2):
+    return transformers.LlamaConfig(num_hidden_layers=layers, hidden_size=d, num_attention_heads=4,
+                                    num_key_value_heads=kv, intermediate_size=2 * d, initializer_range=std,
+                                    vocab_size=512, max_position_embeddings=128)
+
+
+@pytest.fixture(scope="module")
+def strong():
+    """A LLaMA config whose init std puts beta past the entropy-collapse limit: recommend must lower it."""
+    config = _llama(std=0.35)
+    return config, rd.recommend(config, T_)
+
+
+def test_recommendation_satisfies_its_defining_properties(strong):
+    """beta_limit is where the first layer's late rows reach the IPR threshold; the recommendation keeps the
+    margin below it; a critical alpha left unrefined is an upper bound (rho_L passes there)."""
+    config, r = strong
+    readings, Q0, _, _ = rd.state_of(config, T_)
+    Q_att = rd.first_attention_input(readings, Q0, T_)
+    assert r.beta_model > r.beta_limit                     # the config as initialised condenses
+    np.testing.assert_allclose(rd.late_ipr(readings, Q_att, T_, r.beta_limit), r.ipr_threshold, atol=1e-6)
+    assert rd.late_ipr(readings, Q_att, T_, 1.05 * r.beta_limit) > r.ipr_threshold
+    assert math.isclose(r.beta, r.beta_limit / 1.25, rel_tol=1e-12)
+    assert rd.final_rho(readings, Q0, T_, r.alpha_critical, r.beta) <= 1 - r.eps
+    assert r.alpha_sa == max(1.0, 1.25 * r.alpha_critical)
+    assert r.ipr_recommended < r.ipr_threshold < r.ipr_model
+
+
+def test_critical_alpha_is_the_smallest_passing_alpha():
+    """With eps = 0.5 the rank-collapse criterion rho_L <= 0.5 binds above alpha = 1 for a short LLaMA stack
+    (std 0.1): alpha_c is refined, rho_L passes just above it and fails just below it."""
+    config = _llama(std=0.1)
+    r = rd.recommend(config, T_, eps=0.5)
+    readings, Q0, _, _ = rd.state_of(config, T_)
+    assert r.alpha_critical_exact and r.alpha_critical > 0.8 and r.alpha_sa > 1.0
+    above = rd.final_rho(readings, Q0, T_, r.alpha_critical * 1.002, r.beta)
+    below = rd.final_rho(readings, Q0, T_, r.alpha_critical * 0.99, r.beta)
+    assert above <= 0.5 < below
+
+
+def test_config_answer_is_the_built_models_answer(strong):
+    """The init rule answers what the built model's own weights answer (beta within the weights' sampling
+    scatter, relative 4/sqrt(d d_h); the entropy-collapse limit within 5 %)."""
+    config, r = strong
+    built = rd.recommend(rd.build(config, 0), T_)
+    assert built.source == "weights of the model" and r.source == "init rule of the config"
+    assert math.isclose(built.beta_model, r.beta_model, rel_tol=4 / math.sqrt(64 * 16))
+    assert math.isclose(built.beta_limit, r.beta_limit, rel_tol=0.05)
+
+
+def test_applied_recommendation_measures_as_predicted():
+    """check(): the applied recommendation (query rows per head, branch outputs / alpha^l) is measured on the
+    whole model within the issue's 0.03 of the theory after applying, at every layer."""
+    config = _llama(std=0.35)
+    check = rd.check(config, T_, batch=8, seed=4)
+    r = check.recommendation
+    assert r.changes_model
+    assert np.max(np.abs(check.theory_after - check.measured_after)) <= 0.03
+    assert np.max(np.abs(check.theory_before - check.measured_before)) <= 0.03
+
+
+def test_recommend_refuses_bad_input_by_name():
+    config = _llama()
+    with pytest.raises(ValueError, match="seq_len = 256 exceeds the model's 128 positions"):
+        rd.recommend(config, 256)
+    with pytest.raises(ValueError, match="margin"):
+        rd.recommend(config, T_, margin=-1)
+    with pytest.raises(ValueError, match="ipr_threshold"):
+        rd.recommend(config, T_, ipr_threshold=1.5)
+    from verify.recommend import recommend
+    with pytest.raises(ValueError, match="rho0 / q0"):
+        recommend(config, T_, rho0=0.1)
+
+
+# --- command line -------------------------------------------------------------------------------
+
+SMALL = ["--layers", "3", "--d-model", "64", "--heads", "4", "--d-ff", "128", "--seq-len", "32", "--vocab", "512"]
+
+
+def test_cli_llama_and_gpt2(capsys):
+    assert recommend_cli.main(["--model", "llama", "--kv-heads", "2", "--init-std", "0.35", *SMALL, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["family"] == "llama" and summary["depth"] == 3 and len(summary["rho_model"]) == 4
+    assert summary["beta"] < summary["beta_model"]
+    assert recommend_cli.main(["--model", "gpt2", *SMALL]) == 0
+    out = capsys.readouterr().out
+    assert "gpt2 decoder (init rule of the config), 3 layers" in out and "recommended (margin 25%)" in out
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--model", "mamba"], "--model must be one of torch, bert, gpt2, llama"),
+    (["--model", "llama", "--heads", "4", "--kv-heads", "3"], r"--kv-heads \(3\) must divide --heads \(4\)"),
+    (["--model", "gpt2", "--d-model", "64", "--heads", "3"], r"--heads \(3\) must divide --d-model \(64\)"),
+    (["--model", "llama", "--init-std", "nan"], "--init-std must be a finite number > 0"),
+    (["--model", "gpt2", "--rope-theta", "500000"], "--kv-heads and --rope-theta apply to --model llama"),
+    (["--kv-heads", "2"], "--kv-heads applies to --model gpt2 or llama"),
+])
+def test_cli_bad_input_is_named(argv, match, capsys):
+    assert recommend_cli.main(argv) == 2
+    assert pytest.importorskip("re").search(match, capsys.readouterr().err)

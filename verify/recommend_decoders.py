@@ -306,9 +306,10 @@ def diagram(readings, Q0, T: int, *, betas, alphas, eps: float = 0.01, ipr_thres
         return np.where(condensed, ENTROPY_COLLAPSE, np.where(rho > 1.0 - eps, RANK_COLLAPSE, TRAINABLE))
 
     boundary = np.array([critical_alpha(readings, Q0, T, float(b), eps=eps,
-                                        grid=(alpha_grid(len(readings), float(alphas.min())), None))[0]
+                                        grid=(alpha_grid(len(readings), float(alphas.min())), None),
+                                        needed_above=float(alphas.min()))[0]
                          for b in betas])
-    late_info = {"rho": run.rho_tokens[-1], "phase": phases(run.rho_tokens[-1]), "critical_alpha": None,
+    late_info = {"rho": run.rho_tokens[-1], "phase": phases(run.rho_tokens[-1]), "critical_alpha": np.full(betas.size, np.nan),
                  "positions": index, "min_keys": int(index[0] + 1), "mask": readings[0].mask}
     return Diagram(betas, alphas, phases(run.rho[-1]), run.rho[-1], boundary, name, len(readings), eps, T, "first",
                    {"source": "verify.recommend_decoders"}, late=late_info)

@@ -490,8 +490,9 @@ def decoder_run(readings, Q0, T: int, *, alpha_sa=1.0, beta=None, index=None, fi
     """The position-resolved theory through ``readings`` from the overlap matrix Q0 (module docstring).
 
     ``alpha_sa``: the theory's skip strength of every attention residual (the model has 1; the MLP residual keeps
-    1, which is what apply_init's division of both branches of layer l by alpha^l realises); ``beta``: every head's beta if given, else each head's own. ``alpha_sa``, ``beta``
-    and Q0 may carry leading grid axes (broadcast). ``final_norm``: (kind, eps) of a final norm applied after the
+    1, which is what apply_init's division of both branches of layer l by alpha^l realises); ``beta``: every
+    head's beta if given, else each head's own. ``alpha_sa``, ``beta`` and Q0 may carry leading grid axes
+    (broadcast). ``final_norm``: (kind, eps) of a final norm applied after the
     last layer (one more entry). ``layers``: stop after that many layers.
     """
     from numeric import causal

@@ -41,7 +41,8 @@ ALPHA_MAX = 1e3
 #: The beta bracket of the entropy-collapse limit.
 BETA_RANGE = (1e-4, 256.0)
 #: The grid of alpha (geometric) evaluated in one batched run to bracket alpha_c: from 0.05 up to where the
-#: alpha-model's stream, growing as alpha^L, stays within float64 (alpha^L <= 1e40: the position-resolved closure multiplies overlaps, and squares of 1e120 overflow).
+#: alpha-model's stream, growing as alpha^L, stays within float64 (alpha^L <= 1e40: the position-resolved closure
+#: multiplies overlaps, and products of streams of 1e120 overflow).
 ALPHA_LOW, ALPHA_POINTS = 0.05, 6
 
 
@@ -233,7 +234,8 @@ class DecoderRecommendation:
         if not self.changes_model:
             lines.append("the model is already in the trainable region with this margin: nothing to change")
         else:
-            lines.append(f"apply: verify.adapters.apply_init(model, beta={self.beta:.6g}, alpha_sa={self.alpha_sa:.6g}, "
+            lines.append(f"apply: verify.adapters.apply_init(model, beta={self.beta:.6g}, "
+                         f"alpha_sa={self.alpha_sa:.6g}, "
                          f"seq_len={T})  (query rows per head; both branch outputs of layer l / alpha_sa^l)")
         return "\n".join(lines)
 
@@ -274,7 +276,8 @@ def recommend(model_or_config, seq_len: int, *, margin: float = 0.25, eps: float
     return DecoderRecommendation(
         beta=beta, alpha_sa=alpha, seq_len=T, margin=float(margin), eps=float(eps), ipr_threshold=float(ipr_threshold),
         depth=len(readings), family=readings[0].family, source=source, beta_model=beta_model, beta_limit=beta_limit,
-        alpha_critical=alpha_c, alpha_critical_exact=exact, rho_model=as_is.rho, rho_recommended=after.rho, rho_model_late=as_is.rho_tokens,
+        alpha_critical=alpha_c, alpha_critical_exact=exact, rho_model=as_is.rho, rho_recommended=after.rho,
+        rho_model_late=as_is.rho_tokens,
         rho_recommended_late=after.rho_tokens, ipr_model=max_ipr(readings, Q0, T, None),
         ipr_recommended=max_ipr(readings, Q0, T, beta), readings=[r.without_handles() for r in readings], Q0=Q0)
 
@@ -309,7 +312,8 @@ def diagram(readings, Q0, T: int, *, betas, alphas, eps: float = 0.01, ipr_thres
                                         grid=(alpha_grid(len(readings), float(alphas.min())), None),
                                         needed_above=float(alphas.min()))[0]
                          for b in betas])
-    late_info = {"rho": run.rho_tokens[-1], "phase": phases(run.rho_tokens[-1]), "critical_alpha": np.full(betas.size, np.nan),
+    late_info = {"rho": run.rho_tokens[-1], "phase": phases(run.rho_tokens[-1]),
+                 "critical_alpha": np.full(betas.size, np.nan),
                  "positions": index, "min_keys": int(index[0] + 1), "mask": readings[0].mask}
     return Diagram(betas, alphas, phases(run.rho[-1]), run.rho[-1], boundary, name, len(readings), eps, T, "first",
                    {"source": "verify.recommend_decoders"}, late=late_info)

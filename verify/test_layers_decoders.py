@@ -31,7 +31,7 @@ def test_gate_factor_is_needed(device):
     """Dropping E[v v'] (the up projection's overlap, 0.8 * 0.6 off the diagonal) is rejected by the same check."""
     spec = Sequence(GatedMLP("silu", "sigma_w2", "sigma_w2_up", "sigma_w2_out", 2.0))
     params = dict(sigma_w2=1.7, sigma_w2_up=0.8, sigma_w2_out=1.2)
-    q, p = derived_map(spec, 1.0, 0.6, **params)
+    _, p = derived_map(spec, 1.0, 0.6, **params)
     out = mc.profile(spec, 1, beta=1.0, T=16, d=D, seeds=24, rho0=0.6, device=device, seed=2, **params)
     with pytest.raises(AssertionError):
         assert_agrees(p / (0.8 * 0.6), out.p[1], what="gated p' without the up factor")

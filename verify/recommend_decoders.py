@@ -193,8 +193,9 @@ class DecoderRecommendation:
 
     def diagram(self, betas=None, alphas=None):
         """The decoder's trainability diagram at T = seq_len over (beta, alpha_sa): :func:`diagram`."""
-        betas = np.geomspace(0.05, 4.0, 10) if betas is None else np.asarray(betas, dtype=float)
-        alphas = np.linspace(0.25, max(3.0, 2 * self.alpha_sa), 10) if alphas is None else np.asarray(alphas, float)
+        top = max(4.0, 1.5 * self.beta_model)
+        betas = np.linspace(0.05, top, 8) if betas is None else np.asarray(betas, dtype=float)
+        alphas = np.linspace(0.5, max(3.0, 2 * self.alpha_sa), 8) if alphas is None else np.asarray(alphas, float)
         return diagram(self.readings, self.Q0, self.seq_len, betas=betas, alphas=alphas, eps=self.eps,
                        ipr_threshold=self.ipr_threshold, name=f"{self.family} ({self.depth} layers)")
 

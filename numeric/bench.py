@@ -232,8 +232,11 @@ def causal(profile_T=1024, profile_depth=60, diagram_T=256, diagram_depth=60, gr
 
     - one pre-LN profile at ``profile_T`` positions and ``profile_depth`` blocks (target: 2 s), both ways, and
       the largest difference of their rho (all pairs and late positions) over the blocks;
+    - a batched causal post-LN profile at ``diagram_T`` (16 points full, 256 grouped): its cost per point and
+      block, and what the 128 x 128 x ``diagram_depth`` grid of a diagram costs at that rate (target for the
+      whole diagram: 60 s);
     - a causal post-LN diagram at ``diagram_T`` (``grid``-square full, ``grouped_grid``-square grouped): its
-      cost per grid point and block, and the time a 128 x 128 grid would take at that rate (target: 60 s).
+      cost per grid point and block, which includes its two critical-alpha searches (large on a small grid).
 
     The kernels are compiled by a small warm-up run first."""
     from .causal import cosine_profile
@@ -251,15 +254,21 @@ def causal(profile_T=1024, profile_depth=60, diagram_T=256, diagram_depth=60, gr
         rho[name + "_late"] = cosine_profile("pre-ln", profile_depth, beta=1.0, T=profile_T, tokens="late", **kw)
     out["grouped_profile_max_abs_difference"] = float(max(np.abs(rho["grouped"] - rho["full"]).max(),
                                                           np.abs(rho["grouped_late"] - rho["full_late"]).max()))
+    B, A = np.meshgrid(np.linspace(0.1, 3.0, 16), np.linspace(0.2, 6.0, 16))
     for name, n, kw in (("full", grid, {}), ("grouped", grouped_grid, {"groups": groups})):
+        points = 256 if name == "grouped" else 16
+        start = time.perf_counter()
+        cosine_profile("post-ln", diagram_depth, beta=B.ravel()[:points], alpha_sa=A.ravel()[:points], T=diagram_T, **kw)
+        rate = (time.perf_counter() - start) / (points * diagram_depth)
+        out.update({f"causal_profile_points_{name}": points, f"causal_seconds_per_point_block_profile_{name}": rate,
+                    f"causal_diagram_128_grid_seconds_{name}": rate * 128 ** 2 * diagram_depth})
         start = time.perf_counter()
         trainability_diagram("post-ln", diagram_depth, betas=np.linspace(0.1, 3.0, n), alphas=np.linspace(0.0, 6.0, n),
                              T=diagram_T, mask="causal", **kw)
         seconds = time.perf_counter() - start
         per_point_block = seconds / (n ** 2 * diagram_depth)
         out.update({f"causal_diagram_grid_{name}": [n, n], f"causal_diagram_seconds_{name}": seconds,
-                    f"causal_seconds_per_point_block_{name}": per_point_block,
-                    f"causal_diagram_128_estimate_seconds_{name}": per_point_block * 128 ** 2 * diagram_depth})
+                    f"causal_seconds_per_point_block_{name}": per_point_block})
     out["machine"] = {"cpus": _cpus(), "load_average": _load()}
     return out
 

@@ -100,10 +100,10 @@ SMALL = ["--layers", "3", "--d-model", "64", "--heads", "4", "--d-ff", "128", "-
 
 
 def test_cli_llama_and_gpt2(capsys):
-    assert recommend_cli.main(["--model", "llama", "--kv-heads", "2", "--init-std", "0.35", *SMALL, "--json"]) == 0
+    assert recommend_cli.main(["--model", "llama", "--kv-heads", "2", *SMALL, "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["family"] == "llama" and summary["depth"] == 3 and len(summary["rho_model"]) == 4
-    assert summary["beta"] < summary["beta_model"]
+    assert summary["beta"] == summary["beta_model"] < summary["beta_limit"] and not summary["changes_model"]
     assert recommend_cli.main(["--model", "gpt2", *SMALL]) == 0
     out = capsys.readouterr().out
     assert "gpt2 decoder (init rule of the config), 3 layers" in out and "recommended (margin 25%)" in out

@@ -243,17 +243,7 @@ class Recommendation:
         markers are the model's mean head scale and the recommended (beta, alpha_sa).
         Returns the matplotlib figure (saved to ``path`` if given).
         """
-        from numeric.plotting import save
-
-        fig = self.diagram(betas, alphas).plot()
-        ax = fig.axes[0]
-        legend = ax.get_legend()
-        handles = list(legend.legend_handles) if legend is not None else []
-        handles += ax.plot([self.beta_model], [1.0], "o", ms=7, mfc="white", mec="k", label="as initialised")
-        handles += ax.plot([self.beta], [self.alpha_sa], "*", ms=13, color="k",
-                           label=f"recommended ({self.margin:.0%} margin)")
-        ax.legend(handles=handles, loc="upper right", fontsize=8, framealpha=0.9)
-        return save(fig, path)
+        return plot_marked(self, self.diagram(betas, alphas), path)
 
     def __str__(self) -> str:
         L, T = self.depth, self.seq_len
@@ -289,6 +279,22 @@ def pooled_values(readings) -> dict:
             raise ValueError(f"{name} differs across layers by more than {HOMOGENEOUS_RTOL:.0%} (e.g. after "
                              "apply_init on a pre-LN stack): a single diagram does not describe this stack")
     return {k: float(v.mean()) for k, v in table.items()}
+
+
+def plot_marked(result, diagram, path=None):
+    """``diagram`` drawn with the model as initialised (``result.beta_model``, 1) and the recommendation
+    (``result.beta``, ``result.alpha_sa``) marked: the one drawing of an encoder's and a decoder's answer."""
+    from numeric.plotting import save
+
+    fig = diagram.plot()
+    ax = fig.axes[0]
+    legend = ax.get_legend()
+    handles = list(legend.legend_handles) if legend is not None else []
+    handles += ax.plot([result.beta_model], [1.0], "o", ms=7, mfc="white", mec="k", label="as initialised")
+    handles += ax.plot([result.beta], [result.alpha_sa], "*", ms=13, color="k",
+                       label=f"recommended ({result.margin:.0%} margin)")
+    ax.legend(handles=handles, loc="upper right", fontsize=8, framealpha=0.9)
+    return save(fig, path)
 
 
 def recommend(model_or_config, seq_len: int, *, margin: float = 0.25, eps: float = 0.01, rho0: float | None = None,

@@ -201,17 +201,8 @@ class DecoderRecommendation:
 
     def plot(self, path=None, betas=None, alphas=None):
         """:meth:`diagram` with the model as initialised (beta_model, 1) and the recommendation marked."""
-        from numeric.plotting import save
-
-        fig = self.diagram(betas, alphas).plot()
-        ax = fig.axes[0]
-        legend = ax.get_legend()
-        handles = list(legend.legend_handles) if legend is not None else []
-        handles += ax.plot([self.beta_model], [1.0], "o", ms=7, mfc="white", mec="k", label="as initialised")
-        handles += ax.plot([self.beta], [self.alpha_sa], "*", ms=13, color="k",
-                           label=f"recommended ({self.margin:.0%} margin)")
-        ax.legend(handles=handles, loc="upper right", fontsize=8, framealpha=0.9)
-        return save(fig, path)
+        from .recommend import plot_marked
+        return plot_marked(self, self.diagram(betas, alphas), path)
 
     def __str__(self) -> str:
         L, T, r = self.depth, self.seq_len, self.readings[0]

@@ -140,16 +140,16 @@ def finite_t_cost(arch, depth, grid, T, activation, repeats, asymptotic_seconds)
 
 
 def first_call_latency() -> dict:
-    """The README's main command in two fresh processes sharing an empty numba cache: the first compiles
-    (cold), the second loads what the first cached. Each reports the call's own time after ``import
-    numeric`` (the call imports numba and SciPy's optimize on the way) and its whole process."""
+    """The README's main command in fresh processes sharing an empty numba cache, on the fused kernel
+    (``SIGPROP_BACKEND=fused``): the first compiles (cold), the second loads what the first cached; then as a
+    user runs it ("auto": a diagram this small takes the NumPy path, :data:`numeric.fused.SMALL_UPDATES`).
+    Each reports the call's own time after ``import numeric`` and its whole process."""
     code = ("import time; t0 = time.perf_counter(); import numpy as np, numeric; t1 = time.perf_counter(); "
             f"{MAIN_COMMAND}; t2 = time.perf_counter(); print(t1 - t0, t2 - t1)")
     out = {}
     with tempfile.TemporaryDirectory() as cache:
-        env = {**os.environ, "NUMBA_CACHE_DIR": cache}
-        env.pop("SIGPROP_BACKEND", None)
-        for label in ("cold", "cached"):
+        for label in ("cold", "cached", "auto"):
+            env = {**os.environ, "NUMBA_CACHE_DIR": cache, "SIGPROP_BACKEND": "auto" if label == "auto" else "fused"}
             start = time.perf_counter()
             run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
             total = time.perf_counter() - start

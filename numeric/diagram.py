@@ -23,6 +23,7 @@ that all layers of a chunk stay in cache; order of the grid does not matter.
 from __future__ import annotations
 
 import csv
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -167,7 +168,9 @@ def trainability_diagram(arch, depth, *, betas, alphas, eps=0.01, T=None, rho0=0
     betas, alphas, eps, ipr_threshold = grid_inputs(betas, alphas, eps, criterion, ipr_threshold, params)
     alphas_used = np.maximum(alphas, ALPHA_ZERO)  # alpha_sa = 0 is read as the limit alpha_sa -> 0+
     shape = (alphas.size, betas.size)
-    if width is None and fused.backend(backend) == "fused":  # grid axes as axes: no per-point parameter arrays
+    asymptotic = T is None or (isinstance(T, (int, float)) and math.isinf(T))
+    backend = fused.for_work(backend, alphas.size * betas.size * check.depth(depth), asymptotic)
+    if width is None and backend == "fused":  # grid axes as axes: no per-point parameter arrays
         _, _, values, depth, T, rho0 = prepare(arch, depth, beta=betas[None, :], T=T, rho0=rho0, activation=activation,
                                                params={**params, "alpha_sa": alphas_used[:, None]}, numpy_map=False)
         out = fused.evaluate(arch, activation, T, values, rho0, depth, columns=_columns(T, betas),

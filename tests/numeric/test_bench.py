@@ -38,7 +38,7 @@ def test_first_call_latency_runs_two_processes_on_one_cache(monkeypatch):
     """The cold run fills an empty numba cache that the cached run then reads (a small command here)."""
     monkeypatch.setattr(bench, "MAIN_COMMAND", "numeric.cosine_profile('post-ln', 3, beta=1.0)")
     out = bench.first_call_latency()
-    assert set(out) == {f"{k}_{label}{s}" for label in ("cold", "cached")
+    assert set(out) == {f"{k}_{label}{s}" for label in ("cold", "cached", "auto")
                         for k, s in (("first_call", "_s"), ("first_call", "_process_s"), ("import_numeric", "_s"))}
     assert all(v > 0 for v in out.values())
     assert out["first_call_cold_process_s"] > out["first_call_cold_s"]

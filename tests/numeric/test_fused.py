@@ -7,6 +7,9 @@ reciprocal, Gauss-Hermite sums), and exact in the entropy-collapse flags.
 """
 
 import itertools
+import os
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -239,3 +242,25 @@ def test_the_kernels_asin_is_libms_to_a_few_ulp():
     ulps = [abs(f(x) - math.asin(x)) / math.ulp(math.asin(x)) for x in xs if x != 0.0]
     assert max(ulps) <= 3
     assert f(1.5) == math.asin(1.0) and f(-7.0) == -math.asin(1.0) and math.isnan(f(math.nan))
+
+
+def test_small_asymptotic_diagrams_skip_loading_numba(monkeypatch):
+    """An "auto" diagram too small to repay numba's import takes the NumPy path, only while numba is not loaded;
+    an explicit backend, a finite T or a large grid keeps the fused kernel."""
+    monkeypatch.delenv(fused.ENV, raising=False)
+    monkeypatch.delitem(sys.modules, "numba", raising=False)
+    assert fused.for_work(None, 128 * 128 * 60, True) == "numpy"
+    assert fused.for_work(None, fused.SMALL_UPDATES + 1, True) == "fused"
+    assert fused.for_work(None, 1000, False) == "fused"
+    assert fused.for_work("fused", 1000, True) == "fused"
+    monkeypatch.setitem(sys.modules, "numba", object())
+    assert fused.for_work(None, 1000, True) == "fused"
+
+
+def test_readme_diagram_in_a_fresh_process_does_not_import_numba():
+    code = ("import sys, numpy as np, numeric; d = numeric.trainability_diagram('post-ln', 60, "
+            "betas=np.linspace(0.05, 3.0, 32), alphas=np.linspace(0.0, 3.0, 32), sigma_w2=0.24, sigma_v2=0.24, "
+            "sigma_b2=0.0004); print('numba' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if k != fused.ENV}
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          check=True).stdout.strip() == "False"

@@ -180,8 +180,36 @@ def max_ipr(run, T: int) -> float:
 
 # --- the recommendation -------------------------------------------------------------------
 
+class Answer:
+    """What an encoder's and a decoder's recommendation share: whether applying it changes the model, its
+    JSON-ready summary and its plot (subclasses are dataclasses with beta, beta_model, alpha_sa, margin and a
+    ``diagram`` method)."""
+
+    #: Fields left out of :meth:`summary` (the model's readings and other large inputs).
+    HIDDEN = ("readings",)
+
+    @property
+    def changes_model(self) -> bool:
+        """Whether :meth:`apply` changes anything beyond equalising the heads' query/key scales."""
+        return self.alpha_sa != 1.0 or not math.isclose(self.beta, self.beta_model, rel_tol=1e-12)
+
+    def summary(self) -> dict:
+        """JSON-ready numbers (profiles as lists)."""
+        out = {k: v for k, v in asdict(self).items() if k not in self.HIDDEN}
+        for k, v in out.items():
+            if isinstance(v, np.ndarray):
+                out[k] = [float(x) for x in v]
+        out["changes_model"] = self.changes_model
+        return out
+
+    def plot(self, path=None, betas=None, alphas=None):
+        """:meth:`diagram` drawn with the model as initialised (beta_model, 1) and the recommendation marked
+        (:func:`plot_marked`); returns the matplotlib figure (saved to ``path`` if given)."""
+        return plot_marked(self, self.diagram(betas, alphas), path)
+
+
 @dataclass
-class Recommendation:
+class Recommendation(Answer):
     """beta and alpha_sa for a model at T = seq_len, what they are now, and the predicted profiles.
 
     ``beta_model``: the model's query/key scale (mean over heads and layers);
@@ -208,22 +236,9 @@ class Recommendation:
     ipr_recommended: float
     readings: list = field(repr=False, default_factory=list)
 
-    @property
-    def changes_model(self) -> bool:
-        """Whether :meth:`apply` changes anything beyond equalising the heads' query/key scales."""
-        return self.alpha_sa != 1.0 or not math.isclose(self.beta, self.beta_model, rel_tol=1e-12)
-
     def apply(self, model):
         """Rescale ``model`` in place (:func:`verify.adapters.apply_init`); return it."""
         return adapters.apply_init(model, self.beta, self.alpha_sa, seq_len=self.seq_len)
-
-    def summary(self) -> dict:
-        """JSON-ready numbers."""
-        out = {k: v for k, v in asdict(self).items() if k != "readings"}
-        out["rho_model"] = [float(x) for x in self.rho_model]
-        out["rho_recommended"] = [float(x) for x in self.rho_recommended]
-        out["changes_model"] = self.changes_model
-        return out
 
     def diagram(self, betas=None, alphas=None):
         """The model's trainability diagram at T = seq_len (numeric.trainability_diagram, criterion "any")."""
@@ -235,15 +250,6 @@ class Recommendation:
         return numeric.trainability_diagram(spec, self.depth, betas=betas, alphas=alphas, eps=self.eps,
                                             T=self.seq_len, rho0=self.rho0, criterion="any",
                                             ipr_threshold=self.ipr_threshold, alpha_mlp=1.0, **values)
-
-    def plot(self, path=None, betas=None, alphas=None):
-        """:meth:`diagram` drawn with the model as initialised (beta_model, 1) and the recommendation marked.
-
-        The diagram gives every head the same beta (the layer-pooled variances); the
-        markers are the model's mean head scale and the recommended (beta, alpha_sa).
-        Returns the matplotlib figure (saved to ``path`` if given).
-        """
-        return plot_marked(self, self.diagram(betas, alphas), path)
 
     def __str__(self) -> str:
         L, T = self.depth, self.seq_len

@@ -28,7 +28,7 @@ skip strength, so it cannot realise the theory's alpha.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -36,6 +36,7 @@ from numeric import solve
 from numeric import validation
 
 from . import adapters_decoders as ad
+from .recommend import Answer
 
 ALPHA_MAX = 1e3
 #: The beta bracket of the entropy-collapse limit.
@@ -151,7 +152,7 @@ def max_ipr(readings, Q0, T: int, beta) -> float:
 
 
 @dataclass
-class DecoderRecommendation:
+class DecoderRecommendation(Answer):
     """beta and alpha_sa for a decoder at T = seq_len, what they are now, and the predicted profiles (all pairs)."""
 
     beta: float
@@ -176,20 +177,11 @@ class DecoderRecommendation:
     readings: list = field(repr=False, default_factory=list)
     Q0: np.ndarray = field(repr=False, default=None)
 
-    @property
-    def changes_model(self) -> bool:
-        return self.alpha_sa != 1.0 or not math.isclose(self.beta, self.beta_model, rel_tol=1e-12)
+    HIDDEN = ("readings", "Q0")
 
     def apply(self, model):
         """Rescale ``model`` in place (:func:`verify.adapters_decoders.apply_init`); return it."""
         return ad.apply_init(model, self.beta, self.alpha_sa, seq_len=self.seq_len)
-
-    def summary(self) -> dict:
-        out = {k: v for k, v in asdict(self).items() if k not in ("readings", "Q0")}
-        for k in ("rho_model", "rho_recommended", "rho_model_late", "rho_recommended_late"):
-            out[k] = [float(x) for x in out[k]]
-        out["changes_model"] = self.changes_model
-        return out
 
     def diagram(self, betas=None, alphas=None):
         """The decoder's trainability diagram at T = seq_len over (beta, alpha_sa): :func:`diagram`."""
@@ -198,11 +190,6 @@ class DecoderRecommendation:
         alphas = np.linspace(0.5, max(3.0, 2 * self.alpha_sa), 8) if alphas is None else np.asarray(alphas, float)
         return diagram(self.readings, self.Q0, self.seq_len, betas=betas, alphas=alphas, eps=self.eps,
                        ipr_threshold=self.ipr_threshold, name=f"{self.family} ({self.depth} layers)")
-
-    def plot(self, path=None, betas=None, alphas=None):
-        """:meth:`diagram` with the model as initialised (beta_model, 1) and the recommendation marked."""
-        from .recommend import plot_marked
-        return plot_marked(self, self.diagram(betas, alphas), path)
 
     def __str__(self) -> str:
         L, T, r = self.depth, self.seq_len, self.readings[0]

@@ -60,7 +60,7 @@ from numeric import validation as check
 from numeric.maps import block_function, moment_functions
 
 from . import adapters_decoders
-from .adapters_read import LayerReading, layer_modules, read
+from .adapters_read import LayerReading, capture, hidden_states, layer_modules, read
 from .montecarlo import Estimate, overlap_samples, ratio_estimate
 
 __all__ = ["predict_cosine_profile", "measure_cosine_profile", "measure_overlaps", "profile_estimate",
@@ -307,16 +307,8 @@ def measure_overlaps(layers, x, *, mask=None, tokens=None) -> tuple[np.ndarray, 
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     seq_axis = -2 if readings[0].batch_first or x.dim() == 2 else 0
     index = _positions(tokens, x.shape[seq_axis])
-    outputs: list = []
-    hooks = [modules[0].register_forward_pre_hook(lambda m, args, kwargs: outputs.append(_first(args, kwargs)),
-                                                  with_kwargs=True)]
-    hooks += [m.register_forward_hook(lambda m, args, out: outputs.append(_first((out,), {}))) for m in modules]
-    try:
-        with torch.no_grad():
-            _forward(layers, modules, x, _torch_mask(mask, x.shape[seq_axis], x.device, x.dtype))
-    finally:
-        for hook in hooks:
-            hook.remove()
+    outputs, _ = capture(modules, lambda: _forward(layers, modules, x,
+                                                   _torch_mask(mask, x.shape[seq_axis], x.device, x.dtype)))
     if len(outputs) != len(modules) + 1:
         raise RuntimeError(f"expected {len(modules) + 1} hooked tensors, got {len(outputs)}")
     pairs = [overlaps(t, readings[0].batch_first, index) for t in outputs]
@@ -355,16 +347,6 @@ def overlaps_estimate(overlaps):
     return ratio_estimate(Estimate(np.array(ps)), Estimate(np.array(qs)))
 
 
-def _first(args, kwargs):
-    """The hidden states among a module's inputs or outputs (a tensor, or the first of a tuple)."""
-    value = args[0] if args else kwargs.get("hidden_states", kwargs.get("src"))
-    while isinstance(value, (tuple, list)):
-        value = value[0]
-    if not isinstance(value, torch.Tensor):
-        raise TypeError(f"expected hidden states as a tensor, got {type(value).__name__}")
-    return value
-
-
 def _forward(layers, modules, x, mask=None):
     """Run the stack as its user would: the container's own forward where it has one; ``mask``: (float mask,
     is_causal) for the attention of every layer, or None."""
@@ -380,7 +362,7 @@ def _forward(layers, modules, x, mask=None):
             return layers(input_ids=x)
         return layers.encoder(x)
     for module in modules:
-        x = _first((module(x),), {})
+        x = hidden_states((module(x),), {})
     return x
 
 

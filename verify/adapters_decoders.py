@@ -47,7 +47,7 @@ from derive.layers import Bias, GatedMLP, LayerNorm, Linear, Activation, Paralle
 from derive.parameters import NAMES as PARAMETERS
 from numeric import validation as check
 
-from .adapters_read import activation_name, check_dropout, read_layernorm, second_moment
+from .adapters_read import activation_name, capture, check_dropout, read_layernorm, second_moment
 
 #: The model classes read here, by family.
 FAMILIES = {"GPT2Model": "gpt2", "LlamaModel": "llama", "MistralModel": "llama", "Qwen2Model": "llama"}
@@ -602,29 +602,11 @@ def measure_overlaps(model, input_ids, *, tokens=None, final_norm: bool = False)
     check_dropout(base, type(base).__name__)
     index = None if tokens is None else positions(tokens, T)
     modules = [m for _, m in layers_of(base)]
-    outputs: list = []
-    hooks = [modules[0].register_forward_pre_hook(lambda m, args, kwargs: outputs.append(_hidden(args, kwargs)),
-                                                  with_kwargs=True)]
-    hooks += [m.register_forward_hook(lambda m, args, out: outputs.append(_hidden((out,), {}))) for m in modules]
-    try:
-        with torch.no_grad():
-            last = base(input_ids=ids).last_hidden_state
-    finally:
-        for hook in hooks:
-            hook.remove()
+    outputs, last = capture(modules, lambda: base(input_ids=ids).last_hidden_state)
     if final_norm:
         outputs.append(last)
     pairs = [overlaps(t, True, index) for t in outputs]
     return np.array([q for q, _ in pairs]), np.array([p for _, p in pairs])
-
-
-def _hidden(args, kwargs):
-    value = args[0] if args else kwargs.get("hidden_states")
-    while isinstance(value, (tuple, list)):
-        value = value[0]
-    if not isinstance(value, torch.Tensor):
-        raise TypeError(f"expected hidden states as a tensor, got {type(value).__name__}")
-    return value
 
 
 def measure(model, input_ids, *, tokens=None, final_norm: bool = False) -> np.ndarray:

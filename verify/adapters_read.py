@@ -183,6 +183,35 @@ def _per_head_sums(bias, heads: int) -> np.ndarray:
     return _rows(bias.detach().to("cpu", torch.float64), heads).pow(2).sum(-1).numpy()
 
 
+
+# --- hidden states of a forward pass ---------------------------------------------------------------
+
+def hidden_states(args, kwargs):
+    """The hidden states among a module's inputs or outputs (a tensor, or the first of a tuple)."""
+    value = args[0] if args else kwargs.get("hidden_states", kwargs.get("src"))
+    while isinstance(value, (tuple, list)):
+        value = value[0]
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"expected hidden states as a tensor, got {type(value).__name__}")
+    return value
+
+
+def capture(modules, forward):
+    """Run ``forward()`` without gradients, recording the hidden states entering ``modules[0]`` and leaving
+    each module; returns (those tensors, what ``forward`` returned). The hooks are removed in any case."""
+    outputs: list = []
+    hooks = [modules[0].register_forward_pre_hook(lambda m, args, kwargs: outputs.append(hidden_states(args, kwargs)),
+                                                  with_kwargs=True)]
+    hooks += [m.register_forward_hook(lambda m, args, out: outputs.append(hidden_states((out,), {})))
+              for m in modules]
+    try:
+        with torch.no_grad():
+            result = forward()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return outputs, result
+
 # --- activations and LayerNorm ----------------------------------------------------------
 
 def activation_name(fn, where: str) -> str:

@@ -43,7 +43,7 @@ from .finite_width import N_PAIR, N_XI, _one_row
 from .interpolation import bicubic, bicubic_cells, cell_inplace, cheb_resample, cubic_cells, horner_inplace, lobatto
 from .laplace import plain, z_star
 from .smoothing import TABLE
-from .tables import (B_PAIR_MAX, FINE_1D, FINE_2D, N_Y2, Yp_table, _b_of_xi, _fast_state, _pair_w_nodes,
+from .tables import (B_PAIR_MAX, FINE_1D, FINE_2D, N_Y2, Y2Table, Yp_table, _b_of_xi, _fast_state, _pair_w_nodes,
                      _pair_xi_nodes, _rho_of_w, _unchecked_state, _w_of_rho)
 from .two_rows import pair_and_selection
 from .width_law import chain_dofs, pair_rule, product_rule
@@ -239,9 +239,10 @@ def _pair_mixture(b, rho, T: int, d: int, d_head: int):
     return gen.effective_pair(float(d), yp, w) @ weight
 
 
-class WidthY2Table:
-    """Y2_eff(b) (``effective``) or the finite-width IPR E_xi Y2 (``ipr``) at one (T, d, d_head), in
-    :class:`numeric.tables.Y2Table`'s layout (``scale``, ``_cells``, ``at_b``, ``fast``, ``__call__``)."""
+class WidthY2Table(Y2Table):
+    """Y2_eff(b) (``effective``) or the finite-width IPR E_xi Y2 (``ipr``) at one (T, d, d_head): a
+    :class:`numeric.tables.Y2Table` (its ``fast`` and ``__call__``) with its own nodes and an unclipped
+    look-up."""
 
     def __init__(self, T: int, d: int, d_head: int, kind: str = "effective"):
         if kind not in ("effective", "ipr"):
@@ -254,13 +255,6 @@ class WidthY2Table:
 
     def at_b(self, b):
         return _lookup_1d(self._cells, b, self.scale)
-
-    def fast(self, beta, q, p):
-        return self.at_b(_unchecked_state(beta, q, p, self.T)[0])
-
-    def __call__(self, beta, q, p, T=None):
-        b, _ = _fast_state(beta, q, p, self.T if T is None else T, self.T)
-        return plain(self.at_b(b))
 
 
 class WidthYpTable:

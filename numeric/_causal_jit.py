@@ -4,8 +4,8 @@ Imported only when a causal profile runs with the fused backend (numba is never
 loaded by ``import numeric``). For every pair of rows t < u of every grid point
 it computes, in one pass and without temporaries, what the NumPy path does with
 whole arrays: the cross-class mean r_u from the prefix sums, the queries'
-correlation rho_tu, the pair term Yp(b_t, rho_tu, n_t) from row t's cubic
-Hermite cells in w (:class:`numeric.row_moments.PairRows`), Pi, and the derived
+correlation rho_tu, the pair term Yp(b_t, rho_tu, n_t) from row t's Chebyshev
+series in w by Clenshaw's recurrence (:class:`numeric.row_moments.PairRows`), Pi, and the derived
 overlap ``attention_overlap`` (or its gain-controlled form) of
 :mod:`numeric._generated_causal`, compiled here from the same generated source.
 Rows run in parallel (``prange``); results equal the NumPy path to rounding.
@@ -26,15 +26,15 @@ _pair_term = _njit(gen.pair_term, inline="always")
 
 
 @kernel
-def nested_overlaps(Q, C, qbar, pbar, n, kappa, cells, sigma_v2, gain, rotation, out):
+def nested_overlaps(Q, C, qbar, pbar, n, kappa, coef, sigma_v2, gain, rotation, out):
     """Fill the off-diagonal of ``out`` (B, T, T) for nested causal prefixes (see module docstring).
 
     Q (B, T, T); C (B, T+1, T+1) prefix sums; qbar, pbar, kappa (B, T) per row; n (T,) key counts;
-    cells (B * T, W - 1, 4) the Hermite cells of each row's Yp in w; sigma_v2 (B,); rotation (T,) the factor
+    coef (B * T, W) the Chebyshev coefficients of each row's Yp in 2w - 1; sigma_v2 (B,); rotation (T,) the factor
     c(u - t) of the queries' correlation by lag (RoPE; ones without it).
     """
     B, T = Q.shape[0], Q.shape[1]
-    cells_per_row = cells.shape[1]
+    terms = coef.shape[1]
     for k in prange(B * T):
         b, t = k // T, k % T
         n_t = n[t]
@@ -45,15 +45,11 @@ def nested_overlaps(Q, C, qbar, pbar, n, kappa, cells, sigma_v2, gain, rotation,
             rho = min(max(rho, 0.0), 1.0)
             root = math.sqrt(1.0 - rho)
             ku = kappa[b, t] * root
-            x = ku / (1.0 - root + ku) * cells_per_row
-            if x > cells_per_row:
-                x = float(cells_per_row)
-            i = int(x)
-            if i > cells_per_row - 1:
-                i = cells_per_row - 1
-            s = x - i
-            c = cells[k, i]
-            yp = ((c[3] * s + c[2]) * s + c[1]) * s + c[0]
+            y = 2.0 * (ku / (1.0 - root + ku)) - 1.0
+            upper, lower = 0.0, 0.0                                 # Clenshaw: b_{k+1}, b_{k+2}
+            for j in range(terms - 1, 0, -1):
+                upper, lower = coef[k, j] + 2.0 * y * upper - lower, upper
+            yp = coef[k, 0] + y * upper - lower
             yp = min(max(yp, 0.0), 1.0)
             pi = _pair_term(yp, n_t, n_u, n_t)
             if gain:

@@ -225,18 +225,18 @@ def run(arch="post-ln", depth=60, grid=512, naive_points=300, T=None, activation
     return out
 
 
-def causal(profile_T=1024, profile_depth=60, diagram_T=256, diagram_depth=60, grid=4, grouped_grid=16,
-           groups=32) -> dict:
+def causal(profile_T=1024, profile_depth=60, diagram_T=256, diagram_depth=60, grid=128, compare_grid=4,
+           groups=16) -> dict:
     """The position-resolved theory of a causal stack (issue 15's speed targets), with every position carrying
     the state ("full") and with ``groups`` position groups (:mod:`numeric.position_groups`, "grouped"):
 
     - one pre-LN profile at ``profile_T`` positions and ``profile_depth`` blocks (target: 2 s), both ways, and
       the largest difference of their rho (all pairs and late positions) over the blocks;
-    - a batched causal post-LN profile at ``diagram_T`` (16 points full, 256 grouped): its cost per point and
-      block, and what the 128 x 128 x ``diagram_depth`` grid of a diagram costs at that rate (target for the
-      whole diagram: 60 s);
-    - a causal post-LN diagram at ``diagram_T`` (``grid``-square full, ``grouped_grid``-square grouped): its
-      cost per grid point and block, which includes its two critical-alpha searches (large on a small grid).
+    - the ``grid``-square causal post-LN diagram at ``diagram_T`` and ``diagram_depth`` blocks with position
+      groups, measured whole with its two critical-alpha searches (target: 60 s for 128 x 128 x 60);
+    - a ``compare_grid``-square diagram both ways: whether the phases agree and the largest difference of the
+      final rho; and the full theory's cost per point and block (a batch of 16 profiles), what its 128 x 128
+      grid would cost.
 
     The kernels are compiled by a small warm-up run first."""
     from .causal import cosine_profile
@@ -254,21 +254,28 @@ def causal(profile_T=1024, profile_depth=60, diagram_T=256, diagram_depth=60, gr
         rho[name + "_late"] = cosine_profile("pre-ln", profile_depth, beta=1.0, T=profile_T, tokens="late", **kw)
     out["grouped_profile_max_abs_difference"] = float(max(np.abs(rho["grouped"] - rho["full"]).max(),
                                                           np.abs(rho["grouped_late"] - rho["full_late"]).max()))
-    B, A = np.meshgrid(np.linspace(0.1, 3.0, 16), np.linspace(0.2, 6.0, 16))
-    for name, n, kw in (("full", grid, {}), ("grouped", grouped_grid, {"groups": groups})):
-        points = 256 if name == "grouped" else 16
+
+    def diagram(n, **kw):
         start = time.perf_counter()
-        cosine_profile("post-ln", diagram_depth, beta=B.ravel()[:points], alpha_sa=A.ravel()[:points], T=diagram_T, **kw)
-        rate = (time.perf_counter() - start) / (points * diagram_depth)
-        out.update({f"causal_profile_points_{name}": points, f"causal_seconds_per_point_block_profile_{name}": rate,
-                    f"causal_diagram_128_grid_seconds_{name}": rate * 128 ** 2 * diagram_depth})
-        start = time.perf_counter()
-        trainability_diagram("post-ln", diagram_depth, betas=np.linspace(0.1, 3.0, n), alphas=np.linspace(0.0, 6.0, n),
-                             T=diagram_T, mask="causal", **kw)
-        seconds = time.perf_counter() - start
-        per_point_block = seconds / (n ** 2 * diagram_depth)
-        out.update({f"causal_diagram_grid_{name}": [n, n], f"causal_diagram_seconds_{name}": seconds,
-                    f"causal_seconds_per_point_block_{name}": per_point_block})
+        result = trainability_diagram("post-ln", diagram_depth, betas=np.linspace(0.1, 3.0, n),
+                                      alphas=np.linspace(0.0, 6.0, n), T=diagram_T, mask="causal", **kw)
+        return result, time.perf_counter() - start
+
+    _, seconds = diagram(grid, groups=groups)
+    out.update({"causal_diagram_grid": [grid, grid], "causal_diagram_seconds_grouped": seconds})
+    (full, seconds_full), (grouped, seconds_grouped) = diagram(compare_grid), diagram(compare_grid, groups=groups)
+    B, A = np.meshgrid(np.linspace(0.1, 3.0, 4), np.linspace(0.2, 6.0, 4))
+    start = time.perf_counter()
+    cosine_profile("post-ln", diagram_depth, beta=B.ravel(), alpha_sa=A.ravel(), T=diagram_T)
+    per_point_block = (time.perf_counter() - start) / (B.size * diagram_depth)
+    out.update({"causal_compare_grid": [compare_grid, compare_grid],
+                "causal_compare_seconds_full": seconds_full, "causal_compare_seconds_grouped": seconds_grouped,
+                "causal_seconds_per_point_block_full": per_point_block,
+                "causal_diagram_128_grid_seconds_full": per_point_block * 128 ** 2 * diagram_depth,
+                "causal_compare_phases_agree": bool(np.array_equal(full.phase, grouped.phase)
+                                                    and np.array_equal(full.late["phase"], grouped.late["phase"])),
+                "causal_compare_max_abs_rho_difference": float(max(np.abs(full.rho - grouped.rho).max(),
+                                                                   np.abs(full.late["rho"] - grouped.late["rho"]).max()))})
     out["machine"] = {"cpus": _cpus(), "load_average": _load()}
     return out
 

@@ -71,6 +71,7 @@ class Attention:
         if self.groups is not None:                                         # nested prefixes: row t's keys
             self.n_s = self.n[self.rows]
         self.moments = _moments()
+        self._y2_table = self.moments.y2_table(self.n)                       # the rows' key counts are fixed
         self.rope = None
         self.rotation = np.ones(T)                                          # c(u - t) by lag: 1 without RoPE
         if rope is not None:
@@ -119,10 +120,10 @@ class Attention:
         T = self.size
         flat = lambda a, tail: np.ascontiguousarray(np.broadcast_to(a, batch + tail).reshape((-1,) + tail))
         b = flat(stats.b, (T,))
-        pairs = self.moments.pair(b.ravel(), np.tile(self.n, b.shape[0]))
+        pairs = self.moments.pair_rows(b, self.n, self._pair_table(self.n))
         view = out.reshape((-1, T, T))
         nested_overlaps(flat(Q, (T, T)), flat(C, (T + 1, T + 1)), flat(stats.qbar, (T,)), flat(stats.pbar, (T,)),
-                        self.n, np.ascontiguousarray(pairs.kappa.reshape(-1, T)), pairs._cells,
+                        self.n, np.ascontiguousarray(pairs.kappa.reshape(-1, T)), pairs.coef,
                         np.ascontiguousarray(np.broadcast_to(sigma_v2, batch).reshape(-1)), bool(gain),
                         self.rotation, view)
 
@@ -163,7 +164,7 @@ class Attention:
             QC, _ = _prefix_sums(Q * self.rope.C)
             rotated = self.rope.rotated_mean(QC, D, lo, hi)
             b = self.rope.widths(beta[..., None] ** 2 * math.log(self.T) * diag, qbar, rotated)
-        return _RowStats(qbar, pbar, b, self.moments.y2(b, np.broadcast_to(n, b.shape)))
+        return _RowStats(qbar, pbar, b, self.moments.y2(b, n, self._y2_table))
 
     def _overlaps(self, Q, C, D, stats, sigma_v2, gain, gen):
         """Upper-triangle entries (..., pairs): the closure of rows t < u."""
@@ -200,10 +201,18 @@ class Attention:
         rows, counts, inverse = self._combos
         flat_b = b.reshape(-1, self.size)
         batch = flat_b.shape[0]
-        pairs = self.moments.pair(flat_b[:, rows].ravel(), np.tile(counts, batch))
+        pairs = self.moments.pair_rows(flat_b[:, rows], counts, self._pair_table(counts))
         index = np.arange(batch)[:, None] * rows.size + inverse[None, :]
         flat_rho = np.clip(rho.reshape(batch, t.size), 0.0, 1.0)
         return pairs.at(index, flat_rho).reshape(b.shape[:-1] + (t.size,))
+
+    def _pair_table(self, counts):
+        """:meth:`numeric.row_moments.RowMoments.pair_table` of the key counts ``counts``, kept: the rows' counts
+        are fixed, so the table is built once per layer closure."""
+        key = counts.tobytes()
+        if getattr(self, "_table_key", None) != key:
+            self._table_key, self._table = key, self.moments.pair_table(counts)
+        return self._table
 
     @property
     def _combos(self):

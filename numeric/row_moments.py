@@ -18,8 +18,9 @@ The node values are computed once by ``python -m numeric.row_moments`` (a few
 minutes) and shipped as ``numeric/data/row_moments.npz``;
 tests/numeric/test_row_moments.py recomputes nodes and checks the interpolant
 between them against :mod:`numeric.laplace`. A causal profile evaluates them
-per row (:class:`RowMoments`): Y2 at (b_t, n_t), and Yp as a function of rho on a
-fine cubic-Hermite grid per row, so that each pair of rows costs one look-up.
+per row (:class:`RowMoments`): Y2 at (b_t, n_t), and Yp as a Chebyshev series in
+w per row (its lambda direction contracted once per key count, its xi direction
+once per row and block), so that each pair of rows costs one Clenshaw sum.
 n = 1 is exact: a row with one key puts all its weight on it (Y2 = Yp = 1).
 """
 
@@ -31,7 +32,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .interpolation import cubic_cells, horner_inplace, cell_inplace, lobatto
+from .interpolation import lobatto
 from .tables import _rho_of_w, _stretch
 
 DATA = pathlib.Path(__file__).with_name("data") / "row_moments.npz"
@@ -41,8 +42,6 @@ N_MAX = 2**20
 B_MAX = 40.0
 #: Chebyshev-Lobatto nodes: lambda = ln n, xi of Y2, xi of Yp, w of Yp.
 NODES = dict(lam=33, xi_y2=97, xi_yp=41, w=21)
-#: Fine grid of Yp in w per row (cubic Hermite cells).
-W_FINE = 129
 
 
 def _u_of_n(n):
@@ -124,20 +123,27 @@ def _shipped() -> dict:
 def lagrange(x, n_nodes: int) -> np.ndarray:
     """The Lagrange basis of the n Chebyshev-Lobatto nodes of [0, 1] at points x: shape (len(x), n).
 
-    Barycentric form with the weights (-1)^j, halved at the ends; exact at the nodes.
-    """
+    Barycentric form with the weights (-1)^j, halved at the ends; exact at the nodes. It sits on the causal
+    profiles' hot path (once per row and block), so it makes one array and overwrites it."""
+    nodes, weights = _barycentric(n_nodes)
+    x = np.atleast_1d(np.asarray(x, dtype=float))[:, None]
+    terms = x - nodes
+    with np.errstate(divide="ignore", invalid="ignore"):
+        np.divide(weights, terms, out=terms)                               # +-oo where x is a node
+        total = terms.sum(axis=1, keepdims=True)
+        terms /= total
+    hit = np.isinf(total[:, 0])
+    if hit.any():
+        terms[hit] = (x[hit] == nodes).astype(float)
+    return terms
+
+
+@lru_cache(maxsize=8)
+def _barycentric(n_nodes: int):
     nodes = lobatto(n_nodes, 0.0, 1.0)
     weights = (-1.0) ** np.arange(n_nodes)
     weights[[0, -1]] *= 0.5
-    x = np.atleast_1d(np.asarray(x, dtype=float))[:, None]
-    diff = x - nodes
-    hit = diff == 0.0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        terms = weights / diff
-        basis = terms / terms.sum(axis=1, keepdims=True)
-    rows = hit.any(axis=1)
-    basis[rows] = hit[rows].astype(float)
-    return basis
+    return nodes, weights
 
 
 class RowMoments:
@@ -152,58 +158,95 @@ class RowMoments:
         self._y2, self._yp = data["y2"], data["yp"]
         self._yp_flat = np.ascontiguousarray(self._yp.reshape(self._yp.shape[0], -1))   # (lambda, xi * w)
 
-    def y2(self, b, n):
-        """Y2(b, n), b >= 0 (oo allowed), n >= 1 (broadcast)."""
-        b, n = np.broadcast_arrays(np.asarray(b, dtype=float), np.asarray(n, dtype=float))
-        shape, b, n = b.shape, b.ravel(), n.ravel()
-        out = np.ones(b.size)
-        many = n >= 2
-        if many.any():
-            bb, nn = b[many], n[many]
-            with np.errstate(invalid="ignore"):
-                xi = np.where(np.isinf(bb), 1.0, bb / (bb + _z(nn)))
-            by_n = lagrange(_u_of_n(nn), NODES["lam"]) @ self._y2           # (points, xi nodes)
-            out[many] = np.einsum("px,px->p", by_n, lagrange(xi, NODES["xi_y2"]))
+    def y2_table(self, n) -> np.ndarray:
+        """Per key count (1-D n): Y2 at the xi nodes, (len(n), xi nodes); the lambda direction contracted once
+        (rows with one key are never read: Y2 = 1)."""
+        n = np.asarray(n, dtype=float).ravel()
+        return lagrange(_u_of_n(np.maximum(n, 2.0)), NODES["lam"]) @ self._y2
+
+    def y2(self, b, n, table=None):
+        """Y2(b, n), b >= 0 (oo allowed), n >= 1 (broadcast).
+
+        ``table``: :meth:`y2_table` of the key counts along b's last axis (then n is those counts, the rows of
+        a causal state), so that only the xi direction is evaluated per point."""
+        b = np.asarray(b, dtype=float)
+        if table is None:
+            b, n = np.broadcast_arrays(b, np.asarray(n, dtype=float))
+            shape, b, n = b.shape, b.reshape(1, -1), n.ravel()
+            table = self.y2_table(n)
+        else:
+            shape, n = b.shape, np.asarray(n, dtype=float)
+            b = b.reshape(-1, n.size)
+        with np.errstate(invalid="ignore"):
+            xi = np.where(np.isinf(b), 1.0, b / (b + _z(np.maximum(n, 2.0))))
+        basis = lagrange(xi.ravel(), NODES["xi_y2"]).reshape(b.shape + (-1,))
+        out = np.where(n >= 2, np.einsum("brx,rx->br", basis, table), 1.0)
         return np.clip(out, 0.0, 1.0).reshape(shape)
 
-    def pair(self, b, n):
-        """Per row (1-D arrays b, n): Yp as a function of rho (:class:`PairRows`)."""
-        b, n = np.broadcast_arrays(np.asarray(b, dtype=float).ravel(), np.asarray(n, dtype=float).ravel())
-        w_nodes = np.empty((b.size, NODES["w"]))
-        one = n < 2
-        w_nodes[one] = 1.0
-        inside = ~one & (b <= B_MAX)
-        if inside.any():
-            bb, nn = b[inside], n[inside]
-            by_n = (lagrange(_u_of_n(nn), NODES["lam"]) @ self._yp_flat).reshape(nn.size, *self._yp.shape[1:])
-            x = (bb / (bb + _z(nn))) / _xi_max(nn)
-            w_nodes[inside] = np.einsum("rxw,rx->rw", by_n, lagrange(x, NODES["xi_yp"]))
-        for k in np.nonzero(~one & (b > B_MAX))[0]:
+    def pair_table(self, n) -> np.ndarray:
+        """Per row of n keys (1-D n): Yp's Chebyshev coefficients in w at the xi nodes, (rows, xi nodes, w).
+
+        The lambda direction is contracted here, once per n: a causal state's rows keep their key counts over
+        every block and grid point, so :meth:`pair_rows` then costs one xi contraction per row. Rows with one
+        key are Yp = 1 (the constant coefficient alone)."""
+        n = np.asarray(n, dtype=float).ravel()
+        table = np.zeros((n.size, NODES["xi_yp"], NODES["w"]))
+        table[:, :, 0] = 1.0
+        many = n >= 2
+        if many.any():
+            by_n = (lagrange(_u_of_n(n[many]), NODES["lam"]) @ self._yp_flat).reshape(-1, *self._yp.shape[1:])
+            table[many] = by_n @ _TO_CHEB.T
+        return table
+
+    def pair_rows(self, b, n, table) -> "PairRows":
+        """Per row of the points b (batch, rows) with key counts n (rows,) and their :meth:`pair_table`: Yp as a
+        function of rho (:class:`PairRows`, rows flattened batch-major)."""
+        b = np.asarray(b, dtype=float)
+        n = np.broadcast_to(np.asarray(n, dtype=float), b.shape)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            x = np.where(n >= 2, (b / (b + _z(n))) / _xi_max(n), 0.0)
+        basis = lagrange(np.clip(x, 0.0, 1.0).ravel(), NODES["xi_yp"]).reshape(b.shape + (-1,))
+        coef = np.matmul(np.swapaxes(basis, 0, 1), table)                    # (rows, batch, w)
+        coef = np.ascontiguousarray(np.swapaxes(coef, 0, 1)).reshape(-1, NODES["w"])
+        b, n = b.ravel(), n.ravel()
+        for k in np.nonzero((n >= 2) & (b > B_MAX))[0]:
             from .laplace import pair_moment
             from .smoothing import TABLE
-            w_nodes[k] = _pair_row(float(b[k]), float(n[k]), lobatto(NODES["w"], 0.0, 1.0), pair_moment, TABLE)
-        return PairRows(b, w_nodes)
+            coef[k] = _TO_CHEB @ _pair_row(float(b[k]), float(n[k]), lobatto(NODES["w"], 0.0, 1.0), pair_moment,
+                                           TABLE)
+        return PairRows(b, coef)
+
+    def pair(self, b, n) -> "PairRows":
+        """Per row (1-D arrays b, n): Yp as a function of rho (:class:`PairRows`)."""
+        b, n = np.broadcast_arrays(np.asarray(b, dtype=float).ravel(), np.asarray(n, dtype=float).ravel())
+        return self.pair_rows(b[None, :], n, self.pair_table(n))
+
+
+#: Values at the Chebyshev-Lobatto nodes of [0, 1] -> Chebyshev coefficients in 2w - 1 (the w direction of Yp).
+_TO_CHEB = np.linalg.inv(np.polynomial.chebyshev.chebvander(2.0 * lobatto(NODES["w"], 0.0, 1.0) - 1.0,
+                                                            NODES["w"] - 1))
 
 
 class PairRows:
-    """Yp(b_t, rho, n_t) per row t as a function of rho: Chebyshev in w resampled to cubic Hermite cells."""
+    """Yp(b_t, rho, n_t) per row t as a function of rho: a Chebyshev series in w (``coef``, (rows, W)), where
+    sqrt(1 - rho) = w/(w + kappa_t (1 - w)) (:func:`numeric.tables._stretch`), evaluated by Clenshaw's
+    recurrence, as the fused pair loop (:mod:`numeric._causal_jit`) does."""
 
-    def __init__(self, b, w_nodes):
-        from .interpolation import cheb_resample
+    def __init__(self, b, coef):
         self.b = b
         self.kappa = _stretch(b)                                            # the rho coordinate's stretch per row
-        fine = np.linspace(0.0, 1.0, W_FINE)
-        value, slope = cheb_resample(w_nodes.T, fine)                       # (W_FINE, rows)
-        self._cells = np.ascontiguousarray(np.moveaxis(cubic_cells(value, slope, 1.0 / (W_FINE - 1)), 1, 0))
+        self.coef = coef
 
     def at(self, rows, rho):
         """Yp of rows ``rows`` (index array) at correlations ``rho`` in [0, 1] (same shape)."""
-        u = np.sqrt(1.0 - np.clip(rho, 0.0, 1.0))                          # w of numeric.tables, per row's kappa
+        u = np.sqrt(1.0 - np.clip(rho, 0.0, 1.0))
         ku = self.kappa[rows] * u
-        w = ku / (1.0 - u + ku)
-        i, s = cell_inplace(w, W_FINE)
-        coeffs = self._cells[rows, i]                                       # (..., 4)
-        return np.clip(horner_inplace(np.moveaxis(coeffs, -1, 0), s), 0.0, 1.0)
+        y = 2.0 * (ku / (1.0 - u + ku)) - 1.0
+        two_y = 2.0 * y
+        upper, lower = np.zeros_like(y), np.zeros_like(y)                   # b_{k+1}, b_{k+2}
+        for k in range(self.coef.shape[1] - 1, 0, -1):
+            upper, lower = self.coef[rows, k] + two_y * upper - lower, upper
+        return np.clip(self.coef[rows, 0] + y * upper - lower, 0.0, 1.0)
 
 
 def main() -> None:

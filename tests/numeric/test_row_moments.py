@@ -62,3 +62,18 @@ def test_lagrange_basis_is_exact_on_polynomials():
     nodes = lobatto(9, 0.0, 1.0)
     poly = lambda z: 3 * z**8 - z**5 + 0.5 * z - 2
     np.testing.assert_allclose(row_moments.lagrange(x, 9) @ poly(nodes), poly(x), atol=1e-12)
+
+
+def test_per_row_tables_give_the_direct_moments(moments):
+    """The causal state's route (lambda contracted once per row's key count, then a batch of points) gives the
+    moments of the direct route, row by row: a row misaligned with its table would show here."""
+    rng = np.random.default_rng(13)
+    n = np.array([1.0, 2.0, 7.0, 40.0, 300.0])
+    b = rng.uniform(0.0, 6.0, (4, n.size))
+    direct = moments.y2(b, np.broadcast_to(n, b.shape))
+    np.testing.assert_allclose(moments.y2(b, n, moments.y2_table(n)), direct, rtol=1e-13)
+    rho = rng.uniform(0.0, 1.0, b.size)
+    batched = moments.pair_rows(b, n, moments.pair_table(n)).at(np.arange(b.size), rho)
+    single = moments.pair(b.ravel(), np.tile(n, 4)).at(np.arange(b.size), rho)
+    np.testing.assert_allclose(batched, single, rtol=1e-13)
+    assert np.all(batched[np.tile(n, 4) == 1.0] == 1.0) and np.ptp(batched) > 0.1

@@ -5,6 +5,7 @@ numeric/cli.py finds this module through the entry-point group ``sigprop.command
 
     sigprop train --arch post-ln --depth 12 --beta 0.1 --alpha_sa 1.5 --steps 1000 --csv curve.csv --plot curve.png
     sigprop train --arch torch-pre-ln --depth 6 --d-model 64 --text my.txt --json
+    sigprop train --arch llama --depth 4 --d-model 64 --heads 4 --kv-heads 2 --beta 0.5 --alpha_sa 1.5 --json
 """
 
 from __future__ import annotations
@@ -16,14 +17,16 @@ import sys
 
 from derive.parameters import ACTIVATIONS, ARCHITECTURES, BLOCK, BY_NAME
 
-from .train_config import MODEL_ARCHS, OBJECTIVE_NAMES, TrainConfig
+from .train_config import DECODER_ARCHS, DECODER_DEFAULT_ACTIVATION, MODEL_ARCHS, OBJECTIVE_NAMES, TrainConfig
 
 #: The one-line help of ``sigprop train`` in ``sigprop --help``.
-HELP = "train a spec or a real encoder by masked-language modelling on real text; predicted phase vs loss (needs torch)"
+HELP = ("train a spec, a real encoder (masked-language modelling) or GPT-2 / LLaMA (next-byte prediction) on real "
+        "text; predicted phase vs loss (needs torch)")
 #: What ``sigprop train --help`` says the command does.
 DESCRIPTION = ("Train one model from its initialisation (a spec with beta, alpha_sa, ... as the theory's, or a real "
-               "PyTorch/BERT encoder set to them) by byte-level masked-language modelling (15 % masking; a decoder, "
-               "--mask causal: next-byte prediction) on the "
+               "PyTorch/BERT encoder or a transformers GPT-2 / LLaMA decoder set to them) by byte-level "
+               "masked-language modelling (15 % masking; a decoder, --mask causal or --arch gpt2/llama: next-byte "
+               "prediction) on the "
                "Python standard library's source (or --text FILE), with the paper's AdamW recipe (section C): "
                "linear warm-up and decay, gradient clipping. Prints the phase predicted at initialisation by the "
                "finite-T theory at T = seq-len, the held-out loss before and after training, the unigram loss "
@@ -52,22 +55,32 @@ def add_model_arguments(parser, *, grid: bool = False) -> None:
     """Model, initialisation, data and optimiser options shared by ``train`` and ``train-diagram``."""
     d = _defaults()
     parser.add_argument("--arch", default="post-ln", choices=ARCHITECTURES + MODEL_ARCHS,
-                        help="a spec (post-ln Alg. 1, pre-ln Alg. 2, gain-post-ln Alg. 3, gain-pre-ln) or a real "
+                        help="a spec (post-ln Alg. 1, pre-ln Alg. 2, gain-post-ln Alg. 3, gain-pre-ln), a real "
                              "encoder (torch-post-ln, torch-pre-ln: nn.TransformerEncoderLayer stacks; bert: "
-                             "BertModel), set to --beta/--alpha_sa by apply_init (default: post-ln)")
+                             "BertModel) or a real decoder (gpt2: GPT2LMHeadModel; llama: LlamaForCausalLM, from "
+                             "their configs at random initialisation), set to --beta/--alpha_sa by apply_init "
+                             "(default: post-ln)")
     parser.add_argument("--depth", type=int, default=d["depth"], help=f"blocks (default: {d['depth']})")
     parser.add_argument("--d-model", dest="d_model", type=int, default=d["d_model"],
                         help=f"width d (default: {d['d_model']})")
     parser.add_argument("--heads", type=int, default=d["heads"], help=f"attention heads (default: {d['heads']})")
     parser.add_argument("--d-ff", dest="d_ff", type=int, default=None,
-                        help="MLP width of a real encoder (default: 4 d; the specs' MLP has width d)")
-    parser.add_argument("--activation", default="relu", choices=ACTIVATIONS, help="MLP activation (default: relu)")
+                        help="MLP width of a real model (intermediate size; default: 4 d; the specs' MLP has width d)")
+    parser.add_argument("--kv-heads", dest="kv_heads", type=int, default=None,
+                        help="llama: key/value heads, a divisor of --heads (default: as many as heads)")
+    parser.add_argument("--init-std", dest="init_std", type=float, default=None,
+                        help="gpt2/llama: initializer_range, every weight N(0, std^2) (default: transformers' 0.02)")
+    parser.add_argument("--max-positions", dest="max_positions", type=int, default=None,
+                        help="gpt2/llama: the model's positions (n_positions / max_position_embeddings), at least "
+                             "--seq-len (default: transformers' 1024 / 2048)")
+    parser.add_argument("--activation", default=None, choices=ACTIVATIONS,
+                        help="MLP activation (default: relu; gpt2 gelu_new, llama silu, their own)")
     parser.add_argument("--mask", default=None,
                         help="attention mask of a named spec: causal or sliding:W (a decoder; needs --objective "
                              "next-token) (default: none, an encoder)")
-    parser.add_argument("--objective", default="mlm", choices=OBJECTIVE_NAMES,
+    parser.add_argument("--objective", default=None, choices=OBJECTIVE_NAMES,
                         help="mlm: masked-language modelling (encoders); next-token: next-byte prediction "
-                             "(decoders, with --mask) (default: mlm)")
+                             "(decoders: with --mask, and gpt2/llama) (default: next-token for gpt2/llama, else mlm)")
     if not grid:
         parser.add_argument("--beta", type=_beta, default=d["beta"],
                             help=f"{BY_NAME['beta'].help} (default: {d['beta']:g}; 'none': a real encoder keeps "
@@ -123,9 +136,16 @@ NOT_CONFIG = ("command", "func", "csv", "plot", "json", "progress", "scheduler",
 
 
 def config_from(args, **overrides):
-    """The TrainConfig of the parsed options (``--beta none`` for a real encoder's own query/key scale)."""
+    """The TrainConfig of the parsed options (``--beta none`` for a real model's own query/key scale); an
+    objective or activation not given is the arch's: next-token and the family's own activation for a decoder
+    (:data:`verify.train_config.DECODER_DEFAULT_ACTIVATION`), masked-language modelling and relu otherwise."""
     values = {k: v for k, v in vars(args).items() if k not in NOT_CONFIG}
     values.update(overrides)
+    decoder = values.get("arch") in DECODER_ARCHS
+    if values.get("objective") is None:
+        values["objective"] = "next-token" if decoder else "mlm"
+    if values.get("activation") is None:
+        values["activation"] = DECODER_DEFAULT_ACTIVATION[values["arch"]] if decoder else "relu"
     return TrainConfig(**values)
 
 
@@ -176,11 +196,13 @@ def report(result) -> str:
     """A few lines: the prediction at initialisation and the losses against the unigram and bigram losses."""
     s, c = result.summary(), result.config
     beta = "own" if c.beta is None else f"{c.beta:g}"
+    kv = f" ({c.kv_heads} kv)" if c.kv_heads is not None else ""
+    late = "" if s["rho_profile_late"] is None else f", late quarter {s['rho_profile_late'][-1]:.6f}"
     return "\n".join([
-        f"# {c.arch_name}, {c.depth} blocks, d = {c.d_model}, {c.heads} heads, beta = {beta}, alpha_sa = "
+        f"# {c.arch_name}, {c.depth} blocks, d = {c.d_model}, {c.heads} heads{kv}, beta = {beta}, alpha_sa = "
         f"{c.alpha_sa:g}, T = {c.seq_len}, {c.steps} steps, lr {c.lr:g}, seed {c.seed}",
-        f"predicted at init:  {s['phase']} (rho after the last block {s['rho_final']:.6f}, input rho0 "
-        f"{s['rho0']:.4f}, first-layer IPR {s['ipr_first']:.3f}, alpha_c {s['alpha_critical']:.4g})",
+        f"predicted at init:  {s['phase']} (rho after the last block {s['rho_final']:.6f}{late}, input rho0 "
+        f"{s['rho0']:.4f}, first-layer IPR {s['ipr_first']:.3f}, alpha_c {result.prediction.alpha_critical:.4g})",
         f"held-out loss:      {s['initial_heldout_loss']:.4f} at step 0 -> {s['final_heldout_loss']:.4f} "
         f"(best {s['best_heldout_loss']:.4f}){' DIVERGED' if s['diverged'] else ''}",
         f"baselines:          unigram {s['unigram_loss']:.4f}, no context {s['context_free_loss']:.4f}, bigram "

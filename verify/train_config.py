@@ -17,7 +17,20 @@ from derive.parameters import ARCHITECTURES, DEFAULTS
 from numeric import validation as check
 
 #: Real encoders built from the config (the adapters read them): PyTorch post-/pre-LN stacks and BERT.
-MODEL_ARCHS = ("torch-post-ln", "torch-pre-ln", "bert")
+ENCODER_ARCHS = ("torch-post-ln", "torch-pre-ln", "bert")
+#: Real decoders built from the config (verify.adapters_decoders reads them): transformers' GPT-2 and LLaMA.
+DECODER_ARCHS = ("gpt2", "llama")
+#: Every real model built from the config.
+MODEL_ARCHS = ENCODER_ARCHS + DECODER_ARCHS
+#: Fields only a decoder has: left out of a run's key while None, so that the keys of other runs (and the
+#: run files written before these fields existed) stay valid.
+DECODER_FIELDS = ("kv_heads", "init_std", "max_positions")
+#: The MLP activations a decoder is built with (the names transformers and the decoder adapters both know).
+DECODER_ACTIVATIONS = ("gelu_new", "gelu", "relu", "silu", "tanh")
+#: The family's own activation (GPT-2's gelu_new, LLaMA's SwiGLU), the command line's default for a decoder.
+DECODER_DEFAULT_ACTIVATION = {"gpt2": "gelu_new", "llama": "silu"}
+#: transformers' default number of positions (GPT2Config.n_positions, LlamaConfig.max_position_embeddings).
+DECODER_DEFAULT_POSITIONS = {"gpt2": 1024, "llama": 2048}
 #: Training objectives (verify.training.OBJECTIVES implements each): masked-language modelling for encoders,
 #: next-token prediction for decoders (a named spec with a causal or sliding-window mask).
 OBJECTIVE_NAMES = ("mlm", "next-token")
@@ -33,11 +46,18 @@ class TrainConfig:
     """One training run: model, initialisation, data, optimiser (the paper's section C as defaults).
 
     ``arch``: a name of :data:`derive.parameters.ARCHITECTURES`, a :class:`derive.layers.Layer`
-    spec, or one of :data:`MODEL_ARCHS`. ``beta``: the query/key scale (required for a spec;
-    for a real encoder ``None`` keeps its own initialisation and then ``alpha_sa`` must be 1).
+    spec, or one of :data:`MODEL_ARCHS` (real encoders; the decoders ``gpt2`` and ``llama``,
+    :mod:`verify.training_decoders`). ``beta``: the query/key scale (required for a spec;
+    for a real model ``None`` keeps its own initialisation and then ``alpha_sa`` must be 1).
     ``warmup``: the fraction of steps of linear warm-up. ``eval_every``: steps between
     held-out evaluations on ``eval_sequences`` fixed sequences. ``d_ff``: the MLP width of a
-    real encoder (default 4 d_model; the named specs' MLP has width d_model). ``mask``: None
+    real model (default 4 d_model; the named specs' MLP has width d_model). A decoder's own fields
+    (:data:`DECODER_FIELDS`, None: transformers' default): ``kv_heads`` (LLaMA's key/value heads,
+    dividing ``heads``; None: as many as heads), ``init_std`` (``initializer_range``: every weight
+    N(0, init_std^2); None: 0.02) and ``max_positions`` (``n_positions`` /
+    ``max_position_embeddings``, at least ``seq_len``; None: 1024 / 2048); its ``activation`` is
+    the MLP's (GPT-2's own is gelu_new, LLaMA's silu: :data:`DECODER_DEFAULT_ACTIVATION`), its
+    objective "next-token" and its mask its own (None). ``mask``: None
     (an encoder) or "causal" / "sliding:W" (a decoder: the named spec's attention masked,
     :mod:`derive.masks`); ``objective``: "mlm" (masked-language modelling, ``mask_prob`` of the
     bytes) for an encoder, "next-token" for a decoder. ``threads``: torch's CPU threads for the
@@ -56,6 +76,9 @@ class TrainConfig:
     sigma_b2: float = DEFAULTS["sigma_b2"]
     activation: str = "relu"
     d_ff: int | None = None
+    kv_heads: int | None = None
+    init_std: float | None = None
+    max_positions: int | None = None
     seq_len: int = 64
     batch: int = 32
     steps: int = 1000
@@ -103,6 +126,7 @@ class TrainConfig:
         if self.objective not in OBJECTIVE_NAMES:
             raise ValueError(f"objective must be one of {OBJECTIVE_NAMES}, got {self.objective!r}")
         self._check_mask()
+        self._check_decoder()
         if self.criterion not in ("first", "any"):
             raise ValueError(f"criterion must be 'first' or 'any', got {self.criterion!r}")
         if self.dtype not in DTYPE_NAMES:
@@ -115,6 +139,14 @@ class TrainConfig:
         """A mask belongs to a named spec (a decoder), and a decoder trains on next-token prediction, an encoder
         on masked-language modelling (a custom spec carries its own masks and may take either)."""
         masks.parse(self.mask)
+        if self.arch in DECODER_ARCHS:
+            if self.mask is not None:
+                raise ValueError(f"mask applies to a named spec {ARCHITECTURES}: a {self.arch} decoder's causal mask "
+                                 f"is its own (mask=None), got mask={self.mask!r}")
+            if self.objective != "next-token":
+                raise ValueError(f"objective must be 'next-token' for the decoder {self.arch!r} (next-byte "
+                                 f"prediction), got {self.objective!r}")
+            return
         if self.mask is not None and self.arch not in ARCHITECTURES:
             raise ValueError(f"mask applies to a named spec {ARCHITECTURES} (a custom spec carries its own masks; "
                              f"real encoders have none), got arch={self.arch_name!r}")
@@ -134,14 +166,43 @@ class TrainConfig:
             check.positive("beta", self.beta)
         check.nonnegative("alpha_sa", self.alpha_sa)
         if real and self.alpha_sa == 0:
-            raise ValueError("alpha_sa must be > 0 for a real encoder (apply_init divides its branch by alpha_sa)")
+            raise ValueError("alpha_sa must be > 0 for a real model (apply_init divides its branches by alpha_sa)")
         check.block_parameters(beta=1.0 if self.beta is None else self.beta, alpha_sa=self.alpha_sa,
                                alpha_mlp=self.alpha_mlp, sigma_v2=self.sigma_v2, sigma_w2=self.sigma_w2,
                                sigma_b2=self.sigma_b2)
         if self.d_ff is not None:
             if not real:
-                raise ValueError("d_ff applies to real encoders (the named specs' MLP has width d_model)")
+                raise ValueError("d_ff applies to real models (the named specs' MLP has width d_model)")
             check.count("d_ff", self.d_ff)
+
+    def _check_decoder(self):
+        """A decoder's own fields (:data:`DECODER_FIELDS`) belong to a decoder (kv_heads to LLaMA), each in its
+        range: kv_heads divides heads, init_std > 0, seq_len <= max_positions; the activation is one both
+        transformers and the decoder adapters know."""
+        decoder = self.arch in DECODER_ARCHS
+        for name in DECODER_FIELDS:
+            if getattr(self, name) is not None and not decoder:
+                raise ValueError(f"{name} applies to the decoders {DECODER_ARCHS}, got arch={self.arch_name!r}")
+        if not decoder:
+            return
+        if self.kv_heads is not None:
+            if self.arch != "llama":
+                raise ValueError(f"kv_heads applies to llama (GPT-2 has one key/value head per head), got "
+                                 f"arch={self.arch!r}")
+            check.count("kv_heads", self.kv_heads)
+            if self.heads % self.kv_heads:
+                raise ValueError(f"kv_heads = {self.kv_heads} must divide heads = {self.heads} (each key/value head "
+                                 "serves a group of heads): use a divisor of heads")
+        if self.init_std is not None:
+            check.positive("init_std", self.init_std)
+        positions = DECODER_DEFAULT_POSITIONS[self.arch] if self.max_positions is None else \
+            check.count("max_positions", self.max_positions)
+        if self.seq_len > positions:
+            raise ValueError(f"seq_len = {self.seq_len} exceeds max_positions = {positions} (the {self.arch} "
+                             f"model's positions): use seq_len in [2, {positions}] or a larger max_positions")
+        if self.activation not in DECODER_ACTIVATIONS:
+            raise ValueError(f"activation must be one of {DECODER_ACTIVATIONS} for the decoder {self.arch!r}, got "
+                             f"{self.activation!r}")
 
     @property
     def arch_name(self) -> str:
@@ -162,8 +223,10 @@ class TrainConfig:
 
     def key(self) -> str:
         """A stable identifier of the run (hash of its fields; ``threads`` and ``device`` excluded, they do not
-        change what is computed): the resume key of :func:`run_many`."""
-        fields = {k: v for k, v in self.to_dict().items() if k not in ("threads", "device")}
+        change what is computed; a decoder's own fields while None, :data:`DECODER_FIELDS`): the resume key of
+        :func:`run_many`."""
+        fields = {k: v for k, v in self.to_dict().items()
+                  if k not in ("threads", "device") and not (k in DECODER_FIELDS and v is None)}
         if not isinstance(self.arch, str):
             fields["arch"] = str(self.arch)
         return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]

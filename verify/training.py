@@ -1,4 +1,4 @@
-"""Does the phase at initialisation predict training? Short training runs of a spec or a real encoder.
+"""Does the phase at initialisation predict training? Short training runs of a spec or a real model.
 
 The paper's central claim (Fig. 1e, Fig. 5, section C) is that a transformer
 initialised in rank collapse or in entropy collapse fails to train and one in
@@ -13,8 +13,11 @@ the trainable region trains. :func:`train` tests it for one model and
   ``nn.TransformerEncoderLayer`` at PyTorch's initialisation, independent per
   layer) and ``bert`` (``transformers.BertModel`` at its own initialisation),
   set to the run's (beta, alpha_sa) by :func:`verify.adapters.apply_init`
-  when ``beta`` is given; or any model the adapters read, passed to
-  :func:`train` as ``model=``. Around the stack: token and learned absolute
+  when ``beta`` is given; or a real decoder, ``gpt2`` / ``llama``
+  (``transformers.GPT2LMHeadModel`` / ``LlamaForCausalLM`` from their configs at
+  random initialisation, with their own embeddings, final norm and LM head:
+  :mod:`verify.training_decoders`); or any model the adapters read, passed to
+  :func:`train` as ``model=``. Around an encoder stack: token and learned absolute
   position embeddings (each N(0, 1/2) per entry, so that q0 = |X_t|^2/d = 1 as
   the theory's inputs; BERT keeps its own embeddings), a LayerNorm (eq. 5) and
   a linear read-out to the 256 byte values.
@@ -23,8 +26,9 @@ the trainable region trains. :func:`train` tests it for one model and
   15 % of the positions are predicted, of which 80 % are replaced by the mask
   id, 10 % by a random byte and 10 % left as they are (BERT's rule, which the
   paper's Hugging Face trainer applies). A decoder (a named spec with a causal
-  or sliding-window mask, :mod:`derive.masks`) predicts the next byte at every
-  position instead. The objectives are a registry (:data:`OBJECTIVES`).
+  or sliding-window mask, :mod:`derive.masks`, or GPT-2 / LLaMA) predicts the
+  next byte at every position instead (the causal LM loss). The objectives
+  are a registry (:data:`OBJECTIVES`).
 - **Optimiser.** The paper's recipe (section C): AdamW (lr 5e-4, weight decay
   0.01 on weights, none on biases, as Hugging Face's trainer), linear warm-up
   over 5 % of the steps and linear decay to zero, gradient clipping at global
@@ -44,7 +48,9 @@ the trainable region trains. :func:`train` tests it for one model and
   (position-resolved for a decoder, rho over all pairs),
   from the input cosine similarity rho0 measured on the run's own embedded
   held-out text (repeated bytes make it positive); for real encoders the
-  adapters' theory of the model's own weights (:func:`verify.adapters.theory_run`).
+  adapters' theory of the model's own weights (:func:`verify.adapters.theory_run`);
+  for GPT-2 / LLaMA the decoder adapters' (:func:`verify.training_decoders.predict`:
+  rho over all pairs and over the late quarter of the positions).
 - **Measurements.** The held-out loss (the same fixed held-out sequences and
   masks for every run, so runs compare), the training loss, and the gradient
   norm of every block at step 0 (with respect to the weights W, the query and
@@ -76,8 +82,8 @@ import numeric
 from derive.layers import Activation, Bias, Layer, LayerNorm, Linear, Residual, SelfAttention, Sequence
 from numeric import validation as check
 
-from . import adapters, corpus, torch_view
-from .train_config import MODEL_ARCHS, TrainConfig
+from . import adapters, adapters_decoders, corpus, torch_view, training_decoders
+from .train_config import DECODER_ARCHS, DECODER_FIELDS, MODEL_ARCHS, TrainConfig
 
 #: Phase codes of numeric.trainability_diagram and their names.
 PHASES = {0: "trainable", 1: "rank collapse", 2: "entropy collapse"}
@@ -335,12 +341,15 @@ def resolve_device(device) -> torch.device:
 
 
 def build_model(config: TrainConfig, model=None) -> nn.Module:
-    """The trainable model of ``config`` (or around the given real ``model``), on the config's device."""
+    """The trainable model of ``config`` (or around the given real ``model``, whose family ``config.arch``
+    names: :func:`train` sets it), on the config's device and in its dtype."""
     device = resolve_device(config.device)
     generator = torch.Generator().manual_seed(config.seed)
     dtype = DTYPES[config.dtype]
     if model is None and config.arch not in MODEL_ARCHS:
         return SpecModel(config, generator, device).to(device)
+    if config.arch in DECODER_ARCHS:
+        return training_decoders.build_model(config, model).to(device=device, dtype=dtype)
     layers = real_encoder(config) if model is None else model
     return EncoderModel(layers, config.seq_len, generator, dtype).to(device=device, dtype=dtype)
 
@@ -441,7 +450,9 @@ class Prediction:
 
     ``q0``, ``rho0``: the measured input state (NaN q0 for a run read back from a CSV).
     ``ipr_first``: the finite-T IPR E sum_s A_ts^2 of the first attention layer's rows (a
-    decoder's: of a row that sees all T keys, the last), the entropy-collapse reading.
+    decoder spec's: of a row that sees all T keys, the last; GPT-2's and LLaMA's: the mean of the
+    late quarter's rows, :mod:`verify.recommend_decoders`), the entropy-collapse reading.
+    ``rho_late``: a GPT-2 / LLaMA run's rho over the late quarter of the positions (None otherwise).
     """
 
     phase: int
@@ -450,6 +461,7 @@ class Prediction:
     rho0: float
     q0: float
     ipr_first: float
+    rho_late: np.ndarray | None = None
 
     @property
     def phase_name(self) -> str:
@@ -464,7 +476,23 @@ def measure_input_state(model: nn.Module, ids: torch.Tensor) -> tuple[float, flo
 
 
 def predict(config: TrainConfig, model: nn.Module, ids: torch.Tensor) -> Prediction:
-    """The finite-T theory at T = seq_len from the measured input state (module docstring)."""
+    """The finite-T theory at T = seq_len from the measured input state (module docstring); a GPT-2 / LLaMA
+    run's from the model's own embedding statistics (:func:`verify.training_decoders.predict`).
+
+    torch's CPU thread count is restored afterwards: the theory's BLAS limit (:mod:`numeric.blas`, through
+    threadpoolctl) can leave torch's OpenMP pool at the count of its first entry, and a training run on
+    another thread count than its own sums in another order (not the same curve for the same seed).
+    """
+    threads = torch.get_num_threads()
+    try:
+        return _predict(config, model, ids)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _predict(config: TrainConfig, model: nn.Module, ids: torch.Tensor) -> Prediction:
+    if isinstance(model, training_decoders.DecoderModel):
+        return training_decoders.predict(config, model)
     q0, rho0 = measure_input_state(model, ids)
     T = config.seq_len
     rho0 = float(np.clip(rho0, -1.0 / (T - 1), 1.0))
@@ -558,11 +586,14 @@ class TrainResult:
         return float(min(values)) if values else float("nan")
 
     def summary(self) -> dict:
-        """JSON-ready (strict JSON: a NaN is null): phase, rho_final, the losses, the curve, the gradient
-        norms and the config."""
+        """JSON-ready (strict JSON: a NaN is null): phase, rho_final, the profile (a GPT-2 / LLaMA run's also over
+        the late quarter of the positions, ``rho_profile_late``; null for other runs), the losses, the curve, the
+        gradient norms and the config."""
         p = self.prediction
         return _strict({"phase": p.phase_name, "phase_code": p.phase, "rho_final": float(p.rho[-1]),
-                "rho_profile": [float(x) for x in p.rho], "rho0": p.rho0, "q0": p.q0, "ipr_first": p.ipr_first,
+                "rho_profile": [float(x) for x in p.rho],
+                "rho_profile_late": None if p.rho_late is None else [float(x) for x in p.rho_late],
+                "rho0": p.rho0, "q0": p.q0, "ipr_first": p.ipr_first,
                 "alpha_critical": p.alpha_critical, "initial_heldout_loss": self.initial_heldout_loss,
                 "final_heldout_loss": self.final_heldout_loss, "best_heldout_loss": self.best_heldout_loss,
                 "unigram_loss": self.unigram_loss, "context_free_loss": self.context_free_loss,
@@ -624,7 +655,8 @@ class TrainResult:
                      f"T = {c.seq_len}\npredicted at init: {p.phase_name} (rho after the last block "
                      f"{p.rho[-1]:.4f})", fontsize=9)
         ax.set_xlabel("step")
-        ax.set_ylabel("masked-byte cross-entropy (nats)")
+        ax.set_ylabel("next-byte cross-entropy (nats)" if c.objective == "next-token" else
+                      "masked-byte cross-entropy (nats)")
         ax.legend(fontsize=8)
         return save(fig, path)
 
@@ -654,13 +686,16 @@ def train(config: TrainConfig, *, model=None, progress=None) -> TrainResult:
     """Train ``config`` (or the real encoder ``model`` with the config's data and optimiser) and measure it.
 
     ``model``: a model the adapters read (``nn.TransformerEncoder``, a list of independently
-    initialised ``nn.TransformerEncoderLayer``, ``BertModel``), trained as given (its dropout
-    too); the config's model fields are replaced by the model's own (:func:`describe`).
+    initialised ``nn.TransformerEncoderLayer``, ``BertModel``; a decoder with its LM head,
+    ``GPT2LMHeadModel`` or ``LlamaForCausalLM``, trained on next-byte prediction), trained as given
+    (its dropout too); the config's model fields are replaced by the model's own (:func:`describe`,
+    :func:`verify.training_decoders.describe`).
     ``progress``: a callable taking the number of steps done (e.g. a tqdm update).
     """
     text = load_text(config)
     if model is not None:
-        config = describe(config, model)
+        config = training_decoders.describe(config, model) if adapters_decoders.is_decoder(model) else \
+            describe(config, model)
     with _threads(config.threads):
         return _train(config, text, model, progress)
 
@@ -779,13 +814,16 @@ def block_gradient_norms(net: nn.Module, groups: list[dict]) -> tuple[list, list
 
 
 def _query_key_part(name: str, grad: torch.Tensor) -> torch.Tensor:
-    """The query and key part of a gradient: a spec's W_Q / W_K, BERT's query / key weights, the first two
-    thirds of the rows of torch's packed in_proj_weight; empty for any other parameter."""
+    """The query and key part of a gradient: a spec's W_Q / W_K, BERT's query / key and LLaMA's q_proj / k_proj
+    weights, the first two thirds of the rows of torch's packed in_proj_weight and of the columns of GPT-2's
+    c_attn weight (a Conv1D, stored in x out); empty for any other parameter."""
     parts = set(name.replace(":", ".").split("."))
-    if parts & {"W_Q", "W_K"} or ({"query", "key"} & parts and "weight" in parts):
+    if parts & {"W_Q", "W_K"} or ({"query", "key", "q_proj", "k_proj"} & parts and "weight" in parts):
         return grad
     if "in_proj_weight" in parts:
         return grad[: 2 * grad.shape[0] // 3]
+    if "c_attn" in parts and "weight" in parts:
+        return grad[:, : 2 * grad.shape[1] // 3]
     return grad.new_zeros(0)
 
 
@@ -794,6 +832,9 @@ def _query_key_part(name: str, grad: torch.Tensor) -> torch.Tensor:
 #: ``scheduler`` value of :func:`run_many` that runs the list here, one run after another (no Dask).
 IN_PROCESS = "in-process"
 COLUMNS = CONFIG_COLUMNS + OUTCOME_COLUMNS
+#: The columns of a run file written before the decoders' own fields existed (resumed as well: their runs'
+#: keys leave those fields out).
+COLUMNS_WITHOUT_DECODER_FIELDS = tuple(c for c in COLUMNS if c not in DECODER_FIELDS)
 
 
 @dataclass
@@ -953,7 +994,7 @@ def _read_rows(path) -> dict:
         return {}
     with open(path, newline="") as fh:
         reader = csv.DictReader(fh)
-        if reader.fieldnames is not None and tuple(reader.fieldnames) != COLUMNS:
+        if reader.fieldnames is not None and tuple(reader.fieldnames) not in (COLUMNS, COLUMNS_WITHOUT_DECODER_FIELDS):
             raise ValueError(f"csv: {str(path)!r} is not a run file of this version (its columns differ); "
                              "give another path or delete it")
         return {row["key"]: row for row in reader}

@@ -230,6 +230,25 @@ def test_a_decoders_prediction_is_the_adapters_and_matches_its_measured_profile(
     assert condensed.phase_name == "entropy collapse" and condensed.ipr_first > config.ipr_threshold
 
 
+def test_a_given_decoder_is_described_and_needs_its_lm_head():
+    """train(config, model=GPT2LMHeadModel) reports the model's own family, depth, width, activation and positions
+    and trains it on next bytes (its vocabulary of 300 cut to the bytes); a base GPT2Model without a head is refused."""
+    from transformers import GPT2Config, GPT2LMHeadModel, GPT2Model
+
+    settings = GPT2Config(vocab_size=300, n_embd=16, n_layer=2, n_head=2, n_inner=32, n_positions=64,
+                          activation_function="gelu", attn_implementation="eager")     # the layer of DECODERS["gpt2"]
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        lm = GPT2LMHeadModel(settings).eval()
+    result = training.train(dataclasses.replace(TINY, steps=2), model=lm)
+    c = result.config
+    assert (c.arch, c.depth, c.d_model, c.heads, c.activation, c.max_positions, c.objective, c.beta) == (
+        "gpt2", 2, 16, 2, "gelu", 64, "next-token", None)
+    assert len(result.prediction.rho) == 3 and len(result.grad_norms) == 2
+    with pytest.raises(ValueError, match="LM head"):
+        training.train(TINY, model=GPT2Model(settings).eval())
+
+
 def test_the_command_line_trains_llama_with_its_defaults(capsys):
     """``sigprop train --arch llama --kv-heads 1 --json``: next-byte prediction and SwiGLU (silu) without being told,
     the keys of every run plus the late-quarter profile."""

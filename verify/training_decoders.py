@@ -29,7 +29,8 @@ the optimiser and the measurements are the shared ones.
   alpha_sa / 2 upward as :func:`verify.recommend_decoders.diagram` brackets from its smallest alpha: further
   down, the stream of a narrow model at init_std 0.02 shrinks toward the norms' eps, where the
   position-resolved theory refuses (tokens of unequal norm). An alpha_c below alpha_sa / 2 is reported as
-  that upper bound; NaN where the theory refuses even there.
+  that upper bound; where the theory refuses at alpha_sa / 2 the bracket starts at alpha_sa (an alpha_c
+  below it reported as alpha_sa); NaN where it refuses even there.
 
 The recipe (AdamW, linear warm-up and decay, clipping) is the paper's section C, as for every run.
 """
@@ -156,11 +157,13 @@ def predict(config: TrainConfig, model: DecoderModel):
     ipr = rd.max_ipr(readings, model.Q0, T, None)
     phase = 2 if ipr > config.ipr_threshold else (1 if rho[-1] > 1.0 - config.eps else 0)
     beta = float(np.mean([r.beta(T).mean() for r in readings]))
-    low = config.alpha_sa / 2
-    try:
-        alpha_c, _ = rd.critical_alpha(model.unit, model.Q0, T, beta, eps=config.eps,
-                                       grid=(rd.alpha_grid(len(model.unit), low), None), needed_above=low)
-    except ValueError:
-        alpha_c = float("nan")
+    alpha_c = float("nan")
+    for low in (config.alpha_sa / 2, config.alpha_sa):
+        try:
+            alpha_c, _ = rd.critical_alpha(model.unit, model.Q0, T, beta, eps=config.eps,
+                                           grid=(rd.alpha_grid(len(model.unit), low), None), needed_above=low)
+            break
+        except ValueError:
+            continue
     q0 = float(np.mean(np.diagonal(model.Q0)))
     return Prediction(phase, rho, float(alpha_c), float(ratio(model.Q0)), q0, float(ipr), rho_late)

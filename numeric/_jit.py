@@ -15,6 +15,12 @@ operation, so that the fused kernels equal it to rounding:
   b > ``B_PAIR_MAX``, which the tables do not hold (it is a quadrature,
   :func:`numeric.laplace.pair_term`), returns NaN, and the kernel hands that
   point back to the NumPy path;
+- :func:`column_cell`, :func:`column_gather`, :func:`column_moment` — the
+  same column look-up as :func:`_column`, split for a row of points into a
+  vectorised coordinate pass, a pass of plain loads and stores (the eight
+  coefficients of each point's cell; the only data-dependent loads, which the
+  compiler does not vectorise) and the Horner steps inside the vectorised
+  block update: the finite-T kernels' fast path;
 - :func:`gauss_hermite_rule` — the tensor Gauss–Hermite rule of
   :mod:`numeric.quadrature` for kernels without a closed form (tanh).
 
@@ -144,12 +150,9 @@ def _max(a, b):
 
 @inline
 def _clip01(x):
-    """numpy.clip(x, 0, 1) (NaN stays NaN)."""
-    if x < 0.0:
-        return 0.0
-    if x > 1.0:
-        return 1.0
-    return x
+    """numpy.clip(x, 0, 1) (NaN stays NaN), as two selects: no branch in a loop the compiler vectorises."""
+    x = 0.0 if x < 0.0 else x
+    return 1.0 if x > 1.0 else x
 
 
 # --- asymptotic moments ----------------------------------------------------------------
@@ -309,14 +312,24 @@ def Yp_finite(beta, q, p, T, M, col):
     return _yp_table(b, _clip01(p / q), M)
 
 
-#: Rows of the per-point column constants of a finite-T kernel's look-up pass (column_constants).
-K_C, K_PER_XI, K_PER_GAP, K_P_LO, K_BASE, K_ROWS = 0, 1, 2, 3, 4, 5
+#: Rows of the per-point column constants of a finite-T kernel's look-up pass (column_setup).
+K_C, K_PER_XI, K_PER_GAP, K_P_LO, K_ROWS = 0, 1, 2, 3, 4
 
 
 @inline
-def column_constants(K, C, M, m):
-    """Per point of a row, its column's constants (c, per_xi, per_gap, p_lo, offset of its cells), read once
-    per row instead of once per point and block; p_lo = inf where beta has no column (never covered)."""
+def column_setup(C, M, m):
+    """What a finite-T row's look-up pass reads, fetched once per row instead of once per point and block:
+
+    - K (K_ROWS, ROW): per point its column's c, per_xi, per_gap and p_lo (p_lo = inf where beta has no
+      column: never covered; placeholder constants 1 keep the cell index in the table);
+    - KB (ROW, uint64): per point its column, the table row of its cell 0 (an unsigned index: numba then
+      emits no negative-index wraparound per load);
+    - M8: the column cells as a (cells x columns, 8) view of M, row cell * columns + column (a view of the
+      header where there are no columns: every point then goes to the general pass);
+    - the scalars (scale, CELLS, CELLS - 1, columns) of :func:`column_cell`.
+    """
+    K = np.empty((K_ROWS, ROW))
+    KB = np.zeros(ROW, np.uint64)
     for i in range(m):
         col = C[i]
         if col >= 0:
@@ -324,33 +337,83 @@ def column_constants(K, C, M, m):
             K[K_PER_XI, i] = M[int(M[M_PER_XI]) + col]
             K[K_PER_GAP, i] = M[int(M[M_PER_GAP]) + col]
             K[K_P_LO, i] = M[int(M[M_P_LO]) + col]
-            K[K_BASE, i] = int(M[M_CELLS]) + 8 * col
+            KB[i] = np.uint64(col)
         else:
-            K[K_C, i], K[K_PER_XI, i], K[K_PER_GAP, i], K[K_P_LO, i], K[K_BASE, i] = 1.0, 1.0, 1.0, math.inf, 0.0
+            K[K_C, i], K[K_PER_XI, i], K[K_PER_GAP, i], K[K_P_LO, i] = 1.0, 1.0, 1.0, math.inf
+    ncols = int(M[M_NCOLS])
+    cells = M[M_COL_CELLS]
+    if ncols > 0:
+        start = int(M[M_CELLS])
+        M8 = M[start: start + 8 * ncols * int(cells)].reshape((-1, 8))
+    else:
+        M8 = M[:8].reshape((-1, 8))
+        cells = 0.0
+    return K, KB, M8, (M[M_COL_SCALE], cells, np.uint64(max(int(cells) - 1, 0)), np.uint64(ncols))
 
 
 @inline
-def Y2Yp_finite_fast(beta, q, p, T, M, K, i):
-    """(Y2, Yp) of point i of a row from one cell of its column (:func:`_column`'s arithmetic, in the same
-    order), NaN where the columns do not cover the call: the general pass redoes those points."""
+def column_cell(q, p, K, KB, i, lk):
+    """(row of M8, local coordinate s) of the cell of point i's column at overlap p: the arithmetic of
+    :func:`_column` (and numeric.columns._Bound._gather) in the same order; s = NaN where the columns do not
+    cover the call (q != 1 or p < p_lo), which makes the moments NaN and sends the point to the general pass.
+    Branch-free and without gathers, so the compiler vectorises the loop over a row."""
+    scale, cells, last, ncols = lk
     gap = 1.0 - p
     gap = gap if gap > 0.0 else 0.0
     u = math.sqrt(gap)
     u *= K[K_C, i]
-    u /= u + M[M_COL_SCALE]
+    u /= u + scale
     u *= K[K_PER_XI, i]
     gap *= K[K_PER_GAP, i]
     x = u + gap
-    cells = M[M_COL_CELLS]
     x = x if x < cells else cells
     x = x if x >= 0.0 else 0.0                      # NaN -> 0: an index must stay in the table
-    j = int(x)
-    j = j if j < cells - 1 else int(cells) - 1
+    j = np.uint64(x)
+    j = j if j < last else last
     s = x - j
-    base = int(K[K_BASE, i]) + 8 * int(M[M_NCOLS]) * j
-    if p >= K[K_P_LO, i] and q == 1.0:
-        return _clip01(_horner(M, base, s)), _clip01(_horner(M, base + 4, s))
-    return math.nan, math.nan
+    s = s if p >= K[K_P_LO, i] and q == 1.0 else math.nan
+    return KB[i] + ncols * j, s
+
+
+@inline
+def column_scratch():
+    """A finite-T row's per-layer look-up arrays: J (cell rows, from :func:`column_cell`), JG (the rows whose
+    coefficients CF holds: none yet), S (local coordinates), CF (8, ROW) (the gathered coefficients)."""
+    return (np.empty(ROW, np.uint64), np.full(ROW, np.uint64(2**63)), np.empty(ROW), np.empty((8, ROW)))
+
+
+@inline
+def column_gather(CF, J, JG, M8, m):
+    """CF[k, i] = coefficient k of point i's cell (Y2's four, then Yp's): the one pass with data-dependent
+    loads (which the compiler does not vectorise), kept to loads and stores, and skipped for a point whose
+    cell is the one gathered in an earlier block (JG): a converging state stays in its cell. The Horner
+    steps that read CF run in the vectorised block-update loop (:func:`column_moment`)."""
+    for i in range(m):
+        r = J[i]
+        if r != JG[i]:
+            JG[i] = r
+            CF[0, i] = M8[r, 0]
+            CF[1, i] = M8[r, 1]
+            CF[2, i] = M8[r, 2]
+            CF[3, i] = M8[r, 3]
+            CF[4, i] = M8[r, 4]
+            CF[5, i] = M8[r, 5]
+            CF[6, i] = M8[r, 6]
+            CF[7, i] = M8[r, 7]
+
+
+@inline
+def column_moment(CF, S, i, which):
+    """Y2 (which = 0) or Yp (which = 4) of point i from its gathered cell: :func:`_horner` and :func:`_clip01`
+    in the same order (NaN where :func:`column_cell` found the point not covered)."""
+    s = S[i]
+    out = CF[which + 3, i] * s
+    out += CF[which + 2, i]
+    out *= s
+    out += CF[which + 1, i]
+    out *= s
+    out += CF[which, i]
+    return _clip01(out)
 
 
 @inline

@@ -121,8 +121,6 @@ class _ScalarPrinter(PythonCodePrinter):
         args = ", ".join(self._print(a) for a in expr.args)
         if name.endswith("_kernel"):
             return f"kernel_{name[:-len('_kernel')]}({args}, _G)"
-        if name in ("Y2", "Yp") and self.theory == "finite_fast":      # one cell, row constants: numeric._jit
-            return f"Y2Yp_finite_fast({args}, _M, _K, _i)[{int(name == 'Yp')}]"
         if name in ("Y2", "Yp"):
             return f"{name}_{self.theory}({args}, _M, _col)"
         return f"{name}({args})"
@@ -248,13 +246,15 @@ def _algorithm(spec, asymptotic: bool):
 def _body(steps, printer, indent: str, part: str | None = None) -> list[str]:
     """One commented group of assignments per step, common subexpressions first (t0, t1, ...).
 
-    ``part`` (fused kernels at finite T): "lookup" prints the steps up to the attention moments and the
-    moments as stores into the row arrays ``_Y2``, ``_Yp``; "rest" prints every step, the moments as
-    loads from those arrays.
+    ``part`` (fused kernels at finite T): "lookup" prints the steps up to the attention moments and, for
+    the moments, the cell of the column tables at the attention input (``_J``, ``_S``:
+    :func:`numeric._jit.column_cell`); "rest" prints every step, the moments as the Horner evaluation of
+    the gathered cell (:func:`numeric._jit.column_moment`).
     """
     lines = []
     temporaries = sympy.numbered_symbols("t")
     last_moment = max((k for k, step in enumerate(steps) if _moment_name(step)), default=-1)
+    looked_up = None
     for k, step in enumerate(steps):
         if part == "lookup" and k > last_moment:
             break
@@ -263,14 +263,17 @@ def _body(steps, printer, indent: str, part: str | None = None) -> list[str]:
         if part and moment:
             (symbol, expr), = step.assignments
             if part == "rest":
-                lines.append(f"{indent}{symbol} = _{moment}[_i]")
-            elif moment == "Yp" and k and _moment_name(steps[k - 1]) == "Y2" \
-                    and steps[k - 1].assignments[0][1].args == expr.args:
-                both = printer.doprint(expr).removesuffix("[1]")
-                lines[-3:] = [lines[-3], f"{indent}# attention moments Y2, Yp (one look-up)",
-                              f"{indent}_Y2[_i], _Yp[_i] = {both}"]
+                lines.append(f"{indent}{symbol} = column_moment(_CF, _S, _i, {4 * (moment == 'Yp')})")
+            elif looked_up is None:
+                looked_up = expr.args
+                _, q_in, p_in, _ = (printer.doprint(a) for a in expr.args)
+                lines[-1] = f"{indent}# attention moments: the cell of the column tables at the attention input"
+                lines.append(f"{indent}_J[_i], _S[_i] = column_cell({q_in}, {p_in}, _K, _KB, _i, _LK)")
+            elif expr.args == looked_up:
+                lines.pop()
             else:
-                lines.append(f"{indent}_{moment}[_i] = {printer.doprint(expr)}")
+                raise ValueError(f"the attention moments of a fused kernel take one input, got {looked_up} "
+                                 f"and {expr.args}")
             continue
         symbols = [symbol for symbol, _ in step.assignments]
         shared, reduced = sympy.cse([_safe(expr) for _, expr in step.assignments], symbols=temporaries)
@@ -459,10 +462,10 @@ layer of every grid point without temporaries (:mod:`numeric.fused`). Imports nu
 """
 '''
 #: Names the kernels take from numeric._jit (hand-written helpers: guards, look-ups, rows).
-JIT_NAMES = ("K_ROWS", "ROW", "_acos", "_asin", "_max", "_sqrt", "Y2_finite", "Y2Yp_finite_fast", "Yp_finite",
-             "column_asymptotic", "column_constants",
-             "column_finite", "condensed_asymptotic", "condensed_finite", "gauss_hermite_rule",
-             "gauss_hermite_setup", "inline", "jit", "kernel", "load_row", "parisi_m", "store_row")
+JIT_NAMES = ("ROW", "_acos", "_asin", "_max", "_sqrt", "Y2_finite", "Yp_finite", "column_asymptotic", "column_cell",
+             "column_finite", "column_gather", "column_moment", "column_scratch", "column_setup",
+             "condensed_asymptotic", "condensed_finite", "gauss_hermite_rule", "gauss_hermite_setup", "inline", "jit",
+             "kernel", "load_row", "parisi_m", "store_row")
 
 
 def _kernel_imports(package: str) -> str:
@@ -484,7 +487,6 @@ KERNEL_TEMPLATE = '''def {name}__row(_start, _m, _values, _offsets, _lengths, _s
     load_row(_P, _values, _offsets, _lengths, _strides, _start, _m)
     _Q, _Q2, _QA = np.ones(ROW), np.ones(ROW), np.ones(ROW)
     _X, _X2, _PA = _P[{rho0}].copy(), np.zeros(ROW), np.zeros(ROW)
-    _Y2, _Yp = np.zeros(ROW), np.zeros(ROW)
     _C = np.empty(ROW, np.int64)
     _F, _B = np.zeros(ROW, np.uint8), np.zeros(ROW, np.uint8)
     for _i in range(_m):
@@ -537,15 +539,17 @@ FAST_TEMPLATE = '''        for _i in range(_m):
             _redo += 0 if _good else 1
             _Q2[_i] = _q if _good else 1.0
             _X2[_i] = min(max(_p, -_q), _q) if _good else 0.0'''
-#: At finite T the look-ups (data-dependent loads, which the compiler cannot prove free of aliasing and so
-#: does not vectorise) run in a loop of their own first: the steps up to the attention layer and the
-#: column look-ups, into _Y2 and _Yp; then the fast pass above reads them.
+#: At finite T the look-ups run first, in three parts: the steps up to the attention layer and the cell
+#: of each point's column (_J, _S: vectorised, no gathers); the gather of each cell's eight coefficients
+#: into _CF (data-dependent loads, which the compiler does not vectorise: kept to loads and stores); the
+#: Horner steps, in the fast pass above, which reads _CF and _S (vectorised).
 LOOKUP_TEMPLATE = '''        for _i in range(_m):
             q = _Q[_i]
             p = _X[_i]
             _col = _C[_i]
 {unpack}
-{body}'''
+{body}
+        column_gather(_CF, _J, _JG, _M8, _m)'''
 
 #: The finite-T kernels' second pass: the points whose fast pass was not finite, with the full look-up
 #: (a state that vanished or overflowed is flagged: _F bit 1).
@@ -622,13 +626,14 @@ def kernel_source(name: str, spec, asymptotic: bool) -> str:
                                     **common)
         general = ASYMPTOTIC_FAILURES
     else:
-        lookup = LOOKUP_TEMPLATE.format(unpack=unpack(" " * 12), body=body(_ScalarPrinter("finite_fast"), " " * 12,
+        lookup = LOOKUP_TEMPLATE.format(unpack=unpack(" " * 12), body=body(_ScalarPrinter("finite"), " " * 12,
                                                                            "lookup"))
         fast = lookup + "\n" + FAST_TEMPLATE.format(unpack=unpack(" " * 12), **common,
                                                      body=body(_ScalarPrinter("finite"), " " * 12, "rest"))
         general = GENERAL_TEMPLATE.format(unpack=unpack(" " * 16), body=body(_ScalarPrinter("finite"), " " * 16),
                                           **common)
-        setup = "    _K = np.empty((K_ROWS, ROW))\n    column_constants(_K, _C, _M, _m)\n"
+        setup = ("    _K, _KB, _M8, _LK = column_setup(_C, _M, _m)\n"
+                 "    _J, _JG, _S, _CF = column_scratch()\n")
     return KERNEL_TEMPLATE.format(
         name=name, pad=" " * len(name), theory=theory, label=label, order=", ".join(names), count=len(names),
         rho0=len(names) - 1, fast=fast, general=general, setup=setup, **common)

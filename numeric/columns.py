@@ -43,8 +43,10 @@ CELLS = 256
 C_RANGE = (1e-6, 1e6)
 #: Share of t that follows xi(b); the rest follows 1 - p, which resolves p -> 0 on columns of large beta.
 XI_SHARE = 0.75
-#: Newton steps inverting t(u) for the nodes (quadratic convergence from t u_hi; checked in the tests).
+#: Newton steps inverting t(u) for the nodes, at most (quadratic convergence from t u_hi; checked in the tests),
+#: and the largest move of a step after which the next would only round (stop there).
 _NEWTON_STEPS = 10
+_NEWTON_DONE = 1e-12
 #: Node rows evaluated per call while building (keeps the look-ups cache-sized).
 _ROWS = 32
 
@@ -80,10 +82,10 @@ class ColumnMoments:
         self.per_xi = XI_SHARE * CELLS * (b_hi + self.scale) / b_hi   # CELLS t = per_xi xi + per_gap (1 - p)
         self.per_gap = (1.0 - XI_SHARE) * CELLS / u_hi**2
         self.c = c
-        t = np.linspace(0.0, 1.0, CELLS + 1)
-        value = np.concatenate([self._moments(self._u_of_t(t[k: k + _ROWS, None], u_hi))
-                                for k in range(0, t.size, _ROWS)])
-        cells = cubic_cells(value, _slope(value, 1.0 / CELLS), 1.0 / CELLS)   # (CELLS, columns, 2, 4)
+        u = self._u_of_t(np.linspace(0.0, 1.0, CELLS + 1)[:, None], u_hi)
+        value = np.concatenate([self._moments(u[k: k + _ROWS]) for k in range(0, CELLS + 1, _ROWS)])
+        value = value.reshape(CELLS + 1, -1)          # (nodes, columns x 2): one matrix product per node row
+        cells = cubic_cells(value, _slope(value, 1.0 / CELLS), 1.0 / CELLS)   # (CELLS, columns x 2, 4)
         self._cells = np.ascontiguousarray(cells.reshape(-1, 8))   # row cell * columns + column
 
     def _t_of_u(self, u):
@@ -91,12 +93,28 @@ class ColumnMoments:
         return _cells_t(u.copy(), u * u, self.c, self.per_xi, self.per_gap, self.scale) / CELLS
 
     def _u_of_t(self, t, u_hi):
-        """u with t(u) = t (t increases with u, from 0 at u = 0 to 1 at u_hi): safeguarded Newton steps."""
+        """u with t(u) = t (t increases with u, from 0 at u = 0 to 1 at u_hi): safeguarded Newton steps, until
+        a step moves no u by more than :data:`_NEWTON_DONE` (quadratic convergence: the next would be rounding)
+        or after :data:`_NEWTON_STEPS`."""
         c, scale = self.c, self.scale
+        xi_slope = self.per_xi * c * scale                   # CELLS dt/du = xi_slope/(c u + scale)^2 + 2 per_gap u
+        gap_slope = 2.0 * self.per_gap
+        target = t * CELLS
         u = t * u_hi
         for _ in range(_NEWTON_STEPS):
-            slope = (self.per_xi * c * scale / (c * u + scale) ** 2 + 2.0 * self.per_gap * u) / CELLS
-            u = np.clip(u - (self._t_of_u(u) - t) / slope, 0.0, u_hi)
+            slope = c * u
+            slope += scale
+            np.square(slope, out=slope)
+            np.divide(xi_slope, slope, out=slope)
+            slope += gap_slope * u
+            step = _cells_t(u.copy(), u * u, c, self.per_xi, self.per_gap, scale)
+            step -= target
+            step /= slope
+            new = np.clip(u - step, 0.0, u_hi)
+            moved = np.max(np.abs(new - u), initial=0.0)
+            u = new
+            if moved <= _NEWTON_DONE:
+                break
         return u
 
     def _moments(self, u):

@@ -13,10 +13,12 @@ and runs
                 one block update
 
 so that a row's state stays in L1 cache across the whole depth. The
-finite-T attention moments are looked up inside the same loop: the column
-tables of :mod:`numeric.columns` (one cell gather and two cubic Horner steps)
-where they cover the call, the 2-D tables of :mod:`numeric.tables` otherwise
-(:mod:`numeric._jit`). A point the kernel cannot settle — a pair moment that
+finite-T attention moments come from the column tables of
+:mod:`numeric.columns` where they cover the call: per block, a vectorised pass
+finds each point's cell, a pass of loads and stores gathers its coefficients
+(skipped where the cell is the previous block's), and the cubic Horner steps
+run inside the vectorised block update (:mod:`numeric._jit`); the 2-D tables
+of :mod:`numeric.tables` otherwise. A point the kernel cannot settle — a pair moment that
 only the direct quadrature holds (b > ``B_PAIR_MAX``), or a state that vanished
 or overflowed, where the NumPy path raises its ValueError — is flagged and
 recomputed by the NumPy path, so results equal it up to rounding.

@@ -24,12 +24,17 @@ operation, so that the fused kernels equal it to rounding:
 - :func:`gauss_hermite_rule` — the tensor Gauss–Hermite rule of
   :mod:`numeric.quadrature` for kernels without a closed form (tanh).
 
-The moment tables ``M`` are one flat float64 array (built by
-:func:`numeric.fused.moment_tables`): a header of :data:`HEADER` slots (T, ln T,
-scales, the number of columns, and the offsets of the tables that follow), then
-the tables. One array, not a tuple of arrays: numba reference-counts an array
-taken out of a tuple at every access, which cost more than the look-up itself.
-The asymptotic kernels get ``M = [inf]``.
+The moment tables are three float64 arrays (built by
+:func:`numeric.fused.moment_tables`), each its own kernel argument: ``M``, the
+2-D tables of one T (a header of :data:`HEADER` slots: T, ln T, scales, sizes
+and the offsets of the tables that follow; built once per T and shared by
+every diagram at that T); ``N``, the per-column constants of a grid's betas
+(:data:`N_HEADER` slots, then the columns' sorted betas, c, per_xi, per_gap
+and p_lo, ``N_NCOLS`` values each); ``CC``, the column cells themselves
+(:class:`numeric.columns.ColumnMoments`' array, not copied). Arguments, not a
+tuple of arrays: numba reference-counts an array taken out of a tuple at every
+access, which cost more than the look-up itself. The asymptotic kernels get
+``M = [inf]``, and every kernel without columns ``N`` of no columns.
 
 Compilation: :func:`jit` is ``numba.njit`` with ``error_model="numpy"``
 (x/0 gives inf or NaN as in NumPy, not ZeroDivisionError) and
@@ -50,16 +55,22 @@ import numpy as np
 #: (numeric.fused.ROW is the same number).
 ROW = 256
 
-# --- the finite-T moment array M: header slots ------------------------------------------
-M_T, M_LOG_T, M_NCOLS, M_COL_SCALE, M_Y2_SCALE, M_YP_SCALE, M_YP_FACTOR = 0, 1, 2, 3, 4, 5, 6
-#: offsets of the columns (numeric.columns: sorted betas, c, per_xi, per_gap, p_lo, cells (CELLS * ncols, 8))
-M_BETAS, M_C, M_PER_XI, M_PER_GAP, M_P_LO, M_CELLS = 7, 8, 9, 10, 11, 12
+# --- the 2-D tables of one T, M: header slots ----------------------------------------------
+M_T, M_LOG_T, M_Y2_SCALE, M_YP_SCALE, M_YP_FACTOR = 0, 1, 2, 3, 4
 #: offsets of the 2-D tables (numeric.tables): Y2 cells (FINE_1D - 1, 4), Yp cells ((FINE_2D - 1) product, 16)
-M_Y2_CELLS, M_YP_CELLS = 13, 14
+M_Y2_CELLS, M_YP_CELLS = 5, 6
 #: the tables' sizes, read at run time (this module imports neither numeric.columns nor numeric.tables, whose
-#: quadratures load SciPy): numeric.columns.CELLS; numeric.tables.FINE_1D - 1, FINE_2D - 1; B_PAIR_MAX
-M_COL_CELLS, M_N1, M_NX, M_NW, M_B_PAIR_MAX = 15, 16, 17, 18, 19
-HEADER = 20
+#: quadratures load SciPy): numeric.tables.FINE_1D - 1, FINE_2D - 1; B_PAIR_MAX
+M_N1, M_NX, M_NW, M_B_PAIR_MAX = 7, 8, 9, 10
+HEADER = 11
+
+# --- the columns of a grid's betas, N: header slots, then N_VECTORS vectors of N_NCOLS values -------
+#: the number of columns, the columns' scale sqrt(2 ln T) and their cells per column (numeric.columns.CELLS)
+N_NCOLS, N_SCALE, N_CELLS = 0, 1, 2
+N_HEADER = 3
+#: which vector: N[N_HEADER + k * ncols + col]
+N_BETAS, N_C, N_PER_XI, N_PER_GAP, N_P_LO = 0, 1, 2, 3, 4
+N_VECTORS = 5
 
 
 def _njit(func, **options):
@@ -167,12 +178,12 @@ def parisi_m(beta, q, p):
 
 
 @inline
-def column_asymptotic(beta, M):
+def column_asymptotic(beta, N):
     return -1
 
 
 @inline
-def condensed_asymptotic(beta, q, p, T, M, col, threshold):
+def condensed_asymptotic(beta, q, p):
     """Entropy collapse of an attention layer at T -> oo: beta above beta_c(q, p) (numeric.diagram)."""
     return parisi_m(beta, q, p) < 1.0
 
@@ -180,12 +191,18 @@ def condensed_asymptotic(beta, q, p, T, M, col, threshold):
 # --- finite-T moments ------------------------------------------------------------------
 
 @inline
-def column_finite(beta, M):
+def _n(N, which, col):
+    """Column ``col``'s entry of vector ``which`` of N (N_BETAS, N_C, ...)."""
+    return N[N_HEADER + which * int(N[N_NCOLS]) + col]
+
+
+@inline
+def column_finite(beta, N):
     """The column of ``beta`` (exact match, as numeric.columns binds it), else -1."""
-    n = int(M[M_NCOLS])
+    n = int(N[N_NCOLS])
     if n == 0:
         return -1
-    betas = M[int(M[M_BETAS]): int(M[M_BETAS]) + n]
+    betas = N[N_HEADER + N_BETAS * n: N_HEADER + (N_BETAS + 1) * n]
     i = np.searchsorted(betas, beta)
     if i >= n:
         i = n - 1
@@ -205,25 +222,32 @@ def _horner(M, base, s):
 
 
 @inline
-def _column(p, col, M, which):
+def _column(p, col, N, CC, which):
     """Y2 (which = 0) or Yp (which = 4) from the column tables: numeric.columns._Bound._gather and _evaluate."""
     gap = 1.0 - p
     if gap < 0.0:
         gap = 0.0
     u = math.sqrt(gap)
-    u *= M[int(M[M_C]) + col]
-    u /= u + M[M_COL_SCALE]
-    u *= M[int(M[M_PER_XI]) + col]
-    gap *= M[int(M[M_PER_GAP]) + col]
+    u *= _n(N, N_C, col)
+    u /= u + N[N_SCALE]
+    u *= _n(N, N_PER_XI, col)
+    gap *= _n(N, N_PER_GAP, col)
     x = u + gap
-    cells = M[M_COL_CELLS]
+    cells = N[N_CELLS]
     if x > cells:
         x = cells
     i = int(x)
     if i > cells - 1:
         i = int(cells) - 1
     s = x - i
-    return _clip01(_horner(M, int(M[M_CELLS]) + 8 * (i * int(M[M_NCOLS]) + col) + which, s))
+    r = i * int(N[N_NCOLS]) + col
+    out = CC[r, which + 3] * s                     # _horner's order
+    out += CC[r, which + 2]
+    out *= s
+    out += CC[r, which + 1]
+    out *= s
+    out += CC[r, which]
+    return _clip01(out)
 
 
 @inline
@@ -294,18 +318,18 @@ def _yp_table(b, rho, M):
 
 
 @inline
-def Y2_finite(beta, q, p, T, M, col):
+def Y2_finite(beta, q, p, T, M, N, CC, col):
     """E sum_s A_ts^2 at finite T as the reference path's bound moment function computes it."""
-    if col >= 0 and q == 1.0 and p >= M[int(M[M_P_LO]) + col]:        # the columns cover the call
-        return _column(p, col, M, 0)
+    if col >= 0 and q == 1.0 and p >= _n(N, N_P_LO, col):            # the columns cover the call
+        return _column(p, col, N, CC, 0)
     return _y2_table(_width(beta, q, p, M), M)
 
 
 @inline
-def Yp_finite(beta, q, p, T, M, col):
+def Yp_finite(beta, q, p, T, M, N, CC, col):
     """E sum_s A_ts A_t's at finite T; NaN where only the direct quadrature has it (b > B_PAIR_MAX)."""
-    if col >= 0 and q == 1.0 and p >= M[int(M[M_P_LO]) + col]:
-        return _column(p, col, M, 4)
+    if col >= 0 and q == 1.0 and p >= _n(N, N_P_LO, col):
+        return _column(p, col, N, CC, 4)
     b = _width(beta, q, p, M)
     if not b <= M[M_B_PAIR_MAX]:
         return math.nan
@@ -317,43 +341,36 @@ K_C, K_PER_XI, K_PER_GAP, K_P_LO, K_ROWS = 0, 1, 2, 3, 4
 
 
 @inline
-def column_setup(C, M, m):
+def column_setup(C, N, CC, m):
     """What a finite-T row's look-up pass reads, fetched once per row instead of once per point and block:
 
     - K (K_ROWS, ROW): per point its column's c, per_xi, per_gap and p_lo (p_lo = inf where beta has no
       column: never covered; placeholder constants 1 keep the cell index in the table);
-    - KB (ROW, uint64): per point its column, the table row of its cell 0 (an unsigned index: numba then
-      emits no negative-index wraparound per load);
-    - M8: the column cells as a (cells x columns, 8) view of M, row cell * columns + column (a view of the
-      header where there are no columns: every point then goes to the general pass);
-    - the scalars (scale, CELLS, CELLS - 1, columns) of :func:`column_cell`.
+    - KB (ROW, uint64): per point its column, the row of CC of its cell 0 (CC's row is cell * columns +
+      column; an unsigned index: numba then emits no negative-index wraparound per load);
+    - the scalars (scale, CELLS, CELLS - 1, columns) of :func:`column_cell` (no cells where there are no
+      columns: the index stays 0, CC's one row, and every point goes to the general pass).
     """
     K = np.empty((K_ROWS, ROW))
     KB = np.zeros(ROW, np.uint64)
     for i in range(m):
         col = C[i]
         if col >= 0:
-            K[K_C, i] = M[int(M[M_C]) + col]
-            K[K_PER_XI, i] = M[int(M[M_PER_XI]) + col]
-            K[K_PER_GAP, i] = M[int(M[M_PER_GAP]) + col]
-            K[K_P_LO, i] = M[int(M[M_P_LO]) + col]
+            K[K_C, i] = _n(N, N_C, col)
+            K[K_PER_XI, i] = _n(N, N_PER_XI, col)
+            K[K_PER_GAP, i] = _n(N, N_PER_GAP, col)
+            K[K_P_LO, i] = _n(N, N_P_LO, col)
             KB[i] = np.uint64(col)
         else:
             K[K_C, i], K[K_PER_XI, i], K[K_PER_GAP, i], K[K_P_LO, i] = 1.0, 1.0, 1.0, math.inf
-    ncols = int(M[M_NCOLS])
-    cells = M[M_COL_CELLS]
-    if ncols > 0:
-        start = int(M[M_CELLS])
-        M8 = M[start: start + 8 * ncols * int(cells)].reshape((-1, 8))
-    else:
-        M8 = M[:8].reshape((-1, 8))
-        cells = 0.0
-    return K, KB, M8, (M[M_COL_SCALE], cells, np.uint64(max(int(cells) - 1, 0)), np.uint64(ncols))
+    ncols = int(N[N_NCOLS])
+    cells = N[N_CELLS] if ncols > 0 else 0.0
+    return K, KB, (N[N_SCALE], cells, np.uint64(max(int(cells) - 1, 0)), np.uint64(ncols))
 
 
 @inline
 def column_cell(q, p, K, KB, i, lk):
-    """(row of M8, local coordinate s) of the cell of point i's column at overlap p: the arithmetic of
+    """(row of CC, local coordinate s) of the cell of point i's column at overlap p: the arithmetic of
     :func:`_column` (and numeric.columns._Bound._gather) in the same order; s = NaN where the columns do not
     cover the call (q != 1 or p < p_lo), which makes the moments NaN and sends the point to the general pass.
     Branch-free and without gathers, so the compiler vectorises the loop over a row."""
@@ -383,7 +400,7 @@ def column_scratch():
 
 
 @inline
-def column_gather(CF, J, JG, M8, m):
+def column_gather(CF, J, JG, CC, m):
     """CF[k, i] = coefficient k of point i's cell (Y2's four, then Yp's): the one pass with data-dependent
     loads (which the compiler does not vectorise), kept to loads and stores, and skipped for a point whose
     cell is the one gathered in an earlier block (JG): a converging state stays in its cell. The Horner
@@ -392,14 +409,14 @@ def column_gather(CF, J, JG, M8, m):
         r = J[i]
         if r != JG[i]:
             JG[i] = r
-            CF[0, i] = M8[r, 0]
-            CF[1, i] = M8[r, 1]
-            CF[2, i] = M8[r, 2]
-            CF[3, i] = M8[r, 3]
-            CF[4, i] = M8[r, 4]
-            CF[5, i] = M8[r, 5]
-            CF[6, i] = M8[r, 6]
-            CF[7, i] = M8[r, 7]
+            CF[0, i] = CC[r, 0]
+            CF[1, i] = CC[r, 1]
+            CF[2, i] = CC[r, 2]
+            CF[3, i] = CC[r, 3]
+            CF[4, i] = CC[r, 4]
+            CF[5, i] = CC[r, 5]
+            CF[6, i] = CC[r, 6]
+            CF[7, i] = CC[r, 7]
 
 
 @inline
@@ -414,12 +431,6 @@ def column_moment(CF, S, i, which):
     out *= s
     out += CF[which, i]
     return _clip01(out)
-
-
-@inline
-def condensed_finite(beta, q, p, T, M, col, threshold):
-    """Entropy collapse of an attention layer at finite T: its IPR above ``threshold`` (numeric.diagram)."""
-    return Y2_finite(beta, q, p, T, M, col) > threshold
 
 
 # --- Gauss-Hermite kernels (numeric.quadrature) ----------------------------------------

@@ -110,7 +110,7 @@ class _Printer(SciPyPrinter):
 class _ScalarPrinter(PythonCodePrinter):
     """Scalar printer of the fused kernels (:mod:`numeric._kernels`): ``math`` functions, the range guards
     and NaN-propagating max of :mod:`numeric._jit`, the attention moments as look-ups of the kernel's
-    ``theory`` (``Y2_finite(beta, q, p, T, _M, _col)``), opaque kernels as Gauss–Hermite helpers."""
+    ``theory`` (``Y2_finite(beta, q, p, T, _M, _N, _CC, _col)``), opaque kernels as Gauss–Hermite helpers."""
 
     def __init__(self, theory: str = "asymptotic"):
         super().__init__({"allow_unknown_functions": True, "fully_qualified_modules": True})
@@ -122,7 +122,7 @@ class _ScalarPrinter(PythonCodePrinter):
         if name.endswith("_kernel"):
             return f"kernel_{name[:-len('_kernel')]}({args}, _G)"
         if name in ("Y2", "Yp"):
-            return f"{name}_{self.theory}({args}, _M, _col)"
+            return f"{name}_{self.theory}({args}, _M, _N, _CC, _col)"
         return f"{name}({args})"
 
     def _print_Max(self, expr):
@@ -464,7 +464,7 @@ layer of every grid point without temporaries (:mod:`numeric.fused`). Imports nu
 #: Names the kernels take from numeric._jit (hand-written helpers: guards, look-ups, rows).
 JIT_NAMES = ("ROW", "_acos", "_asin", "_max", "_sqrt", "Y2_finite", "Yp_finite", "column_asymptotic", "column_cell",
              "column_finite", "column_gather", "column_moment", "column_scratch", "column_setup",
-             "condensed_asymptotic", "condensed_finite", "gauss_hermite_rule", "gauss_hermite_setup", "inline", "jit",
+             "condensed_asymptotic", "gauss_hermite_rule", "gauss_hermite_setup", "inline", "jit",
              "kernel", "load_row", "parisi_m", "store_row")
 
 
@@ -480,7 +480,7 @@ def _kernel_imports(package: str) -> str:
 #: moments up in the column tables only (NaN where they do not cover a point), and a second, general
 #: pass redoes the points it could not settle with the full look-up (2-D tables).
 KERNEL_TEMPLATE = '''def {name}__row(_start, _m, _values, _offsets, _lengths, _strides, _depth, _record, _attention,
-        {pad}     _threshold, _M, _G, _rho, _condensed, _status):
+        {pad}     _threshold, _M, _N, _CC, _G, _rho, _condensed, _status):
     """One row of grid points (_start, _start + _m) of :func:`{name}`: every block, layers outermost."""
     T = _M[0]
     _P = np.empty(({count}, ROW))
@@ -490,7 +490,7 @@ KERNEL_TEMPLATE = '''def {name}__row(_start, _m, _values, _offsets, _lengths, _s
     _C = np.empty(ROW, np.int64)
     _F, _B = np.zeros(ROW, np.uint8), np.zeros(ROW, np.uint8)
     for _i in range(_m):
-        _C[_i] = column_{theory}(_P[0, _i], _M)
+        _C[_i] = column_{theory}(_P[0, _i], _N)
 {setup}    _slot = store_row(_rho, _condensed, _record, 0, 0, _Q, _X, _F, _start, _m)
     for _layer in range(_depth):
         _redo = 0
@@ -498,7 +498,7 @@ KERNEL_TEMPLATE = '''def {name}__row(_start, _m, _values, _offsets, _lengths, _s
 {general}
         if _attention == 2 or (_attention == 1 and _layer == 0):
             for _i in range(_m):
-                if condensed_{theory}(_P[0, _i], _QA[_i], _PA[_i], T, _M, _C[_i], _threshold):
+                if {condensed}:
                     _F[_i] |= 1
         _Q, _Q2 = _Q2, _Q
         _X, _X2 = _X2, _X
@@ -508,19 +508,20 @@ KERNEL_TEMPLATE = '''def {name}__row(_start, _m, _values, _offsets, _lengths, _s
 
 
 def {name}(_values, _offsets, _lengths, _strides, _n, _depth, _record, _attention, _threshold, _M,
-        {pad}_G, _rho, _condensed, _status):
+        {pad}_N, _CC, _G, _rho, _condensed, _status):
     """Fused {theory} kernel of one block of {label}: rows of ROW grid points in parallel.
 
     Parameter k of grid point j is _values[_offsets[k] + (j // _strides[k]) % _lengths[k]], in the order
     {order}.
-    _M: the moment tables, _G: Gauss-Hermite rules (numeric._jit).
+    _M, _N, _CC: the moment tables (2-D tables of T, the columns' constants, their cells), _G: Gauss-Hermite
+    rules (numeric._jit).
     Writes rho = p/q and the condensation so far (bit 0) at the depths in _record, and _status[j] = 1
     where the NumPy path must redo point j (a moment the kernel does not hold, or a state that
     vanished or overflowed: numeric.profile.iterate raises there).
     """
     for _r in prange((_n + ROW - 1) // ROW):
         {name}__row(_r * ROW, min(ROW, _n - _r * ROW), _values, _offsets, _lengths, _strides, _depth,
-        {pad}     _record, _attention, _threshold, _M, _G, _rho, _condensed, _status)
+        {pad}     _record, _attention, _threshold, _M, _N, _CC, _G, _rho, _condensed, _status)
 '''
 
 #: The fast pass: one inner loop over the row's points, without branches (the compiler vectorises it).
@@ -531,7 +532,7 @@ FAST_TEMPLATE = '''        for _i in range(_m):
 {unpack}
 {body}
             _QA[_i] = {q_att}
-            _PA[_i] = {p_att}
+            _PA[_i] = {p_att}{keep}
             _q = {q_out}
             _p = {p_out}
             _good = _q > 0.0 and math.isfinite(_p)
@@ -549,10 +550,11 @@ LOOKUP_TEMPLATE = '''        for _i in range(_m):
             _col = _C[_i]
 {unpack}
 {body}
-        column_gather(_CF, _J, _JG, _M8, _m)'''
+        column_gather(_CF, _J, _JG, _CC, _m)'''
 
 #: The finite-T kernels' second pass: the points whose fast pass was not finite, with the full look-up
-#: (a state that vanished or overflowed is flagged: _F bit 1).
+#: (a state that vanished or overflowed is flagged: _F bit 1). Both passes keep each point's Y2 (_YA), the
+#: IPR of its attention input, which the entropy-collapse test reads (no look-up of its own).
 GENERAL_TEMPLATE = '''        if _redo:
             for _i in range(_m):
                 if _B[_i] == 0:
@@ -564,6 +566,7 @@ GENERAL_TEMPLATE = '''        if _redo:
 {body}
                 _QA[_i] = {q_att}
                 _PA[_i] = {p_att}
+                _YA[_i] = {y2}
                 _q = {q_out}
                 _p = {p_out}
                 if _q > 0.0 and math.isfinite(_p):
@@ -623,20 +626,24 @@ def kernel_source(name: str, spec, asymptotic: bool) -> str:
     setup = ""
     if asymptotic:                # no second look-up: a point not finite here vanished or overflowed
         fast = FAST_TEMPLATE.format(unpack=unpack(" " * 12), body=body(_ScalarPrinter("asymptotic"), " " * 12),
-                                    **common)
+                                    keep="", **common)
         general = ASYMPTOTIC_FAILURES
+        condensed = "condensed_asymptotic(_P[0, _i], _QA[_i], _PA[_i])"
     else:
+        y2, = (symbol for step in steps if _moment_name(step) == "Y2" for symbol, _ in step.assignments)
         lookup = LOOKUP_TEMPLATE.format(unpack=unpack(" " * 12), body=body(_ScalarPrinter("finite"), " " * 12,
                                                                            "lookup"))
-        fast = lookup + "\n" + FAST_TEMPLATE.format(unpack=unpack(" " * 12), **common,
-                                                     body=body(_ScalarPrinter("finite"), " " * 12, "rest"))
+        fast = lookup + "\n" + FAST_TEMPLATE.format(unpack=unpack(" " * 12), keep=f"\n            _YA[_i] = {y2}",
+                                                     body=body(_ScalarPrinter("finite"), " " * 12, "rest"), **common)
         general = GENERAL_TEMPLATE.format(unpack=unpack(" " * 16), body=body(_ScalarPrinter("finite"), " " * 16),
-                                          **common)
-        setup = ("    _K, _KB, _M8, _LK = column_setup(_C, _M, _m)\n"
-                 "    _J, _JG, _S, _CF = column_scratch()\n")
+                                          y2=y2, **common)
+        setup = ("    _K, _KB, _LK = column_setup(_C, _N, _CC, _m)\n"
+                 "    _J, _JG, _S, _CF = column_scratch()\n"
+                 "    _YA = np.empty(ROW)\n")
+        condensed = "_YA[_i] > _threshold"          # numeric.diagram's criterion: the IPR above the threshold
     return KERNEL_TEMPLATE.format(
         name=name, pad=" " * len(name), theory=theory, label=label, order=", ".join(names), count=len(names),
-        rho0=len(names) - 1, fast=fast, general=general, setup=setup, **common)
+        rho0=len(names) - 1, fast=fast, general=general, setup=setup, condensed=condensed, **common)
 
 
 def uses_quadrature(source: str) -> bool:
@@ -654,7 +661,7 @@ def kernel_support_source() -> str:
     x = sympy.Symbol("x", real=True)
     parts = [f'@inline\ndef ipr2_frozen(m):\n    """E sum_s A_ts^2 in the frozen phase (derive.rem)."""\n'
              f"    return {printer.doprint(rem.frozen_moment((2,)))}\n",
-             '@inline\ndef Y2_asymptotic(beta, q, p, T, M, col):\n'
+             '@inline\ndef Y2_asymptotic(beta, q, p, T, M, N, CC, col):\n'
              '    """Y2 = max(0, 1 - beta_c/beta) (numeric.moments.ipr2_asymptotic)."""\n'
              "    return ipr2_frozen(parisi_m(beta, q, p))\n"]
     parts += [QUADRATURE_TEMPLATE.format(name=name, phi=printer.doprint(activation_function(name)(x)))

@@ -28,6 +28,7 @@ absolute (tests/numeric/test_columns.py).
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
 import numpy as np
@@ -47,8 +48,8 @@ XI_SHARE = 0.75
 #: and the largest move of a step after which the next would only round (stop there).
 _NEWTON_STEPS = 10
 _NEWTON_DONE = 1e-12
-#: Node rows evaluated per call while building (keeps the look-ups cache-sized).
-_ROWS = 32
+#: Node rows evaluated per call while building (keeps the look-ups cache-sized; the calls run in threads).
+_ROWS = 64
 
 
 def _slope(f, h):
@@ -82,8 +83,11 @@ class ColumnMoments:
         self.per_xi = XI_SHARE * CELLS * (b_hi + self.scale) / b_hi   # CELLS t = per_xi xi + per_gap (1 - p)
         self.per_gap = (1.0 - XI_SHARE) * CELLS / u_hi**2
         self.c = c
-        u = self._u_of_t(np.linspace(0.0, 1.0, CELLS + 1)[:, None], u_hi)
-        value = np.concatenate([self._moments(u[k: k + _ROWS]) for k in range(0, CELLS + 1, _ROWS)])
+        from .diagram import _workers
+        t = np.linspace(0.0, 1.0, CELLS + 1)[:, None]
+        rows = [t[k: k + _ROWS] for k in range(0, CELLS + 1, _ROWS)]
+        with ThreadPoolExecutor(max_workers=_workers(len(rows))) as pool:   # NumPy releases the GIL
+            value = np.concatenate(list(pool.map(lambda t_rows: self._moments(self._u_of_t(t_rows, u_hi)), rows)))
         value = value.reshape(CELLS + 1, -1)          # (nodes, columns x 2): one matrix product per node row
         cells = cubic_cells(value, _slope(value, 1.0 / CELLS), 1.0 / CELLS)   # (CELLS, columns x 2, 4)
         self._cells = np.ascontiguousarray(cells.reshape(-1, 8))   # row cell * columns + column

@@ -200,45 +200,49 @@ def kernel_dir() -> pathlib.Path:
     raise OSError(f"no writable directory for compiled kernels (set {KERNEL_DIR_ENV})")
 
 
-def moment_tables(T, columns=None) -> np.ndarray:
-    """The moment array ``M`` of a kernel (layout: :mod:`numeric._jit`): ``[inf]`` at T = oo; at finite T
-    the 2-D tables of T and, when given, the :class:`numeric.columns.ColumnMoments` of the grid's betas.
-    Built once per (T, columns) and kept (on the columns object, or per T)."""
-    if T is None:
-        return np.array([math.inf])
+def moment_tables(T, columns=None) -> tuple:
+    """The moment tables (M, N, CC) of a kernel (layout: :mod:`numeric._jit`). M: ``[inf]`` at T = oo, else
+    the 2-D tables of T (built once per T, shared by every grid at that T). N, CC: the
+    :class:`numeric.columns.ColumnMoments` of the grid's betas when given (N built once and kept on the
+    columns object; CC the columns' cells as they are, not copied), else no columns."""
+    M = np.array([math.inf]) if T is None else _tables_of(int(T))
     if columns is None:
-        return _tables_of(int(T))
+        return (M,) + _no_columns()
     if getattr(columns, "_fused_tables", None) is None:
-        columns._fused_tables = _build_tables(columns.T, columns)
-    return columns._fused_tables
+        columns._fused_tables = _column_constants(columns)
+    return M, columns._fused_tables, columns._cells
 
 
 @lru_cache(maxsize=8)
 def _tables_of(T: int) -> np.ndarray:
-    return _build_tables(T, None)
-
-
-def _build_tables(T, columns) -> np.ndarray:
     from . import _jit as J
-    from .columns import CELLS
     from .tables import B_PAIR_MAX, FINE_1D, FINE_2D, Y2_table, Yp_table
     y2, yp = Y2_table(T), Yp_table(T)
     header = np.zeros(J.HEADER)
     header[[J.M_T, J.M_LOG_T, J.M_Y2_SCALE, J.M_YP_SCALE, J.M_YP_FACTOR]] = (
         float(T), np.log(T), y2.scale, yp.scale, (1.0 / yp.xi_max) * (FINE_2D[0] - 1))
-    header[[J.M_COL_CELLS, J.M_N1, J.M_NX, J.M_NW, J.M_B_PAIR_MAX]] = (
-        CELLS, FINE_1D - 1, FINE_2D[0] - 1, FINE_2D[1] - 1, B_PAIR_MAX)
-    parts = {J.M_Y2_CELLS: y2._cells, J.M_YP_CELLS: yp._cells}
-    if columns is not None:
-        header[J.M_NCOLS], header[J.M_COL_SCALE] = columns.betas.size, columns.scale
-        parts.update({J.M_BETAS: columns.betas, J.M_C: columns.c, J.M_PER_XI: columns.per_xi,
-                      J.M_PER_GAP: columns.per_gap, J.M_P_LO: columns.p_lo, J.M_CELLS: columns._cells})
-    offset, data = J.HEADER, [header]
-    for slot, table in parts.items():
-        header[slot] = offset
-        data.append(np.ravel(table))
-        offset += table.size
-    return np.concatenate(data)
+    header[[J.M_N1, J.M_NX, J.M_NW, J.M_B_PAIR_MAX]] = (FINE_1D - 1, FINE_2D[0] - 1, FINE_2D[1] - 1, B_PAIR_MAX)
+    header[J.M_Y2_CELLS] = J.HEADER
+    header[J.M_YP_CELLS] = J.HEADER + y2._cells.size
+    return np.concatenate([header, np.ravel(y2._cells), np.ravel(yp._cells)])
+
+
+def _column_constants(columns) -> np.ndarray:
+    """N of a :class:`numeric.columns.ColumnMoments`: its header, then its betas, c, per_xi, per_gap, p_lo."""
+    from . import _jit as J
+    from .columns import CELLS
+    header = np.zeros(J.N_HEADER)
+    header[[J.N_NCOLS, J.N_SCALE, J.N_CELLS]] = columns.betas.size, columns.scale, CELLS
+    vectors = {J.N_BETAS: columns.betas, J.N_C: columns.c, J.N_PER_XI: columns.per_xi,
+               J.N_PER_GAP: columns.per_gap, J.N_P_LO: columns.p_lo}
+    return np.concatenate([header] + [vectors[k] for k in range(J.N_VECTORS)])
+
+
+@lru_cache(maxsize=1)
+def _no_columns() -> tuple:
+    """(N, CC) of a kernel without columns: none (every finite-T point goes to the 2-D tables)."""
+    from . import _jit as J
+    return np.zeros(J.N_HEADER), np.zeros((1, 8))
 
 
 def kernel_names(arch) -> tuple:
@@ -324,7 +328,7 @@ def evaluate(arch, activation, T, values: dict, rho0, depth: int, *, depths=None
     status = np.zeros(n, dtype=np.uint8)
     if n:
         kernel, row, quadrature = kernel_for(arch, activation, T)
-        args = (depth, record, ATTENTION[attention], float(threshold), moment_tables(T, columns),
+        args = (depth, record, ATTENTION[attention], float(threshold), *moment_tables(T, columns),
                 quadrature_rules(quadrature), rho, condensed, status)
         if n * max(depth, 1) <= SERIAL_UPDATES:       # little work: no thread pool to wake
             for start in range(0, n, ROW):

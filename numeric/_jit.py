@@ -29,7 +29,7 @@ The moment tables are three float64 arrays (built by
 2-D tables of one T (a header of :data:`HEADER` slots: T, ln T, scales, sizes
 and the offsets of the tables that follow; built once per T and shared by
 every diagram at that T); ``N``, the per-column constants of a grid's betas
-(:data:`N_HEADER` slots, then the columns' sorted betas, c, per_xi, per_gap
+(:data:`N_HEADER` slots, then the columns' sorted betas, c, per_xi, per_u
 and p_lo, ``N_NCOLS`` values each); ``CC``, the column cells themselves
 (:class:`numeric.columns.ColumnMoments`' array, not copied). Arguments, not a
 tuple of arrays: numba reference-counts an array taken out of a tuple at every
@@ -69,7 +69,7 @@ HEADER = 11
 N_NCOLS, N_SCALE, N_CELLS = 0, 1, 2
 N_HEADER = 3
 #: which vector: N[N_HEADER + k * ncols + col]
-N_BETAS, N_C, N_PER_XI, N_PER_GAP, N_P_LO = 0, 1, 2, 3, 4
+N_BETAS, N_C, N_PER_XI, N_PER_U, N_P_LO = 0, 1, 2, 3, 4
 N_VECTORS = 5
 
 
@@ -228,11 +228,11 @@ def _column(p, col, N, CC, which):
     if gap < 0.0:
         gap = 0.0
     u = math.sqrt(gap)
-    u *= _n(N, N_C, col)
-    u /= u + N[N_SCALE]
-    u *= _n(N, N_PER_XI, col)
-    gap *= _n(N, N_PER_GAP, col)
-    x = u + gap
+    xi = u * _n(N, N_C, col)
+    xi /= xi + N[N_SCALE]
+    xi *= _n(N, N_PER_XI, col)
+    u *= _n(N, N_PER_U, col)
+    x = u + xi
     cells = N[N_CELLS]
     if x > cells:
         x = cells
@@ -337,14 +337,14 @@ def Yp_finite(beta, q, p, T, M, N, CC, col):
 
 
 #: Rows of the per-point column constants of a finite-T kernel's look-up pass (column_setup).
-K_C, K_PER_XI, K_PER_GAP, K_P_LO, K_ROWS = 0, 1, 2, 3, 4
+K_C, K_PER_XI, K_PER_U, K_P_LO, K_ROWS = 0, 1, 2, 3, 4
 
 
 @inline
 def column_setup(C, N, CC, m):
     """What a finite-T row's look-up pass reads, fetched once per row instead of once per point and block:
 
-    - K (K_ROWS, ROW): per point its column's c, per_xi, per_gap and p_lo (p_lo = inf where beta has no
+    - K (K_ROWS, ROW): per point its column's c, per_xi, per_u and p_lo (p_lo = inf where beta has no
       column: never covered; placeholder constants 1 keep the cell index in the table);
     - KB (ROW, uint64): per point its column, the row of CC of its cell 0 (CC's row is cell * columns +
       column; an unsigned index: numba then emits no negative-index wraparound per load);
@@ -358,11 +358,11 @@ def column_setup(C, N, CC, m):
         if col >= 0:
             K[K_C, i] = _n(N, N_C, col)
             K[K_PER_XI, i] = _n(N, N_PER_XI, col)
-            K[K_PER_GAP, i] = _n(N, N_PER_GAP, col)
+            K[K_PER_U, i] = _n(N, N_PER_U, col)
             K[K_P_LO, i] = _n(N, N_P_LO, col)
             KB[i] = np.uint64(col)
         else:
-            K[K_C, i], K[K_PER_XI, i], K[K_PER_GAP, i], K[K_P_LO, i] = 1.0, 1.0, 1.0, math.inf
+            K[K_C, i], K[K_PER_XI, i], K[K_PER_U, i], K[K_P_LO, i] = 1.0, 1.0, 1.0, math.inf
     ncols = int(N[N_NCOLS])
     cells = N[N_CELLS] if ncols > 0 else 0.0
     return K, KB, (N[N_SCALE], cells, np.uint64(max(int(cells) - 1, 0)), np.uint64(ncols))
@@ -378,11 +378,11 @@ def column_cell(q, p, K, KB, i, lk):
     gap = 1.0 - p
     gap = gap if gap > 0.0 else 0.0
     u = math.sqrt(gap)
-    u *= K[K_C, i]
-    u /= u + scale
-    u *= K[K_PER_XI, i]
-    gap *= K[K_PER_GAP, i]
-    x = u + gap
+    xi = u * K[K_C, i]
+    xi /= xi + scale
+    xi *= K[K_PER_XI, i]
+    u *= K[K_PER_U, i]
+    x = u + xi
     x = x if x < cells else cells
     x = x if x >= 0.0 else 0.0                      # NaN -> 0: an index must stay in the table
     j = np.uint64(x)

@@ -6,11 +6,12 @@ are functions of the overlap p alone: b = beta sqrt(ln T (1 - p)) and
 rho = p. :class:`ColumnMoments` tabulates both per column once, as cubic
 Hermite cells (:data:`CELLS` per column) in the coordinate
 
-    t = XI_SHARE xi(b)/xi(b_hi) + (1 - XI_SHARE) (1 - p)/(1 - p_lo),   xi(b) = b/(b + sqrt(2 ln T)).
+    t = XI_SHARE xi(b)/xi(b_hi) + (1 - XI_SHARE) u/u_hi,   xi(b) = b/(b + sqrt(2 ln T)),   u = sqrt(1 - p).
 
 xi is the variable in which :class:`numeric.tables.Y2Table` and
 :class:`~numeric.tables.YpTable` resolve the condensation crossover; the
-1 - p share resolves rho -> 0 on columns of large beta, where xi saturates.
+u share resolves rho -> 0 on columns of large beta, where xi saturates; and
+t(u) has a closed-form inverse (a quadratic in u) for the nodes.
 b_hi is the column's b at p = p_lo, the lowest p it covers: 0, or the p where
 b reaches :data:`~numeric.tables.B_PAIR_MAX`. A depth step then costs one
 8-coefficient gather and two cubic Horner evaluations per point, instead of
@@ -42,12 +43,8 @@ from .tables import B_PAIR_MAX, Y2_table, Yp_table
 CELLS = 256
 #: Columns get tables for c = beta sqrt(ln T) in this range; others fall back (their constants would over/underflow).
 C_RANGE = (1e-6, 1e6)
-#: Share of t that follows xi(b); the rest follows 1 - p, which resolves p -> 0 on columns of large beta.
+#: Share of t that follows xi(b); the rest follows u = sqrt(1 - p), which resolves p -> 0 on columns of large beta.
 XI_SHARE = 0.75
-#: Newton steps inverting t(u) for the nodes, at most (quadratic convergence from t u_hi; checked in the tests),
-#: and the largest move of a step after which the next would only round (stop there).
-_NEWTON_STEPS = 10
-_NEWTON_DONE = 1e-12
 #: Node rows evaluated per call while building (keeps the look-ups cache-sized; the calls run in threads).
 _ROWS = 64
 
@@ -80,8 +77,8 @@ class ColumnMoments:
         b_hi = np.minimum(c, B_PAIR_MAX)
         u_hi = b_hi / c                                           # u = sqrt(1 - p) at the column's lowest p
         self.p_lo = np.where(usable, np.maximum(1.0 - u_hi**2, 0.0), np.inf)
-        self.per_xi = XI_SHARE * CELLS * (b_hi + self.scale) / b_hi   # CELLS t = per_xi xi + per_gap (1 - p)
-        self.per_gap = (1.0 - XI_SHARE) * CELLS / u_hi**2
+        self.per_xi = XI_SHARE * CELLS * (b_hi + self.scale) / b_hi   # CELLS t = per_xi xi + per_u u
+        self.per_u = (1.0 - XI_SHARE) * CELLS / u_hi
         self.c = c
         from .diagram import _workers
         t = np.linspace(0.0, 1.0, CELLS + 1)[:, None]
@@ -94,32 +91,19 @@ class ColumnMoments:
 
     def _t_of_u(self, u):
         """The column coordinate t at u = sqrt(1 - p) (u shape (n, columns))."""
-        return _cells_t(u.copy(), u * u, self.c, self.per_xi, self.per_gap, self.scale) / CELLS
+        return _cells_t(u.copy(), self.c, self.per_xi, self.per_u, self.scale) / CELLS
 
     def _u_of_t(self, t, u_hi):
-        """u with t(u) = t (t increases with u, from 0 at u = 0 to 1 at u_hi): safeguarded Newton steps, until
-        a step moves no u by more than :data:`_NEWTON_DONE` (quadratic convergence: the next would be rounding)
-        or after :data:`_NEWTON_STEPS`."""
+        """u with t(u) = t (t increases with u, from 0 at u = 0 to 1 at u_hi): the positive root of
+        CELLS t (c u + scale) = per_xi c u + per_u u (c u + scale), a quadratic A u^2 + B u - C = 0 with
+        A, C >= 0, in the form without cancellation for either sign of B."""
         c, scale = self.c, self.scale
-        xi_slope = self.per_xi * c * scale                   # CELLS dt/du = xi_slope/(c u + scale)^2 + 2 per_gap u
-        gap_slope = 2.0 * self.per_gap
-        target = t * CELLS
-        u = t * u_hi
-        for _ in range(_NEWTON_STEPS):
-            slope = c * u
-            slope += scale
-            np.square(slope, out=slope)
-            np.divide(xi_slope, slope, out=slope)
-            slope += gap_slope * u
-            step = _cells_t(u.copy(), u * u, c, self.per_xi, self.per_gap, scale)
-            step -= target
-            step /= slope
-            new = np.clip(u - step, 0.0, u_hi)
-            moved = np.max(np.abs(new - u), initial=0.0)
-            u = new
-            if moved <= _NEWTON_DONE:
-                break
-        return u
+        y = t * CELLS
+        a = self.per_u * c
+        b = self.per_xi * c + self.per_u * scale - y * c
+        root = np.sqrt(b * b + 4.0 * a * y * scale)
+        u = np.where(b > 0.0, 2.0 * y * scale / (b + root), (root - b) / (2.0 * a))   # b + root > 0 where b > 0
+        return np.clip(u, 0.0, u_hi)
 
     def _moments(self, u):
         """(Y2, Yp) at u = sqrt(1 - p) of every column (u shape (n, columns)): shape (n, columns, 2)."""
@@ -132,14 +116,14 @@ class ColumnMoments:
         return _Bound(self, np.asarray(beta)).pair()
 
 
-def _cells_t(u, gap, c, per_xi, per_gap, scale):
-    """CELLS t = per_xi xi(c u) + per_gap gap with gap = u^2 = 1 - p: the column coordinate, for the
-    tables' nodes and the look-ups alike. Overwrites u and gap; returns the array that held u."""
-    u *= c                                          # b
-    u /= u + scale                                  # xi
-    u *= per_xi
-    gap *= per_gap
-    u += gap
+def _cells_t(u, c, per_xi, per_u, scale):
+    """CELLS t = per_xi xi(c u) + per_u u at u = sqrt(1 - p): the column coordinate, for the tables' nodes
+    and the look-ups alike (numeric._jit.column_cell, in the same order). Overwrites u; returns it."""
+    xi = u * c                                      # b
+    xi /= xi + scale
+    xi *= per_xi
+    u *= per_u
+    u += xi
     return u
 
 
@@ -170,7 +154,7 @@ class _Bound:
         index = np.where(ok, index, 0)
         self.c = columns.c[index]
         self.per_xi = columns.per_xi[index]
-        self.per_gap = columns.per_gap[index]
+        self.per_u = columns.per_u[index]
         self.column = index
         self.stride = columns.betas.size
         self.p_lo = np.where(ok, columns.p_lo[index], np.inf)
@@ -190,9 +174,10 @@ class _Bound:
 
     def _gather(self, p):
         """The 8 Hermite coefficients (Y2's, then Yp's) of each point's cell, and its local coordinate."""
-        gap = 1.0 - p
-        np.maximum(gap, 0.0, out=gap)
-        x = _cells_t(np.sqrt(gap), gap, self.c, self.per_xi, self.per_gap, self.columns.scale)
+        u = 1.0 - p
+        np.maximum(u, 0.0, out=u)
+        np.sqrt(u, out=u)
+        x = _cells_t(u, self.c, self.per_xi, self.per_u, self.columns.scale)
         np.minimum(x, CELLS, out=x)
         i = x.astype(np.intp)
         np.minimum(i, CELLS - 1, out=i)

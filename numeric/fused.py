@@ -228,13 +228,13 @@ def _tables_of(T: int) -> np.ndarray:
 
 
 def _column_constants(columns) -> np.ndarray:
-    """N of a :class:`numeric.columns.ColumnMoments`: its header, then its betas, c, per_xi, per_gap, p_lo."""
+    """N of a :class:`numeric.columns.ColumnMoments`: its header, then its betas, c, per_xi, per_u, p_lo."""
     from . import _jit as J
     from .columns import CELLS
     header = np.zeros(J.N_HEADER)
     header[[J.N_NCOLS, J.N_SCALE, J.N_CELLS]] = columns.betas.size, columns.scale, CELLS
     vectors = {J.N_BETAS: columns.betas, J.N_C: columns.c, J.N_PER_XI: columns.per_xi,
-               J.N_PER_GAP: columns.per_gap, J.N_P_LO: columns.p_lo}
+               J.N_PER_U: columns.per_u, J.N_P_LO: columns.p_lo}
     return np.concatenate([header] + [vectors[k] for k in range(J.N_VECTORS)])
 
 

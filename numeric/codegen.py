@@ -474,8 +474,10 @@ def _kernel_imports(package: str) -> str:
             f"from {package}._jit import ({names})\n")
 
 
-#: One fused kernel: rows of ROW grid points in parallel; per row, layers outermost and a contiguous
-#: inner loop over the row's points, each point's state (q, p) in registers through one block. The
+#: One fused kernel: rows of ROW grid points in parallel, dealt to the threads round-robin (the rows of one
+#: region of a grid cost alike, those of different regions not: at finite T, how often points change cells);
+#: per row, layers outermost and a contiguous inner loop over the row's points, each point's state (q, p)
+#: in registers through one block. The
 #: inner loop is written without branches so that the compiler vectorises it; at finite T it looks the
 #: moments up in the column tables only (NaN where they do not cover a point), and a second, general
 #: pass redoes the points it could not settle with the full look-up (2-D tables).
@@ -507,21 +509,26 @@ KERNEL_TEMPLATE = '''def {name}__row(_start, _m, _values, _offsets, _lengths, _s
         _status[_start + _i] = _F[_i] >> 1
 
 
-def {name}(_values, _offsets, _lengths, _strides, _n, _depth, _record, _attention, _threshold, _M,
-        {pad}_N, _CC, _G, _rho, _condensed, _status):
+def {name}(_values, _offsets, _lengths, _strides, _n, _threads, _depth, _record, _attention, _threshold,
+        {pad}_M, _N, _CC, _G, _rho, _condensed, _status):
     """Fused {theory} kernel of one block of {label}: rows of ROW grid points in parallel.
 
     Parameter k of grid point j is _values[_offsets[k] + (j // _strides[k]) % _lengths[k]], in the order
     {order}.
     _M, _N, _CC: the moment tables (2-D tables of T, the columns' constants, their cells), _G: Gauss-Hermite
     rules (numeric._jit).
-    Writes rho = p/q and the condensation so far (bit 0) at the depths in _record, and _status[j] = 1
-    where the NumPy path must redo point j (a moment the kernel does not hold, or a state that
-    vanished or overflowed: numeric.profile.iterate raises there).
+    _threads: numba's thread count (numba.get_num_threads(), passed in: called here it would keep numba
+    from caching the kernel). Writes rho = p/q and the condensation so far (bit 0) at the depths in
+    _record, and _status[j] = 1 where the NumPy path must redo point j (a moment the kernel does not hold,
+    or a state that vanished or overflowed: numeric.profile.iterate raises there).
     """
-    for _r in prange((_n + ROW - 1) // ROW):
-        {name}__row(_r * ROW, min(ROW, _n - _r * ROW), _values, _offsets, _lengths, _strides, _depth,
-        {pad}     _record, _attention, _threshold, _M, _N, _CC, _G, _rho, _condensed, _status)
+    _rows = (_n + ROW - 1) // ROW
+    _per = (_rows + _threads - 1) // _threads
+    for _k in prange(_per * _threads):        # a static schedule: thread t runs _k in [t _per, (t + 1) _per)
+        _r = (_k % _per) * _threads + _k // _per          # ... which are rows t, t + _threads, ...
+        if _r < _rows:
+            {name}__row(_r * ROW, min(ROW, _n - _r * ROW), _values, _offsets, _lengths, _strides, _depth,
+            {pad}     _record, _attention, _threshold, _M, _N, _CC, _G, _rho, _condensed, _status)
 '''
 
 #: The fast pass: one inner loop over the row's points, without branches (the compiler vectorises it).

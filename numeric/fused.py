@@ -334,7 +334,8 @@ def evaluate(arch, activation, T, values: dict, rho0, depth: int, *, depths=None
             for start in range(0, n, ROW):
                 row(start, min(ROW, n - start), *packed, *args)
         else:
-            kernel(*packed, n, *args)
+            from numba import get_num_threads
+            kernel(*packed, n, get_num_threads(), *args)
     redo = np.flatnonzero(status)
     if redo.size:
         _redo(arch, activation, T, names, packed, redo, depth, record, attention, threshold, columns, rho, condensed)

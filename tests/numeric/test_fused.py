@@ -110,6 +110,18 @@ def test_finite_T_diagram_with_the_column_tables_equals_the_numpy_path():
     np.testing.assert_allclose(got.critical_alpha, want.critical_alpha, rtol=1e-9)
 
 
+@pytest.mark.parametrize("T", [None, 64])
+def test_the_parallel_kernel_runs_every_row_once(T, monkeypatch):
+    """Rows of the parallel kernel are dealt to the threads round-robin: every row once, the numbers of the NumPy
+    path. SERIAL_UPDATES = 0 sends this small grid to it: 37 x 33 points, four full rows and a partial one."""
+    kw = dict(betas=np.linspace(0.1, 3.0, 37), alphas=np.linspace(0.0, 3.0, 33), T=T, criterion="any")
+    want = numeric.trainability_diagram("pre-ln", 8, backend="numpy", **kw)
+    monkeypatch.setattr(fused, "SERIAL_UPDATES", 0)
+    got = numeric.trainability_diagram("pre-ln", 8, backend="fused", **kw)
+    np.testing.assert_allclose(got.rho, want.rho, rtol=0, atol=TOL)
+    np.testing.assert_array_equal(got.phase, want.phase)
+
+
 def test_points_outside_the_tables_go_to_the_numpy_path():
     """At T = 64, beta = 30 puts the pair moment beyond the 2-D table (b > B_PAIR_MAX): the kernel flags
     those points and the NumPy path computes them (a direct quadrature); the grid still matches."""

@@ -6,9 +6,11 @@ Models are built from their configs at random initialisation (nothing is downloa
 The accuracy checks measure rho (all pairs, and the last quarter of positions) after every layer on 8
 independently initialised models with random token ids and compare its mean with the theory of the config's init
 rule (:func:`verify.adapters_decoders.config_readings`): the models' own weights scatter around that rule, and the
-scatter is part of the measured standard error. Each check has a wrong theory that the same check rejects: GPT-2
-without its position embeddings or without the 1/sqrt(2 L) of its residual projections, LLaMA with the gate's
-factor E[v v'] of the SwiGLU kernel dropped. The issue's size (24 layers, hidden 256, T = 128-256) is run by hand
+scatter is part of the measured standard error. The LLaMA family is checked as LLaMA (MHA and GQA), Mistral (with
+a sliding window of T/4, so that its mask is not the causal one) and Qwen2 (q/k/v biases, zero at init). Each check
+has a wrong theory that the same check rejects: GPT-2 without its position embeddings or without the 1/sqrt(2 L)
+of its residual projections, Mistral read with the full causal mask, LLaMA and Qwen2 with the gate's factor
+E[v v'] of the SwiGLU kernel dropped. The issue's size (24 layers, hidden 256, T = 128-256) is run by hand
 (README, "Decoders"); CI runs 6 layers of hidden 128 at T = 64.
 """
 
@@ -32,15 +34,20 @@ ad = pytest.importorskip("verify.adapters_decoders")
 LAYERS, D, T_, MODELS, BATCH = 6, 128, 64, 8, 2
 #: The issue's accuracy target for rho at a decoder's default init.
 TARGET = 0.03
+#: Mistral's sliding window in the checks: a quarter of T, so that the mask is not the causal one.
+SLIDING_WINDOW = 16
 
 
 def _config(kind, layers=LAYERS, d=D, **extra):
     if kind == "gpt2":
         return transformers.GPT2Config(n_layer=layers, n_embd=d, n_head=4, vocab_size=2048, n_positions=256, **extra)
-    kv = {"llama": 4, "gqa": 2, "mqa": 1}[kind]
-    return transformers.LlamaConfig(num_hidden_layers=layers, hidden_size=d, num_attention_heads=4,
-                                    num_key_value_heads=kv, intermediate_size=2 * d + 32, vocab_size=2048,
-                                    max_position_embeddings=256, **extra)
+    kv = {"llama": 4, "gqa": 2, "mqa": 1, "mistral": 2, "qwen2": 2}[kind]
+    family = {"mistral": transformers.MistralConfig, "qwen2": transformers.Qwen2Config}.get(kind,
+                                                                                          transformers.LlamaConfig)
+    if kind == "mistral":
+        extra = {"sliding_window": SLIDING_WINDOW, **extra}
+    return family(num_hidden_layers=layers, hidden_size=d, num_attention_heads=4, num_key_value_heads=kv,
+                  intermediate_size=2 * d + 32, vocab_size=2048, max_position_embeddings=256, **extra)
 
 
 def _build(config, seed):
@@ -79,7 +86,7 @@ def _rejected(theory, measured, what):
         _agrees(theory, measured, what)
 
 
-@pytest.fixture(scope="module", params=["gpt2", "llama", "gqa"])
+@pytest.fixture(scope="module", params=["gpt2", "llama", "gqa", "mistral", "qwen2"])
 def case(request):
     config = _config(request.param)
     return request.param, config, _measured(config)
@@ -103,6 +110,9 @@ def test_wrong_theories_are_rejected(case):
         _rejected(_theory(config, unscaled)[0], every, "GPT-2 without 1/sqrt(2L)")
         no_positions = ad.config_embedding_overlaps(config, T_) / 2.0
         _rejected(_theory(config, Q0=no_positions)[0], every, "GPT-2 without position embeddings")
+    elif kind == "mistral":
+        causal = [replace(r, mask="causal") for r in readings]
+        _rejected(_theory(config, causal)[0], every, "Mistral read with the full causal mask, not its window")
     else:
         ungated = [replace(r, mlp="plain") for r in readings]
         _rejected(_theory(config, ungated)[1], late, "SwiGLU without the gate's factor")

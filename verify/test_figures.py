@@ -147,3 +147,30 @@ def test_causal_figure_lines_are_the_position_profile_and_dots_agree(device, clo
         assert_agrees(theory[block][::sizes["every"]], y, se, n=sizes["seeds"],
                       allowance=finite_d_allowance(sizes["d"], theory[block][::sizes["every"]]),
                       reason=FINITE_D_REASON, what=f"causal figure dots, block {block}")
+
+
+def test_decoders_figure_lines_dots_and_default_init(close_figures, tmp_path):
+    """Figure decoders (quick): each family's lines are the position-resolved theory of its config's init rule
+    (all pairs, last quarter), the dots (mean +- SE over built models) agree with them within Student-t/Bonferroni
+    tolerances and the finite-width allowance, and the diagram marks the default init where the issue's
+    arithmetic puts it: beta = std^2 d / sqrt(ln T) (std 0.02), alpha_sa = 1."""
+    pytest.importorskip("transformers")
+    from numeric.causal import late
+    from verify import adapters_decoders as ad
+    from verify import figures_decoders as fd
+
+    s = fd.SIZES[True]
+    T = s["T"]
+    fig = fd.figure_decoders(tmp_path / "decoders.png", quick=True)
+    for ax, config in zip(fig.axes[:2], fd.configs(s["layers"], s["d"]).values()):
+        run = ad.decoder_run(ad.config_readings(config), ad.config_embedding_overlaps(config, T), T, index=late(T))
+        lines = [line for line in ax.get_lines() if line.get_label().startswith("theory")]
+        np.testing.assert_allclose(lines[0].get_ydata(), run.rho, rtol=1e-12)
+        np.testing.assert_allclose(lines[1].get_ydata(), run.rho_tokens, rtol=1e-12)
+        for container, theory in zip(ax.containers, (run.rho, run.rho_tokens)):
+            _, y, se = _errorbars(container)
+            assert_agrees(theory, y, se, n=s["models"], allowance=finite_d_allowance(s["d"], theory),
+                          reason=FINITE_D_REASON, skip_first=True, what="decoders figure dots")
+    marker = [line for line in fig.axes[2].get_lines() if line.get_label().startswith("default init")][0]
+    assert marker.get_xdata()[0] == pytest.approx(0.02**2 * s["d"] / math.sqrt(math.log(T)), rel=1e-9)
+    assert marker.get_ydata()[0] == 1.0

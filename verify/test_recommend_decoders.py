@@ -94,6 +94,21 @@ def test_recommend_refuses_bad_input_by_name():
         recommend(config, T_, rho0=0.1)
 
 
+def test_narrow_gpt2_diagram_is_answered_where_its_norms_spread():
+    """A narrow GPT-2 (hidden 128) whose MLP inputs' norms spread by 2-10 % over the positions (its stream
+    shrinks toward LayerNorm's eps at large beta): the diagram is answered (the position-resolved kernels accept
+    up to numeric.safe.NORM_SPREAD), its batched point at the model's own init is the recommendation's single
+    run, and its entropy-collapse column starts at the recommendation's beta limit."""
+    from numeric.diagram import ENTROPY_COLLAPSE
+
+    config = transformers.GPT2Config(n_layer=8, n_embd=128, n_head=4, n_inner=512)
+    r = rd.recommend(config, 64)
+    betas = np.array([r.beta_model, 0.9 * r.beta_limit, 1.1 * r.beta_limit, 4.0])
+    diagram = r.diagram(betas, [0.5, 1.0, 3.0])
+    np.testing.assert_allclose(diagram.rho[1, 0], r.rho_model[-1], rtol=1e-9)
+    assert np.all((diagram.phase == ENTROPY_COLLAPSE) == (betas > r.beta_limit)[None, :])
+
+
 # --- command line -------------------------------------------------------------------------------
 
 SMALL = ["--layers", "3", "--d-model", "64", "--heads", "4", "--d-ff", "128", "--seq-len", "32", "--vocab", "512"]

@@ -73,3 +73,25 @@ def test_vectorised_and_registered():
     assert out.shape == (3, 4)
     np.testing.assert_allclose(out[1, 2], gaussian_kernel("tanh")(1.5, c[1, 2]), rtol=1e-14)
     assert np.all(np.diff(out.ravel()) > 0)  # increasing in the covariance c (Price: dK/dc = E tanh'tanh' > 0)
+
+
+@pytest.mark.parametrize("name", ["gelu_new", "silu", "tanh"])
+def test_large_calls_are_served_from_tiled_tables_equal_to_the_rule(name, monkeypatch):
+    """A call of > BAND_POINTS points whose variances span several tiles (a batch of position-resolved points with
+    differently shrunk streams) is served from the tiles' tables: the rule integrates only the tables' nodes and
+    the probes, not the call's points; and the result equals the rule integrating every point."""
+    from numeric import quadrature
+
+    rng = np.random.default_rng(3)
+    q = rng.uniform(0.04, 0.07, 6000)                      # ~6 tiles of 10 %
+    c = q * rng.uniform(-1.0, 1.0, q.size)
+    integrated, rule = [], quadrature._kernel_chunk
+    monkeypatch.setattr(quadrature, "_kernel_chunk", lambda phi, z, w, q, c: integrated.append(q.size) or
+                        rule(phi, z, w, q, c))
+    quadrature._band_table.cache_clear()
+    served = gaussian_kernel(name)(q, c)
+    tiles = np.unique(np.floor(np.log(q) / quadrature.BAND_LOG_WIDTH)).size
+    assert sum(integrated) == tiles * np.prod(quadrature.BAND_NODES) + quadrature.BAND_CHECKS
+    monkeypatch.undo()
+    direct = gaussian_kernel(name, nodes=nodes_for(q.max()))(q, c)        # a fixed rule skips the tables
+    np.testing.assert_allclose(served, direct, rtol=0, atol=1e-10)

@@ -499,13 +499,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_plugins(sub)
 
-    from .figures import names as figure_names
+    from .figures import describe as describe_figures, names as figure_names
     p = sub.add_parser("figure", help="reproduce a figure of the paper: " + ", ".join(figure_names()))
-    p.add_argument("which", help="figure: 1c (trainability diagram), 1d (60-layer BERT at its own init, theory vs "
-                                 "measurement; needs torch and transformers), 2 (profiles), 3 (IPR vs beta, Monte "
-                                 "Carlo; needs torch), 4 (query gradient vs beta, autograd; needs torch), "
-                                 "6 (tanh fixed point), clusters (gain-post-LN at beta = 2.5: the (q, p) theory, the "
-                                 "overlap-matrix theory and torch; needs torch)")
+    p.add_argument("which", help="figure: " + describe_figures())
     p.add_argument("--out", metavar="PNG", help="image path (default: figure-<which>.png)")
     p.add_argument("--quick", action="store_true", help="small sizes (for tests)")
     p.add_argument("--measure", action="store_true", help="add Monte Carlo measurements (needs torch)")

@@ -99,6 +99,28 @@ GROUP = "sigprop.figures"
 MEASURED = "-measured"
 
 
+#: One line per figure for ``sigprop figure --help`` (a figure registered elsewhere without a line is listed by name).
+DESCRIPTIONS = {
+    "1c": "trainability diagram",
+    "1d": "60-layer BERT at its own init, theory vs measurement; needs torch and transformers",
+    "1e": "training runs initialised in each phase (CPU scale; the paper's sizes with --device cuda); needs torch",
+    "2": "profiles",
+    "3": "IPR vs beta, Monte Carlo; needs torch",
+    "4": "query gradient vs beta, autograd; needs torch",
+    "5": "training: vanilla vs gain-controlled post-LN (CPU scale; the paper's sizes with --device cuda); needs torch",
+    "6": "tanh fixed point",
+    "causal": "rho by position in a causal pre-LN stack, theory vs torch; needs torch",
+    "clusters": "gain-post-LN at beta = 2.5: the (q, p) theory, the overlap-matrix theory and torch; needs torch",
+    "decoders": "GPT-2 and LLaMA configs at their default init, and a LLaMA trainability diagram; needs transformers",
+    "width": "finite-width attention at long context: where the O(1/d) terms move rho; needs torch",
+}
+
+
+def describe() -> str:
+    """The figures by name with their one-line descriptions (the help of ``sigprop figure``)."""
+    return "; ".join(f"{name} ({DESCRIPTIONS[name]})" if name in DESCRIPTIONS else name for name in names())
+
+
 def registry() -> dict:
     """Figure name -> a callable(path, quick=...) or an entry point that loads one (loaded on use)."""
     from importlib.metadata import entry_points

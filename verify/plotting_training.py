@@ -66,7 +66,9 @@ def plot_measured_diagram(diagram, path=None):
     _boundaries(right, theory)
     for ax in (left, right):
         if log_beta:
+            from matplotlib.ticker import NullFormatter
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())          # labels on decades only: no overlapping text
         ax.set_xlabel(r"query/key scale $\beta$")
         ax.set_ylabel(r"self-attention residual strength $\alpha_{SA}$")
     c = diagram.base

@@ -97,7 +97,20 @@ def test_corpus_is_split_by_file_and_baselines_are_ordered():
     assert 0.05 < len(held) / len(files) < 0.15
     text = corpus.stdlib_corpus()
     assert text.heldout.size > 100_000 and text.train.size > 5 * text.heldout.size
-    assert text.bigram_nats() < text.unigram_nats() < np.log(256)
+    assert text.trigram_nats() < text.bigram_nats() < text.unigram_nats() < np.log(256)
+
+
+def test_trigram_loss_is_the_add_one_smoothed_count_of_each_held_out_triple():
+    """Corpus.trigram_nats against a plain Counter over the triples of a small text (contexts seen and unseen)."""
+    import collections
+
+    train = np.frombuffer(b"abracadabra, abracadabra! cadabra", dtype=np.uint8)
+    held = np.frombuffer(b"abrac zab dabra", dtype=np.uint8)
+    triples = collections.Counter(zip(train[:-2], train[1:-1], train[2:]))
+    pairs = collections.Counter(zip(train[:-2], train[1:-1]))
+    expected = -np.mean([np.log((triples[(a, b, y)] + 1) / (pairs[(a, b)] + 256))
+                         for a, b, y in zip(held[:-2], held[1:-1], held[2:])])
+    assert corpus.Corpus(train, held, "test").trigram_nats() == pytest.approx(expected, rel=1e-12)
 
 
 def test_masking_follows_berts_rule():
@@ -338,6 +351,31 @@ def _fake_run(phase: int, final: float) -> training.TrainResult:
     prediction = training.Prediction(phase, np.array([0.05, 0.5]), 0.5, 0.05, 1.0, 0.1)
     return training.TrainResult(TINY, prediction, [(0, 0.0, float("nan"), 5.5), (4, 0.0, 3.1, final)], 3.2, 3.0,
                                 2.6, [1.0], [0.1])
+
+
+def test_a_decoder_grid_is_set_against_the_decoder_diagram_of_its_runs():
+    """train-diagram of LLaMA (GQA) configs: the theory drawn under the grid is the position-resolved diagram of the
+    model built from the grid's config (layers read at alpha_sa = 1, every head set to beta), and at the grid's own
+    points it gives what each run predicted for its own model (built at that beta and rescaled by apply_init):
+    rho after the last layer to 1e-4 and the same phase. A theory that applied the skip strength to the already
+    rescaled model (alpha_sa twice) fails the rho check."""
+    from verify import adapters_decoders as ad
+    from verify import recommend_decoders as rd
+    from verify import train_diagram
+
+    base = dataclasses.replace(DECODERS["llama"], steps=2, eval_every=1, eval_sequences=8, batch=4)
+    betas, alphas = [0.3, 4.0], [0.75, 1.5]
+    diagram, _ = train_diagram.measure(base, betas, alphas, scheduler="in-process")
+    assert diagram.theory.arch == "llama decoder" and diagram.theory.T == base.seq_len
+    assert diagram.neighbour == "trigram" and 0.1 < diagram.context_free_loss - diagram.cutoff < 0.25
+    model = training.build_model(base)
+    at_grid = rd.diagram(model.unit, model.Q0, base.seq_len, betas=betas, alphas=alphas, eps=base.eps,
+                         ipr_threshold=base.ipr_threshold)
+    predicted = diagram._cells(lambda r: r.prediction.rho[-1])[..., 0]
+    np.testing.assert_allclose(at_grid.rho, predicted, rtol=0, atol=1e-4)
+    assert np.array_equal(at_grid.phase, diagram.phase) and set(diagram.phase[:, 1]) == {2}
+    twice = ad.decoder_run(model.unit, model.Q0, base.seq_len, alpha_sa=np.array(alphas) ** 2, beta=betas[0])
+    assert np.max(np.abs(twice.rho[-1] - predicted[:, 0])) > 0.05
 
 
 def test_a_cell_counts_as_trained_when_its_seed_mean_closes_the_threshold_of_the_gap():

@@ -25,6 +25,19 @@ standard errors of the held-out estimate (~2,500 masked bytes, per-byte loss
 spread ~2 nats), and every run is scored on the same bytes, so differences
 between runs are tighter still. A cell counts as trained when the mean over
 its seeds is.
+
+**Decoders** (``--arch gpt2|llama``, or a spec with the causal mask): next-byte
+prediction. A model that reads no context beyond its own input byte is the
+bigram model (its input is the previous byte), so the no-context level is the
+bigram loss on the predicted pairs, and one more neighbour is the byte before
+it: the trigram loss (:meth:`verify.corpus.Corpus.trigram_nats`; 1.84 nats on
+the standard library against the bigram's 2.45), so that
+
+    trained  <=>  final_heldout_loss <= no_context - threshold (no_context - trigram),
+
+2.30 nats by default: a quarter of what the second byte of context is worth.
+The theory drawn under a GPT-2 or LLaMA grid is the decoder's own
+position-resolved diagram (:func:`theory_for`).
 """
 
 from __future__ import annotations
@@ -38,7 +51,7 @@ import numpy as np
 import numeric
 from numeric import validation as check
 
-from .train_config import THRESHOLD
+from .train_config import DECODER_ARCHS, THRESHOLD
 from .training import PHASES, TrainConfig, run_many
 
 
@@ -104,9 +117,25 @@ class MeasuredDiagram:
         return float(np.mean([r.bigram_loss for r in self.results]))
 
     @property
+    def neighbour(self) -> str:
+        """What one more neighbour of context is, beyond what the no-context model sees: the previous byte
+        (``bigram``) for masked-language modelling, the byte before the input (``trigram``) for next-byte
+        prediction, whose input already is the previous byte."""
+        return "trigram" if self.base.objective == "next-token" else "bigram"
+
+    @property
+    def neighbour_loss(self) -> float:
+        """The loss of the :attr:`neighbour` model on the held-out text (:meth:`verify.corpus.Corpus.trigram_nats`
+        for next-byte prediction, the runs' bigram loss otherwise)."""
+        if self.neighbour == "trigram":
+            from .training import load_text
+            return load_text(self.base).trigram_nats()
+        return self.bigram_loss
+
+    @property
     def cutoff(self) -> float:
         """The loss a cell must reach to count as trained (module docstring)."""
-        return self.context_free_loss - self.threshold * (self.context_free_loss - self.bigram_loss)
+        return self.context_free_loss - self.threshold * (self.context_free_loss - self.neighbour_loss)
 
     @property
     def trained(self) -> np.ndarray:
@@ -123,15 +152,17 @@ class MeasuredDiagram:
         return {"cells": int(phase.size), "agree": int(agree.sum()), "fraction": float(agree.mean()),
                 "counts": counts, "cutoff": self.cutoff, "threshold": self.threshold,
                 "unigram_loss": self.unigram_loss, "context_free_loss": self.context_free_loss,
-                "bigram_loss": self.bigram_loss}
+                "bigram_loss": self.bigram_loss, "neighbour": self.neighbour, "neighbour_loss": self.neighbour_loss}
 
     def table(self) -> str:
         """The agreement table and one line per cell (predicted phase, loss mean and spread, trained)."""
         a = self.agreement()
-        gap = a["context_free_loss"] - a["bigram_loss"]
-        lines = [f"# losses in nats per masked byte: unigram {a['unigram_loss']:.4f}, no context "
-                 f"{a['context_free_loss']:.4f}, bigram {a['bigram_loss']:.4f}",
-                 f"# trained: seed-mean final held-out loss <= no context - {self.threshold:g} (no context - bigram) "
+        n = a["neighbour"]
+        gap = a["context_free_loss"] - a["neighbour_loss"]
+        extra = f", trigram {a['neighbour_loss']:.4f}" if n == "trigram" else ""
+        lines = [f"# losses in nats per predicted byte: unigram {a['unigram_loss']:.4f}, no context "
+                 f"{a['context_free_loss']:.4f}, bigram {a['bigram_loss']:.4f}{extra}",
+                 f"# trained: seed-mean final held-out loss <= no context - {self.threshold:g} (no context - {n}) "
                  f"= {a['context_free_loss']:.4f} - {self.threshold:g} x {gap:.4f} = {a['cutoff']:.4f}",
                  f"{'predicted':>18}  {'trained':>8}  {'not trained':>11}"]
         for p, name in PHASES.items():
@@ -171,11 +202,27 @@ class MeasuredDiagram:
         return plot_measured_diagram(self, path)
 
 
+#: Grid points per axis of the theory drawn under a decoder's measured diagram: the position-resolved theory runs
+#: every point as one batch of T x T overlap matrices, so its grid is coarser than a spec's.
+DECODER_THEORY_POINTS = 24
+
+
 def theory_for(base: TrainConfig, betas, alphas, rho0: float, points: int = 96):
-    """The theory's diagram on a fine grid spanning ``betas`` x ``alphas`` (log-spaced beta when it spans a decade)."""
+    """The theory's diagram on a fine grid spanning ``betas`` x ``alphas`` (log-spaced beta when it spans a decade).
+
+    A spec: :func:`numeric.trainability_diagram` at T = seq_len from the runs' mean input ``rho0``. A decoder
+    (``gpt2``, ``llama``): :func:`verify.recommend_decoders.diagram` of the model built from ``base`` (its seed),
+    its layers read at alpha_sa = 1 and every head set to each beta, the embedding overlaps its own (``rho0`` is
+    not used), on :data:`DECODER_THEORY_POINTS` per axis with alpha_sa from half the grid's smallest (the
+    position-resolved theory does not reach alpha_sa -> 0, where a narrow model's stream shrinks to its norms'
+    eps)."""
     lo, hi = float(np.min(betas)), float(np.max(betas))
+    decoder = base.arch in DECODER_ARCHS
+    points = DECODER_THEORY_POINTS if decoder else points
     fine_betas = np.geomspace(lo / 1.5, hi * 1.5, points) if hi / lo > 10 else np.linspace(lo * 0.8, hi * 1.2, points)
     top = float(np.max(alphas)) * 1.2 + 0.1
+    if decoder:
+        return _decoder_theory(base, fine_betas, np.linspace(float(np.min(alphas)) / 2, top, points))
     fine_alphas = np.linspace(0.0, top, points)
     return numeric.trainability_diagram(base.arch, base.depth, betas=fine_betas, alphas=fine_alphas, eps=base.eps,
                                         T=base.seq_len, rho0=rho0, activation=base.activation,
@@ -184,17 +231,27 @@ def theory_for(base: TrainConfig, betas, alphas, rho0: float, points: int = 96):
                                         sigma_b2=base.sigma_b2)
 
 
+def _decoder_theory(base: TrainConfig, betas, alphas):
+    from . import recommend_decoders, training_decoders
+
+    model = training_decoders.build_model(base)
+    return recommend_decoders.diagram(model.unit, model.Q0, base.seq_len, betas=betas, alphas=alphas, eps=base.eps,
+                                      ipr_threshold=base.ipr_threshold, name=f"{base.arch} decoder")
+
+
 def measure(base: TrainConfig, betas, alphas, *, seeds: int = 1, threshold: float = THRESHOLD, **run_options):
     """Train the grid (:func:`grid_configs`) with :func:`verify.training.run_many` and return
     (:class:`MeasuredDiagram`, :class:`verify.training.Runs`); ``run_options`` go to run_many
     (scheduler, workers, csv_path, resume, threads, progress). Runs that fail (an error, a worker that died
     again and again) raise ValueError naming them once the others have finished; the finished runs stay in
     the CSV, and running again retries only the failed ones."""
-    if isinstance(base.arch, str) and base.arch not in check.ARCHITECTURES:
-        raise ValueError(f"train-diagram needs a spec (one of {check.ARCHITECTURES}): a real encoder's "
-                         f"(beta, alpha_sa) diagram is its own, see sigprop recommend --plot; got {base.arch!r}")
+    if isinstance(base.arch, str) and base.arch not in check.ARCHITECTURES + DECODER_ARCHS:
+        raise ValueError(f"train-diagram needs a spec (one of {check.ARCHITECTURES}) or a decoder "
+                         f"({', '.join(DECODER_ARCHS)}): a real encoder's (beta, alpha_sa) diagram is its own, see "
+                         f"sigprop recommend --plot; got {base.arch!r}")
     check.interval("threshold", threshold, 0.0, 1.0, closed=False)
     configs = grid_configs(base, betas, alphas, seeds)
+    theory = theory_for(base, betas, alphas, float("nan")) if base.arch in DECODER_ARCHS else None
     runs = run_many(configs, **run_options)
     if runs.failed:
         failed = "; ".join(f"beta={configs[k].beta:g}, alpha_sa={configs[k].alpha_sa:g}, seed={configs[k].seed}: {err}"
@@ -203,7 +260,8 @@ def measure(base: TrainConfig, betas, alphas, *, seeds: int = 1, threshold: floa
                          "in the CSV: run again to retry the failed ones")
     diagram = MeasuredDiagram(base, np.asarray(betas, float), np.asarray(alphas, float), seeds, runs.results,
                               float(threshold))
-    results = runs.results
-    rho0 = float(np.nanmean([r.prediction.rho0 for r in results]))
-    diagram.theory = theory_for(base, diagram.betas, diagram.alphas, rho0)
+    if theory is None:
+        rho0 = float(np.nanmean([r.prediction.rho0 for r in runs.results]))
+        theory = theory_for(base, diagram.betas, diagram.alphas, rho0)
+    diagram.theory = theory
     return diagram, runs

@@ -174,3 +174,20 @@ def test_causal_profile_with_groups_follows_every_position(capsys):
     grouped = json.loads(run(capsys, *argv, "--groups", "24")[1])
     np.testing.assert_allclose(grouped["rho"], full["rho"], atol=2e-3)
     assert full["rho"][-1] - full["rho"][0] > 0.3
+
+
+def test_figure_help_describes_every_registered_figure(capsys):
+    """``sigprop figure --help`` lists each figure the registry knows (numeric's and the entry points') with
+    its description: a figure registered without a line in numeric.figures.DESCRIPTIONS fails here."""
+    import re
+
+    import pytest
+
+    from numeric import cli, figures
+
+    assert set(figures.names()) <= set(figures.DESCRIPTIONS)
+    with pytest.raises(SystemExit):
+        cli.main(["figure", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for name in figures.names():
+        assert re.search(rf"\b{re.escape(name)} \(", text), name

@@ -66,8 +66,7 @@ def width(d, d_head):
         return None, None
     d = check.count("d", d)
     d_head = d if d_head is None else check.count("d_head", d_head)
-    if d % d_head:
-        raise ValueError(f"d_head={d_head} must divide d={d} (heads of d_head features each)")
+    check.divides("d_head", d_head, "d", d, " (heads of d_head features each)")
     return d, d_head
 
 

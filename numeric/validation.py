@@ -64,6 +64,12 @@ def count(name: str, value, minimum: int = 1) -> int:
     return int(value)
 
 
+def divides(part_name: str, part: int, whole_name: str, whole: int, why: str = "") -> None:
+    """``part`` divides ``whole`` (heads the width, key/value heads the heads), else a ValueError naming both."""
+    if whole % part:
+        raise ValueError(f"{part_name} = {part} must divide {whole_name} = {whole}{why}")
+
+
 def _integral(value) -> bool:
     return isinstance(value, numbers.Integral) or (math.isfinite(value) and float(value).is_integer())
 

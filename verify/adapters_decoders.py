@@ -180,18 +180,16 @@ def check_config(config) -> None:
     explicit head_dim), kv heads that do not divide the heads, RoPE other than the default, cross-attention."""
     name = type(config).__name__
     if name == "GPT2Config":
-        if config.n_embd % config.n_head:
-            raise ValueError(f"n_head = {config.n_head} must divide n_embd = {config.n_embd} (GPT2Config)")
+        check.divides("n_head", config.n_head, "n_embd", config.n_embd, " (GPT2Config)")
         if config.add_cross_attention:
             raise ValueError("add_cross_attention: a decoder with cross-attention is not modelled")
         return
     hidden, heads = config.hidden_size, config.num_attention_heads
     head_dim = getattr(config, "head_dim", None)
-    if (head_dim is None or head_dim == hidden // heads) and hidden % heads:
-        raise ValueError(f"num_attention_heads = {heads} must divide hidden_size = {hidden} ({name})")
+    if head_dim is None or head_dim == hidden // heads:
+        check.divides("num_attention_heads", heads, "hidden_size", hidden, f" ({name})")
     kv = getattr(config, "num_key_value_heads", None) or heads
-    if heads % kv:
-        raise ValueError(f"num_key_value_heads = {kv} must divide num_attention_heads = {heads} ({name})")
+    check.divides("num_key_value_heads", kv, "num_attention_heads", heads, f" ({name})")
     rope = getattr(config, "rope_parameters", None) or {}
     if rope.get("rope_type", "default") != "default":
         raise ValueError(f"rope_parameters rope_type = {rope.get('rope_type')!r}: only 'default' RoPE is modelled")

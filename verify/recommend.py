@@ -71,8 +71,7 @@ class EncoderConfig:
         validation.count("d_model", self.d_model)
         validation.count("nhead", self.nhead)
         validation.count("dim_feedforward", self.dim_feedforward)
-        if self.d_model % self.nhead:
-            raise ValueError(f"nhead = {self.nhead} must divide d_model = {self.d_model}")
+        validation.divides("nhead", self.nhead, "d_model", self.d_model)
         if self.activation not in self.ACTIVATIONS:
             raise ValueError(f"activation must be one of {self.ACTIVATIONS} (the stock layer's names the adapters "
                              f"read), got {self.activation!r}")

@@ -118,8 +118,7 @@ def decoder_config(args):
                          "pre-norm with their own activation, and start from their own embeddings")
     if not (values["init_std"] > 0 and math.isfinite(values["init_std"])):
         raise ValueError(f"--init-std must be a finite number > 0, got {values['init_std']!r}")
-    if values["d_model"] % values["heads"]:
-        raise ValueError(f"--heads ({values['heads']}) must divide --d-model ({values['d_model']})")
+    check.divides("--heads", values["heads"], "--d-model", values["d_model"])
     extra = {} if args.vocab is None else {"vocab_size": check.count("--vocab", args.vocab)}
     if args.model == "gpt2":
         if args.kv_heads is not None or args.rope_theta is not None:
@@ -131,8 +130,7 @@ def decoder_config(args):
                           n_positions=max(1024, args.seq_len), **extra)
     kv = values["kv_heads"] or values["heads"]
     check.count("--kv-heads", kv)
-    if values["heads"] % kv:
-        raise ValueError(f"--kv-heads ({kv}) must divide --heads ({values['heads']})")
+    check.divides("--kv-heads", kv, "--heads", values["heads"])
     if not (values["rope_theta"] > 1 and math.isfinite(values["rope_theta"])):
         raise ValueError(f"--rope-theta must be a finite number > 1, got {values['rope_theta']!r}")
     from transformers import LlamaConfig

@@ -108,8 +108,7 @@ class TrainConfig:
         for name in ("depth", "d_model", "heads", "batch", "steps", "eval_every", "eval_sequences"):
             check.count(name, getattr(self, name))
         check.sequence_length(self.seq_len, name="seq_len", infinite=False)
-        if self.d_model % self.heads:
-            raise ValueError(f"heads = {self.heads} must divide d_model = {self.d_model}")
+        check.divides("heads", self.heads, "d_model", self.d_model)
         check.activation(self.activation)
         self._check_init()
         for name in ("lr", "adam_eps"):
@@ -190,9 +189,8 @@ class TrainConfig:
                 raise ValueError(f"kv_heads applies to llama (GPT-2 has one key/value head per head), got "
                                  f"arch={self.arch!r}")
             check.count("kv_heads", self.kv_heads)
-            if self.heads % self.kv_heads:
-                raise ValueError(f"kv_heads = {self.kv_heads} must divide heads = {self.heads} (each key/value head "
-                                 "serves a group of heads): use a divisor of heads")
+            check.divides("kv_heads", self.kv_heads, "heads", self.heads,
+                          " (each key/value head serves a group of heads): use a divisor of heads")
         if self.init_std is not None:
             check.positive("init_std", self.init_std)
         positions = DECODER_DEFAULT_POSITIONS[self.arch] if self.max_positions is None else \

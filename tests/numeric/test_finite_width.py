@@ -59,7 +59,7 @@ def test_infinite_width_is_the_finite_T_theory(beta, q, p, T):
     (dict(d=64.5), "d must be an integer >= 1"),
     (dict(d=True), "d must be an integer >= 1"),
     (dict(d=64, d_head=0), "d_head must be an integer >= 1"),
-    (dict(d=64, d_head=24), "d_head=24 must divide d=64"),
+    (dict(d=64, d_head=24), "d_head = 24 must divide d = 64"),
     (dict(d_head=32), "needs a finite width d"),
     (dict(d=64, T=None), "finite width needs a finite T"),
     (dict(d=64, T=1), "T must be"),
@@ -228,7 +228,7 @@ def test_diagram_with_width_is_its_profiles_and_boundary():
 
 
 @pytest.mark.parametrize("kwargs,match", [(dict(d=64, T=None), "needs a finite T"),
-                                          (dict(d=64, d_head=48, T=64), "d_head=48 must divide d=64"),
+                                          (dict(d=64, d_head=48, T=64), "d_head = 48 must divide d = 64"),
                                           (dict(d_head=16, T=64), "needs a finite width d"),
                                           (dict(d=64, T=64, mask="causal"), "unmasked stacks")])
 def test_profile_bad_width_is_a_value_error(kwargs, match):

@@ -111,13 +111,15 @@ class TheoryRun:
     attention: list
 
 
-def head_moments(T: int, ratios, weights):
+def head_moments(T: int, ratios, weights, width=None):
     """(Y2, Yp) of a layer whose heads have beta_h = ratio_h beta: the w-weighted head averages (exact).
 
     The attention map is sigma_v2 (p + (q - p) sum_h w_h M_h) (verify.adapters_read), so
-    the compiled block is handed these averages as its moment functions.
+    the compiled block is handed these averages as its moment functions. ``width`` (d, d_head): the
+    finite-width effective moments of each head (:func:`numeric.maps.moment_functions`; heads see independent
+    query directions, so each head's moments are those of width d with d_head features).
     """
-    Y2, Yp = moment_functions(T)
+    Y2, Yp = moment_functions(T, width)
     ratios, weights = np.asarray(ratios, float), np.asarray(weights, float)
     if np.all(ratios == 1.0):
         return Y2, Yp
@@ -128,13 +130,15 @@ def head_moments(T: int, ratios, weights):
     return average(Y2), average(Yp)
 
 
-def theory_run(readings, T: int, *, rho0=0.0, q0=1.0, alpha_sa=1.0, beta=None) -> TheoryRun:
+def theory_run(readings, T: int, *, rho0=0.0, q0=1.0, alpha_sa=1.0, beta=None, finite_width=False) -> TheoryRun:
     """Iterate the finite-T theory through ``readings`` layer by layer (each with its own values).
 
     ``alpha_sa``: the theory's skip strength of every attention residual (the
     read model has 1); ``beta``: if given, every head of every layer is set to
     it (what :func:`apply_init` does), else each head's own beta_h. Both may be
-    arrays (broadcast): the profile then has shape (L+1, *broadcast).
+    arrays (broadcast): the profile then has shape (L+1, *broadcast). ``finite_width``: each layer's attention
+    at its own width d and head size d / heads (issue 19's effective moments, :mod:`numeric.finite_width`)
+    instead of infinite width.
     """
     T = check.sequence_length(T, name="seq_len", infinite=False)
     shape = np.broadcast_shapes(np.shape(alpha_sa), np.shape(beta), np.shape(rho0), np.shape(q0))
@@ -143,7 +147,8 @@ def theory_run(readings, T: int, *, rho0=0.0, q0=1.0, alpha_sa=1.0, beta=None) -
     qs, ps, attention = [q], [p], []
     with np.errstate(all="ignore"):
         for reading in readings:
-            q, p, q_att, p_att, betas = _layer(reading, T, q, p, alpha_sa, beta)
+            width = (reading.d, reading.d // reading.heads) if finite_width else None
+            q, p, q_att, p_att, betas = _layer(reading, T, q, p, alpha_sa, beta, width)
             if not (np.all(np.isfinite(q)) and np.all(np.isfinite(p))):
                 raise ValueError(f"{reading.name}: the theory's overlaps are not finite (q = {q!r}, p = {p!r})")
             if not np.all(q > 0):
@@ -156,17 +161,17 @@ def theory_run(readings, T: int, *, rho0=0.0, q0=1.0, alpha_sa=1.0, beta=None) -
     return TheoryRun(p / q, q, p, attention)
 
 
-def _layer(reading: LayerReading, T: int, q, p, alpha_sa, beta):
+def _layer(reading: LayerReading, T: int, q, p, alpha_sa, beta, width=None):
     """One compiled block with this layer's values; returns (q, p, q_att, p_att, per-head betas)."""
     heads_beta = reading.beta(T)
     if beta is None:
         ref = float(heads_beta.mean())   # 0 only when every head is 0 (zero query/key rows): uniform attention
         ratios = heads_beta / ref if ref > 0 else np.ones_like(heads_beta)
-        moments = head_moments(T, ratios, reading.value_weights)
+        moments = head_moments(T, ratios, reading.value_weights, width)
         betas = [b for b in heads_beta]
     else:
         ref = beta
-        moments = moment_functions(T)
+        moments = moment_functions(T, width)
         betas = [beta]
     values = dict(reading.values(), beta=ref, alpha_sa=alpha_sa, alpha_mlp=1.0)
     block = block_function(spec_of(reading), T=T)
@@ -177,7 +182,7 @@ def _layer(reading: LayerReading, T: int, q, p, alpha_sa, beta):
 
 
 def predict_cosine_profile(layers, seq_len: int, *, rho0: float = 0.0, q0: float = 1.0, mask=None,
-                           tokens=None) -> np.ndarray:
+                           tokens=None, finite_width: bool = False) -> np.ndarray:
     """Theory: rho before the first layer and after each of the L layers, shape (L+1,).
 
     Reads ``layers`` (module docstring) and runs the exact finite-T theory at
@@ -187,8 +192,13 @@ def predict_cosine_profile(layers, seq_len: int, *, rho0: float = 0.0, q0: float
     the mask the stack runs with (a decoder built from encoder layers); the
     theory is then position-resolved (:mod:`numeric.causal`). ``tokens`` (None,
     "late" = the last quarter of positions, a slice or an index array): q and p
-    over those positions only (an unmasked stack's tokens are exchangeable).
+    over those positions only (an unmasked stack's tokens are exchangeable). ``finite_width``: the theory at
+    each layer's own width and head size (issue 19; unmasked encoders: the position-resolved theory of masked
+    stacks and decoders is at infinite width, and refuses it by name).
     """
+    if finite_width and (mask is not None or adapters_decoders.is_decoder(layers)):
+        raise ValueError("finite_width: the position-resolved theory (a mask, a decoder) is at infinite width; "
+                         "finite_width=True applies to unmasked encoders")
     if adapters_decoders.is_decoder(layers):
         _decoder_defaults(mask=mask, rho0=rho0, q0=q0)
         return adapters_decoders.predict(layers, seq_len, tokens=tokens)
@@ -197,7 +207,7 @@ def predict_cosine_profile(layers, seq_len: int, *, rho0: float = 0.0, q0: float
     mask, index = masks.parse(mask), _positions(tokens, T)
     if mask is not None:
         return causal_run(read(layers), T, mask, rho0=rho0, q0=q0, index=index)
-    return theory_run(read(layers), T, rho0=rho0, q0=q0).rho
+    return theory_run(read(layers), T, rho0=rho0, q0=q0, finite_width=finite_width).rho
 
 
 def _decoder_defaults(*, mask=None, rho0=0.0, q0=1.0) -> None:

@@ -183,7 +183,8 @@ def _source_digest() -> str:
     """A digest of the code the base tables come from, so a changed derivation never reads a stale table."""
     here = pathlib.Path(__file__).parent
     text = "".join((here / name).read_text() for name in ("two_rows.py", "_generated_width.py", "width_tables.py",
-                                                         "laplace.py", "smoothing.py", "tables.py"))
+                                                         "laplace.py", "smoothing.py", "tables.py", "finite_width.py",
+                                                         "width_law.py"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -256,6 +257,13 @@ class WidthY2Table(Y2Table):
     def at_b(self, b):
         return _lookup_1d(self._cells, b, self.scale)
 
+    @classmethod
+    def from_cells(cls, T: int, d: int, d_head: int, kind: str, cells: np.ndarray) -> "WidthY2Table":
+        """The table of (T, d, d_head, kind) from its cells (:func:`width_tables`' disk cache)."""
+        table = cls.__new__(cls)
+        table.T, table.d, table.d_head, table.kind, table.scale, table._cells = T, d, d_head, kind, z_star(T), cells
+        return table
+
 
 class WidthYpTable:
     """Yp_eff(b, rho) at one (T, d, d_head) in :class:`numeric.tables.YpTable`'s layout; b beyond
@@ -277,6 +285,14 @@ class WidthYpTable:
         fw, fxw = cheb_resample(fw0, fine_x)
         cells = bicubic_cells(f, fx, fw, fxw, 1.0 / (FINE_2D[0] - 1), 1.0 / (FINE_2D[1] - 1))
         self._cells = np.ascontiguousarray(cells.reshape(-1, 16))
+
+    @classmethod
+    def from_cells(cls, T: int, d: int, d_head: int, cells: np.ndarray) -> "WidthYpTable":
+        """The table of (T, d, d_head) from its cells (:func:`width_tables`' disk cache)."""
+        table = cls.__new__(cls)
+        table.T, table.d, table.d_head, table.scale = T, d, d_head, z_star(T)
+        table.xi_max, table._cells = B_PAIR_MAX / (B_PAIR_MAX + table.scale), cells
+        return table
 
     def at(self, b, rho):
         b, rho = np.broadcast_arrays(np.asarray(b, dtype=float), np.asarray(rho, dtype=float))
@@ -315,5 +331,18 @@ def _direct(b: float, rho: float, T: int, d: int, d_head: int) -> float:
 
 @lru_cache(maxsize=32)
 def width_tables(T: int, d: int, d_head: int):
-    """(Y2_eff table, Yp_eff table, finite-width IPR table) of (T, d, d_head), built once per session."""
-    return WidthY2Table(T, d, d_head), WidthYpTable(T, d, d_head), WidthY2Table(T, d, d_head, "ipr")
+    """(Y2_eff table, Yp_eff table, finite-width IPR table) of (T, d, d_head): from the disk cache when there
+    (:func:`cache_dir`, as the per-T base tables), else built (about 2 s of CPU) and saved."""
+    folder = cache_dir()
+    path = None if folder is None else folder / f"width-T{T}-d{d}-h{d_head}-v{VERSION}-{_source_digest()}.npz"
+    if path is not None and path.exists():
+        data = np.load(path)
+        return (WidthY2Table.from_cells(T, d, d_head, "effective", data["y2"]),
+                WidthYpTable.from_cells(T, d, d_head, data["yp"]),
+                WidthY2Table.from_cells(T, d, d_head, "ipr", data["ipr"]))
+    tables = WidthY2Table(T, d, d_head), WidthYpTable(T, d, d_head), WidthY2Table(T, d, d_head, "ipr")
+    if path is not None:
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, y2=tables[0]._cells, yp=tables[1]._cells, ipr=tables[2]._cells)
+        os.replace(tmp, path)
+    return tables

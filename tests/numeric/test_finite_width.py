@@ -234,3 +234,34 @@ def test_diagram_with_width_is_its_profiles_and_boundary():
 def test_profile_bad_width_is_a_value_error(kwargs, match):
     with pytest.raises(ValueError, match=match):
         numeric.cosine_profile("pre-ln", 3, beta=1.0, **kwargs)
+
+
+def test_width_tables_are_read_back_from_the_disk_cache(tmp_path, monkeypatch):
+    """width_tables(T, d, d_head) saved on its first call in a fresh cache is read back by a later session
+    (lru caches cleared, building refused): the same Y2_eff, Yp_eff and IPR at points inside and between the
+    nodes, and the look-up beyond the table (b > B_PAIR_MAX) still computed directly."""
+    from numeric import width_tables as wt
+    from numeric.tables import B_PAIR_MAX
+
+    monkeypatch.setenv(wt.CACHE_ENV, str(tmp_path))
+    for cached in (wt.width_tables, wt.row_base, wt.pair_base):
+        cached.cache_clear()
+    T, d, d_head = 64, 32, 16
+    built = wt.width_tables(T, d, d_head)
+    assert len(list(tmp_path.glob(f"width-T{T}-d{d}-h{d_head}-*.npz"))) == 1
+    wt.width_tables.cache_clear()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("built again: the disk cache was not read")
+
+    monkeypatch.setattr(wt.WidthY2Table, "__init__", refuse)
+    monkeypatch.setattr(wt.WidthYpTable, "__init__", refuse)
+    loaded = wt.width_tables(T, d, d_head)
+    b = np.array([0.1, 0.77, 1.9, 3.3])
+    rho = np.array([0.0, 0.35, 0.8, 0.99])
+    for one, other in ((built[0], loaded[0]), (built[2], loaded[2])):
+        np.testing.assert_array_equal(one.at_b(b), other.at_b(b))
+    np.testing.assert_array_equal(built[1].at(b, rho), loaded[1].at(b, rho))
+    beyond = np.array([B_PAIR_MAX * 1.5])
+    np.testing.assert_array_equal(built[1].at(beyond, [0.5]), loaded[1].at(beyond, [0.5]))
+    wt.width_tables.cache_clear()

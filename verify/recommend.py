@@ -37,7 +37,7 @@ from torch import nn
 
 from numeric import solve
 from numeric import validation
-from numeric.maps import moment_functions
+from numeric.maps import ipr_function, moment_functions
 
 from . import adapters
 from .adapters_read import LayerReading, read
@@ -135,11 +135,23 @@ def default_rho0(model_or_config, seq_len: int, seed: int = 0) -> float:
 
 # --- the two limits ---------------------------------------------------------------------
 
-def entropy_limit(readings, T: int, *, rho0: float, q0: float = 1.0, ipr_threshold: float = 0.5) -> float:
+def width_of(readings, finite_width: bool):
+    """(d, d_head) of the read layers for the finite-width theory (issue 19), None at infinite width."""
+    return (readings[0].d, readings[0].d // readings[0].heads) if finite_width else None
+
+
+def ipr_of(T: int, width):
+    """E sum_s A_ts^2 as a function of (beta, q, p, T): finite T, at finite width where ``width`` is given
+    (:func:`numeric.maps.ipr_function`)."""
+    return moment_functions(T)[0] if width is None else ipr_function(T, width)
+
+
+def entropy_limit(readings, T: int, *, rho0: float, q0: float = 1.0, ipr_threshold: float = 0.5,
+                  finite_width: bool = False) -> float:
     """The beta at which the first attention layer's finite-T IPR reaches ``ipr_threshold``."""
-    run = adapters.theory_run(readings[:1], T, rho0=rho0, q0=q0)
+    run = adapters.theory_run(readings[:1], T, rho0=rho0, q0=q0, finite_width=finite_width)
     q_att, p_att, _ = run.attention[0]
-    Y2 = moment_functions(T)[0]
+    Y2 = ipr_of(T, width_of(readings, finite_width))
 
     def excess(log_beta):
         return Y2(np.exp(log_beta), float(q_att), float(p_att), T) - ipr_threshold
@@ -154,26 +166,29 @@ def entropy_limit(readings, T: int, *, rho0: float, q0: float = 1.0, ipr_thresho
     return math.exp(log_beta)
 
 
-def final_rho(readings, T: int, alpha_sa, beta, *, rho0: float, q0: float = 1.0):
+def final_rho(readings, T: int, alpha_sa, beta, *, rho0: float, q0: float = 1.0, finite_width: bool = False):
     """rho after the last layer with skip strength ``alpha_sa`` and every head at ``beta`` (broadcasts)."""
-    return adapters.theory_run(readings, T, rho0=rho0, q0=q0, alpha_sa=alpha_sa, beta=beta).rho[-1]
+    return adapters.theory_run(readings, T, rho0=rho0, q0=q0, alpha_sa=alpha_sa, beta=beta,
+                               finite_width=finite_width).rho[-1]
 
 
-def critical_alpha(readings, T: int, beta: float, *, eps: float = 0.01, rho0: float, q0: float = 1.0) -> float:
+def critical_alpha(readings, T: int, beta: float, *, eps: float = 0.01, rho0: float, q0: float = 1.0,
+                   finite_width: bool = False) -> float:
     """Smallest alpha_sa with rho_L <= 1 - eps for this stack (0 if any works, inf if none up to ALPHA_MAX).
 
     rho_L decreases with alpha_sa (a stronger skip keeps more of the input), so the root finder of
     :func:`numeric.critical_alpha`, :func:`numeric.solve.smallest_alpha`, finds it.
     """
     def gap(alpha):
-        return final_rho(readings, T, alpha, beta, rho0=rho0, q0=q0) - (1.0 - eps)
+        return final_rho(readings, T, alpha, beta, rho0=rho0, q0=q0, finite_width=finite_width) - (1.0 - eps)
 
     return solve.smallest_alpha(gap, (), rtol=1e-8, alpha_max=ALPHA_MAX)
 
 
-def max_ipr(run, T: int) -> float:
-    """The largest finite-T IPR over all heads of all attention layers of a theory run."""
-    Y2 = moment_functions(T)[0]
+def max_ipr(run, T: int, width=None) -> float:
+    """The largest finite-T IPR over all heads of all attention layers of a theory run (at ``width``, (d, d_head),
+    where given)."""
+    Y2 = ipr_of(T, width)
     return max(float(np.max(Y2(b, q, p, T))) for q, p, betas in run.attention for b in betas)
 
 
@@ -234,6 +249,7 @@ class Recommendation(Answer):
     ipr_model: float
     ipr_recommended: float
     readings: list = field(repr=False, default_factory=list)
+    finite_width: bool = False
 
     def apply(self, model):
         """Rescale ``model`` in place (:func:`verify.adapters.apply_init`); return it."""
@@ -246,15 +262,19 @@ class Recommendation(Answer):
         values, spec = pooled_values(self.readings), adapters.spec_of(self.readings[0])
         betas = np.linspace(0.05, 3.0, 64) if betas is None else betas
         alphas = np.linspace(0.0, max(4.0, 2 * self.alpha_sa), 64) if alphas is None else alphas
+        width = width_of(self.readings, self.finite_width)
         return numeric.trainability_diagram(spec, self.depth, betas=betas, alphas=alphas, eps=self.eps,
                                             T=self.seq_len, rho0=self.rho0, criterion="any",
-                                            ipr_threshold=self.ipr_threshold, alpha_mlp=1.0, **values)
+                                            ipr_threshold=self.ipr_threshold, alpha_mlp=1.0,
+                                            **({} if width is None else {"d": width[0], "d_head": width[1]}),
+                                            **values)
 
     def __str__(self) -> str:
         L, T = self.depth, self.seq_len
         r = self.readings[0]
         head = (f"# {r.kind} encoder, {self.arch}, {r.activation}, {L} layers, d_model {r.d}, {r.heads} heads, "
-                f"d_ff {r.d_ff}, T = {T}, rho0 = {self.rho0:.3g}")
+                f"d_ff {r.d_ff}, T = {T}, rho0 = {self.rho0:.3g}"
+                + (f", finite width (d = {r.d}, d_head = {r.d // r.heads})" if self.finite_width else ""))
         lines = [head,
                  f"as initialised:  beta = {self.beta_model:.4g}, alpha_sa = 1 -> rho after {L} layers "
                  f"{self.rho_model[-1]:.4f}, largest IPR {self.ipr_model:.3g}",
@@ -303,16 +323,20 @@ def plot_marked(result, diagram, path=None):
 
 
 def recommend(model_or_config, seq_len: int, *, margin: float = 0.25, eps: float = 0.01, rho0: float | None = None,
-              q0: float = 1.0, ipr_threshold: float = 0.5, seed: int = 0) -> Recommendation:
+              q0: float = 1.0, ipr_threshold: float = 0.5, seed: int = 0, finite_width: bool = False) -> Recommendation:
     """beta and alpha_sa that put ``model_or_config`` in the trainable region at T = ``seq_len`` (module docstring).
 
     ``model_or_config``: a model the adapters read, an :class:`EncoderConfig` (or
     its dict), or a transformers ``BertConfig``; a Hugging Face decoder or its config (GPT-2, the LLaMA family)
     is answered by :func:`verify.recommend_decoders.recommend`. ``rho0``: the inputs' cosine
     similarity (default: :func:`default_rho0`). ``seed``: the draw of the layer
-    built from a config.
+    built from a config. ``finite_width``: every limit and profile at the model's own width and head size
+    (issue 19's effective moments and finite-width IPR; encoders only).
     """
     if _is_decoder(model_or_config):
+        if finite_width:
+            raise ValueError("finite_width: the position-resolved theory of decoders is at infinite width; "
+                             "finite_width=True applies to encoders")
         if rho0 is not None or q0 != 1.0:
             raise ValueError("rho0 / q0: a decoder starts from its own embedding statistics; do not pass them")
         from . import recommend_decoders
@@ -333,21 +357,24 @@ def recommend(model_or_config, seq_len: int, *, margin: float = 0.25, eps: float
     readings = readings_of(model_or_config, seed)
     rho0 = default_rho0(model_or_config, T, seed) if rho0 is None else float(rho0)
     beta_model = float(np.mean([r.beta(T).mean() for r in readings]))
-    beta_limit = entropy_limit(readings, T, rho0=rho0, q0=q0, ipr_threshold=ipr_threshold)
+    fw = dict(finite_width=bool(finite_width))
+    width = width_of(readings, finite_width)
+    beta_limit = entropy_limit(readings, T, rho0=rho0, q0=q0, ipr_threshold=ipr_threshold, **fw)
     beta = min(beta_model, beta_limit / (1.0 + margin))
-    alpha_c = critical_alpha(readings, T, beta, eps=eps, rho0=rho0, q0=q0)
+    alpha_c = critical_alpha(readings, T, beta, eps=eps, rho0=rho0, q0=q0, **fw)
     if not math.isfinite(alpha_c):
         raise ValueError(f"no alpha_sa up to {ALPHA_MAX:g} keeps rho after {len(readings)} layers below 1 - {eps:g}: "
                          "the MLP residuals alone collapse the tokens at this depth")
     alpha = max(1.0, (1.0 + margin) * alpha_c)
-    as_is = adapters.theory_run(readings, T, rho0=rho0, q0=q0)
-    after = adapters.theory_run(readings, T, rho0=rho0, q0=q0, alpha_sa=alpha, beta=beta)
+    as_is = adapters.theory_run(readings, T, rho0=rho0, q0=q0, **fw)
+    after = adapters.theory_run(readings, T, rho0=rho0, q0=q0, alpha_sa=alpha, beta=beta, **fw)
     return Recommendation(beta=beta, alpha_sa=alpha, seq_len=T, margin=float(margin), eps=float(eps),
                           ipr_threshold=float(ipr_threshold), depth=len(readings),
                           arch="pre-ln" if readings[0].norm_first else "post-ln", rho0=rho0,
                           beta_model=beta_model, beta_limit=beta_limit, alpha_critical=alpha_c,
-                          rho_model=as_is.rho, rho_recommended=after.rho, ipr_model=max_ipr(as_is, T),
-                          ipr_recommended=max_ipr(after, T), readings=[r.without_handles() for r in readings])
+                          rho_model=as_is.rho, rho_recommended=after.rho, ipr_model=max_ipr(as_is, T, width),
+                          ipr_recommended=max_ipr(after, T, width), readings=[r.without_handles() for r in readings],
+                          finite_width=bool(finite_width))
 
 
 # --- check: measure before and after -------------------------------------------------------
@@ -414,5 +441,5 @@ def check(config, seq_len: int, *, batch: int = 2, seed: int = 0, **options) -> 
     before = adapters.measure_cosine_profile(model, x)
     result.apply(model)
     after = adapters.measure_cosine_profile(model, x)
-    theory_after = adapters.predict_cosine_profile(model, seq_len, rho0=result.rho0)
+    theory_after = adapters.predict_cosine_profile(model, seq_len, rho0=result.rho0, finite_width=result.finite_width)
     return Check(result, result.rho_model, before, theory_after, after)

@@ -59,6 +59,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--rho0", type=float, default=None,
                         help="input cosine similarity (default: 0 torch; BERT's embeddings at random token ids)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the model's initialisation and inputs")
+    parser.add_argument("--finite-width", dest="finite_width", action="store_true",
+                        help="torch/bert: the theory at the model's own width and head size (the finite-width "
+                             "attention moments, issue 19) instead of infinite width")
     parser.add_argument("--check", action="store_true",
                         help="build the whole model, measure its profile, apply the recommendation, measure again")
     parser.add_argument("--batch", type=int, default=2, help="sequences per measurement with --check (default: 2)")
@@ -145,8 +148,11 @@ def run(args) -> None:
     from . import recommend as rec
 
     config = config_of(args)
-    options = dict(margin=args.margin, eps=args.eps, rho0=args.rho0, seed=args.seed)
+    options = dict(margin=args.margin, eps=args.eps, rho0=args.rho0, seed=args.seed, finite_width=args.finite_width)
     if args.model in ("gpt2", "llama"):
+        if args.finite_width:
+            raise ValueError("--finite-width applies to --model torch or bert: the decoders' position-resolved "
+                             "theory is at infinite width")
         options = dict(margin=args.margin, eps=args.eps)
         if args.check:
             options["seed"] = args.seed

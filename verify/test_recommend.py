@@ -102,6 +102,29 @@ def test_recommend_agrees_with_numeric_critical_alpha_and_diagram():
     assert diagram.phase[:, 0].tolist() == [1, 0]
 
 
+def test_finite_width_recommendation_is_numerics_finite_width_theory(capsys):
+    """recommend(finite_width=True) for pre-LN layers of width 64 with 2 heads at T = 1024: its critical alpha_sa
+    is numeric.critical_alpha(d=64, d_head=32) of the pooled spec, its entropy limit is where the finite-width IPR
+    (numeric.maps.ipr_function) of the first attention layer's input reaches 0.5, and both differ from the
+    infinite-width answer (the limit by > 2 %); a decoder is refused by name."""
+    from numeric.maps import ipr_function
+
+    config = EncoderConfig(num_layers=6, d_model=64, nhead=2, dim_feedforward=256, norm_first=True)
+    finite, infinite = recommend(config, 1024, finite_width=True), recommend(config, 1024)
+    spec = adapters.spec_of(finite.readings[0])
+    expected = numeric.critical_alpha(spec, 6, beta=finite.beta, T=1024, alpha_mlp=1.0, d=64, d_head=32,
+                                      **pooled_values(finite.readings))
+    assert finite.alpha_critical == pytest.approx(expected, rel=1e-4)
+    q_att, p_att, _ = adapters.theory_run(finite.readings[:1], 1024, finite_width=True).attention[0]
+    assert ipr_function(1024, (64, 32))(finite.beta_limit, float(q_att), float(p_att), 1024) == pytest.approx(0.5,
+                                                                                                          rel=1e-5)
+    assert finite.beta_limit > 1.02 * infinite.beta_limit
+    assert finite.finite_width and "finite width (d = 64, d_head = 32)" in str(finite)
+    from numeric.cli import main as sigprop
+    assert sigprop(["recommend", "--model", "llama", "--finite-width"]) == 2
+    assert "--finite-width applies to --model torch or bert" in capsys.readouterr().err
+
+
 def test_config_and_built_model_give_the_same_recommendation():
     from_config = recommend(STOCK, 64)
     from_model = recommend(STOCK.build(seed=3), 64)

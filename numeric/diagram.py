@@ -154,7 +154,8 @@ def trainability_diagram(arch, depth, *, betas, alphas, eps=0.01, T=None, rho0=0
     ``backend``: "fused" (compiled kernels, :mod:`numeric.fused`), "numpy" (the reference path) or
     "auto"/None (``$SIGPROP_BACKEND``, else fused where numba is installed).
     ``d``, ``d_head``: finite width (issue 19; :func:`numeric.cosine_profile`): the block maps with the
-    finite-width effective moments, entropy collapse on the finite-width IPR; the NumPy path.
+    finite-width effective moments, entropy collapse on the finite-width IPR; the fused kernels read the effective
+    moments' tables as they read the infinite-width ones (criterion "any": the NumPy path).
     """
     from .profile import _masked, finite_width
     width = finite_width(d, d_head, T, mask)
@@ -170,11 +171,11 @@ def trainability_diagram(arch, depth, *, betas, alphas, eps=0.01, T=None, rho0=0
     shape = (alphas.size, betas.size)
     asymptotic = T is None or (isinstance(T, (int, float)) and math.isinf(T))
     backend = fused.for_work(backend, alphas.size * betas.size * check.depth(depth), asymptotic)
-    if width is None and backend == "fused":  # grid axes as axes: no per-point parameter arrays
+    if backend == "fused":  # grid axes as axes: no per-point parameter arrays
         _, _, values, depth, T, rho0 = prepare(arch, depth, beta=betas[None, :], T=T, rho0=rho0, activation=activation,
                                                params={**params, "alpha_sa": alphas_used[:, None]}, numpy_map=False)
-        out = fused.evaluate(arch, activation, T, values, rho0, depth, columns=_columns(T, betas),
-                             attention="all" if criterion == "any" else "first", threshold=ipr_threshold)
+        out = fused.evaluate(arch, activation, T, values, rho0, depth, columns=None if width else _columns(T, betas),
+                             attention="all" if criterion == "any" else "first", threshold=ipr_threshold, width=width)
         rho, condensed = out.rho[-1], out.condensed[-1]
         if progress is not None:
             progress(rho.size)

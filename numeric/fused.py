@@ -200,11 +200,14 @@ def kernel_dir() -> pathlib.Path:
     raise OSError(f"no writable directory for compiled kernels (set {KERNEL_DIR_ENV})")
 
 
-def moment_tables(T, columns=None) -> tuple:
+def moment_tables(T, columns=None, width=None) -> tuple:
     """The moment tables (M, N, CC) of a kernel (layout: :mod:`numeric._jit`). M: ``[inf]`` at T = oo, else
-    the 2-D tables of T (built once per T, shared by every grid at that T). N, CC: the
+    the 2-D tables of T (built once per T, shared by every grid at that T); at finite ``width`` (d, d_head) the
+    effective moments' tables of (T, d, d_head) (:mod:`numeric.width_tables`, the same layout). N, CC: the
     :class:`numeric.columns.ColumnMoments` of the grid's betas when given (N built once and kept on the
     columns object; CC the columns' cells as they are, not copied), else no columns."""
+    if width is not None:
+        return (_width_tables_of(int(T), *width),) + _no_columns()
     M = np.array([math.inf]) if T is None else _tables_of(int(T))
     if columns is None:
         return (M,) + _no_columns()
@@ -215,9 +218,21 @@ def moment_tables(T, columns=None) -> tuple:
 
 @lru_cache(maxsize=8)
 def _tables_of(T: int) -> np.ndarray:
+    from .tables import Y2_table, Yp_table
+    return _packed(T, Y2_table(T), Yp_table(T))
+
+
+@lru_cache(maxsize=8)
+def _width_tables_of(T: int, d: int, d_head: int) -> np.ndarray:
+    from .width_tables import width_tables
+    y2, yp, _ = width_tables(T, d, d_head)
+    return _packed(T, y2, yp)
+
+
+def _packed(T: int, y2, yp) -> np.ndarray:
+    """M of the kernels: the header, then the cells of a Y2 and a Yp table (either width's)."""
     from . import _jit as J
-    from .tables import B_PAIR_MAX, FINE_1D, FINE_2D, Y2_table, Yp_table
-    y2, yp = Y2_table(T), Yp_table(T)
+    from .tables import B_PAIR_MAX, FINE_1D, FINE_2D
     header = np.zeros(J.HEADER)
     header[[J.M_T, J.M_LOG_T, J.M_Y2_SCALE, J.M_YP_SCALE, J.M_YP_FACTOR]] = (
         float(T), np.log(T), y2.scale, yp.scale, (1.0 / yp.xi_max) * (FINE_2D[0] - 1))
@@ -303,7 +318,7 @@ class Evaluation:
 
 
 def evaluate(arch, activation, T, values: dict, rho0, depth: int, *, depths=None, attention="none",
-             threshold=0.5, columns=None) -> Evaluation:
+             threshold=0.5, columns=None, width=None) -> Evaluation:
     """Iterate ``depth`` blocks from q0 = 1, p0 = rho0 over the broadcast grid of ``values``.
 
     ``arch``, ``values`` (every kernel parameter by name), ``depth``, ``T`` and ``rho0`` as
@@ -311,13 +326,21 @@ def evaluate(arch, activation, T, values: dict, rho0, depth: int, *, depths=None
     (default: the last). ``attention``: which blocks' attention inputs count for entropy collapse
     ("none", "first", "all"); at finite T a layer condenses when Y2 > ``threshold``, at T = oo when
     beta > beta_c. ``columns``: the :class:`numeric.columns.ColumnMoments` the NumPy path would bind
-    (None: the 2-D tables only), so that both paths look up the same table.
+    (None: the 2-D tables only), so that both paths look up the same table. ``width``: (d, d_head) at finite T:
+    the kernels read the effective moments' tables (issue 19); entropy collapse reads the finite-width IPR,
+    computed on the NumPy path from the first attention layer's input (``attention="all"``: every point on the
+    NumPy path).
     """
     from . import validation as check
     arch = check.architecture(arch)
-    if not supports(arch):
+    if not supports(arch) or (width is not None and attention == "all"):
         return evaluate_numpy(arch, activation, T, values, rho0, depth, depths=depths, attention=attention,
-                              threshold=threshold, columns=columns)
+                              threshold=threshold, columns=columns, width=width)
+    if width is not None and attention == "first":
+        out = evaluate(arch, activation, T, values, rho0, depth, depths=depths, width=width)
+        first = evaluate_numpy(arch, activation, T, values, rho0, 1, attention="first", threshold=threshold,
+                               width=width).condensed[-1]
+        return Evaluation(out.depths, out.rho, np.broadcast_to(first, out.rho.shape).copy())
     names = kernel_names(arch)
     record = np.array([depth] if depths is None else depths, dtype=np.int64)
     shape = np.broadcast_shapes(np.shape(rho0), *(np.shape(values[k]) for k in names[:-1]))
@@ -328,7 +351,7 @@ def evaluate(arch, activation, T, values: dict, rho0, depth: int, *, depths=None
     status = np.zeros(n, dtype=np.uint8)
     if n:
         kernel, row, quadrature = kernel_for(arch, activation, T)
-        args = (depth, record, ATTENTION[attention], float(threshold), *moment_tables(T, columns),
+        args = (depth, record, ATTENTION[attention], float(threshold), *moment_tables(T, columns, width),
                 quadrature_rules(quadrature), rho, condensed, status)
         if n * max(depth, 1) <= SERIAL_UPDATES:       # little work: no thread pool to wake
             for start in range(0, n, ROW):
@@ -338,12 +361,13 @@ def evaluate(arch, activation, T, values: dict, rho0, depth: int, *, depths=None
             kernel(*packed, n, get_num_threads(), *args)
     redo = np.flatnonzero(status)
     if redo.size:
-        _redo(arch, activation, T, names, packed, redo, depth, record, attention, threshold, columns, rho, condensed)
+        _redo(arch, activation, T, names, packed, redo, depth, record, attention, threshold, columns, rho, condensed,
+              width)
     return Evaluation(record, rho.reshape((record.size,) + shape), condensed.reshape((record.size,) + shape) != 0)
 
 
 def evaluate_numpy(arch, activation, T, values: dict, rho0, depth: int, *, depths=None, attention="none",
-                   threshold=0.5, columns=None) -> Evaluation:
+                   threshold=0.5, columns=None, width=None) -> Evaluation:
     """:func:`evaluate` on the NumPy reference path (every point through :func:`numeric.profile.iterate`)."""
     from . import validation as check
     arch = check.architecture(arch)
@@ -356,19 +380,22 @@ def evaluate_numpy(arch, activation, T, values: dict, rho0, depth: int, *, depth
     condensed = np.zeros((record.size, n), dtype=np.uint8)
     if n:
         _redo(arch, activation, T, names, packed, np.arange(n), depth, record, attention, threshold, columns, rho,
-              condensed)
+              condensed, width)
     return Evaluation(record, rho.reshape((record.size,) + shape), condensed.reshape((record.size,) + shape) != 0)
 
 
-def _redo(arch, activation, T, names, packed, index, depth, record, attention, threshold, columns, rho, condensed):
-    """The NumPy path on the points ``index`` the kernel flagged (raises where it raises)."""
-    from .maps import block_function, moment_functions
+def _redo(arch, activation, T, names, packed, index, depth, record, attention, threshold, columns, rho, condensed,
+          width=None):
+    """The NumPy path on the points ``index`` the kernel flagged (raises where it raises); ``width`` as
+    :func:`evaluate`'s (the effective moments, and the finite-width IPR for entropy collapse)."""
+    from .maps import block_function, ipr_function, moment_functions
     from .moments import parisi_m
     from .profile import iterate
 
     sub = {k: _at(packed, i, index) for i, k in enumerate(names[:-1])}
     rho0 = _at(packed, len(names) - 1, index)
-    moments = moment_functions(T) if columns is None else columns.bind(sub["beta"])
+    moments = moment_functions(T, width) if columns is None else columns.bind(sub["beta"])
+    ipr = moments[0] if width is None else ipr_function(T, width)
     run = iterate(block_function(arch, activation, T), moments, sub, depth, T, rho0, record=True,
                   attention=attention)
     flag = np.zeros(index.size, dtype=bool)
@@ -377,7 +404,7 @@ def _redo(arch, activation, T, names, packed, index, depth, record, attention, t
         if T is None:
             flag |= parisi_m(sub["beta"], q_att, p_att) < 1.0
         else:
-            flag |= moments[0](sub["beta"], q_att, p_att, T) > threshold
+            flag |= ipr(sub["beta"], q_att, p_att, T) > threshold
         so_far.append(flag.copy())
     for slot, d in enumerate(record):
         rho[slot, index] = run.rho[d]

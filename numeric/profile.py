@@ -54,8 +54,8 @@ def prepare(arch, depth, *, beta, T, rho0, activation, params, numpy_map=True, w
 def finite_width(d, d_head, T, mask=None):
     """(d, d_head) checked for a finite-width profile or diagram, or None (``d=None``: infinite width).
 
-    Finite width needs a finite T and an unmasked stack; it runs on the NumPy path (the fused kernels read
-    the infinite-width tables), with the effective moments of :func:`numeric.maps.moment_functions`.
+    Finite width needs a finite T and an unmasked stack; the effective moments of
+    :func:`numeric.maps.moment_functions` (the NumPy path) and their tables (the fused kernels).
     """
     if d is None and d_head is None:
         return None
@@ -240,7 +240,7 @@ def critical_alpha(arch, depth, *, beta, eps=0.01, T=None, rho0=0.0, activation=
     eps = check.interval("eps", eps, 0.0, 1.0, closed=False)
     if "alpha_sa" in params:
         raise ValueError("critical_alpha solves for alpha_sa: do not pass it")
-    compiled = width is None and fused.backend(backend) == "fused"
+    compiled = fused.backend(backend) == "fused"
     block, moments, values, depth, T, rho0 = prepare(arch, depth, beta=beta, T=T, rho0=rho0, activation=activation,
                                                       params=params, numpy_map=not compiled, width=width)
     columns = None
@@ -254,7 +254,7 @@ def critical_alpha(arch, depth, *, beta, eps=0.01, T=None, rho0=0.0, activation=
     def gap(alpha, target, rho0_, *arrays):
         chunk = {**dict(zip(names, arrays)), "alpha_sa": alpha}
         if compiled:                                   # the fused kernel, looking up the same tables
-            return fused.evaluate(arch, activation, T, chunk, rho0_, depth, columns=columns).rho[0] - target
+            return fused.evaluate(arch, activation, T, chunk, rho0_, depth, columns=columns, width=width).rho[0] - target
         bound = moments if columns is None else columns.bind(chunk["beta"])
         return final_rho(block, bound, chunk, depth, T, rho0_) - target
 

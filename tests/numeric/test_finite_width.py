@@ -227,6 +227,24 @@ def test_diagram_with_width_is_its_profiles_and_boundary():
     assert np.max(np.abs(diagram.rho - infinite.rho)) > 1e-4
 
 
+@pytest.mark.parametrize("arch", ["post-ln", "pre-ln", "gain-post-ln"])
+def test_fused_finite_width_diagram_is_the_numpy_one(arch):
+    """The fused kernels on the effective moments' tables (the finite-width diagram's default path) give the NumPy
+    path's rho to 1e-10, its phases (entropy collapse on the finite-width IPR, first attention layer) and its
+    boundary, over a grid reaching deep into the condensed phase (beta up to 5: pair moments beyond the tables,
+    recomputed on the NumPy path); with criterion "any" (every layer's IPR) too."""
+    T, d, d_head, depth = 128, 64, 32, 6
+    betas, alphas = np.array([0.3, 1.0, 1.6, 2.5, 5.0]), np.array([0.1, 0.5, 1.0, 3.0])
+    for criterion in ("first", "any"):
+        runs = {backend: numeric.trainability_diagram(arch, depth, betas=betas, alphas=alphas, T=T, d=d,
+                                                      d_head=d_head, backend=backend, criterion=criterion)
+                for backend in ("fused", "numpy")}
+        np.testing.assert_allclose(runs["fused"].rho, runs["numpy"].rho, rtol=0, atol=1e-10)
+        assert np.array_equal(runs["fused"].phase, runs["numpy"].phase)
+        np.testing.assert_allclose(runs["fused"].critical_alpha, runs["numpy"].critical_alpha, rtol=1e-5)
+    assert 2 in runs["numpy"].phase and (arch != "post-ln" or set(np.unique(runs["numpy"].phase)) == {0, 1, 2})
+
+
 @pytest.mark.parametrize("kwargs,match", [(dict(d=64, T=None), "needs a finite T"),
                                           (dict(d=64, d_head=48, T=64), "d_head = 48 must divide d = 64"),
                                           (dict(d_head=16, T=64), "needs a finite width d"),

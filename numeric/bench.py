@@ -301,6 +301,57 @@ def causal(profile_T=1024, profile_depth=60, diagram_T=256, diagram_depth=60, gr
     return out
 
 
+def width(arch="pre-ln", depth=30, grid=128, T=512, d=256, d_head=64, repeats=3) -> dict:
+    """A finite-width diagram (issue 19's target: <= 1.5 x the infinite-width one) against the infinite-width
+    diagram at the same finite T, both with their critical-alpha boundary, on the fused kernels, timed
+    alternately (best of ``repeats`` each, after an untimed round). Apart: building the width tables in an
+    empty cache (the per-T base, then the per-(T, d, d_head) tables) and reading the latter back from disk, as
+    a later process does."""
+
+    from . import width_tables as wt
+    from .columns import clear_cache
+    from .diagram import trainability_diagram
+
+    out = {"width_arch": arch, "width_depth": depth, "width_grid": [grid, grid], "width_T": T, "width_d": d,
+           "width_d_head": d_head}
+    saved = os.environ.get(wt.CACHE_ENV)
+    with tempfile.TemporaryDirectory() as folder:
+        os.environ[wt.CACHE_ENV] = folder
+        try:
+            for cached in (wt.width_tables, wt.row_base, wt.pair_base):
+                cached.cache_clear()
+            start = time.perf_counter()
+            wt.pair_base(T)
+            wt.row_base(T)
+            out["width_base_table_seconds"] = time.perf_counter() - start
+            start = time.perf_counter()
+            wt.width_tables(T, d, d_head)
+            out["width_table_seconds"] = time.perf_counter() - start
+            wt.width_tables.cache_clear()
+            start = time.perf_counter()
+            wt.width_tables(T, d, d_head)
+            out["width_table_read_seconds"] = time.perf_counter() - start
+        finally:
+            if saved is None:
+                os.environ.pop(wt.CACHE_ENV, None)
+            else:
+                os.environ[wt.CACHE_ENV] = saved
+    betas, alphas = _grid(grid, grid)
+    best = {"finite": math.inf, "infinite": math.inf}
+    kwargs = {"finite": {"d": d, "d_head": d_head}, "infinite": {}}
+    for k in range(repeats + 1):
+        for name in best:
+            clear_cache()
+            start = time.perf_counter()
+            trainability_diagram(arch, depth, betas=betas, alphas=alphas, T=T, **kwargs[name])
+            if k:
+                best[name] = min(best[name], time.perf_counter() - start)
+    out.update({"width_diagram_seconds": best["finite"], "width_infinite_diagram_seconds": best["infinite"],
+                "width_cost_ratio": best["finite"] / best["infinite"],
+                "machine": {"cpus": _cpus(), "load_average": _load()}})
+    return out
+
+
 def _numba_version():
     from importlib.metadata import PackageNotFoundError, version
     try:

@@ -269,6 +269,8 @@ def cmd_bench(args):
     from . import bench
     if args.causal:
         return _bench_causal(bench, args)
+    if args.width:
+        return _bench_width(bench, args)
     skip = set(args.skip or ())
     result = bench.run(args.arch, args.depth, args.grid, args.naive_points, args.T, args.activation, args.repeats,
                        finite_T=args.finite_T, latency="latency" not in skip, memory="memory" not in skip,
@@ -298,6 +300,23 @@ def cmd_bench(args):
               f"(process peak resident size {result['memory_process_peak_rss_mb']:.0f} MB)")
     if "sweep_updates_per_s" in result:
         print(f"4-D sweep: {result['sweep_updates']:.1e} block updates in {result['sweep_seconds']:.2f} s")
+
+
+def _bench_width(bench, args):
+    """``sigprop bench --width``: a finite-width diagram against the infinite-width one, and its tables."""
+    r = bench.width()
+    if args.json:
+        print(json.dumps(r))
+        return
+    grid = r["width_grid"]
+    print(f"finite-width diagram: {r['width_arch']}, T = {r['width_T']}, d = {r['width_d']}, d_head = "
+          f"{r['width_d_head']}, {grid[0]}x{grid[1]} grid, {r['width_depth']} blocks, with its critical alpha: "
+          f"{r['width_diagram_seconds']:.3f} s; infinite width at the same T: "
+          f"{r['width_infinite_diagram_seconds']:.3f} s; ratio {r['width_cost_ratio']:.2f}")
+    print(f"tables in an empty cache: {r['width_base_table_seconds']:.1f} s per T (shared by every width), "
+          f"{r['width_table_seconds']:.1f} s per (T, d, d_head); read back from disk in "
+          f"{r['width_table_read_seconds'] * 1e3:.0f} ms")
+    print(f"on {r['machine']['cpus']} CPUs, load average {r['machine']['load_average']}")
 
 
 def _bench_causal(bench, args):
@@ -478,6 +497,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--causal", action="store_true",
                    help="instead: time the position-resolved theory of causal stacks (a profile at T = 1024, 60 "
                         "blocks; an 8x8 causal diagram at T = 256, 60 blocks, and its rate)")
+    p.add_argument("--width", action="store_true",
+                   help="instead: time a finite-width diagram (pre-LN, T = 512, d = 256, d_head = 64, 128x128, 30 "
+                        "blocks) against the infinite-width one, and the width tables' build and read-back")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_bench)
 

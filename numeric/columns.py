@@ -64,11 +64,14 @@ class ColumnMoments:
     """Y2 and Yp at q = 1 along the columns beta = ``betas`` (1-D, distinct values), for sequence length T.
 
     Columns with c = beta sqrt(ln T) outside [:data:`C_RANGE`] get no table
-    (p_lo = oo): every call on them falls back to the 2-D tables.
+    (p_lo = oo): every call on them falls back to the 2-D tables. ``width`` (d, d_head): the columns of the
+    finite-width effective moments (:func:`numeric.width_tables.width_tables`, the same coordinates), falling
+    back to their 2-D tables.
     """
 
-    def __init__(self, T: int, betas):
+    def __init__(self, T: int, betas, width=None):
         self.T = check.sequence_length(T, infinite=False)
+        self.width = width
         self.betas = np.unique(np.asarray(betas, dtype=float).ravel())
         self.scale = z_star(self.T)
         c = self.betas * np.sqrt(np.log(self.T))                 # b = c sqrt(1 - p)
@@ -81,6 +84,7 @@ class ColumnMoments:
         self.per_u = (1.0 - XI_SHARE) * CELLS / u_hi
         self.c = c
         from .diagram import _workers
+        self.tables()                                             # built (or read) once, before the threads
         t = np.linspace(0.0, 1.0, CELLS + 1)[:, None]
         rows = [t[k: k + _ROWS] for k in range(0, CELLS + 1, _ROWS)]
         with ThreadPoolExecutor(max_workers=_workers(len(rows))) as pool:   # NumPy releases the GIL
@@ -105,11 +109,19 @@ class ColumnMoments:
         u = np.where(b > 0.0, 2.0 * y * scale / (b + root), (root - b) / (2.0 * a))   # b + root > 0 where b > 0
         return np.clip(u, 0.0, u_hi)
 
+    def tables(self):
+        """The 2-D (Y2, Yp) tables the columns are cut from and fall back to (infinite or finite width)."""
+        if self.width is None:
+            return Y2_table(self.T), Yp_table(self.T)
+        from .width_tables import width_tables
+        return width_tables(self.T, *self.width)[:2]
+
     def _moments(self, u):
         """(Y2, Yp) at u = sqrt(1 - p) of every column (u shape (n, columns)): shape (n, columns, 2)."""
         b = self.c * u
         rho = np.clip(1.0 - u * u, 0.0, 1.0)
-        return np.stack([Y2_table(self.T).at_b(b), Yp_table(self.T).at(b, rho)], axis=-1)
+        y2, yp = self.tables()
+        return np.stack([y2.at_b(b), yp.at(b, rho)], axis=-1)
 
     def bind(self, beta):
         """(Y2, Yp) moment functions for a block map iterated with this ``beta`` array (see module doc)."""
@@ -127,15 +139,17 @@ def _cells_t(u, c, per_xi, per_u, scale):
     return u
 
 
-def column_moments(T, betas) -> ColumnMoments:
-    """The :class:`ColumnMoments` for (T, the distinct values of ``betas``), built on first use and cached."""
+def column_moments(T, betas, width=None) -> ColumnMoments:
+    """The :class:`ColumnMoments` for (T, the distinct values of ``betas``, ``width``), built on first use and
+    cached."""
     distinct = np.unique(np.asarray(betas, dtype=float).ravel())
-    return _cached_columns(check.sequence_length(T, infinite=False), distinct.tobytes())
+    return _cached_columns(check.sequence_length(T, infinite=False), distinct.tobytes(),
+                           None if width is None else tuple(int(x) for x in width))
 
 
 @lru_cache(maxsize=8)
-def _cached_columns(T: int, betas: bytes) -> ColumnMoments:
-    return ColumnMoments(T, np.frombuffer(betas))
+def _cached_columns(T: int, betas: bytes, width=None) -> ColumnMoments:
+    return ColumnMoments(T, np.frombuffer(betas), width)
 
 
 def clear_cache() -> None:
@@ -190,8 +204,7 @@ class _Bound:
         last = self._last
         if last is None or last[0] is not p or last[1] is not q or last[2] is not beta:
             if not self._covered(beta, q, p):
-                fallback = (Y2_table if which == 0 else Yp_table)(self.columns.T)
-                return fallback.fast(beta, q, p)
+                return self.columns.tables()[which].fast(beta, q, p)
             last = self._last = (p, q, beta) + self._gather(np.asarray(p, dtype=float))
         coeffs, s = last[3:]
         out = horner_inplace(np.moveaxis(coeffs[..., 4 * which: 4 * which + 4], -1, 0), s)

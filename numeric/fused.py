@@ -207,8 +207,9 @@ def moment_tables(T, columns=None, width=None) -> tuple:
     :class:`numeric.columns.ColumnMoments` of the grid's betas when given (N built once and kept on the
     columns object; CC the columns' cells as they are, not copied), else no columns."""
     if width is not None:
-        return (_width_tables_of(int(T), *width),) + _no_columns()
-    M = np.array([math.inf]) if T is None else _tables_of(int(T))
+        M = _width_tables_of(int(T), *width)
+    else:
+        M = np.array([math.inf]) if T is None else _tables_of(int(T))
     if columns is None:
         return (M,) + _no_columns()
     if getattr(columns, "_fused_tables", None) is None:
@@ -337,10 +338,13 @@ def evaluate(arch, activation, T, values: dict, rho0, depth: int, *, depths=None
         return evaluate_numpy(arch, activation, T, values, rho0, depth, depths=depths, attention=attention,
                               threshold=threshold, columns=columns, width=width)
     if width is not None and attention == "first":
-        out = evaluate(arch, activation, T, values, rho0, depth, depths=depths, width=width)
-        first = evaluate_numpy(arch, activation, T, values, rho0, 1, attention="first", threshold=threshold,
-                               width=width).condensed[-1]
-        return Evaluation(out.depths, out.rho, np.broadcast_to(first, out.rho.shape).copy())
+        out = evaluate(arch, activation, T, values, rho0, depth, depths=depths, columns=columns, width=width)
+        # The first attention layer's input does not depend on alpha_sa (its skip is added after it): its IPR is
+        # evaluated once per remaining parameter point, e.g. once per beta of a diagram.
+        first = evaluate_numpy(arch, activation, T, {**values, "alpha_sa": 1.0}, rho0, 1, attention="first",
+                               threshold=threshold, width=width).condensed[-1]
+        return Evaluation(out.depths, out.rho, np.broadcast_to(first, out.rho.shape[1:])[None].repeat(
+            out.rho.shape[0], axis=0))
     names = kernel_names(arch)
     record = np.array([depth] if depths is None else depths, dtype=np.int64)
     shape = np.broadcast_shapes(np.shape(rho0), *(np.shape(values[k]) for k in names[:-1]))

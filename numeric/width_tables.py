@@ -188,6 +188,22 @@ def _source_digest() -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _save(path: pathlib.Path, **arrays) -> None:
+    """Write ``arrays`` to ``path`` atomically: a temporary file of this process and thread, then a rename, so
+    that concurrent builders (threads, processes) never read or rename a half-written table."""
+    import tempfile
+    import threading
+
+    handle, tmp = tempfile.mkstemp(prefix=f"{path.stem}-{threading.get_ident()}-", suffix=".npz", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            np.savez(out, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 @lru_cache(maxsize=16)
 def row_base(T: int) -> RowBase:
     """The :class:`RowBase` of T (built once per session)."""
@@ -209,9 +225,7 @@ def pair_base(T: int) -> PairBase:
         return table
     table = PairBase(T)
     if path is not None:
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, plus=table.cells[1.0], minus=table.cells[-1.0])
-        os.replace(tmp, path)
+        _save(path, plus=table.cells[1.0], minus=table.cells[-1.0])
     return table
 
 
@@ -311,7 +325,8 @@ class WidthYpTable:
         j, v = cell_inplace(_w_of_rho(rho, b), FINE_2D[1])
         i *= FINE_2D[1] - 1
         i += j
-        return bicubic(np.take(self._cells, i, axis=0).T, s, v).reshape(shape)
+        out = bicubic(np.take(self._cells, i, axis=0).T, s, v)   # clipped to [0, 1] as YpTable and the kernels
+        return np.clip(out, 0.0, 1.0, out=out).reshape(shape)
 
     def fast(self, beta, q, p):
         b, rho = _unchecked_state(beta, q, p, self.T)
@@ -342,7 +357,5 @@ def width_tables(T: int, d: int, d_head: int):
                 WidthY2Table.from_cells(T, d, d_head, "ipr", data["ipr"]))
     tables = WidthY2Table(T, d, d_head), WidthYpTable(T, d, d_head), WidthY2Table(T, d, d_head, "ipr")
     if path is not None:
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, y2=tables[0]._cells, yp=tables[1]._cells, ipr=tables[2]._cells)
-        os.replace(tmp, path)
+        _save(path, y2=tables[0]._cells, yp=tables[1]._cells, ipr=tables[2]._cells)
     return tables

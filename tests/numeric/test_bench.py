@@ -1,5 +1,7 @@
 """sigprop bench: the plain-loop baseline computes what the library computes, and the report's units agree."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -44,3 +46,18 @@ def test_first_call_latency_runs_two_processes_on_one_cache(monkeypatch):
                         for k, s in (("first_call", "_s"), ("first_call", "_process_s"), ("import_numeric", "_s"))}
     assert all(v > 0 for v in out.values())
     assert out["first_call_cold_process_s"] > out["first_call_cold_s"]
+
+
+def test_width_bench_builds_its_tables_in_a_scratch_cache_and_restores_the_users(tmp_path, monkeypatch):
+    """bench.width times the table build in an empty scratch cache (the build is slower than reading the tables
+    back) and sets the user's $SIGPROP_WIDTH_CACHE back afterwards."""
+    from numeric import width_tables as wt
+
+    monkeypatch.setenv(wt.CACHE_ENV, str(tmp_path))
+    result = bench.width(depth=2, grid=4, T=32, d=16, d_head=8, repeats=1)
+    assert os.environ[wt.CACHE_ENV] == str(tmp_path)
+    assert result["width_table_read_seconds"] < result["width_table_seconds"]
+    assert result["width_cost_ratio"] == pytest.approx(result["width_diagram_seconds"]
+                                                       / result["width_infinite_diagram_seconds"])
+    for cached in (wt.width_tables, wt.row_base, wt.pair_base):
+        cached.cache_clear()

@@ -174,7 +174,7 @@ def trainability_diagram(arch, depth, *, betas, alphas, eps=0.01, T=None, rho0=0
     if backend == "fused":  # grid axes as axes: no per-point parameter arrays
         _, _, values, depth, T, rho0 = prepare(arch, depth, beta=betas[None, :], T=T, rho0=rho0, activation=activation,
                                                params={**params, "alpha_sa": alphas_used[:, None]}, numpy_map=False)
-        out = fused.evaluate(arch, activation, T, values, rho0, depth, columns=None if width else _columns(T, betas),
+        out = fused.evaluate(arch, activation, T, values, rho0, depth, columns=_columns(T, betas, width),
                              attention="all" if criterion == "any" else "first", threshold=ipr_threshold, width=width)
         rho, condensed = out.rho[-1], out.condensed[-1]
         if progress is not None:
@@ -193,12 +193,13 @@ def trainability_diagram(arch, depth, *, betas, alphas, eps=0.01, T=None, rho0=0
                     **({} if width is None else {"d": width[0], "d_head": width[1]})})
 
 
-def _columns(T, betas):
-    """The per-beta moment tables of a finite-T grid (numeric.columns), None at T = oo."""
+def _columns(T, betas, width=None):
+    """The per-beta moment tables of a finite-T grid (numeric.columns; at ``width``, of the effective moments),
+    None at T = oo."""
     if T is None:
         return None
     from .columns import column_moments                # tables and their quadratures: imported on use
-    return column_moments(T, betas)
+    return column_moments(T, betas, width)
 
 
 def _numpy_grid(arch, depth, betas, alphas_used, T, rho0, activation, criterion, ipr_threshold, progress, params,
@@ -210,7 +211,7 @@ def _numpy_grid(arch, depth, betas, alphas_used, T, rho0, activation, criterion,
                                                       activation=activation, params={**params, "alpha_sa": A.ravel()},
                                                       width=width)
     rho, condensed = np.empty(B.size), np.empty(B.size, dtype=bool)
-    columns = _columns(T, betas) if width is None else None
+    columns = _columns(T, betas, width)
     ipr = None
     if width is not None:
         from .maps import ipr_function

@@ -244,9 +244,9 @@ def critical_alpha(arch, depth, *, beta, eps=0.01, T=None, rho0=0.0, activation=
     block, moments, values, depth, T, rho0 = prepare(arch, depth, beta=beta, T=T, rho0=rho0, activation=activation,
                                                       params=params, numpy_map=not compiled, width=width)
     columns = None
-    if T is not None and width is None and np.ndim(values["beta"]) > 0:
+    if T is not None and np.ndim(values["beta"]) > 0:
         from .columns import column_moments            # tables and their quadratures: imported on use
-        columns = column_moments(T, values["beta"])
+        columns = column_moments(T, values["beta"], width)
     values = {k: v for k, v in values.items() if k != "alpha_sa"}
     names = tuple(values)
 

@@ -62,12 +62,17 @@ M_Y2_CELLS, M_YP_CELLS = 5, 6
 #: the tables' sizes, read at run time (this module imports neither numeric.columns nor numeric.tables, whose
 #: quadratures load SciPy): numeric.tables.FINE_1D - 1, FINE_2D - 1; B_PAIR_MAX
 M_N1, M_NX, M_NW, M_B_PAIR_MAX = 7, 8, 9, 10
-HEADER = 11
+#: the range a look-up is clipped to: [0, 1] for E sum A^2 and E sum A A' (infinite width); none for the
+#: finite-width effective moments, which exceed 1 (numeric.width_tables)
+M_FLOOR, M_CEIL = 11, 12
+HEADER = 13
 
 # --- the columns of a grid's betas, N: header slots, then N_VECTORS vectors of N_NCOLS values -------
 #: the number of columns, the columns' scale sqrt(2 ln T) and their cells per column (numeric.columns.CELLS)
 N_NCOLS, N_SCALE, N_CELLS = 0, 1, 2
-N_HEADER = 3
+#: the columns' clipping range, as M_FLOOR, M_CEIL
+N_FLOOR, N_CEIL = 3, 4
+N_HEADER = 5
 #: which vector: N[N_HEADER + k * ncols + col]
 N_BETAS, N_C, N_PER_XI, N_PER_U, N_P_LO = 0, 1, 2, 3, 4
 N_VECTORS = 5
@@ -166,6 +171,13 @@ def _clip01(x):
     return 1.0 if x > 1.0 else x
 
 
+@inline
+def _clip(x, lo, hi):
+    """numpy.clip(x, lo, hi) (NaN stays NaN; lo = -inf, hi = inf: no clipping), as two selects."""
+    x = lo if x < lo else x
+    return hi if x > hi else x
+
+
 # --- asymptotic moments ----------------------------------------------------------------
 
 @inline
@@ -247,7 +259,7 @@ def _column(p, col, N, CC, which):
     out += CC[r, which + 1]
     out *= s
     out += CC[r, which]
-    return _clip01(out)
+    return _clip(out, N[N_FLOOR], N[N_CEIL])
 
 
 @inline
@@ -273,7 +285,7 @@ def _y2_table(b, M):
     i = int(x)
     if i > n1 - 1:
         i = int(n1) - 1
-    return _clip01(_horner(M, int(M[M_Y2_CELLS]) + 4 * i, x - i))
+    return _clip(_horner(M, int(M[M_Y2_CELLS]) + 4 * i, x - i), M[M_FLOOR], M[M_CEIL])
 
 
 @inline
@@ -314,7 +326,7 @@ def _yp_table(b, rho, M):
     for m in (2, 1, 0):
         out *= s
         out += _horner(M, base + 4 * m, v)
-    return _clip01(out)
+    return _clip(out, M[M_FLOOR], M[M_CEIL])
 
 
 @inline
@@ -420,9 +432,9 @@ def column_gather(CF, J, JG, CC, m):
 
 
 @inline
-def column_moment(CF, S, i, which):
-    """Y2 (which = 0) or Yp (which = 4) of point i from its gathered cell: :func:`_horner` and :func:`_clip01`
-    in the same order (NaN where :func:`column_cell` found the point not covered)."""
+def column_moment(CF, S, i, which, N):
+    """Y2 (which = 0) or Yp (which = 4) of point i from its gathered cell: :func:`_horner` and :func:`_clip`
+    to the columns' range in the same order (NaN where :func:`column_cell` found the point not covered)."""
     s = S[i]
     out = CF[which + 3, i] * s
     out += CF[which + 2, i]
@@ -430,7 +442,7 @@ def column_moment(CF, S, i, which):
     out += CF[which + 1, i]
     out *= s
     out += CF[which, i]
-    return _clip01(out)
+    return _clip(out, N[N_FLOOR], N[N_CEIL])
 
 
 # --- Gauss-Hermite kernels (numeric.quadrature) ----------------------------------------

@@ -263,7 +263,7 @@ def _body(steps, printer, indent: str, part: str | None = None) -> list[str]:
         if part and moment:
             (symbol, expr), = step.assignments
             if part == "rest":
-                lines.append(f"{indent}{symbol} = column_moment(_CF, _S, _i, {4 * (moment == 'Yp')})")
+                lines.append(f"{indent}{symbol} = column_moment(_CF, _S, _i, {4 * (moment == 'Yp')}, _N)")
             elif looked_up is None:
                 looked_up = expr.args
                 _, q_in, p_in, _ = (printer.doprint(a) for a in expr.args)

@@ -118,7 +118,7 @@ class ColumnMoments:
 
     def _moments(self, u):
         """(Y2, Yp) at u = sqrt(1 - p) of every column (u shape (n, columns)): shape (n, columns, 2)."""
-        b = self.c * u
+        b = np.minimum(self.c * u, B_PAIR_MAX)           # c (B_PAIR_MAX / c) may round above it
         rho = np.clip(1.0 - u * u, 0.0, 1.0)
         y2, yp = self.tables()
         return np.stack([y2.at_b(b), yp.at(b, rho)], axis=-1)
@@ -208,6 +208,8 @@ class _Bound:
             last = self._last = (p, q, beta) + self._gather(np.asarray(p, dtype=float))
         coeffs, s = last[3:]
         out = horner_inplace(np.moveaxis(coeffs[..., 4 * which: 4 * which + 4], -1, 0), s)
+        if self.columns.width is not None:              # the effective moments exceed 1: not clipped
+            return out
         return np.clip(out, 0.0, 1.0, out=out)
 
     def Y2(self, beta, q, p, T=None):

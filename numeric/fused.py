@@ -220,24 +220,31 @@ def moment_tables(T, columns=None, width=None) -> tuple:
 @lru_cache(maxsize=8)
 def _tables_of(T: int) -> np.ndarray:
     from .tables import Y2_table, Yp_table
-    return _packed(T, Y2_table(T), Yp_table(T))
+    return _packed(T, Y2_table(T), Yp_table(T), (0.0, 1.0))
 
 
 @lru_cache(maxsize=8)
 def _width_tables_of(T: int, d: int, d_head: int) -> np.ndarray:
     from .width_tables import width_tables
     y2, yp, _ = width_tables(T, d, d_head)
-    return _packed(T, y2, yp)
+    return _packed(T, y2, yp, UNCLIPPED)
 
 
-def _packed(T: int, y2, yp) -> np.ndarray:
-    """M of the kernels: the header, then the cells of a Y2 and a Yp table (either width's)."""
+#: The look-up range of the finite-width effective moments: none (Y2_eff, Yp_eff exceed 1 where the softmax
+#: selects aligned keys at small d; the NumPy tables do not clip them either).
+UNCLIPPED = (-math.inf, math.inf)
+
+
+def _packed(T: int, y2, yp, clip) -> np.ndarray:
+    """M of the kernels: the header (with the look-ups' range ``clip``), then the cells of a Y2 and a Yp table
+    (either width's)."""
     from . import _jit as J
     from .tables import B_PAIR_MAX, FINE_1D, FINE_2D
     header = np.zeros(J.HEADER)
     header[[J.M_T, J.M_LOG_T, J.M_Y2_SCALE, J.M_YP_SCALE, J.M_YP_FACTOR]] = (
         float(T), np.log(T), y2.scale, yp.scale, (1.0 / yp.xi_max) * (FINE_2D[0] - 1))
     header[[J.M_N1, J.M_NX, J.M_NW, J.M_B_PAIR_MAX]] = (FINE_1D - 1, FINE_2D[0] - 1, FINE_2D[1] - 1, B_PAIR_MAX)
+    header[[J.M_FLOOR, J.M_CEIL]] = clip
     header[J.M_Y2_CELLS] = J.HEADER
     header[J.M_YP_CELLS] = J.HEADER + y2._cells.size
     return np.concatenate([header, np.ravel(y2._cells), np.ravel(yp._cells)])
@@ -249,6 +256,7 @@ def _column_constants(columns) -> np.ndarray:
     from .columns import CELLS
     header = np.zeros(J.N_HEADER)
     header[[J.N_NCOLS, J.N_SCALE, J.N_CELLS]] = columns.betas.size, columns.scale, CELLS
+    header[[J.N_FLOOR, J.N_CEIL]] = (0.0, 1.0) if columns.width is None else UNCLIPPED
     vectors = {J.N_BETAS: columns.betas, J.N_C: columns.c, J.N_PER_XI: columns.per_xi,
                J.N_PER_U: columns.per_u, J.N_P_LO: columns.p_lo}
     return np.concatenate([header] + [vectors[k] for k in range(J.N_VECTORS)])
@@ -258,7 +266,9 @@ def _column_constants(columns) -> np.ndarray:
 def _no_columns() -> tuple:
     """(N, CC) of a kernel without columns: none (every finite-T point goes to the 2-D tables)."""
     from . import _jit as J
-    return np.zeros(J.N_HEADER), np.zeros((1, 8))
+    N = np.zeros(J.N_HEADER)
+    N[[J.N_FLOOR, J.N_CEIL]] = 0.0, 1.0
+    return N, np.zeros((1, 8))
 
 
 def kernel_names(arch) -> tuple:
@@ -334,17 +344,18 @@ def evaluate(arch, activation, T, values: dict, rho0, depth: int, *, depths=None
     """
     from . import validation as check
     arch = check.architecture(arch)
-    if not supports(arch) or (width is not None and attention == "all"):
+    if not supports(arch) or (width is not None and (attention == "all" or not isinstance(arch, str))):
         return evaluate_numpy(arch, activation, T, values, rho0, depth, depths=depths, attention=attention,
                               threshold=threshold, columns=columns, width=width)
     if width is not None and attention == "first":
         out = evaluate(arch, activation, T, values, rho0, depth, depths=depths, columns=columns, width=width)
-        # The first attention layer's input does not depend on alpha_sa (its skip is added after it): its IPR is
-        # evaluated once per remaining parameter point, e.g. once per beta of a diagram.
+        # In a named architecture the first attention layer's input does not depend on alpha_sa (its skip is added
+        # after it): its IPR is evaluated once per remaining parameter point, e.g. once per beta of a diagram.
         first = evaluate_numpy(arch, activation, T, {**values, "alpha_sa": 1.0}, rho0, 1, attention="first",
                                threshold=threshold, width=width).condensed[-1]
-        return Evaluation(out.depths, out.rho, np.broadcast_to(first, out.rho.shape[1:])[None].repeat(
-            out.rho.shape[0], axis=0))
+        condensed = np.broadcast_to(first, out.rho.shape[1:])[None].repeat(out.rho.shape[0], axis=0)
+        condensed[out.depths == 0] = False                  # before the first block nothing has condensed
+        return Evaluation(out.depths, out.rho, condensed)
     names = kernel_names(arch)
     record = np.array([depth] if depths is None else depths, dtype=np.int64)
     shape = np.broadcast_shapes(np.shape(rho0), *(np.shape(values[k]) for k in names[:-1]))
@@ -396,6 +407,8 @@ def _redo(arch, activation, T, names, packed, index, depth, record, attention, t
     from .moments import parisi_m
     from .profile import iterate
 
+    if columns is not None and columns.width != width:
+        raise ValueError(f"columns of width {columns.width} given with width {width}")
     sub = {k: _at(packed, i, index) for i, k in enumerate(names[:-1])}
     rho0 = _at(packed, len(names) - 1, index)
     moments = moment_functions(T, width) if columns is None else columns.bind(sub["beta"])

@@ -124,7 +124,7 @@ def _tile_ends(tile: int):
 def _band(phi, z, w, q, c, out) -> bool:
     """Fill ``out`` from the tables of K on the tiles of q the call touches (Chebyshev-Lobatto in q and in rho),
     if the call is large, its q within (0, BAND_Q_MAX] on at most BAND_MAX_TILES tiles, and the tables, checked at
-    BAND_CHECKS of its points, within BAND_TOL of the rule. The same rule integrates the tables' nodes, so tables
+    BAND_CHECKS of its points and one in every tile, within BAND_TOL of the rule. The same rule integrates the tables' nodes, so tables
     that pass agree with the direct evaluation."""
     from .row_moments import lagrange
 
@@ -146,7 +146,8 @@ def _band(phi, z, w, q, c, out) -> bool:
             idx = members[start:start + step]
             by_q = lagrange((q[idx] - lo) / (hi - lo), n_q) @ table
             values[idx] = np.einsum("pr,pr->p", by_q, lagrange((rho[idx] + 1.0) / 2.0, n_rho))
-    probe = np.linspace(0, q.size - 1, BAND_CHECKS).astype(int)
+    first_of_tile = np.unique(tile, return_index=True)[1]            # every tile's table is checked
+    probe = np.union1d(np.linspace(0, q.size - 1, BAND_CHECKS).astype(int), first_of_tile)
     if np.max(np.abs(values[probe] - _kernel_chunk(phi, z, w, q[probe], c[probe]))) > BAND_TOL:
         return False
     out[:] = values

@@ -67,6 +67,7 @@ def common_norm(d, layer: str):
     lo, hi = d.min(axis=-1, keepdims=True), d.max(axis=-1, keepdims=True)
     if numpy.any(hi - lo > NORM_SPREAD * lo):
         raise ValueError(f"{layer} in a position-resolved map needs tokens of (nearly) equal norm; its input "
-                         f"norms differ by more than {100 * NORM_SPREAD:g} % (no LayerNorm before the MLP?)")
+                         f"variances (squared norms) differ by more than {100 * NORM_SPREAD:g} % (no LayerNorm "
+                         "before the MLP?)")
     root = numpy.sqrt(d)
     return root[..., :, None] * root[..., None, :]

@@ -66,6 +66,7 @@ def count(name: str, value, minimum: int = 1) -> int:
 
 def divides(part_name: str, part: int, whole_name: str, whole: int, why: str = "") -> None:
     """``part`` divides ``whole`` (heads the width, key/value heads the heads), else a ValueError naming both."""
+    count(part_name, part)
     if whole % part:
         raise ValueError(f"{part_name} = {part} must divide {whole_name} = {whole}{why}")
 

@@ -198,6 +198,9 @@ def _save(path: pathlib.Path, **arrays) -> None:
     try:
         with os.fdopen(handle, "wb") as out:
             np.savez(out, **arrays)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)                  # as a plain open() would (mkstemp makes it owner-only)
         os.replace(tmp, path)
     except BaseException:
         pathlib.Path(tmp).unlink(missing_ok=True)
@@ -217,11 +220,11 @@ def pair_base(T: int) -> PairBase:
     folder = cache_dir()
     path = None if folder is None else folder / f"pair-T{T}-v{VERSION}-{_source_digest()}.npz"
     if path is not None and path.exists():
-        data = np.load(path)
-        table = PairBase.__new__(PairBase)
-        table.T, table.scale = T, z_star(T)
-        table.xi_max = S_W / (S_W + table.scale)
-        table.cells = {1.0: data["plus"], -1.0: data["minus"]}
+        with np.load(path) as data:
+            table = PairBase.__new__(PairBase)
+            table.T, table.scale = T, z_star(T)
+            table.xi_max = S_W / (S_W + table.scale)
+            table.cells = {1.0: data["plus"], -1.0: data["minus"]}
         return table
     table = PairBase(T)
     if path is not None:
@@ -325,8 +328,7 @@ class WidthYpTable:
         j, v = cell_inplace(_w_of_rho(rho, b), FINE_2D[1])
         i *= FINE_2D[1] - 1
         i += j
-        out = bicubic(np.take(self._cells, i, axis=0).T, s, v)   # clipped to [0, 1] as YpTable and the kernels
-        return np.clip(out, 0.0, 1.0, out=out).reshape(shape)
+        return bicubic(np.take(self._cells, i, axis=0).T, s, v).reshape(shape)   # unclipped: Yp_eff exceeds 1
 
     def fast(self, beta, q, p):
         b, rho = _unchecked_state(beta, q, p, self.T)
@@ -351,10 +353,10 @@ def width_tables(T: int, d: int, d_head: int):
     folder = cache_dir()
     path = None if folder is None else folder / f"width-T{T}-d{d}-h{d_head}-v{VERSION}-{_source_digest()}.npz"
     if path is not None and path.exists():
-        data = np.load(path)
-        return (WidthY2Table.from_cells(T, d, d_head, "effective", data["y2"]),
-                WidthYpTable.from_cells(T, d, d_head, data["yp"]),
-                WidthY2Table.from_cells(T, d, d_head, "ipr", data["ipr"]))
+        with np.load(path) as data:
+            return (WidthY2Table.from_cells(T, d, d_head, "effective", data["y2"]),
+                    WidthYpTable.from_cells(T, d, d_head, data["yp"]),
+                    WidthY2Table.from_cells(T, d, d_head, "ipr", data["ipr"]))
     tables = WidthY2Table(T, d, d_head), WidthYpTable(T, d, d_head), WidthY2Table(T, d, d_head, "ipr")
     if path is not None:
         _save(path, y2=tables[0]._cells, yp=tables[1]._cells, ipr=tables[2]._cells)

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -123,7 +124,7 @@ class MeasuredDiagram:
         prediction, whose input already is the previous byte."""
         return "trigram" if self.base.objective == "next-token" else "bigram"
 
-    @property
+    @functools.cached_property
     def neighbour_loss(self) -> float:
         """The loss of the :attr:`neighbour` model on the held-out text (:meth:`verify.corpus.Corpus.trigram_nats`
         for next-byte prediction, the runs' bigram loss otherwise)."""

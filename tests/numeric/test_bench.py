@@ -49,14 +49,13 @@ def test_first_call_latency_runs_two_processes_on_one_cache(monkeypatch):
 
 
 def test_width_bench_builds_its_tables_in_a_scratch_cache_and_restores_the_users(tmp_path, monkeypatch):
-    """bench.width times the table build in an empty scratch cache (the build is slower than reading the tables
-    back) and sets the user's $SIGPROP_WIDTH_CACHE back afterwards."""
+    """bench.width times the table build in an empty scratch cache and sets the user's $SIGPROP_WIDTH_CACHE back
+    afterwards; its ratio is of the two diagrams it reports."""
     from numeric import width_tables as wt
 
     monkeypatch.setenv(wt.CACHE_ENV, str(tmp_path))
     result = bench.width(depth=2, grid=4, T=32, d=16, d_head=8, repeats=1)
     assert os.environ[wt.CACHE_ENV] == str(tmp_path)
-    assert result["width_table_read_seconds"] < result["width_table_seconds"]
     assert result["width_cost_ratio"] == pytest.approx(result["width_diagram_seconds"]
                                                        / result["width_infinite_diagram_seconds"])
     for cached in (wt.width_tables, wt.row_base, wt.pair_base):

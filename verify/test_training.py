@@ -465,3 +465,29 @@ def test_json_has_the_promised_keys(capsys):
         assert key in out
     assert out["phase"] in training.PHASES.values() and len(out["curve"]) == 3
     assert out["curve"][0]["train_loss"] is None          # strict JSON: no NaN
+
+
+def test_a_training_process_keeps_its_freed_memory_under_dasks_trim_setting():
+    """Under Dask's worker environment (MALLOC_TRIM_THRESHOLD_=65536, which also pins glibc's mmap threshold),
+    a loop of 1 MiB tensors faults its pages in afresh at every step; after training.keep_freed_memory() the
+    freed blocks are reused: at least 5 times fewer minor page faults (measured 77,116 against 273)."""
+    import os
+    import subprocess
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("glibc mallopt: Linux only")
+    code = ("import resource, sys, torch\n"
+            "from verify import training\n"
+            "if sys.argv[1] == 'keep':\n"
+            "    training.keep_freed_memory()\n"
+            "x = torch.ones(1 << 17, dtype=torch.float64)\n"
+            "start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+            "for _ in range(300):\n"
+            "    y = x * 2.0\n"
+            "    del y\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start)\n")
+    env = {**os.environ, "MALLOC_TRIM_THRESHOLD_": "65536"}
+    faults = {mode: int(subprocess.run([sys.executable, "-c", code, mode], env=env, capture_output=True, text=True,
+                                       check=True).stdout.split()[-1]) for mode in ("plain", "keep")}
+    assert faults["keep"] * 5 < faults["plain"], faults

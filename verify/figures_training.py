@@ -12,9 +12,8 @@ mean, standard deviation and range over seeds) in ``figure-1e.json``.
 
 The size follows the device (``$SIGPROP_DEVICE``; ``sigprop figure 1e --device cuda``):
 
-- **CPU** (9 runs for Fig. 1e, 6 for Fig. 5, two at a time; about 2.3 CPU minutes a run,
-  user and system; 12 min 22 s and 8 min 32 s of wall time on an idle 2-core machine; measured numbers in
-  README): 12 post-LN blocks, d = 64, 4 heads, T = 32, batch 32, AdamW at
+- **CPU** (9 runs for Fig. 1e, 6 for Fig. 5, two at a time; about 40 CPU seconds a run;
+  3 min 15 s and 2 min 11 s of wall time on an idle 2-core machine; measured numbers in README): 12 post-LN blocks, d = 64, 4 heads, T = 32, batch 32, AdamW at
   lr 2e-3 for 800 steps. The paper's lr (1e-4, 5e-4) over a couple of thousand
   steps barely moves a d = 64 model off the no-context loss (issue 17's
   measurement; in 1500 steps of the trainable curve 1e-3 reaches 2.49 nats,

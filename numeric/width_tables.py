@@ -179,12 +179,17 @@ def cache_dir() -> pathlib.Path | None:
     return path if os.access(path, os.W_OK) else None
 
 
-def _source_digest() -> str:
-    """A digest of the code the base tables come from, so a changed derivation never reads a stale table."""
+#: The modules each kind of cached table is computed by: its file name carries their digest.
+BASE_SOURCES = ("two_rows.py", "_generated_width.py", "width_tables.py", "laplace.py", "smoothing.py", "tables.py",
+                "interpolation.py")
+WIDTH_SOURCES = BASE_SOURCES + ("finite_width.py", "width_law.py")
+
+
+@lru_cache(maxsize=4)
+def _source_digest(sources=BASE_SOURCES) -> str:
+    """A digest of the code a kind of table comes from, so a changed derivation never reads a stale table."""
     here = pathlib.Path(__file__).parent
-    text = "".join((here / name).read_text() for name in ("two_rows.py", "_generated_width.py", "width_tables.py",
-                                                         "laplace.py", "smoothing.py", "tables.py", "finite_width.py",
-                                                         "width_law.py"))
+    text = "".join((here / name).read_text() for name in sources)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -202,9 +207,22 @@ def _save(path: pathlib.Path, **arrays) -> None:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)                  # as a plain open() would (mkstemp makes it owner-only)
         os.replace(tmp, path)
+        _prune(path)
     except BaseException:
         pathlib.Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _prune(path: pathlib.Path) -> None:
+    """Remove the files of the same table (kind, T, widths) written by other versions of the code: their digest
+    or version differ from ``path``'s (a per-T base table is ~130 MB)."""
+    import re
+
+    stem = path.name.rsplit("-v", 1)[0]
+    final = re.compile(re.escape(stem) + r"-v\d+-[0-9a-f]{16}\.npz")   # not another writer's temporary file
+    for other in path.parent.glob(f"{stem}-v*.npz"):
+        if other != path and final.fullmatch(other.name):
+            other.unlink(missing_ok=True)
 
 
 @lru_cache(maxsize=16)
@@ -351,7 +369,8 @@ def width_tables(T: int, d: int, d_head: int):
     """(Y2_eff table, Yp_eff table, finite-width IPR table) of (T, d, d_head): from the disk cache when there
     (:func:`cache_dir`, as the per-T base tables), else built (about 2 s of CPU) and saved."""
     folder = cache_dir()
-    path = None if folder is None else folder / f"width-T{T}-d{d}-h{d_head}-v{VERSION}-{_source_digest()}.npz"
+    path = None if folder is None else \
+        folder / f"width-T{T}-d{d}-h{d_head}-v{VERSION}-{_source_digest(WIDTH_SOURCES)}.npz"
     if path is not None and path.exists():
         with np.load(path) as data:
             return (WidthY2Table.from_cells(T, d, d_head, "effective", data["y2"]),

@@ -262,7 +262,8 @@ def test_profile_bad_width_is_a_value_error(kwargs, match):
 
 
 def test_width_tables_are_read_back_from_the_disk_cache(tmp_path, monkeypatch):
-    """width_tables(T, d, d_head) saved on its first call in a fresh cache is read back by a later session
+    """width_tables(T, d, d_head) saved on its first call in a fresh cache (removing the same table of older code,
+    not another writer's temporary file nor another T's table) is read back by a later session
     (lru caches cleared, building refused): the same Y2_eff, Yp_eff and IPR at points inside and between the
     nodes, and the look-up beyond the table (b > B_PAIR_MAX) still computed directly."""
     from numeric import width_tables as wt
@@ -272,7 +273,15 @@ def test_width_tables_are_read_back_from_the_disk_cache(tmp_path, monkeypatch):
     for cached in (wt.width_tables, wt.row_base, wt.pair_base):
         cached.cache_clear()
     T, d, d_head = 64, 32, 16
+    stale = tmp_path / f"width-T{T}-d{d}-h{d_head}-v1-0123456789abcdef.npz"        # an older code's table
+    others = [tmp_path / f"width-T{T}-d{d}-h{d_head}-v1-0123456789abcdef-140-x1y2z3.npz",   # a writer's temporary
+              tmp_path / f"width-T{T}0-d{d}-h{d_head}-v1-0123456789abcdef.npz"]         # another T's table
+    for path in (stale, *others):
+        path.write_bytes(b"")
     built = wt.width_tables(T, d, d_head)
+    assert not stale.exists() and all(path.exists() for path in others)
+    for path in others:
+        path.unlink()
     assert len(list(tmp_path.glob(f"width-T{T}-d{d}-h{d_head}-*.npz"))) == 1
     wt.width_tables.cache_clear()
 

@@ -491,3 +491,14 @@ def test_a_training_process_keeps_its_freed_memory_under_dasks_trim_setting():
     faults = {mode: int(subprocess.run([sys.executable, "-c", code, mode], env=env, capture_output=True, text=True,
                                        check=True).stdout.split()[-1]) for mode in ("plain", "keep")}
     assert faults["keep"] * 5 < faults["plain"], faults
+
+
+def test_decoder_default_positions_are_the_installed_transformers_defaults():
+    """train_config checks seq_len against a decoder's positions without importing transformers; its table of
+    defaults must be what the configs it builds (training_decoders.hf_config) actually get."""
+    from verify import adapters_decoders, training_decoders
+    from verify.train_config import DECODER_DEFAULT_POSITIONS
+
+    for arch, extra in (("gpt2", {}), ("llama", {"kv_heads": 1})):
+        config = TrainConfig(arch=arch, objective="next-token", depth=1, d_model=16, heads=2, seq_len=16, **extra)
+        assert adapters_decoders.max_positions(training_decoders.hf_config(config)) == DECODER_DEFAULT_POSITIONS[arch]

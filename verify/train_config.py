@@ -29,7 +29,8 @@ DECODER_FIELDS = ("kv_heads", "init_std", "max_positions")
 DECODER_ACTIVATIONS = ("gelu_new", "gelu", "relu", "silu", "tanh")
 #: The family's own activation (GPT-2's gelu_new, LLaMA's SwiGLU), the command line's default for a decoder.
 DECODER_DEFAULT_ACTIVATION = {"gpt2": "gelu_new", "llama": "silu"}
-#: transformers' default number of positions (GPT2Config.n_positions, LlamaConfig.max_position_embeddings).
+#: transformers' default number of positions (GPT2Config.n_positions, LlamaConfig.max_position_embeddings;
+#: verify/test_training.py checks them against the installed transformers).
 DECODER_DEFAULT_POSITIONS = {"gpt2": 1024, "llama": 2048}
 #: Training objectives (verify.training.OBJECTIVES implements each): masked-language modelling for encoders,
 #: next-token prediction for decoders (a named spec with a causal or sliding-window mask).

@@ -105,14 +105,19 @@ class Corpus:
             previous, following = self.heldout[:-1], self.heldout[1:]
         return float(-np.log(self._conditional()[np.asarray(previous), np.asarray(following)]).mean())
 
-    def trigram_nats(self) -> float:
-        """Cross-entropy (nats per byte) of each held-out byte given the two before it, training counts with add-one
+    def trigram_nats(self, before=None, previous=None, following=None) -> float:
+        """Cross-entropy (nats per byte) of each byte given the two before it, training counts with add-one
         smoothing over the 256 bytes: what one more neighbour is worth to a next-byte model, which already sees the
-        previous byte as its own input."""
+        previous byte as its own input. Default: every triple of consecutive held-out bytes; or the given
+        (before, previous, following) triples (a decoder's evaluation windows)."""
         key3 = lambda a: (a[:-2].astype(np.int64) << 16) | (a[1:-1].astype(np.int64) << 8) | a[2:]
         seen, counts = np.unique(key3(self.train), return_counts=True)
         contexts = np.bincount(seen >> 8, weights=counts, minlength=BYTES * BYTES)
-        held = key3(self.heldout)
+        if before is None:
+            held = key3(self.heldout)
+        else:
+            held = ((np.asarray(before, dtype=np.int64) << 16) | (np.asarray(previous, dtype=np.int64) << 8)
+                    | np.asarray(following, dtype=np.int64)).ravel()
         at = np.minimum(np.searchsorted(seen, held), seen.size - 1)
         n3 = np.where(seen[at] == held, counts[at], 0)
         return float(-np.log((n3 + 1.0) / (contexts[held >> 8] + BYTES)).mean())

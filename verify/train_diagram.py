@@ -126,11 +126,15 @@ class MeasuredDiagram:
 
     @functools.cached_property
     def neighbour_loss(self) -> float:
-        """The loss of the :attr:`neighbour` model on the held-out text (:meth:`verify.corpus.Corpus.trigram_nats`
-        for next-byte prediction, the runs' bigram loss otherwise)."""
+        """The loss of the :attr:`neighbour` model: for next-byte prediction the trigram on the runs' own evaluation
+        windows (:meth:`verify.corpus.Corpus.trigram_nats`; every predicted byte with two before it in its window,
+        where the no-context level takes every predicted byte), the runs' bigram loss otherwise."""
         if self.neighbour == "trigram":
-            from .training import load_text
-            return load_text(self.base).trigram_nats()
+            from .training import heldout_set, load_text
+            text = load_text(self.base)
+            inputs, targets = (t.numpy() for t in heldout_set(text, self.base))
+            keep = targets[:, 1:] >= 0
+            return text.trigram_nats(inputs[:, :-1][keep], inputs[:, 1:][keep], targets[:, 1:][keep])
         return self.bigram_loss
 
     @property

@@ -228,6 +228,8 @@ _f, _l = sympy.Function("f"), sympy.Function("l")
 #: Price's theorem: E[F^(i)(t + l) G^(j)(t' + l')] is the (i, j)-th (t, t') derivative of the named smoothing.
 _PRICE = {("f", 0, "f", 0): "N", ("f", 2, "f", 0): "N_tt", ("f", 1, "f", 1): "N_tu", ("f", 0, "f", 2): "N_uu",
           ("f", 1, "l", 0): "P_t", ("l", 0, "f", 1): "Q_u"}
+#: A key that only one row sees (rows with different key sets): E f'(t + l) = F1_t (row 1), E f'(t' + l') = F2_u.
+_PRICE_ONE = {("f", 1, "t"): "F1_t", ("f", 1, "u"): "F2_u"}
 
 
 def laplace_kernels():
@@ -263,6 +265,36 @@ def selection_pair_integrands() -> tuple[sympy.Expr, sympy.Expr]:
     return _in_gram(sympy.expand(first), gram), _in_gram(sympy.expand(second), gram)
 
 
+@lru_cache(maxsize=None)
+def selection_mixed_integrands() -> tuple[sympy.Expr, sympy.Expr, sympy.Expr]:
+    """The integrands of W's terms with keys that one row sees and the other does not (a causal or windowed mask).
+
+    Row 1 sees its n shared keys and m1 of its own, row 2 the n and m2 of its own. A key of row 1 only
+    enters row 1's normalisation through L1 = E l(t + l) and its numerator through E f(t + l); Stein once
+    per key (E[zeta h] = E[grad_zeta h]) and Price's theorem give, for the key pairs (s, s') with s in row 1
+    and s' in row 2,
+
+        W = n int int first K^(n-1) L1^m1 L2^m2 + n (n-1) int int second K^(n-2) L1^m1 L2^m2
+            + m1 n int int third K^(n-1) L1^(m1-1) L2^m2 + n m2 int int fourth K^(n-1) L1^m1 L2^(m2-1)
+            + m1 m2 int int fifth K^n L1^(m1-1) L2^(m2-1)
+
+    (first, second: :func:`selection_pair_integrands`), and Yp = n int int N K^(n-1) L1^m1 L2^m2.
+    Returns (third: s own to row 1, s' shared; fourth: s shared, s' own to row 2; fifth: both own).
+    """
+    z1, z2 = sympy.symbols("zeta_1 zeta_2", real=True)
+    v1, v2, w1, w2 = sympy.symbols("v_1 v_2 w_1 w_2", real=True)
+    x1, x2 = _t + v1 * z1 + v2 * z2, _u + w1 * z1 + w2 * z2
+    own1, own2 = _f(x1), _f(x2)
+    shared1, shared2 = _f(x1) * _l(x2), _l(x1) * _f(x2)
+
+    def pair(a, b):
+        return sum(_price_named(sympy.diff(a, z)) * _price_named(sympy.diff(b, z)) for z in (z1, z2))
+
+    gram = ((S11, (v1, v1), (v2, v2)), (S22, (w1, w1), (w2, w2)), (S12, (v1, w1), (v2, w2)))
+    return tuple(_in_gram(sympy.expand(pair(a, b)), gram)
+                 for a, b in ((own1, shared2), (shared1, own2), (own1, own2)))
+
+
 def _kernel_factor(factor):
     """(kernel name, derivative order, side) of f(x), l(x) or a Subs(Derivative(...)) at x = t + l or t' + l'."""
     if isinstance(factor, sympy.Subs):
@@ -291,6 +323,12 @@ def _price_named(expr) -> sympy.Expr:
             if name == "l" and order > 1:
                 raise ValueError(f"unexpected derivative of l in {term}")
             kernels[side] = (name, order)
+        if len(kernels) == 1:                          # a key of one row only
+            (side, kernel), = kernels.items()
+            if kernel + (side,) not in _PRICE_ONE:
+                raise ValueError(f"no named smoothing for the one-row kernel {kernel} in {term}")
+            out += coeff * sympy.Symbol(_PRICE_ONE[kernel + (side,)], real=True)
+            continue
         key = kernels["t"] + kernels["u"]
         if key not in _PRICE:
             raise ValueError(f"no named smoothing for the kernels {key} in {term}")

@@ -1,8 +1,8 @@
 """Generate the finite-width formulas of :mod:`derive.finite_width` as NumPy code (run once; committed).
 
 ``python -m numeric.codegen_width`` writes :mod:`numeric._generated_width`: the
-one-row key-selection term Z2 from the moments (Stein's lemma), the two
-integrands of the two-row term W (Stein + Price), the effective moments
+one-row key-selection term Z2 from the moments (Stein's lemma), the
+integrands of the two-row term W (Stein + Price; rows with the same or different key sets), the effective moments
 Y2_eff, Yp_eff, the score covariance S from the Bartlett factor, the variance
 of its off-diagonal entry, and the attention output overlaps (the
 infinite-width map of :func:`derive.attention.value_overlap` at the effective
@@ -35,6 +35,7 @@ def definitions() -> list[tuple[str, tuple[str, ...], object, str]]:
     from derive.symbols import p, q, sigma_v2
 
     first, second = fw.selection_pair_integrands()
+    third, fourth, fifth = fw.selection_mixed_integrands()
     eff = fw.effective_moments()
     cov = fw.covariance_from_factor()
     _, m21_var = fw.chain_mean()
@@ -54,6 +55,12 @@ def definitions() -> list[tuple[str, tuple[str, ...], object, str]]:
          "Diagonal-key integrand of the two-row term W (Stein twice on zeta, Price's theorem)."),
         ("selection_second", ("N", "P_t", "Q_u", "S11", "S12", "S22"), second,
          "Distinct-key integrand of the two-row term W (Stein once per key, Price's theorem)."),
+        ("selection_third", ("N", "Q_u", "F1_t", "S11", "S12"), third,
+         "Integrand of W's key pairs (own key of row 1, shared key): different key sets (Stein, Price)."),
+        ("selection_fourth", ("N", "P_t", "F2_u", "S12", "S22"), fourth,
+         "Integrand of W's key pairs (shared key, own key of row 2): different key sets (Stein, Price)."),
+        ("selection_fifth", ("F1_t", "F2_u", "S12"), fifth,
+         "Integrand of W's key pairs (own key of row 1, own key of row 2): different key sets (Stein, Price)."),
         ("effective_same", ("d", "Y2", "Z2"), eff["Y2_eff"], "Y2_eff = (1 - 1/d) Y2 + Z2/d."),
         ("effective_pair", ("d", "Yp", "W"), eff["Yp_eff"], "Yp_eff = (1 - 2/d) Yp + W/d."),
         ("covariance_from_factor", ("b2", "rho", "m11", "m21", "m22"),

@@ -52,7 +52,7 @@ N_XI = 16
 #: Gauss nodes of the two-row average over S (numeric.width_law.pair_rule); see tests/numeric/test_finite_width.py.
 N_PAIR = (3, 4, 4, 3, 8)
 
-__all__ = ["attention_overlaps", "ipr_width", "pair_effective", "row_effective", "width"]
+__all__ = ["attention_overlaps", "ipr_width", "masked_overlaps", "pair_effective", "row_effective", "width"]
 
 
 def width(d, d_head):
@@ -109,20 +109,83 @@ def row_effective(b2: float, T: int, d: int, d_head: int, *, acc: Accuracy = EXA
 
 
 def pair_effective(b2: float, rho: float, T: int, d: int, d_head: int, *, acc: Accuracy = TABLE,
-                   nodes: tuple[int, ...] = N_PAIR) -> float:
+                   nodes: tuple[int, ...] = N_PAIR, keys=None) -> float:
     """Yp_eff at mean log-weight variance b2 and input cosine rho: E_S[(1 - 2/d) Yp(S) + W(S)/d]
-    over the chain's law of S (:func:`numeric.width_law.pair_rule`)."""
+    over the chain's law of S (:func:`numeric.width_law.pair_rule`). ``keys``: None (both rows see the T keys)
+    or (n, m1, m2) of :func:`numeric.two_rows.pair_and_selection` (rows under a mask)."""
     m11, m21, m22, weight = pair_rule(chain_dofs(d, d_head), nodes)
     S11, S12, S22 = gen.covariance_from_factor(b2, rho, m11, m21, m22)
     total = 0.0
     with single_threaded_blas():
         for s11, s12, s22, w in zip(S11, S12, S22, weight):
             if s11 <= 0.0 or s22 <= 0.0:
-                yp, sel = 1.0 / T, 2.0 / T                # a row of width 0 attends uniformly
+                yp, sel = _uniform_pair(T, keys)          # a row of width 0 attends uniformly
             else:
-                yp, sel = pair_and_selection(float(s11), float(s22), float(s12), T, acc)
+                yp, sel = pair_and_selection(float(s11), float(s22), float(s12), T, acc, keys=keys)
             total += w * float(gen.effective_pair(float(d), yp, sel))
     return total
+
+
+def _uniform_pair(T, keys) -> tuple[float, float]:
+    """(Yp, W) of two rows attending uniformly: n/(n1 n2) and 2 n/(n1 n2) (T keys each if ``keys`` is None)."""
+    n, m1, m2 = (T, 0, 0) if keys is None else keys
+    share = n / ((n + m1) * (n + m2))
+    return share, 2.0 * share
+
+
+def masked_overlaps(beta, *, rows, mask="causal", q=1.0, p=0.0, T, d=None, d_head=None, sigma_v2=1.0):
+    """(q_t, q_u, p_tu): E|o_t|^2/d, E|o_u|^2/d and E o_t.o_u/d of one masked attention layer (rows t != u).
+
+    Tokens as in :func:`attention_overlaps` (overlaps q, p); row t sees the keys ``mask`` allows
+    (:mod:`derive.masks`: "causal" or "sliding:W"). The same derivation with the rows' own key sets: the
+    norms are the one-row effective moments at n_t keys, the overlap the two-row one with n shared keys and
+    m1, m2 of each row's own (:func:`derive.finite_width.selection_mixed_integrands`). The log-weight scale
+    is b^2 = beta^2 ln T q (q - p) as for the whole sequence. ``d=None``: infinite width (the exact finite-n
+    moments of the rows, without the position-resolved profile's closure of the pair term).
+    """
+    from derive import masks
+    d, d_head = width(d, d_head)
+    T = check.sequence_length(T, infinite=False)
+    m = masks.parse(mask)
+    if m is None:
+        raise ValueError("mask must be 'causal' or 'sliding:W' (None: use attention_overlaps)")
+    t, u = _row_pair(rows, T)
+    beta = float(check.positive("beta", beta))
+    q, p = (float(x) for x in check.overlaps(q, p, T))
+    sigma_v2 = float(check.positive("sigma_v2", sigma_v2))
+    finite_state(beta, q, p, T)
+    keys = [set(range(m.first_key(r), r + 1)) for r in (t, u)]
+    n_t, n_u, n = len(keys[0]), len(keys[1]), len(keys[0] & keys[1])
+    b2 = beta * beta * math.log(T) * q * (q - p)
+    y2 = [_row_moment(b2, k, d, d_head) for k in (n_t, n_u)]
+    counts = (n, n_t - n, n_u - n)
+    if d is None:
+        S = b2 * np.array([1.0, p / q, 1.0])
+        yp = pair_and_selection(S[0], S[2], S[1], None, EXACT, keys=counts)[0] if b2 > 0 else _uniform_pair(0, counts)[0]
+    else:
+        yp = pair_effective(b2, p / q, None, d, d_head, keys=counts)
+    q_t, q_u = (float(gen.attention_output(q, p, sigma_v2, 0.0, y, y)[0]) for y in y2)
+    return q_t, q_u, float(gen.attention_output(q, p, sigma_v2, 0.0, yp, yp)[1])
+
+
+def _row_pair(rows, T: int) -> tuple[int, int]:
+    """Two distinct positions in [0, T) (ValueError naming ``rows`` otherwise)."""
+    try:
+        t, u = (int(r) for r in rows)
+    except (TypeError, ValueError):
+        raise ValueError(f"rows must be two positions (t, u), got {rows!r}") from None
+    if t == u or not (0 <= t < T and 0 <= u < T):
+        raise ValueError(f"rows must be two distinct positions in [0, T) = [0, {T}), got {rows!r}")
+    return t, u
+
+
+def _row_moment(b2: float, n: int, d, d_head) -> float:
+    """Y2 of a row of n keys (n = 1: 1, all weight on its one key), effective at finite width."""
+    if n == 1:
+        return 1.0
+    if d is None:
+        return _one_row(math.sqrt(b2), n, EXACT)[0]
+    return row_effective(b2, n, d, d_head)[1]
 
 
 def attention_overlaps(beta, *, q=1.0, p=0.0, T, d=None, d_head=None, sigma_v2=1.0, gain=False):

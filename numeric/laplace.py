@@ -100,7 +100,7 @@ def plain(out: np.ndarray):
 
 def _t_step(b: float, T: int, base: float) -> float:
     """Outer grid spacing: ``base`` below condensation, scaled by b/sqrt(2 ln T) above."""
-    return base * max(1.0, b / z_star(T))
+    return base * max(1.0, b / z_star(max(T, 2)))             # a row of one key: the scale of two
 
 
 def _row_grid(b: float, T: int, r_low: float, r_high: float, acc: Accuracy, base: float):
@@ -114,7 +114,7 @@ def _row_grid(b: float, T: int, r_low: float, r_high: float, acc: Accuracy, base
     """
     left = (acc.log_tail(T, r_low) - math.log(T)) / r_low - min(0.5 * r_high * b * b, acc.z_max * b)
     right = math.log(r_high) + 4.5 + acc.z_max * b
-    p_cut = 800.0 / ((1.0 - math.exp(-1.0)) * (T - 1))
+    p_cut = 800.0 / ((1.0 - math.exp(-1.0)) * (T - 1)) if T > 1 else math.inf
     if p_cut < 0.5:
         right = min(right, b * float(special.ndtri(1.0 - p_cut)) + 4.5)
     dt = _t_step(b, T, base)

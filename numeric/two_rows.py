@@ -40,7 +40,7 @@ import math
 
 import numpy as np
 
-from ._generated_width import selection_first, selection_second
+from ._generated_width import selection_fifth, selection_first, selection_fourth, selection_second, selection_third
 from .blas import single_threaded_blas
 from .laplace import _pair_window, _t_step
 from .smoothing import EXACT, TABLE, Accuracy, log_L, smooth
@@ -113,29 +113,67 @@ def _spacing(s1: float, s2: float, sig: float, T: int, acc: Accuracy) -> float:
     return _t_step(sig, T, acc.h_pair) * min(1.0, s1 / s2) if s2 > 0 else _t_step(sig, T, acc.h_pair)
 
 
-def pair_and_selection(S11: float, S22: float, S12: float, T: int, acc: Accuracy = TABLE) -> tuple[float, float]:
+def pair_and_selection(S11: float, S22: float, S12: float, T: int, acc: Accuracy = TABLE,
+                       keys=None) -> tuple[float, float]:
     """(Yp(S), W(S)) for two rows of T keys with log-weight covariance S = [[S11, S12], [S12, S22]].
 
-    S11, S22 > 0; |S12| <= sqrt(S11 S22). See the module docstring for the integrals.
+    S11, S22 > 0; |S12| <= sqrt(S11 S22). See the module docstring for the integrals. ``keys``: None (both
+    rows see the same T keys) or (n, m1, m2): n keys both rows see, m1 that row 1 only sees and m2 that row 2
+    only sees (a causal or windowed mask; T is then ignored); the terms of those keys are
+    :func:`derive.finite_width.selection_mixed_integrands`.
     """
+    n, m1, m2 = (float(T), 0.0, 0.0) if keys is None else _key_counts(keys)
+    n1, n2 = n + m1, n + m2
     s1, s2, r, a, a2, sig1, sig2 = _split(S11, S22, S12)
-    h = _spacing(s1, s2, min(sig1, sig2), T, acc)
+    h = _spacing(s1, s2, min(sig1, sig2), max(n1, n2), acc)
     h2 = h * (s2 / s1)
-    win1 = _window(s1, T, acc, h)
-    win2 = _window(s2, T, acc, h2)
+    win1 = _window(s1, n1, acc, h)
+    win2 = _window(s2, n2, acc, h2)
     with single_threaded_blas():
         if a * H_C >= h:
             e = _averages_lattice(win1, win2, h, h2, a, a2, sig1, sig2, acc)
         else:
             e = _averages_hermite(win1, win2, h, h2, a, a2, sig1, sig2, acc)
     log_k = log_L(e["G"], e["K"])
-    decay = np.exp((T - 1) * log_k)
+    log_1, f_1 = _own_row(win1, h, e["K"].shape[0], s1, acc, m1)
+    log_2, f_2 = _own_row(win2, h2, e["K"].shape[1], s2, acc, m2)
     area = h * h2
-    yp = T * area * float(np.sum(e["N"] * decay))
-    first = selection_first(e["N"], e["N_tt"], e["N_tu"], e["N_uu"], S11, S12, S22)
-    second = selection_second(e["N"], e["P_t"], e["Q_u"], S11, S12, S22)
-    w = T * area * float(np.sum(first * decay)) + T * (T - 1) * area * float(np.sum(second * np.exp((T - 2) * log_k)))
+
+    def total(integrand, shared, own1, own2):
+        return area * float(np.sum(integrand * np.exp(shared * log_k + own1 * log_1[:, None] + own2 * log_2[None, :])))
+
+    yp = n * total(e["N"], n - 1, m1, m2) if n > 0 else 0.0
+    w = 0.0
+    if n > 0:
+        w += n * total(selection_first(e["N"], e["N_tt"], e["N_tu"], e["N_uu"], S11, S12, S22), n - 1, m1, m2)
+    if n > 1:
+        w += n * (n - 1) * total(selection_second(e["N"], e["P_t"], e["Q_u"], S11, S12, S22), n - 2, m1, m2)
+    if n > 0 and m1 > 0:
+        w += m1 * n * total(selection_third(e["N"], e["Q_u"], f_1[:, None], S11, S12), n - 1, m1 - 1, m2)
+    if n > 0 and m2 > 0:
+        w += n * m2 * total(selection_fourth(e["N"], e["P_t"], f_2[None, :], S12, S22), n - 1, m1, m2 - 1)
+    if m1 > 0 and m2 > 0:
+        w += m1 * m2 * total(selection_fifth(f_1[:, None], f_2[None, :], S12), n, m1 - 1, m2 - 1)
     return yp, w
+
+
+def _key_counts(keys) -> tuple[float, float, float]:
+    """(n, m1, m2) checked: n, m1, m2 >= 0 with each row seeing at least one key."""
+    try:
+        n, m1, m2 = (float(k) for k in keys)
+    except (TypeError, ValueError):
+        raise ValueError(f"keys must be (n, m1, m2): shared keys and each row's own, got {keys!r}") from None
+    if min(n, m1, m2) < 0 or n + m1 < 1 or n + m2 < 1 or not all(map(math.isfinite, (n, m1, m2))):
+        raise ValueError(f"keys = {keys!r}: counts must be >= 0 and each row must see at least one key")
+    return n, m1, m2
+
+
+def _own_row(win, h: float, size: int, width: float, acc: Accuracy, own: float):
+    """(log L, f') of one row at its full width on its grid: the factors of the keys only that row sees."""
+    if own == 0:
+        return np.zeros(size), np.zeros(size)
+    G, L, M = smooth(win[0], h, size, width, (1.0, 2.0), acc)
+    return log_L(G, L), M[1.0] - M[2.0]
 
 
 def _window(s: float, T: int, acc: Accuracy, h: float) -> tuple[float, float]:

@@ -94,6 +94,40 @@ def test_infinite_width_theory_is_rejected_at_long_context(point):
         assert gap[1] > tol[1]
 
 
+#: One masked attention layer (numeric.finite_width.masked_overlaps): (d, heads, T, sigma_a, rho, rows, mask, seeds) --
+#: causal rows with 101 and 256 keys at orthogonal inputs, causal rows far apart with correlated inputs in the
+#: condensed range, and two rows of a sliding window that share 59 of their 128 keys.
+MASKED = [(64, 2, 256, 1.5, 0.0, (100, 255), "causal", 4000), (64, 2, 256, 3.0, 0.5, (40, 200), "causal", 4000),
+          (64, 2, 256, 3.0, 0.0, (150, 220), "sliding:128", 4000)]
+
+
+@lru_cache(maxsize=None)
+def masked(d, heads, T, sigma_a, rho, rows, mask, seeds):
+    """(finite-width theory, infinite-width theory, Monte Carlo Estimate of (q_t, q_u, p_tu)) at one point."""
+    from numeric.finite_width import masked_overlaps
+    beta = sigma_a / math.sqrt(math.log(T))
+    finite = np.array(masked_overlaps(beta, rows=rows, mask=mask, T=T, d=d, d_head=d // heads, p=rho))
+    infinite = np.array(masked_overlaps(beta, rows=rows, mask=mask, T=T, p=rho))
+    estimate = width.masked_overlap_samples(beta, rows=rows, mask=mask, T=T, d=d, seeds=seeds, p=rho, heads=heads,
+                                            seed=23)
+    return finite, infinite, estimate
+
+
+@pytest.mark.parametrize("point", MASKED, ids=[f"{p[6]}-rows{p[5][0]}-{p[5][1]}-s{p[3]}-r{p[4]}" for p in MASKED])
+def test_masked_layer_finite_width_within_monte_carlo_error(point):
+    """Rows with their own key sets (causal, sliding window), T/d = 4: the finite-width norms and overlap within
+    k SE (Student t, Bonferroni over the three) plus the declared allowance, with the rows' key counts in place of
+    T; the infinite-width norms are rejected by the same tolerance (they are 15-58 SE off)."""
+    d, heads, T, sigma_a, rho, rows, mask, seeds = point
+    finite, infinite, estimate = masked(*point)
+    keys = np.array([rows[0] + 1, rows[1] + 1, rows[0] + 1]) if mask == "causal" else np.full(3, 128)
+    allow = stats.FINITE_D_COEFF * (np.abs(finite - infinite) + np.abs(finite) / keys) / d
+    stats.assert_agrees(finite, estimate, allowance=allow, reason=REASON,
+                        what=f"(q_t, q_u, p_tu) of rows {rows} under {mask} at d={d}, T={T}, sigma_a={sigma_a}")
+    tol = stats.tolerance(estimate.se, allow, estimate.n, family=3)
+    assert np.all(np.abs(infinite - estimate.mean)[:2] > tol[:2])
+
+
 def test_value_average_is_the_layers_forward_pass():
     """verify.width averages W_V by Wick's theorem; the layer's own forward pass (SelfAttention.torch_forward)
     over 512 draws of W_V, with the same tokens, W_Q and W_K, agrees within its standard error (two heads,

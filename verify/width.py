@@ -88,6 +88,52 @@ def overlap_samples(beta: float, *, T: int, d: int, seeds: int, q: float = 1.0, 
     return Estimate.of(qs), Estimate.of(ps)
 
 
+def masked_overlap_samples(beta: float, *, rows, mask="causal", T: int, d: int, seeds: int, q: float = 1.0,
+                           p: float = 0.0, heads: int = 1, sigma_v2: float = 1.0, batch: int = 256, device=None,
+                           seed: int = 0):
+    """(q_t, q_u, p_tu) Estimates of one masked attention layer's rows t, u (numeric.finite_width.masked_overlaps).
+
+    As :func:`overlap_samples` (Gaussian tokens, the layer's weights and score convention, W_V averaged by
+    Wick's theorem), with only rows t and u computed, their scores restricted to the keys ``mask`` allows, and
+    ``batch`` seeds drawn at once. Control variates of mean exactly 0: p (|c|^2/d - 1) for every entry, and the
+    cross term of c with the mean private part of each row's keys, 2 sqrt(p (q - p)) c.g_K/d (the norms) and
+    sqrt(p (q - p)) c.(g_Kt + g_Ku)/d (the overlap).
+    """
+    from derive import masks
+    d_head = _layer_sizes(d, heads)
+    m = masks.parse(mask)
+    t, u = rows
+    allowed = torch.as_tensor(m.allowed(T)[[t, u]], device=resolve_device(device))     # (2, T)
+    device = resolve_device(device)
+    generator = make_generator(seed, None, device)
+    spec = SelfAttention(heads=heads)
+    scale = spec.query_key_std(T, d, {"beta": beta}) ** 2 / math.sqrt(d_head)
+    cross = math.sqrt(p * (q - p))
+    out = []
+    with torch.no_grad():
+        for start in range(0, seeds, batch):
+            n = min(batch, seeds - start)
+            draw = lambda *shape: torch.randn(*shape, generator=generator, dtype=torch.float64, device=device)
+            c, g = draw(n, 1, d), draw(n, T, d)
+            x = math.sqrt(p) * c + math.sqrt(q - p) * g
+            W_Q, W_K = draw(n, d, d), draw(n, d, d)
+            queries = (x[:, [t, u]] @ W_Q.transpose(1, 2)).reshape(n, 2, heads, d_head).transpose(1, 2)
+            keys = (x @ W_K.transpose(1, 2)).reshape(n, T, heads, d_head).transpose(1, 2)
+            scores = (queries @ keys.transpose(-1, -2)) * scale                        # (n, heads, 2, T)
+            A = torch.softmax(scores.masked_fill(~allowed, -math.inf), dim=-1)
+            y = A @ x[:, None]                                                          # (n, heads, 2, d)
+            norms = y.pow(2).sum(-1).mean(1) / d                                       # (n, 2)
+            overlap = (y[:, :, 0] * y[:, :, 1]).sum(-1).mean(1) / d
+            g_rows = (allowed.to(g.dtype) / allowed.sum(-1, keepdim=True)) @ g           # (n, 2, d)
+            c_g = (c * g_rows).sum(-1) / d                                              # (n, 2)
+            common = p * (c.pow(2).sum((-1, -2)) / d - 1.0)
+            values = torch.stack([norms[:, 0] - common - 2 * cross * c_g[:, 0],
+                                  norms[:, 1] - common - 2 * cross * c_g[:, 1],
+                                  overlap - common - cross * c_g.sum(-1)], dim=1)
+            out.append(sigma_v2 * values.cpu())
+    return Estimate(torch.cat(out).numpy())
+
+
 def check_value_average(beta: float, *, T: int, d: int, heads: int, q: float, p: float, gain: bool,
                         draws: int = 256, seed: int = 0):
     """(averaged, forward): this module's W_V-averaged (q, p) for one draw of tokens, W_Q and W_K, and

@@ -299,3 +299,73 @@ def test_width_tables_are_read_back_from_the_disk_cache(tmp_path, monkeypatch):
     beyond = np.array([B_PAIR_MAX * 1.5])
     np.testing.assert_array_equal(built[1].at(beyond, [0.5]), loaded[1].at(beyond, [0.5]))
     wt.width_tables.cache_clear()
+
+
+def _masked_rows_monte_carlo(S11, S22, S12, keys, n, rng):
+    """(Yp, W) of two rows that share keys[0] keys and see keys[1], keys[2] of their own (explicit Gaussian keys)."""
+    shared, own1, own2 = keys
+    V = np.linalg.cholesky(np.array([[S11, S12], [S12, S22]]))
+    zeta = rng.standard_normal((n, shared + own1 + own2, 2))
+    logits = zeta @ V.T
+    first, second = slice(0, own1 + shared), slice(own1, None)          # row 1: own then shared; row 2: shared then own
+    weights = []
+    for rows, column in ((first, 0), (second, 1)):
+        x = logits[:, rows, column]
+        a = np.exp(x - x.max(1, keepdims=True))
+        weights.append(a / a.sum(1, keepdims=True))
+    A1, A2 = weights
+    yp = (A1[:, own1:] * A2[:, :shared]).sum(1)
+    w = ((A1[..., None] * zeta[:, first]).sum(1) * (A2[..., None] * zeta[:, second]).sum(1)).sum(1)
+    return yp, w
+
+
+#: Rows under a mask: (S11, S22, S12, (shared, own of row 1, own of row 2)), each term of W exercised: causal
+#: prefixes (one row's own keys), a window (both rows' own keys), a row of one key, disjoint windows.
+MASKED_ROWS = [(1.0, 1.0, 0.5, (8, 0, 8)), (4.0, 2.0, 1.2, (6, 4, 0)), (9.0, 6.0, 3.0, (5, 3, 4)),
+               (2.0, 2.0, 1.5, (1, 0, 12)), (4.0, 4.0, 3.0, (0, 5, 5))]
+
+
+@pytest.mark.parametrize("S11,S22,S12,keys", MASKED_ROWS, ids=[str(r[3]) for r in MASKED_ROWS])
+def test_masked_rows_against_explicit_keys(S11, S22, S12, keys):
+    """Rows with different key sets (derive.finite_width.selection_mixed_integrands): Yp and W within 4 SE of
+    400 000 draws of explicit keys (Bonferroni over 10 values: 3.5 SE); the rows' shared keys alone (the two-row
+    formula at T = shared keys, or with both rows extended to all keys) fail the same check where they differ."""
+    rng = np.random.default_rng(17)
+    yp, w = _masked_rows_monte_carlo(S11, S22, S12, keys, 400_000, rng)
+    theory = pair_and_selection(S11, S22, S12, None, EXACT, keys=keys)
+    for value, draws in zip(theory, (yp, w)):
+        se = draws.std() / math.sqrt(draws.size)
+        assert abs(value - draws.mean()) <= 4 * se + 1e-12
+    if keys[0] >= 2:
+        wrong = pair_and_selection(S11, S22, S12, keys[0], EXACT)[1]
+        assert abs(wrong - w.mean()) > 10 * w.std() / math.sqrt(w.size)
+    wrong = pair_and_selection(S11, S22, S12, sum(keys), EXACT)[1]
+    assert abs(wrong - w.mean()) > 10 * w.std() / math.sqrt(w.size)
+
+
+def test_masked_rows_reject_bad_key_counts():
+    with pytest.raises(ValueError, match="keys"):
+        pair_and_selection(1.0, 1.0, 0.5, None, EXACT, keys=(0, 0, 3))
+    with pytest.raises(ValueError, match="keys"):
+        pair_and_selection(1.0, 1.0, 0.5, None, EXACT, keys=(4, -1, 3))
+    with pytest.raises(ValueError, match="keys"):
+        pair_and_selection(1.0, 1.0, 0.5, None, EXACT, keys=5)
+
+
+def test_masked_layer_rows_that_see_every_key_are_the_unmasked_layer():
+    """The last causal row sees all T keys: its norm is attention_overlaps' q_out at every width; two rows of one
+    key each (the first position of a window of 1) attend to themselves: q_t = sigma_v2 q."""
+    for d in (None, 64):
+        q_t, q_u, _ = fw.masked_overlaps(1.2, rows=(10, 63), T=64, d=d, d_head=None if d is None else 32, p=0.3)
+        assert q_u == pytest.approx(fw.attention_overlaps(1.2, T=64, d=d, d_head=None if d is None else 32,
+                                                          p=0.3)[0], rel=1e-9)
+    q_t, q_u, p_tu = fw.masked_overlaps(1.2, rows=(3, 7), mask="sliding:1", T=16, p=0.3, sigma_v2=2.0)
+    assert (q_t, q_u, p_tu) == pytest.approx((2.0, 2.0, 0.6))
+
+
+def test_masked_layer_bad_input():
+    for kwargs, name in [(dict(rows=(3, 3)), "rows"), (dict(rows=(3, 64)), "rows"), (dict(rows=3), "rows"),
+                         (dict(rows=(1, 2), mask=None), "mask"), (dict(rows=(1, 2), mask="sliding:0"), "sliding"),
+                         (dict(rows=(1, 2), d=64, d_head=48), "d_head")]:
+        with pytest.raises(ValueError, match=name):
+            fw.masked_overlaps(1.0, T=64, **kwargs)

@@ -40,7 +40,13 @@ import math
 
 import numpy as np
 
-from ._generated_width import selection_fifth, selection_first, selection_fourth, selection_second, selection_third
+from ._generated_width import (
+    selection_fifth,
+    selection_first,
+    selection_fourth,
+    selection_second,
+    selection_third,
+)
 from .blas import single_threaded_blas
 from .laplace import _pair_window, _t_step
 from .smoothing import EXACT, TABLE, Accuracy, log_L, smooth

@@ -118,7 +118,7 @@ def test_masked_layer_finite_width_within_monte_carlo_error(point):
     """Rows with their own key sets (causal, sliding window), T/d = 4: the finite-width norms and overlap within
     k SE (Student t, Bonferroni over the three) plus the declared allowance, with the rows' key counts in place of
     T; the infinite-width norms are rejected by the same tolerance (they are 15-58 SE off)."""
-    d, heads, T, sigma_a, rho, rows, mask, seeds = point
+    d, _, T, sigma_a, _, rows, mask, _ = point
     finite, infinite, estimate = masked(*point)
     keys = np.array([rows[0] + 1, rows[1] + 1, rows[0] + 1]) if mask == "causal" else np.full(3, 128)
     allow = stats.FINITE_D_COEFF * (np.abs(finite - infinite) + np.abs(finite) / keys) / d

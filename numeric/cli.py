@@ -63,6 +63,11 @@ def _add_model(parser, *, beta=True, alpha_sa=True):
                         help="sequence length: an integer for the exact finite-T theory, inf for T -> oo "
                              "(default: inf)")
     parser.add_argument("--rho0", type=float, default=0.0, help="cosine similarity of the input tokens (default: 0)")
+    parser.add_argument("--d", type=int, default=None,
+                        help="finite width: the model's width d, for the O(1/d) terms of attention at long context "
+                             "(issue 19; needs a finite --T, unmasked stacks; default: infinite width)")
+    parser.add_argument("--d-head", "--d_head", dest="d_head", type=int, default=None,
+                        help="with --d: the heads' width, dividing d (default: one head, d_head = d)")
     for name, text in PARAMETER_HELP.items():
         if name == "alpha_sa" and not alpha_sa:
             continue
@@ -84,6 +89,21 @@ def _add_mask(parser, *, tokens: bool) -> None:
     if tokens:
         parser.add_argument("--tokens", type=_tokens, metavar="late|a,b,c|start:stop",
                             help="also read rho among these positions only (late: the last quarter)")
+
+
+def _width(args) -> dict:
+    """d= and d_head= of a command (finite width) where --d or --d-head is given."""
+    if args.d is None and args.d_head is None:
+        return {}
+    return {"d": args.d, "d_head": args.d_head}
+
+
+def _width_label(args) -> str:
+    """', d=..., d_head=...' for a finite-width header, '' at infinite width."""
+    width = _width(args)
+    if not width:
+        return ""
+    return f", d={width['d']}, d_head={width['d_head'] or width['d']}"
 
 
 def _params(args, *names):
@@ -128,7 +148,7 @@ def _tokens(text: str):
 def cmd_profile(args):
     from .profile import cosine_profile
     kw = dict(beta=args.beta, T=args.T, rho0=args.rho0, activation=args.activation, alpha_sa=args.alpha_sa,
-              **_mlp_params(args), **_groups(args))
+              **_mlp_params(args), **_groups(args), **_width(args))
     masked = _mask_args(args)
     columns = {"rho": cosine_profile(args.arch, args.depth, mask=masked["mask"], **kw)}
     if masked["tokens"] is not None:
@@ -144,7 +164,7 @@ def cmd_profile(args):
         positions = position_profile(args.arch, args.depth, mask=masked["mask"], **kw)
     T = "inf" if args.T is None else args.T
     if args.json:
-        out = {"arch": args.arch, "depth": args.depth, "T": args.T, "mask": masked["mask"],
+        out = {"arch": args.arch, "depth": args.depth, "T": args.T, "mask": masked["mask"], **_width(args),
                **{k: v.tolist() for k, v in columns.items()}}
         if gram is not None:
             out["gram_samples"] = args.gram
@@ -153,7 +173,7 @@ def cmd_profile(args):
         print(json.dumps(out))
     else:
         mask = f", mask={masked['mask']}" if masked["mask"] else ""
-        print(f"# {args.arch}, beta={args.beta:g}, alpha_sa={args.alpha_sa:g}, T={T}{mask}")
+        print(f"# {args.arch}, beta={args.beta:g}, alpha_sa={args.alpha_sa:g}, T={T}{mask}{_width_label(args)}")
         _print_columns(columns, masked, gram, args)
         if positions is not None:
             _print_positions(positions)
@@ -218,7 +238,8 @@ def cmd_diagram(args):
         diagram = trainability_diagram(args.arch, args.depth, betas=args.betas, alphas=args.alphas, eps=args.eps,
                                        T=args.T, rho0=args.rho0, activation=args.activation,
                                        criterion=args.criterion, progress=bar, mask=_mask_args(args)["mask"],
-                                       min_keys=args.min_keys, **_mlp_params(args), **_groups(args))
+                                       min_keys=args.min_keys, **_mlp_params(args), **_groups(args),
+                                       **_width(args))
     if args.out:
         diagram.plot(args.out)
         print(f"wrote {args.out}", file=sys.stderr)
@@ -232,7 +253,7 @@ def cmd_alpha_c(args):
     from .profile import critical_alpha
     masked = _mask_args(args)
     kw = dict(beta=args.beta, eps=args.eps, T=args.T, rho0=args.rho0, activation=args.activation, mask=masked["mask"],
-              **_mlp_params(args), **_groups(args))
+              **_mlp_params(args), **_groups(args), **_width(args))
     columns = {"critical_alpha": np.atleast_1d(critical_alpha(args.arch, args.depth, **kw))}
     if masked["tokens"] is not None:
         columns["critical_alpha_tokens"] = np.atleast_1d(critical_alpha(args.arch, args.depth, tokens=masked["tokens"],
@@ -241,7 +262,8 @@ def cmd_alpha_c(args):
         print(json.dumps({"beta": args.beta.tolist(), **{k: [float(a) for a in v] for k, v in columns.items()}}))
         return
     mask = f", mask={masked['mask']}" if masked["mask"] else ""
-    print(f"# smallest alpha_sa with rho after {args.depth} blocks <= 1 - {args.eps:g} ({args.arch}{mask})")
+    print(f"# smallest alpha_sa with rho after {args.depth} blocks <= 1 - {args.eps:g} ({args.arch}{mask}"
+          f"{_width_label(args)})")
     if masked["tokens"] is not None:
         print(f"# alpha_c: all pairs; alpha_c_tokens: among {_named(masked['tokens'])}")
     print(f"{'beta':>8}  {'alpha_c':>12}" + (f"  {'alpha_c_tokens':>14}" if len(columns) > 1 else ""))

@@ -64,7 +64,8 @@ def finite_width(d, d_head, T, mask=None):
     if T is None:
         raise ValueError("d= (finite width) needs a finite T: the key-selection term grows like beta^2 ln T / d")
     if mask is not None:
-        raise ValueError("d= (finite width) applies to unmasked stacks; mask= is not supported with it")
+        raise ValueError("d= (finite width) applies to unmasked stacks; the position-resolved (masked) profile is at "
+                         "infinite width (numeric.finite_width.masked_overlaps gives one masked layer at finite width)")
     return d, d_head
 
 

@@ -118,6 +118,10 @@ def test_bench_skip_names_the_parts(capsys):
     (["grad", "--beta", "0,1"], "beta"),
     (["profile", "--T", "64", "--groups", "16"], "--groups applies to a masked stack"),
     (["profile", "--T", "64", "--causal", "--groups", "4"], "groups must be an integer >= 8"),
+    (["profile", "--T", "64", "--d", "0"], "d must be"),
+    (["profile", "--T", "64", "--d", "64", "--d-head", "48"], "d_head = 48 must divide d = 64"),
+    (["profile", "--d", "64"], "needs a finite T"),
+    (["alpha-c", "--T", "64", "--d", "64", "--causal"], "masked_overlaps"),
 ])
 def test_bad_input_is_a_clear_error(capsys, argv, match):
     rc, _, err = run(capsys, *argv)
@@ -191,3 +195,23 @@ def test_figure_help_describes_every_registered_figure(capsys):
     text = " ".join(capsys.readouterr().out.split())
     for name in figures.names():
         assert re.search(rf"\b{re.escape(name)} \(", text), name
+
+
+def test_finite_width_profile_and_alpha_c_from_the_command_line(capsys):
+    """--d/--d-head reach the finite-width theory: at T/d = 8 with a strong attention branch the profile and
+    alpha_c are numeric's finite-width ones (which verify/test_width.py checks against torch), and the profile
+    differs from the infinite-width one by more than 0.05."""
+    common = ["--arch", "pre-ln", "--depth", "3", "--T", "1024", "--sigma_v2", "4", "--alpha_sa", "0.2", "--json"]
+    _, out, _ = run(capsys, "profile", *common, "--d", "128", "--d-head", "64")
+    finite = json.loads(out)
+    _, out, _ = run(capsys, "profile", *common)
+    infinite = np.array(json.loads(out)["rho"])
+    assert (finite["d"], finite["d_head"]) == (128, 64)
+    expected = numeric.cosine_profile("pre-ln", 3, beta=1.0, T=1024, sigma_v2=4.0, alpha_sa=0.2, d=128, d_head=64)
+    assert np.allclose(finite["rho"], expected, rtol=1e-9, atol=1e-12)
+    assert np.abs(np.array(finite["rho"]) - infinite).max() > 0.05
+    _, out, _ = run(capsys, "alpha-c", "--arch", "pre-ln", "--depth", "4", "--T", "1024", "--sigma_v2", "4",
+                    "--beta", "1", "--d", "128", "--d-head", "64", "--json")
+    alpha = json.loads(out)["critical_alpha"][0]
+    assert alpha == pytest.approx(float(numeric.critical_alpha("pre-ln", 4, beta=1.0, T=1024, sigma_v2=4.0, d=128,
+                                                               d_head=64)), rel=1e-6)

@@ -112,6 +112,8 @@ class Diagram:
         counts = {PHASE_NAMES[k]: int((self.phase == k).sum()) for k in PHASE_NAMES}
         out = {"arch": self.arch, "depth": self.depth, "eps": self.eps, "T": self.T,
                "criterion": self.criterion, "grid": list(self.phase.shape), "phases": counts}
+        if "d" in self.params:
+            out["d"], out["d_head"] = self.params["d"], self.params["d_head"]
         if self.late:
             out["mask"] = str(self.late["mask"])
             out["phases_late"] = {PHASE_NAMES[k]: int((self.late["phase"] == k).sum()) for k in PHASE_NAMES}

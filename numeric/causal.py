@@ -50,7 +50,7 @@ class Attention:
     rho_tu c(u - t) (values are not rotated, so the value overlaps are unchanged).
     """
 
-    def __init__(self, T: int, mask, rope=None, groups=None):
+    def __init__(self, T: int, mask, rope=None, groups=None, width=None):
         self.T, self.mask, self.groups = T, mask, None
         if groups is None:
             self.first = np.array([mask.first_key(k) for k in range(T)])
@@ -78,6 +78,12 @@ class Attention:
             from .rope import Rows
             self.rope = Rows(T, self.first, self.n, *rope)
             self.rotation = self.rope.lags.copy()
+        self.width = None
+        if width is not None:                                               # (d, d_head): numeric.causal_width
+            if rope is not None:
+                raise ValueError("d= (finite width) with RoPE: the rotary rows' finite-width terms are not derived")
+            from .causal_width import WidthTerms
+            self.width = WidthTerms(self.first, self.n, *width)
 
     def _pairs(self, t, u):
         """Index ranges of the key classes of each pair (t < u): shared S = [f_u, t], K_t - S = [f_t, f_u)."""
@@ -101,9 +107,11 @@ class Attention:
         out[..., idx, idx] = norm(stats.qbar, stats.pbar, stats.Y2, self.n, sigma_v2[..., None])
         if self.mask.window is None and self.fused:
             self._fused_overlaps(Q, C, stats, sigma_v2, gain, out)
-            return out
-        out[..., self.rows, self.cols] = self._overlaps(Q, C, D, stats, sigma_v2, gain, gen)
-        out[..., self.cols, self.rows] = out[..., self.rows, self.cols]
+        else:
+            out[..., self.rows, self.cols] = self._overlaps(Q, C, D, stats, sigma_v2, gain, gen)
+            out[..., self.cols, self.rows] = out[..., self.rows, self.cols]
+        if self.width is not None:
+            self.width.add(Q, stats, sigma_v2, out)
         return out
 
     @property
@@ -447,11 +455,12 @@ def _describe(values):
     return {k: (float(v) if np.ndim(v) == 0 else f"array{np.shape(v)}") for k, v in values.items()}
 
 
-def prepare(arch, depth, *, beta, T, rho0, activation, mask, tokens, params, groups=None):
+def prepare(arch, depth, *, beta, T, rho0, activation, mask, tokens, params, groups=None, width=None):
     """Validate a causal profile's input; return (block, attention, values, depth, rho0, token index).
 
     ``groups``: None (every position carries the state) or the number K of position groups
-    (:mod:`numeric.position_groups`; an integer >= 8, a causal mask without RoPE).
+    (:mod:`numeric.position_groups`; an integer >= 8, a causal mask without RoPE). ``width``: None
+    (infinite width) or a checked (d, d_head) (:mod:`numeric.causal_width`).
     """
     from .profile import block_values
 
@@ -470,37 +479,40 @@ def prepare(arch, depth, *, beta, T, rho0, activation, mask, tokens, params, gro
     if groups is not None:
         groups = min(check.count("groups", groups, 8), T)
     values = block_values(arch, beta, params)
-    return (block_function(arch, activation), _attention(T, mask, rope, groups), values, depth, rho0,
+    return (block_function(arch, activation), _attention(T, mask, rope, groups, width), values, depth, rho0,
             positions(tokens, T))
 
 
 @lru_cache(maxsize=8)
-def _attention(T: int, mask, rope=None, groups=None) -> Attention:
-    return Attention(T, mask, rope, groups)
+def _attention(T: int, mask, rope=None, groups=None, width=None) -> Attention:
+    return Attention(T, mask, rope, groups, width)
 
 
 def cosine_profile(arch, depth, *, beta, T, rho0=0.0, activation="relu", mask="causal", tokens=None, groups=None,
-                   **params):
+                   width=None, **params):
     """rho before block 1 and after each block of a masked stack: all pairs, or among ``tokens`` if given.
 
     Shape (depth + 1, *broadcast of the parameters). ``arch``: a named architecture with ``mask``
     ("causal" or "sliding:W"), or a spec whose attention layers carry a mask. ``groups``: None, or K
     position groups carrying the state (:mod:`numeric.position_groups`: faster at long context).
+    ``width``: None (infinite width) or a checked (d, d_head): the finite-width increments of
+    :mod:`numeric.causal_width` (at most 64 carried positions).
     """
     block, attention, values, depth, rho0, index = prepare(arch, depth, beta=beta, T=T, rho0=rho0,
                                                            activation=activation, mask=mask, tokens=tokens,
-                                                           params=params, groups=groups)
+                                                           params=params, groups=groups, width=width)
     run = iterate(block, attention, values, depth, rho0, index, ipr="none")
     return run.rho if tokens is None else run.rho_tokens
 
 
-def position_profile(arch, depth, *, beta, T, rho0=0.0, activation="relu", mask="causal", groups=None, **params):
+def position_profile(arch, depth, *, beta, T, rho0=0.0, activation="relu", mask="causal", groups=None, width=None,
+                     **params):
     """rho_t of each position with the others, before block 1 and after each block: shape (depth + 1, ..., T).
 
-    ``groups``: as :func:`cosine_profile` (constant within a group)."""
+    ``groups``, ``width``: as :func:`cosine_profile` (constant within a group)."""
     block, attention, values, depth, rho0, index = prepare(arch, depth, beta=beta, T=T, rho0=rho0,
                                                            activation=activation, mask=mask, tokens=None,
-                                                           params=params, groups=groups)
+                                                           params=params, groups=groups, width=width)
     return iterate(block, attention, values, depth, rho0, index, ipr="none").by_position
 
 

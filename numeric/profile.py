@@ -51,11 +51,12 @@ def prepare(arch, depth, *, beta, T, rho0, activation, params, numpy_map=True, w
     return block, moment_functions(T, width), values, depth, T, rho0
 
 
-def finite_width(d, d_head, T, mask=None):
+def finite_width(d, d_head, T, mask=None, masked_profile=False):
     """(d, d_head) checked for a finite-width profile or diagram, or None (``d=None``: infinite width).
 
-    Finite width needs a finite T and an unmasked stack; the effective moments of
-    :func:`numeric.maps.moment_functions` (the NumPy path) and their tables (the fused kernels).
+    Finite width needs a finite T; the effective moments of :func:`numeric.maps.moment_functions` (the
+    NumPy path) and their tables (the fused kernels). A masked stack takes it in a profile only
+    (``masked_profile``: :mod:`numeric.causal_width`, pair by pair).
     """
     if d is None and d_head is None:
         return None
@@ -63,9 +64,10 @@ def finite_width(d, d_head, T, mask=None):
     d, d_head = width(d, d_head)
     if T is None:
         raise ValueError("d= (finite width) needs a finite T: the key-selection term grows like beta^2 ln T / d")
-    if mask is not None:
-        raise ValueError("d= (finite width) applies to unmasked stacks; the position-resolved (masked) profile is at "
-                         "infinite width (numeric.finite_width.masked_overlaps gives one masked layer at finite width)")
+    if mask is not None and not masked_profile:
+        raise ValueError("d= (finite width) of a masked stack is served in profiles (cosine_profile, "
+                         "position_profile), not in critical_alpha or diagrams: each pair of rows is an integral over "
+                         "the score law (numeric.causal_width)")
     return d, d_head
 
 
@@ -175,15 +177,16 @@ def cosine_profile(arch, depth, *, beta, T=None, rho0=0.0, alpha_sa=1.0, alpha_m
     """
     params = dict(alpha_sa=alpha_sa, alpha_mlp=alpha_mlp, sigma_v2=sigma_v2, sigma_w2=sigma_w2, sigma_b2=sigma_b2,
                   **extra)
-    width = finite_width(d, d_head, T, mask)
+    masked = _masked(arch, mask)
+    width = finite_width(d, d_head, T, mask if masked else None, masked_profile=True)
+    if masked:
+        from . import causal
+        return causal.cosine_profile(arch, depth, beta=beta, T=T, rho0=rho0, activation=activation,
+                                     mask=mask, tokens=tokens, width=width, **params)
     if width is not None:
         block, moments, values, depth, T, rho0 = prepare(arch, depth, beta=beta, T=T, rho0=rho0,
                                                           activation=activation, params=params, width=width)
         return np.stack(iterate(block, moments, values, depth, T, rho0).rho)
-    if _masked(arch, mask):
-        from . import causal
-        return causal.cosine_profile(arch, depth, beta=beta, T=T, rho0=rho0, activation=activation,
-                                     mask=mask, tokens=tokens, **params)
     if tokens is not None:
         from .causal import positions
         if T is None:

@@ -146,7 +146,8 @@ def pair_and_selection(S11: float, S22: float, S12: float, T: int, acc: Accuracy
     area = h * h2
 
     def total(integrand, shared, own1, own2):
-        return area * float(np.sum(integrand * np.exp(shared * log_k + own1 * log_1[:, None] + own2 * log_2[None, :])))
+        log = _times(shared, log_k) + _times(own1, log_1)[:, None] + _times(own2, log_2)[None, :]
+        return area * float(np.sum(integrand * np.exp(log)))
 
     yp = n * total(e["N"], n - 1, m1, m2) if n > 0 else 0.0
     w = 0.0
@@ -161,6 +162,11 @@ def pair_and_selection(S11: float, S22: float, S12: float, T: int, acc: Accuracy
     if m1 > 0 and m2 > 0:
         w += m1 * m2 * total(selection_fifth(f_1[:, None], f_2[None, :], S12), n, m1 - 1, m2 - 1)
     return yp, w
+
+
+def _times(count: float, log):
+    """count * log K with a power 0 read as 1 where K = 0 (log K = -inf)."""
+    return count * log if count != 0 else np.zeros_like(log)
 
 
 def _key_counts(keys) -> tuple[float, float, float]:

@@ -22,6 +22,9 @@ and reduces to uniform causal averaging at beta -> 0. A profile reads off the
 all-pairs rho = p/q (ratios of averages over all positions), rho among chosen
 positions (``tokens``), and rho of each position with the others.
 
+At finite width (``d=``, ``d_head=``) :mod:`numeric.causal_width` adds each row's and each pair's O(1/d)
+increments to this closure.
+
 Entropy collapse of a causal layer is judged on rows with enough keys: the
 mean IPR of the rows t >= ``min_keys`` - 1 (default: the last quarter of
 positions; row 0 has one key and IPR 1 by construction) exceeds the threshold.
@@ -455,14 +458,14 @@ def _describe(values):
     return {k: (float(v) if np.ndim(v) == 0 else f"array{np.shape(v)}") for k, v in values.items()}
 
 
-def prepare(arch, depth, *, beta, T, rho0, activation, mask, tokens, params, groups=None, width=None):
+def prepare(arch, depth, *, beta, T, rho0, activation, mask, tokens, params, groups=None, d=None, d_head=None):
     """Validate a causal profile's input; return (block, attention, values, depth, rho0, token index).
 
     ``groups``: None (every position carries the state) or the number K of position groups
-    (:mod:`numeric.position_groups`; an integer >= 8, a causal mask without RoPE). ``width``: None
-    (infinite width) or a checked (d, d_head) (:mod:`numeric.causal_width`).
+    (:mod:`numeric.position_groups`; an integer >= 8, a causal mask without RoPE). ``d``, ``d_head``: finite
+    width (:mod:`numeric.causal_width`; None: infinite width).
     """
-    from .profile import block_values
+    from .profile import block_values, finite_width
 
     arch = check.architecture(arch)
     depth = check.depth(depth)
@@ -479,6 +482,7 @@ def prepare(arch, depth, *, beta, T, rho0, activation, mask, tokens, params, gro
     if groups is not None:
         groups = min(check.count("groups", groups, 8), T)
     values = block_values(arch, beta, params)
+    width = finite_width(d, d_head, T, mask, masked_profile=True)
     return (block_function(arch, activation), _attention(T, mask, rope, groups, width), values, depth, rho0,
             positions(tokens, T))
 
@@ -489,30 +493,30 @@ def _attention(T: int, mask, rope=None, groups=None, width=None) -> Attention:
 
 
 def cosine_profile(arch, depth, *, beta, T, rho0=0.0, activation="relu", mask="causal", tokens=None, groups=None,
-                   width=None, **params):
+                   d=None, d_head=None, **params):
     """rho before block 1 and after each block of a masked stack: all pairs, or among ``tokens`` if given.
 
     Shape (depth + 1, *broadcast of the parameters). ``arch``: a named architecture with ``mask``
     ("causal" or "sliding:W"), or a spec whose attention layers carry a mask. ``groups``: None, or K
     position groups carrying the state (:mod:`numeric.position_groups`: faster at long context).
-    ``width``: None (infinite width) or a checked (d, d_head): the finite-width increments of
-    :mod:`numeric.causal_width` (at most 64 carried positions).
+    ``d``, ``d_head``: finite width, the increments of :mod:`numeric.causal_width` (at most 64 carried
+    positions; None: infinite width).
     """
     block, attention, values, depth, rho0, index = prepare(arch, depth, beta=beta, T=T, rho0=rho0,
                                                            activation=activation, mask=mask, tokens=tokens,
-                                                           params=params, groups=groups, width=width)
+                                                           params=params, groups=groups, d=d, d_head=d_head)
     run = iterate(block, attention, values, depth, rho0, index, ipr="none")
     return run.rho if tokens is None else run.rho_tokens
 
 
-def position_profile(arch, depth, *, beta, T, rho0=0.0, activation="relu", mask="causal", groups=None, width=None,
-                     **params):
+def position_profile(arch, depth, *, beta, T, rho0=0.0, activation="relu", mask="causal", groups=None, d=None,
+                     d_head=None, **params):
     """rho_t of each position with the others, before block 1 and after each block: shape (depth + 1, ..., T).
 
-    ``groups``, ``width``: as :func:`cosine_profile` (constant within a group)."""
+    ``groups``, ``d``, ``d_head``: as :func:`cosine_profile` (constant within a group)."""
     block, attention, values, depth, rho0, index = prepare(arch, depth, beta=beta, T=T, rho0=rho0,
                                                            activation=activation, mask=mask, tokens=None,
-                                                           params=params, groups=groups, width=width)
+                                                           params=params, groups=groups, d=d, d_head=d_head)
     return iterate(block, attention, values, depth, rho0, index, ipr="none").by_position
 
 

@@ -86,6 +86,9 @@ class WidthTerms:
         batch = Q.shape[:-2]
         spread = np.maximum(stats.qbar - stats.pbar, 0.0)
         sigma_v2 = np.broadcast_to(sigma_v2, batch)
+        from tqdm.auto import tqdm
+        bar = tqdm(total=int(np.prod(batch)) * self.rows.size, desc="finite-width pairs", unit="pair",
+                   disable=None, leave=False)
         for index in np.ndindex(batch):
             b, s, scale = stats.b[index], spread[index], float(sigma_v2[index])
             for t in range(self.n.size):
@@ -95,3 +98,5 @@ class WidthTerms:
                 value = scale * s[t] * self.pair_increment(float(b[t]), rho, self.keys(t, u))
                 out[index + (t, u)] += value
                 out[index + (u, t)] += value
+                bar.update(1)
+        bar.close()

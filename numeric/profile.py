@@ -177,12 +177,11 @@ def cosine_profile(arch, depth, *, beta, T=None, rho0=0.0, alpha_sa=1.0, alpha_m
     """
     params = dict(alpha_sa=alpha_sa, alpha_mlp=alpha_mlp, sigma_v2=sigma_v2, sigma_w2=sigma_w2, sigma_b2=sigma_b2,
                   **extra)
-    masked = _masked(arch, mask)
-    width = finite_width(d, d_head, T, mask if masked else None, masked_profile=True)
-    if masked:
+    if _masked(arch, mask):
         from . import causal
         return causal.cosine_profile(arch, depth, beta=beta, T=T, rho0=rho0, activation=activation,
-                                     mask=mask, tokens=tokens, width=width, **params)
+                                     mask=mask, tokens=tokens, d=d, d_head=d_head, **params)
+    width = finite_width(d, d_head, T)
     if width is not None:
         block, moments, values, depth, T, rho0 = prepare(arch, depth, beta=beta, T=T, rho0=rho0,
                                                           activation=activation, params=params, width=width)

@@ -197,8 +197,10 @@ def predict_cosine_profile(layers, seq_len: int, *, rho0: float = 0.0, q0: float
     stacks and decoders is at infinite width, and refuses it by name).
     """
     if finite_width and (mask is not None or adapters_decoders.is_decoder(layers)):
-        raise ValueError("finite_width: the position-resolved theory (a mask, a decoder) is at infinite width; "
-                         "finite_width=True applies to unmasked encoders")
+        raise ValueError("finite_width: a masked stack or decoder is read at infinite width (its finite-width "
+                         "increments cost one score-law integral per pair of positions; numeric.cosine_profile("
+                         "mask=..., d=..., groups=K) serves the named stacks); finite_width=True applies to unmasked "
+                         "encoders")
     if adapters_decoders.is_decoder(layers):
         _decoder_defaults(mask=mask, rho0=rho0, q0=q0)
         return adapters_decoders.predict(layers, seq_len, tokens=tokens)

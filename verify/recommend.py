@@ -335,8 +335,8 @@ def recommend(model_or_config, seq_len: int, *, margin: float = 0.25, eps: float
     """
     if _is_decoder(model_or_config):
         if finite_width:
-            raise ValueError("finite_width: the position-resolved theory of decoders is at infinite width; "
-                             "finite_width=True applies to encoders")
+            raise ValueError("finite_width: decoders are read at infinite width (their finite-width increments cost "
+                             "one score-law integral per pair of positions); finite_width=True applies to encoders")
         if rho0 is not None or q0 != 1.0:
             raise ValueError("rho0 / q0: a decoder starts from its own embedding statistics; do not pass them")
         from . import recommend_decoders

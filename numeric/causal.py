@@ -482,7 +482,7 @@ def prepare(arch, depth, *, beta, T, rho0, activation, mask, tokens, params, gro
     if groups is not None:
         groups = min(check.count("groups", groups, 8), T)
     values = block_values(arch, beta, params)
-    width = finite_width(d, d_head, T, mask, masked_profile=True)
+    width = finite_width(d, d_head, T, True, masked_profile=True)
     return (block_function(arch, activation), _attention(T, mask, rope, groups, width), values, depth, rho0,
             positions(tokens, T))
 

@@ -52,7 +52,8 @@ N_XI = 16
 #: Gauss nodes of the two-row average over S (numeric.width_law.pair_rule); see tests/numeric/test_finite_width.py.
 N_PAIR = (3, 4, 4, 3, 8)
 
-__all__ = ["attention_overlaps", "ipr_width", "masked_overlaps", "pair_effective", "row_effective", "width"]
+__all__ = ["attention_overlaps", "ipr_width", "masked_overlaps", "pair_effective", "row_effective", "row_pair",
+           "width"]
 
 
 def width(d, d_head):
@@ -149,10 +150,10 @@ def masked_overlaps(beta, *, rows, mask="causal", q=1.0, p=0.0, T, d=None, d_hea
     m = masks.parse(mask)
     if m is None:
         raise ValueError("mask must be 'causal' or 'sliding:W' (None: use attention_overlaps)")
-    t, u = _row_pair(rows, T)
-    beta = float(check.positive("beta", beta))
-    q, p = (float(x) for x in check.overlaps(q, p, T))
-    sigma_v2 = float(check.positive("sigma_v2", sigma_v2))
+    t, u = row_pair(rows, T)
+    beta = _number("beta", check.positive("beta", beta))
+    q, p = (_number(name, x) for name, x in zip(("q", "p"), check.overlaps(q, p, T)))
+    sigma_v2 = _number("sigma_v2", check.positive("sigma_v2", sigma_v2))
     finite_state(beta, q, p, T)
     keys = [set(range(m.first_key(r), r + 1)) for r in (t, u)]
     n_t, n_u, n = len(keys[0]), len(keys[1]), len(keys[0] & keys[1])
@@ -168,12 +169,20 @@ def masked_overlaps(beta, *, rows, mask="causal", q=1.0, p=0.0, T, d=None, d_hea
     return q_t, q_u, float(gen.attention_output(q, p, sigma_v2, 0.0, yp, yp)[1])
 
 
-def _row_pair(rows, T: int) -> tuple[int, int]:
-    """Two distinct positions in [0, T) (ValueError naming ``rows`` otherwise)."""
+def _number(name: str, value) -> float:
+    """One point: masked_overlaps is not vectorised (ValueError naming ``name`` for an array)."""
+    if np.ndim(value) != 0:
+        raise ValueError(f"{name} must be a number (masked_overlaps evaluates one point), got shape {np.shape(value)}")
+    return float(value)
+
+
+def row_pair(rows, T: int) -> tuple[int, int]:
+    """Two distinct integer positions in [0, T) (ValueError naming ``rows`` otherwise)."""
+    import operator
     try:
-        t, u = (int(r) for r in rows)
+        t, u = (operator.index(r) for r in rows)
     except (TypeError, ValueError):
-        raise ValueError(f"rows must be two positions (t, u), got {rows!r}") from None
+        raise ValueError(f"rows must be two integer positions (t, u), got {rows!r}") from None
     if t == u or not (0 <= t < T and 0 <= u < T):
         raise ValueError(f"rows must be two distinct positions in [0, T) = [0, {T}), got {rows!r}")
     return t, u

@@ -170,12 +170,14 @@ def _times(count: float, log):
 
 
 def _key_counts(keys) -> tuple[float, float, float]:
-    """(n, m1, m2) checked: n, m1, m2 >= 0 with each row seeing at least one key."""
+    """(n, m1, m2) checked: whole numbers >= 0 with each row seeing at least one key."""
     try:
         n, m1, m2 = (float(k) for k in keys)
     except (TypeError, ValueError):
         raise ValueError(f"keys must be (n, m1, m2): shared keys and each row's own, got {keys!r}") from None
-    if min(n, m1, m2) < 0 or n + m1 < 1 or n + m2 < 1 or not all(map(math.isfinite, (n, m1, m2))):
+    if not all(map(math.isfinite, (n, m1, m2))) or any(k != int(k) for k in (n, m1, m2)):
+        raise ValueError(f"keys = {keys!r}: key counts must be whole numbers")
+    if min(n, m1, m2) < 0 or n + m1 < 1 or n + m2 < 1:
         raise ValueError(f"keys = {keys!r}: counts must be >= 0 and each row must see at least one key")
     return n, m1, m2
 

@@ -96,7 +96,7 @@ def test_infinite_width_theory_is_rejected_at_long_context(point):
 
 #: One masked attention layer (numeric.finite_width.masked_overlaps): (d, heads, T, sigma_a, rho, rows, mask, seeds) --
 #: causal rows with 101 and 256 keys at orthogonal inputs, causal rows far apart with correlated inputs in the
-#: condensed range, and two rows of a sliding window that share 59 of their 128 keys.
+#: condensed range, and two rows of a sliding window that share 58 of their 128 keys.
 MASKED = [(64, 2, 256, 1.5, 0.0, (100, 255), "causal", 4000), (64, 2, 256, 3.0, 0.5, (40, 200), "causal", 4000),
           (64, 2, 256, 3.0, 0.0, (150, 220), "sliding:128", 4000)]
 
@@ -177,3 +177,12 @@ def test_causal_stack_finite_width_profile_is_closer_to_torch():
     assert np.max(np.abs(finite - mean)[1:]) < np.max(np.abs(infinite - mean)[1:])
     tol = stats.tolerance(rho.se[2], stats.finite_d_allowance(d, finite[2]), rho.n)
     assert abs(finite[2] - mean[2]) <= tol < abs(infinite[2] - mean[2])
+
+
+@pytest.mark.parametrize("kwargs,match", [(dict(mask=None), "mask"), (dict(rows=(3, 3)), "rows"),
+                                          (dict(rows=(3, 16)), "rows"), (dict(p=-0.01), "p must be"),
+                                          (dict(batch=0), "batch"), (dict(seeds=1), "seeds")])
+def test_masked_samples_bad_input(kwargs, match):
+    args = {"rows": (2, 9), "mask": "causal", "T": 16, "d": 8, "seeds": 4, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        width.masked_overlap_samples(1.0, **args)

@@ -100,11 +100,20 @@ def masked_overlap_samples(beta: float, *, rows, mask="causal", T: int, d: int, 
     sqrt(p (q - p)) c.(g_Kt + g_Ku)/d (the overlap).
     """
     from derive import masks
+    from numeric import validation as check
+    from numeric.finite_width import row_pair
     d_head = _layer_sizes(d, heads)
     m = masks.parse(mask)
-    t, u = rows
-    allowed = torch.as_tensor(m.allowed(T)[[t, u]], device=resolve_device(device))     # (2, T)
+    if m is None:
+        raise ValueError("mask must be 'causal' or 'sliding:W' (None: use overlap_samples)")
+    T = check.sequence_length(T, infinite=False)
+    t, u = row_pair(rows, T)
+    q, p = (float(x) for x in check.overlaps(q, p, T))
+    if p < 0:
+        raise ValueError(f"p must be >= 0 (tokens sqrt(p) c + sqrt(q - p) g), got {p!r}")
+    seeds, batch = check.count("seeds", seeds, 2), check.count("batch", batch)
     device = resolve_device(device)
+    allowed = torch.as_tensor(m.allowed(T)[[t, u]], device=device)                     # (2, T)
     generator = make_generator(seed, None, device)
     spec = SelfAttention(heads=heads)
     scale = spec.query_key_std(T, d, {"beta": beta}) ** 2 / math.sqrt(d_head)

@@ -30,7 +30,9 @@ def test_one_layer_gets_the_masked_layers_increments(mask, rho):
     """One attention layer on Gaussian tokens (Q = (1 - rho) I + rho): the finite-width closure minus the
     infinite-width closure is masked_overlaps(d) - masked_overlaps(None) for every row's norm and every pair,
     within the profile rule's accuracy at d = 32 (2.5e-3 of the overlap; the closure's own pair term cancels
-    in the difference)."""
+    in the difference). The norms' tight check is bookkeeping (width, spread, sigma_v2: the same row functions);
+    the values are checked against explicit keys and torch in tests/numeric/test_finite_width.py and
+    verify/test_width.py."""
     T, d, d_head, beta, sigma_v2 = 12, 32, 16, 1.3, 1.7
     m = masks.parse(mask)
     Q = (1.0 - rho) * np.eye(T) + rho
@@ -63,6 +65,12 @@ def test_bad_input_is_refused_by_name():
         numeric.cosine_profile("pre-ln", 1, beta=1.0, T=MAX_POSITIONS + 1, mask="causal", d=64)
     with pytest.raises(ValueError, match="critical_alpha or diagrams"):
         numeric.critical_alpha("pre-ln", 2, beta=1.0, T=16, mask="causal", d=64)
+    from derive.architectures import architecture
+    spec = architecture("pre-ln", "relu", mask="causal")                 # a spec carrying its own mask
+    with pytest.raises(ValueError, match="critical_alpha or diagrams"):
+        numeric.critical_alpha(spec, 2, beta=1.0, T=8, d=64)
+    with pytest.raises(ValueError, match="critical_alpha or diagrams"):
+        numeric.trainability_diagram(spec, 2, betas=[1.0], alphas=[0.5], T=8, d=64)
     with pytest.raises(ValueError, match="d_head"):
         numeric.cosine_profile("pre-ln", 1, beta=1.0, T=16, mask="causal", d=64, d_head=48)
     assert math.isfinite(float(numeric.cosine_profile("pre-ln", 1, beta=1.0, T=8, mask="causal", d=64)[-1]))

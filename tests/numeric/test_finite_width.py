@@ -350,6 +350,8 @@ def test_masked_rows_reject_bad_key_counts():
         pair_and_selection(1.0, 1.0, 0.5, None, EXACT, keys=(4, -1, 3))
     with pytest.raises(ValueError, match="keys"):
         pair_and_selection(1.0, 1.0, 0.5, None, EXACT, keys=5)
+    with pytest.raises(ValueError, match="whole numbers"):
+        pair_and_selection(1.0, 1.0, 0.5, None, EXACT, keys=(0.5, 0.5, 0.5))
 
 
 def test_masked_layer_rows_that_see_every_key_are_the_unmasked_layer():
@@ -366,6 +368,7 @@ def test_masked_layer_rows_that_see_every_key_are_the_unmasked_layer():
 def test_masked_layer_bad_input():
     for kwargs, name in [(dict(rows=(3, 3)), "rows"), (dict(rows=(3, 64)), "rows"), (dict(rows=3), "rows"),
                          (dict(rows=(1, 2), mask=None), "mask"), (dict(rows=(1, 2), mask="sliding:0"), "sliding"),
-                         (dict(rows=(1, 2), d=64, d_head=48), "d_head")]:
+                         (dict(rows=(1, 2), d=64, d_head=48), "d_head"), (dict(rows=(1.7, 3)), "rows"),
+                         (dict(rows=(1, 2), beta=[1.0, 2.0]), "beta must be a number")]:
         with pytest.raises(ValueError, match=name):
-            fw.masked_overlaps(1.0, T=64, **kwargs)
+            fw.masked_overlaps(**{"beta": 1.0, "T": 64, **kwargs})

@@ -36,6 +36,12 @@ class Mask:
         """n_t, the number of keys of each row t = 0 .. T-1."""
         return [t + 1 - self.first_key(t) for t in range(T)]
 
+    def key_counts(self, t: int, u: int) -> tuple[int, int, int]:
+        """(keys rows t and u both see, keys only t sees, keys only u sees)."""
+        n_t, n_u = t + 1 - self.first_key(t), u + 1 - self.first_key(u)
+        shared = max(0, min(t, u) + 1 - max(self.first_key(t), self.first_key(u)))
+        return shared, n_t - shared, n_u - shared
+
     def allowed(self, T: int):
         """The boolean (T, T) NumPy matrix of allowed (t, s) pairs (NumPy imported on use)."""
         import numpy as np

@@ -86,7 +86,7 @@ class Attention:
             if rope is not None:
                 raise ValueError("d= (finite width) with RoPE: the rotary rows' finite-width terms are not derived")
             from .causal_width import WidthTerms
-            self.width = WidthTerms(self.first, self.n, *width)
+            self.width = WidthTerms(mask, self.first + self.n.astype(int) - 1, *width)   # each row's last key
 
     def _pairs(self, t, u):
         """Index ranges of the key classes of each pair (t < u): shared S = [f_u, t], K_t - S = [f_t, f_u)."""
@@ -482,7 +482,7 @@ def prepare(arch, depth, *, beta, T, rho0, activation, mask, tokens, params, gro
     if groups is not None:
         groups = min(check.count("groups", groups, 8), T)
     values = block_values(arch, beta, params)
-    width = finite_width(d, d_head, T, True, masked_profile=True)
+    width = finite_width(d, d_head, T)
     return (block_function(arch, activation), _attention(T, mask, rope, groups, width), values, depth, rho0,
             positions(tokens, T))
 

@@ -31,6 +31,8 @@ import math
 
 import numpy as np
 
+from .progress import progress
+
 #: Gauss nodes of the pair's score-law average in a profile (numeric.width_law.pair_rule): within 5e-4 relative of
 #: numeric.finite_width.N_PAIR at d = 64, b^2 = 2-16, rho = 0-0.7, causal key layouts; 2e-3 at d = 32
 #: (tests/numeric/test_causal_width.py).
@@ -42,22 +44,20 @@ MAX_POSITIONS = 64
 class WidthTerms:
     """The finite-width increments of one masked attention layer's closure at width (d, d_head).
 
-    ``first``: each carried row's first key; ``n``: its key count (:class:`numeric.causal.Attention`).
+    ``mask``: the layers' :class:`derive.masks.Mask`; ``positions``: the actual position of each carried row
+    (:class:`numeric.causal.Attention`: every position, or the position groups' representatives).
     """
 
-    def __init__(self, first, n, d: int, d_head: int):
-        if n.size > MAX_POSITIONS:
+    def __init__(self, mask, positions, d: int, d_head: int):
+        positions = np.asarray(positions, dtype=int)
+        if positions.size > MAX_POSITIONS:
             raise ValueError(f"finite width in a position-resolved profile carries at most {MAX_POSITIONS} "
-                             f"positions (each pair of rows is an integral over the score law); got {n.size}: "
+                             f"positions (each pair of rows is an integral over the score law); got {positions.size}: "
                              f"use groups=K with K <= {MAX_POSITIONS // 2}")
-        self.first, self.n, self.d, self.d_head = np.asarray(first), np.asarray(n), d, d_head
-        self.rows, self.cols = np.triu_indices(n.size, 1)
-
-    def keys(self, t: int, u: int) -> tuple[float, float, float]:
-        """(n shared, m1 own to row t, m2 own to row u) of rows t < u (positions t, u carried; their last keys)."""
-        last_t, last_u = self.first[t] + self.n[t] - 1, self.first[u] + self.n[u] - 1
-        shared = max(0.0, min(last_t, last_u) - max(self.first[t], self.first[u]) + 1)
-        return float(shared), float(self.n[t] - shared), float(self.n[u] - shared)
+        self.d, self.d_head = d, d_head
+        self.n = np.array([mask.key_counts(int(t), int(t))[0] for t in positions])   # each row's own count
+        self.rows, self.cols = np.triu_indices(positions.size, 1)
+        self.keys = [mask.key_counts(int(positions[t]), int(positions[u])) for t, u in zip(self.rows, self.cols)]
 
     def row_increment(self, b: float, n: float) -> float:
         """dY2 of a row of n keys and width b."""
@@ -69,14 +69,14 @@ class WidthTerms:
 
     def pair_increment(self, b: float, rho: float, keys) -> float:
         """dYp of rows with key counts ``keys`` at row width b and query correlation rho."""
-        from .finite_width import _uniform_pair, pair_effective
+        from .finite_width import pair_effective
         from .smoothing import TABLE
         from .two_rows import pair_and_selection
+        if b == 0.0:                                    # uniform weights: no selection
+            return 0.0
         rho = min(max(rho, 0.0), 1.0 - 1e-12)
         b2 = b * b
         effective = pair_effective(b2, rho, None, self.d, self.d_head, keys=keys, nodes=N_PAIR_PROFILE)
-        if b2 == 0.0:
-            return effective - _uniform_pair(None, keys)[0]
         return effective - pair_and_selection(b2, b2, rho * b2, None, TABLE, keys=keys)[0]
 
     def add(self, Q, stats, sigma_v2, out) -> None:
@@ -84,34 +84,16 @@ class WidthTerms:
         pairs of ``out`` (..., P, P), point by point of the batch."""
         diag = np.diagonal(Q, axis1=-2, axis2=-1)
         batch = Q.shape[:-2]
-        spread = np.maximum(stats.qbar - stats.pbar, 0.0)
-        sigma_v2 = np.broadcast_to(sigma_v2, batch)
-        bar = _progress(int(np.prod(batch)) * self.rows.size)
-        for index in np.ndindex(batch):
-            b, s, scale = stats.b[index], spread[index], float(sigma_v2[index])
-            for t in range(self.n.size):
-                out[index + (t, t)] += scale * s[t] * self.row_increment(float(b[t]), float(self.n[t]))
-            for t, u in zip(self.rows, self.cols):
-                rho = float(Q[index + (t, u)] / math.sqrt(diag[index + (t,)] * diag[index + (u,)]))
-                value = scale * s[t] * self.pair_increment(float(b[t]), rho, self.keys(t, u))
-                out[index + (t, u)] += value
-                out[index + (u, t)] += value
-                bar.update(1)
-        bar.close()
-
-
-class _NoBar:
-    def update(self, n=1):
-        pass
-
-    def close(self):
-        pass
-
-
-def _progress(total: int):
-    """A tqdm bar over the pairs on a terminal (tqdm is optional: without it, none)."""
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return _NoBar()
-    return tqdm(total=total, desc="finite-width pairs", unit="pair", disable=None, leave=False)
+        spread = np.maximum(stats.qbar - stats.pbar, 0.0) * np.broadcast_to(sigma_v2, batch)[..., None]
+        with progress(int(np.prod(batch)) * self.rows.size, "finite-width pairs", unit="pair") as update:
+            for index in np.ndindex(batch):
+                b, s = stats.b[index], spread[index]
+                for t in range(self.n.size):
+                    out[index + (t, t)] += s[t] * self.row_increment(float(b[t]), float(self.n[t]))
+                for t, u, keys in zip(self.rows, self.cols, self.keys):
+                    rho = float(Q[index + (t, u)] / math.sqrt(diag[index + (t,)] * diag[index + (u,)]))
+                    value = s[t] * self.pair_increment(float(b[t]), rho, keys)
+                    out[index + (t, u)] += value
+                    out[index + (u, t)] += value
+                    if update is not None:
+                        update(1)

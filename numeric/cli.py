@@ -25,6 +25,7 @@ import numpy as np
 from derive.parameters import BLOCK, BY_NAME, DEFAULTS
 
 from . import validation as check
+from .progress import progress
 
 PARAMETER_HELP = {par.name: par.help for par in BLOCK if par.name != "beta"}
 BETA_HELP = BY_NAME["beta"].help
@@ -226,7 +227,7 @@ def _gram(args):
     from .gram import gram_profile
     if args.T is None:
         raise ValueError("--gram needs a finite --T (the overlap matrix is T x T)")
-    with _progress(args.gram, "samples") as bar:
+    with progress(args.gram, "samples") as bar:
         return gram_profile(args.arch, args.depth, beta=args.beta, T=args.T, samples=args.gram, seed=args.seed,
                             rho0=args.rho0, activation=args.activation, alpha_sa=args.alpha_sa, progress=bar,
                             mask=_mask_args(args)["mask"], **_mlp_params(args))
@@ -235,7 +236,7 @@ def _gram(args):
 def cmd_diagram(args):
     from .diagram import trainability_diagram
     total = len(args.betas) * len(args.alphas)
-    with _progress(total, "diagram") as bar:
+    with progress(total, "diagram") as bar:
         diagram = trainability_diagram(args.arch, args.depth, betas=args.betas, alphas=args.alphas, eps=args.eps,
                                        T=args.T, rho0=args.rho0, activation=args.activation,
                                        criterion=args.criterion, progress=bar, mask=_mask_args(args)["mask"],
@@ -429,23 +430,6 @@ def cmd_figure(args):
     print(f"wrote {path}", file=sys.stderr)
 
 
-class _progress:
-    """A tqdm bar that appears only after 2 s (so quick runs stay quiet); a no-op without tqdm."""
-
-    def __init__(self, total, desc):
-        self.total, self.desc, self.bar = total, desc, None
-
-    def __enter__(self):
-        try:
-            from tqdm import tqdm
-        except ImportError:
-            return None
-        self.bar = tqdm(total=self.total, desc=self.desc, unit="pt", delay=2.0, file=sys.stderr)
-        return self.bar.update
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.close()
 
 
 def build_parser() -> argparse.ArgumentParser:

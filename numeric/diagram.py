@@ -160,8 +160,9 @@ def trainability_diagram(arch, depth, *, betas, alphas, eps=0.01, T=None, rho0=0
     moments' tables as they read the infinite-width ones (criterion "any": the NumPy path).
     """
     from .profile import _masked, finite_width
-    width = finite_width(d, d_head, T, _masked(arch, mask))
-    if _masked(arch, mask):
+    masked = _masked(arch, mask)
+    width = finite_width(d, d_head, T, masked)
+    if masked:
         from . import causal
         return causal.trainability_diagram(arch, depth, betas=betas, alphas=alphas, eps=eps, T=T, rho0=rho0,
                                            activation=activation, criterion=criterion, ipr_threshold=ipr_threshold,

@@ -155,11 +155,9 @@ def masked_overlaps(beta, *, rows, mask="causal", q=1.0, p=0.0, T, d=None, d_hea
     q, p = (_number(name, x) for name, x in zip(("q", "p"), check.overlaps(q, p, T)))
     sigma_v2 = _number("sigma_v2", check.positive("sigma_v2", sigma_v2))
     finite_state(beta, q, p, T)
-    keys = [set(range(m.first_key(r), r + 1)) for r in (t, u)]
-    n_t, n_u, n = len(keys[0]), len(keys[1]), len(keys[0] & keys[1])
+    counts = m.key_counts(t, u)
     b2 = beta * beta * math.log(T) * q * (q - p)
-    y2 = [_row_moment(b2, k, d, d_head) for k in (n_t, n_u)]
-    counts = (n, n_t - n, n_u - n)
+    y2 = [_row_moment(b2, counts[0] + own, d, d_head) for own in counts[1:]]
     if d is None:
         S = b2 * np.array([1.0, p / q, 1.0])
         yp = pair_and_selection(S[0], S[2], S[1], None, EXACT, keys=counts)[0] if b2 > 0 else _uniform_pair(0, counts)[0]

@@ -51,12 +51,13 @@ def prepare(arch, depth, *, beta, T, rho0, activation, params, numpy_map=True, w
     return block, moment_functions(T, width), values, depth, T, rho0
 
 
-def finite_width(d, d_head, T, masked=False, masked_profile=False):
+def finite_width(d, d_head, T, masked=False):
     """(d, d_head) checked for a finite-width profile or diagram, or None (``d=None``: infinite width).
 
     Finite width needs a finite T; the effective moments of :func:`numeric.maps.moment_functions` (the
-    NumPy path) and their tables (the fused kernels). A ``masked`` stack (a mask given, or a spec carrying one)
-    takes it in a profile only (``masked_profile``: :mod:`numeric.causal_width`, pair by pair).
+    NumPy path) and their tables (the fused kernels). A masked stack (a mask given, or a spec carrying one)
+    takes it in a profile only (:mod:`numeric.causal_width`, pair by pair): ``masked`` refuses it by name
+    (critical_alpha, diagrams).
     """
     if d is None and d_head is None:
         return None
@@ -64,7 +65,7 @@ def finite_width(d, d_head, T, masked=False, masked_profile=False):
     d, d_head = width(d, d_head)
     if T is None:
         raise ValueError("d= (finite width) needs a finite T: the key-selection term grows like beta^2 ln T / d")
-    if masked and not masked_profile:
+    if masked:
         raise ValueError("d= (finite width) of a masked stack is served in profiles (cosine_profile, "
                          "position_profile), not in critical_alpha or diagrams: each pair of rows is an integral over "
                          "the score law (numeric.causal_width)")
@@ -234,8 +235,9 @@ def critical_alpha(arch, depth, *, beta, eps=0.01, T=None, rho0=0.0, activation=
     or among ``tokens`` (e.g. "late"). ``backend``: as :func:`cosine_profile`; the fused kernel is
     then the gap function of the same root finder. ``d``, ``d_head``: finite width (:func:`cosine_profile`).
     """
-    width = finite_width(d, d_head, T, _masked(arch, mask))
-    if _masked(arch, mask):
+    masked = _masked(arch, mask)
+    width = finite_width(d, d_head, T, masked)
+    if masked:
         from . import causal
         return causal.critical_alpha(arch, depth, beta=beta, eps=eps, T=T, rho0=rho0, activation=activation,
                                      rtol=rtol, alpha_max=alpha_max, bracket=bracket, mask=mask, tokens=tokens,

@@ -120,3 +120,15 @@ def test_class_decomposition_rejects_a_wrong_weight():
     diff = overlap - wrong(pi)
     with pytest.raises(AssertionError):
         stats.assert_agrees(0.0, diff.mean(), diff.std(ddof=1) / np.sqrt(diff.size), n=diff.size)
+
+
+@pytest.mark.parametrize("mask", ["causal", "sliding:1", "sliding:5", "sliding:16"])
+def test_key_counts_are_the_allowed_matrix_rows_overlap(mask):
+    """Mask.key_counts(t, u) (shared, own to t, own to u) counted from the allowed (T, T) matrix itself."""
+    from derive import masks
+    m, T = masks.parse(mask), 20
+    allowed = m.allowed(T)
+    for t in range(T):
+        for u in range(T):
+            both = int(np.sum(allowed[t] & allowed[u]))
+            assert m.key_counts(t, u) == (both, int(allowed[t].sum()) - both, int(allowed[u].sum()) - both)

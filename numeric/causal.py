@@ -86,7 +86,7 @@ class Attention:
             if rope is not None:
                 raise ValueError("d= (finite width) with RoPE: the rotary rows' finite-width terms are not derived")
             from .causal_width import WidthTerms
-            self.width = WidthTerms(mask, self.first + self.n.astype(int) - 1, *width)   # each row's last key
+            self.width = WidthTerms(mask, self.first + self.n.astype(int) - 1, *width, T)   # each row's last key
 
     def _pairs(self, t, u):
         """Index ranges of the key classes of each pair (t < u): shared S = [f_u, t], K_t - S = [f_t, f_u)."""
@@ -157,9 +157,13 @@ class Attention:
         return np.asarray(positions) + 1.0
 
     def row_ipr(self, Q, beta) -> np.ndarray:
-        """Y2 of every row of the state (..., size) for input overlaps Q: the entropy-collapse reading."""
+        """Y2 of every row of the state (..., size) for input overlaps Q: the entropy-collapse reading (at finite
+        width the IPR averaged over the row's finite-width score scale, :meth:`WidthTerms.ipr`)."""
         C, D = self._sums(Q)
-        return self._row_stats(Q, C, D, np.asarray(beta, dtype=float)).Y2
+        stats = self._row_stats(Q, C, D, np.asarray(beta, dtype=float))
+        if self.width is None:
+            return stats.Y2
+        return stats.Y2 + self.width.ipr(np.broadcast_to(stats.b, stats.Y2.shape))
 
     def _row_stats(self, Q, C, D, beta):
         """Per row: the class means of its own keys, its width b_t and its IPR Y2(b_t, n_t)."""
@@ -523,11 +527,12 @@ def position_profile(arch, depth, *, beta, T, rho0=0.0, activation="relu", mask=
 # --- phases --------------------------------------------------------------------------------------
 
 def critical_alpha(arch, depth, *, beta, T, eps=0.01, rho0=0.0, activation="relu", mask="causal", tokens=None,
-                   rtol=1e-6, alpha_max=1e6, bracket=None, groups=None, **params):
+                   rtol=1e-6, alpha_max=1e6, bracket=None, groups=None, d=None, d_head=None, **params):
     """Smallest alpha_sa with rho after ``depth`` blocks <= 1 - eps: all pairs, or among ``tokens``.
 
     The one root finder, :func:`numeric.solve.smallest_alpha`, on the position-resolved profile
-    (``groups``: as :func:`cosine_profile`).
+    (``groups``: as :func:`cosine_profile`; ``d``, ``d_head``: finite width under a causal mask, from
+    :func:`numeric.causal_width.causal_tables`).
     """
     from . import solve
 
@@ -536,7 +541,8 @@ def critical_alpha(arch, depth, *, beta, T, eps=0.01, rho0=0.0, activation="relu
         raise ValueError("critical_alpha solves for alpha_sa: do not pass it")
     block, attention, values, depth, rho0, index = prepare(arch, depth, beta=beta, T=T, rho0=rho0,
                                                            activation=activation, mask=mask, tokens=tokens,
-                                                           params=params, groups=groups)
+                                                           params=params, groups=groups, d=d, d_head=d_head)
+    _tabulated(attention)
     values = {k: v for k, v in values.items() if k != "alpha_sa"}
     names = tuple(values)
 
@@ -561,7 +567,7 @@ def min_keys_default(attention: Attention) -> int:
 
 def trainability_diagram(arch, depth, *, betas, alphas, eps=0.01, T, rho0=0.0, activation="relu",
                          criterion="first", ipr_threshold=0.5, progress=None, mask="causal", min_keys=None,
-                         groups=None, **params):
+                         groups=None, d=None, d_head=None, **params):
     """Phases of a masked stack over the grid (alphas x betas): :class:`numeric.diagram.Diagram` with ``late``.
 
     Rank collapse: rho after the last block > 1 - eps, judged on all pairs (``phase``) and, separately, on
@@ -569,6 +575,7 @@ def trainability_diagram(arch, depth, *, betas, alphas, eps=0.01, T, rho0=0.0, a
     at least ``min_keys`` keys (default: those of the last quarter of positions; short rows have an IPR near
     1 by construction) exceeds ``ipr_threshold`` in the first attention layer (``criterion="first"``) or in
     any (``"any"``). ``groups``: as :func:`cosine_profile` (the row IPRs weighted by their groups' sizes).
+    ``d``, ``d_head``: finite width under a causal mask (:func:`critical_alpha`; the rows' IPRs at finite width).
     """
     from .diagram import ENTROPY_COLLAPSE, RANK_COLLAPSE, TRAINABLE, Diagram, _grid_bracket, _name, grid_inputs
     from .solve import ALPHA_ZERO
@@ -577,7 +584,8 @@ def trainability_diagram(arch, depth, *, betas, alphas, eps=0.01, T, rho0=0.0, a
     B, A = np.meshgrid(betas, np.maximum(alphas, ALPHA_ZERO))
     block, attention, values, depth, rho0, index = prepare(
         arch, depth, beta=B.ravel(), T=T, rho0=rho0, activation=activation, mask=mask, tokens="late",
-        params={**params, "alpha_sa": A.ravel()}, groups=groups)
+        params={**params, "alpha_sa": A.ravel()}, groups=groups, d=d, d_head=d_head)
+    _tabulated(attention)
     judged, weight = _judged_rows(attention, min_keys)
     rho, rho_late, condensed = (np.empty(B.size) for _ in range(3))
     step = max(1, CHUNK_ENTRIES // attention.size ** 2)
@@ -595,15 +603,25 @@ def trainability_diagram(arch, depth, *, betas, alphas, eps=0.01, T, rho0=0.0, a
     def phases(r):
         return np.where(condensed, ENTROPY_COLLAPSE, np.where(r.reshape(B.shape) > 1.0 - eps, RANK_COLLAPSE, TRAINABLE))
 
-    kw = dict(eps=eps, T=T, rho0=rho0, activation=activation, mask=mask, groups=groups, **params)
+    kw = dict(eps=eps, T=T, rho0=rho0, activation=activation, mask=mask, groups=groups, d=d, d_head=d_head, **params)
     boundary = critical_alpha(arch, depth, beta=betas, bracket=_grid_bracket(rho.reshape(B.shape), A[:, 0], eps), **kw)
     boundary_late = critical_alpha(arch, depth, beta=betas, tokens="late",
                                    bracket=_grid_bracket(rho_late.reshape(B.shape), A[:, 0], eps), **kw)
     late_info = {"rho": rho_late.reshape(B.shape), "phase": phases(rho_late), "critical_alpha": boundary_late,
                  "positions": index, "min_keys": int(attention.n[judged].min()), "mask": attention.mask,
                  "groups": groups}
+    width = {} if attention.width is None else {"d": attention.width.d, "d_head": attention.width.d_head}
     return Diagram(betas, alphas, phases(rho), rho.reshape(B.shape), np.asarray(boundary), _name(arch), depth, eps,
-                   T, criterion, {**params, "activation": activation, "rho0": float(rho0)}, late=late_info)
+                   T, criterion, {**params, "activation": activation, "rho0": float(rho0), **width}, late=late_info)
+
+
+def _tabulated(attention: Attention) -> None:
+    """ValueError unless the layer's finite-width terms (if any) are tabulated: a sliding window's are computed
+    pair by pair, which serves profiles but not the many evaluations of critical_alpha and diagrams."""
+    if attention.width is not None and attention.width.tables is None:
+        raise ValueError("d= (finite width) with a sliding window is served in profiles (cosine_profile, "
+                         "position_profile), not in critical_alpha or diagrams: each pair of rows is an integral over "
+                         "the score law (numeric.causal_width tabulates the causal mask only)")
 
 
 def _judged_rows(attention: Attention, min_keys):

@@ -19,81 +19,296 @@ each times the spread qbar_t - pbar_t of row t's keys (the (q - p) of the closur
 d -> oo it is the infinite-width closure, and one layer of Gaussian tokens gets the exact finite-width
 increments. As the closure, the pair uses row t's width b_t for both rows.
 
-Cost: a row costs 16 one-row moments (~3 ms); a pair one Gauss rule over the score law
-(:data:`N_PAIR_PROFILE`, 48 two-row integrals, ~0.06 s; Yp_eff within 5e-4 relative of the full rule
-:data:`numeric.finite_width.N_PAIR` at d = 64, 2e-3 at d = 32). A profile of P carried positions costs ~0.03 P^2 s per layer and
-parameter point, so long contexts take position groups (``groups=K``: at most 2K positions).
+Cost. Directly, a row costs 16 one-row moments (~3 ms) and a pair one Gauss rule over the score law
+(:data:`N_PAIR_PROFILE`, 48 two-row integrals, ~0.07 s; Yp_eff within 5e-4 relative of the full rule
+:data:`numeric.finite_width.N_PAIR` at d = 64, 2e-3 at d = 32). Under a causal mask the rows' key sets are
+nested prefixes, so an increment depends on (n_t, n_u, b, rho) only: :class:`CausalTables` evaluates the
+direct increments once per (d, d_head, T) at Chebyshev-Lobatto nodes in (ln n_t, ln(n_t/n_u), b, rho) (the
+integrals' analytic continuation in the key counts), 1575 pairs (about 2.5 minutes), kept on disk; a look-up is then a
+polynomial evaluation, so causal profiles carry up to :data:`MAX_TABLE_POSITIONS` positions and
+critical_alpha and diagrams take ``d=``. Sliding windows (other key layouts) use the direct increments,
+for at most :data:`MAX_POSITIONS` carried positions (profiles only).
 """
 
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
+from numpy.polynomial import chebyshev
 
+from .interpolation import lobatto
 from .progress import progress
 
 #: Gauss nodes of the pair's score-law average in a profile (numeric.width_law.pair_rule): within 5e-4 relative of
 #: numeric.finite_width.N_PAIR at d = 64, b^2 = 2-16, rho = 0-0.7, causal key layouts; 2e-3 at d = 32
 #: (tests/numeric/test_causal_width.py).
 N_PAIR_PROFILE = (2, 2, 2, 2, 3)
-#: Largest number of carried positions: beyond it a finite-width profile is refused by name (use groups).
+#: Most carried positions with direct increments (sliding windows): beyond it a profile is refused by name.
 MAX_POSITIONS = 64
+#: Most carried positions with the causal tables (the pairs' look-ups grow as P^2 per point and layer).
+MAX_TABLE_POSITIONS = 512
+#: Chebyshev-Lobatto nodes of the causal tables: rows in (ln n, b), pairs in (ln n_t, ln(n_t/n_u), b, rho)
+#: (the pair increment grows like ln(n_u/n_t) when row u sees many more keys).
+ROW_NODES = (9, 15)
+PAIR_NODES = (7, 5, 9, 5)
+#: Row widths beyond which the tables read the increment at B_MAX (the frozen phase: it varies by O(1/b) there).
+B_MAX = 12.0
+#: Version of the cached causal tables (bump when their definition changes).
+VERSION = 1
+
+
+def row_increments(b: float, n: float, d: int, d_head: int) -> tuple[float, float]:
+    """(dY2, dIPR) of a row of n keys (real n >= 1: the analytic continuation) and width b: Y2_eff - Y2, the
+    increment of the output norm, and E_xi Y2 - Y2, the increment of the IPR entropy collapse is judged on."""
+    from .finite_width import _one_row, row_effective
+    from .smoothing import EXACT
+    if n <= 1 or b == 0.0:                              # one key, or uniform weights: no selection
+        return 0.0, 0.0
+    ipr, effective = row_effective(b * b, n, d, d_head)
+    y2 = _one_row(b, n, EXACT)[0]
+    return effective - y2, ipr - y2
+
+
+def pair_increment(b: float, rho: float, keys, d: int, d_head: int, whole: bool = True) -> float:
+    """dYp = Yp_eff - Yp of rows with key counts ``keys`` = (n, m1, m2) at row width b and query correlation
+    rho (``whole=False``: real counts, as the tables' nodes)."""
+    from .finite_width import pair_effective
+    from .smoothing import TABLE
+    from .two_rows import pair_and_selection
+    if b == 0.0:                                        # uniform weights: no selection
+        return 0.0
+    rho = min(max(rho, 0.0), 1.0 - 1e-12)
+    b2 = b * b
+    effective = pair_effective(b2, rho, None, d, d_head, keys=keys, nodes=N_PAIR_PROFILE, whole=whole)
+    return effective - pair_and_selection(b2, b2, rho * b2, None, TABLE, keys=keys, whole=whole)[0]
+
+
+# --- the causal tables ---------------------------------------------------------------------------
+
+class Chebyshev:
+    """The tensor-product Chebyshev interpolant on [0, 1]^k of values at the Lobatto nodes (``values``' shape:
+    nodes per axis; an axis of one node is constant)."""
+
+    def __init__(self, values: np.ndarray):
+        coef = np.asarray(values, dtype=float)
+        for axis, n in enumerate(coef.shape):
+            if n > 1:
+                inverse = np.linalg.inv(chebyshev.chebvander(2.0 * lobatto(n, 0.0, 1.0) - 1.0, n - 1))
+                coef = np.moveaxis(np.tensordot(inverse, coef, axes=(1, axis)), 0, axis)
+        self.coef = coef
+
+    def __call__(self, *x, chunk: int = 1 << 15) -> np.ndarray:
+        """The interpolant at points ``x`` (one array per axis, broadcast; clipped to [0, 1])."""
+        x = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in x))
+        shape = x[0].shape
+        flat = [np.clip(v.ravel(), 0.0, 1.0) for v in x]
+        out = np.empty(flat[0].size)
+        sizes = self.coef.shape
+        for start in range(0, out.size, chunk):
+            part = [v[start:start + chunk] for v in flat]
+            basis = [chebyshev.chebvander(2.0 * v - 1.0, n - 1) for v, n in zip(part, sizes)]
+            value = basis[-1] @ self.coef.reshape(-1, sizes[-1]).T                 # the last axis by one product
+            for axis in reversed(range(len(sizes) - 1)):
+                value = np.einsum("mij,mj->mi", value.reshape(value.shape[0], -1, sizes[axis]), basis[axis])
+            out[start:start + chunk] = value[:, 0]
+        return out.reshape(shape)
+
+
+def _pair_node(args) -> float:
+    """One node of the pair table: :func:`pair_increment` at real key counts."""
+    b, rho, keys, d, d_head = args
+    return pair_increment(b, rho, keys, d, d_head, whole=False)
+
+
+def _map(function, items: list, desc: str) -> list:
+    """``[function(x) for x in items]`` over the CPU's cores (forked worker processes, where the platform
+    forks; else in this process), with a progress bar."""
+    import multiprocessing
+    import os
+
+    workers = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 16)
+    with progress(len(items), desc, unit="pair") as update:
+        if workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
+            out = []
+            for item in items:
+                out.append(function(item))
+                if update is not None:
+                    update(1)
+            return out
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            out = []
+            for value in pool.imap(function, items, chunksize=4):
+                out.append(value)
+                if update is not None:
+                    update(1)
+            return out
+
+
+def _scale(n):
+    """The width at which a row of n keys condenses, sqrt(2 ln n) (the b coordinate's unit)."""
+    return np.sqrt(2.0 * np.log(np.maximum(n, 2.0)))
+
+
+def _b_coordinate(b, n):
+    """b in [0, B_MAX] as a coordinate in [0, 1]: b/(b + s) over its value at B_MAX, s = :func:`_scale`(n)."""
+    s = _scale(n)
+    return (b / (b + s)) / (B_MAX / (B_MAX + s))
+
+
+def _b_of_coordinate(x, n):
+    s = _scale(n)
+    xi = x * B_MAX / (B_MAX + s)
+    return xi * s / (1.0 - xi)
+
+
+class CausalTables:
+    """The causal increments dY2(b, n) and dYp(b, rho, n_t, n_u) at one (d, d_head) for rows of up to
+    ``n_max`` keys: Chebyshev interpolants of the direct increments (module docstring)."""
+
+    def __init__(self, d: int, d_head: int, n_max: int, rows=None, pairs=None):
+        self.d, self.d_head, self.n_max = d, d_head, max(int(n_max), 2)
+        self.r_lo = 2.0 / self.n_max                        # n_t >= 2 keys (a one-key row has b = 0)
+        if rows is None:
+            rows, pairs = self._node_values()
+        self.row_values, self.pair_values = rows, pairs      # rows: (..., 2) = (dY2, dIPR)
+        self._row, self._ipr, self._pair = Chebyshev(rows[..., 0]), Chebyshev(rows[..., 1]), Chebyshev(pairs)
+
+    def _n_nodes(self, count: int) -> np.ndarray:
+        if self.n_max == 2:
+            return np.array([2.0])
+        return np.exp(lobatto(count, math.log(2.0), math.log(self.n_max)))
+
+    def _n_coordinate(self, n):
+        if self.n_max == 2:
+            return np.zeros(np.shape(n))
+        return (np.log(np.maximum(n, 2.0)) - math.log(2.0)) / (math.log(self.n_max) - math.log(2.0))
+
+    def _node_values(self):
+        """The direct increments at every node: 1575 pairs at ~0.1 s each, over the CPU's cores
+        (:func:`_map`), with a progress bar."""
+        n_row = self._n_nodes(ROW_NODES[0])
+        row_x = lobatto(ROW_NODES[1], 0.0, 1.0)
+        n_pair = self._n_nodes(PAIR_NODES[0])
+        ratio = np.exp(lobatto(PAIR_NODES[1], math.log(self.r_lo), 0.0))
+        pair_x = lobatto(PAIR_NODES[2], 0.0, 1.0)
+        rho = lobatto(PAIR_NODES[3], 0.0, 1.0)
+        rows = np.array([[row_increments(float(_b_of_coordinate(x, n)), float(n), self.d, self.d_head)
+                          for x in row_x] for n in n_row])
+        shape = (n_pair.size, ratio.size, pair_x.size, rho.size)
+        nodes = [(float(_b_of_coordinate(pair_x[k], n_pair[i])), float(rho[m]),
+                  (float(n_pair[i]), 0.0, float(n_pair[i] / ratio[j] - n_pair[i])), self.d, self.d_head)
+                 for i, j, k, m in np.ndindex(shape)]
+        pairs = _map(_pair_node, nodes, f"causal width table (d={self.d}, d_head={self.d_head})")
+        return rows, np.array(pairs).reshape(shape)
+
+    def row(self, b, n, kind: str = "norm") -> np.ndarray:
+        """dY2 (``kind="norm"``) or dIPR (``"ipr"``) at widths b and key counts n (arrays, broadcast); 0 for
+        one-key rows."""
+        b, n = np.broadcast_arrays(np.asarray(b, dtype=float), np.asarray(n, dtype=float))
+        table = self._row if kind == "norm" else self._ipr
+        value = table(self._n_coordinate(n), _b_coordinate(np.minimum(b, B_MAX), n))
+        return np.where(n > 1, value, 0.0)
+
+    def pair(self, b, rho, n_t, n_u) -> np.ndarray:
+        """dYp of nested rows (n_t <= n_u keys) at row t's width b and query correlation rho (broadcast)."""
+        b, rho, n_t, n_u = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (b, rho, n_t, n_u)))
+        ratio = 1.0 - np.log(n_t / n_u) / math.log(self.r_lo)
+        value = self._pair(self._n_coordinate(n_t), ratio, _b_coordinate(np.minimum(b, B_MAX), n_t), rho)
+        return np.where(n_t > 1, value, 0.0)
+
+
+@lru_cache(maxsize=8)
+def causal_tables(d: int, d_head: int, n_max: int) -> CausalTables:
+    """The :class:`CausalTables` of (d, d_head, n_max): from the disk cache of :mod:`numeric.width_tables` when
+    there, else built (about 2.5 minutes of CPU) and saved."""
+    from .width_tables import _save, _source_digest, cache_dir
+    folder = cache_dir()
+    sources = ("causal_width.py", "finite_width.py", "two_rows.py", "width_law.py", "laplace.py", "smoothing.py",
+               "_generated_width.py", "interpolation.py")
+    name = f"causal-d{d}-h{d_head}-n{n_max}-v{VERSION}-{_source_digest(sources)}.npz"
+    path = None if folder is None else folder / name
+    if path is not None and path.exists():
+        with np.load(path) as data:
+            return CausalTables(d, d_head, n_max, rows=data["rows"], pairs=data["pairs"])
+    tables = CausalTables(d, d_head, n_max)
+    if path is not None:
+        _save(path, rows=tables.row_values, pairs=tables.pair_values)
+    return tables
+
+
+def table_size(T: int) -> int:
+    """The largest key count a table for sequences of length T covers: the next power of two (at least 16), so
+    that nearby T share one table."""
+    return max(16, 1 << (int(T) - 1).bit_length())
 
 
 class WidthTerms:
     """The finite-width increments of one masked attention layer's closure at width (d, d_head).
 
     ``mask``: the layers' :class:`derive.masks.Mask`; ``positions``: the actual position of each carried row
-    (:class:`numeric.causal.Attention`: every position, or the position groups' representatives).
+    (:class:`numeric.causal.Attention`: every position, or the position groups' representatives, increasing);
+    ``T``: the sequence length. A causal mask reads :func:`causal_tables`; a sliding window computes each pair
+    directly (:data:`MAX_POSITIONS`).
     """
 
-    def __init__(self, mask, positions, d: int, d_head: int):
+    def __init__(self, mask, positions, d: int, d_head: int, T: int):
         positions = np.asarray(positions, dtype=int)
-        if positions.size > MAX_POSITIONS:
-            raise ValueError(f"finite width in a position-resolved profile carries at most {MAX_POSITIONS} "
-                             f"positions (each pair of rows is an integral over the score law); got {positions.size}: "
-                             f"use groups=K with K <= {MAX_POSITIONS // 2}")
-        self.d, self.d_head = d, d_head
-        self.n = np.array([mask.key_counts(int(t), int(t))[0] for t in positions])   # each row's own count
+        self.d, self.d_head, self.tables = d, d_head, None
+        limit = MAX_POSITIONS if mask.window is not None else MAX_TABLE_POSITIONS
+        if positions.size > limit:
+            raise ValueError(f"finite width in a position-resolved profile carries at most {limit} positions "
+                             f"(each pair of rows is a look-up or an integral); got {positions.size}: "
+                             f"use groups=K with K <= {limit // 2}")
+        self.n = np.array([mask.key_counts(int(t), int(t))[0] for t in positions], dtype=float)   # each row's own
         self.rows, self.cols = np.triu_indices(positions.size, 1)
-        self.keys = [mask.key_counts(int(positions[t]), int(positions[u])) for t, u in zip(self.rows, self.cols)]
-
-    def row_increment(self, b: float, n: float) -> float:
-        """dY2 of a row of n keys and width b."""
-        from .finite_width import _one_row, row_effective
-        from .smoothing import EXACT
-        if n <= 1 or b == 0.0:                          # one key, or uniform weights: no selection
-            return 0.0
-        return row_effective(b * b, int(n), self.d, self.d_head)[1] - _one_row(b, int(n), EXACT)[0]
-
-    def pair_increment(self, b: float, rho: float, keys) -> float:
-        """dYp of rows with key counts ``keys`` at row width b and query correlation rho."""
-        from .finite_width import pair_effective
-        from .smoothing import TABLE
-        from .two_rows import pair_and_selection
-        if b == 0.0:                                    # uniform weights: no selection
-            return 0.0
-        rho = min(max(rho, 0.0), 1.0 - 1e-12)
-        b2 = b * b
-        effective = pair_effective(b2, rho, None, self.d, self.d_head, keys=keys, nodes=N_PAIR_PROFILE)
-        return effective - pair_and_selection(b2, b2, rho * b2, None, TABLE, keys=keys)[0]
+        if mask.window is None:
+            self.tables = causal_tables(d, d_head, table_size(T))
+        else:
+            self.keys = [mask.key_counts(int(positions[t]), int(positions[u])) for t, u in zip(self.rows, self.cols)]
 
     def add(self, Q, stats, sigma_v2, out) -> None:
         """Add sigma_v2 (qbar_t - pbar_t) dY2_t to the diagonal and sigma_v2 (qbar_t - pbar_t) dYp_tu to the
-        pairs of ``out`` (..., P, P), point by point of the batch."""
+        pairs of ``out`` (..., P, P)."""
         diag = np.diagonal(Q, axis1=-2, axis2=-1)
         batch = Q.shape[:-2]
         spread = np.maximum(stats.qbar - stats.pbar, 0.0) * np.broadcast_to(sigma_v2, batch)[..., None]
+        rho = np.clip(Q[..., self.rows, self.cols] / np.sqrt(diag[..., self.rows] * diag[..., self.cols]), 0.0, 1.0)
+        b = np.broadcast_to(stats.b, spread.shape)
+        if self.tables is not None:
+            rows = self.tables.row(b, self.n)
+            pairs = self.tables.pair(b[..., self.rows], rho, self.n[self.rows], self.n[self.cols])
+        else:
+            rows, pairs = self._direct(b, rho)
+        index = np.arange(self.n.size)
+        out[..., index, index] += spread * rows
+        value = spread[..., self.rows] * pairs
+        out[..., self.rows, self.cols] += value
+        out[..., self.cols, self.rows] += value
+
+    def ipr(self, b) -> np.ndarray:
+        """The finite-width increment of each row's IPR at widths b (..., P) (entropy collapse's reading)."""
+        if self.tables is not None:
+            return self.tables.row(b, self.n, kind="ipr")
+        out = np.zeros(np.shape(b))
+        for index in np.ndindex(out.shape):
+            out[index] = row_increments(float(b[index]), float(self.n[index[-1]]), self.d, self.d_head)[1]
+        return out
+
+    def _direct(self, b, rho):
+        """(dY2 per row, dYp per pair) by the direct integrals, point by point (a progress bar)."""
+        rows = np.zeros(b.shape)
+        pairs = np.zeros(rho.shape)
+        batch = b.shape[:-1]
         with progress(int(np.prod(batch)) * self.rows.size, "finite-width pairs", unit="pair") as update:
             for index in np.ndindex(batch):
-                b, s = stats.b[index], spread[index]
                 for t in range(self.n.size):
-                    out[index + (t, t)] += s[t] * self.row_increment(float(b[t]), float(self.n[t]))
-                for t, u, keys in zip(self.rows, self.cols, self.keys):
-                    rho = float(Q[index + (t, u)] / math.sqrt(diag[index + (t,)] * diag[index + (u,)]))
-                    value = s[t] * self.pair_increment(float(b[t]), rho, keys)
-                    out[index + (t, u)] += value
-                    out[index + (u, t)] += value
+                    rows[index + (t,)] = row_increments(float(b[index + (t,)]), float(self.n[t]), self.d,
+                                                        self.d_head)[0]
+                for k, (t, keys) in enumerate(zip(self.rows, self.keys)):
+                    pairs[index + (k,)] = pair_increment(float(b[index + (t,)]), float(rho[index + (k,)]), keys,
+                                                         self.d, self.d_head)
                     if update is not None:
                         update(1)
+        return rows, pairs

@@ -160,13 +160,13 @@ def trainability_diagram(arch, depth, *, betas, alphas, eps=0.01, T=None, rho0=0
     moments' tables as they read the infinite-width ones (criterion "any": the NumPy path).
     """
     from .profile import _masked, finite_width
-    masked = _masked(arch, mask)
-    width = finite_width(d, d_head, T, masked)
-    if masked:
+    if _masked(arch, mask):
         from . import causal
         return causal.trainability_diagram(arch, depth, betas=betas, alphas=alphas, eps=eps, T=T, rho0=rho0,
                                            activation=activation, criterion=criterion, ipr_threshold=ipr_threshold,
-                                           progress=progress, mask=mask, min_keys=min_keys, **params)
+                                           progress=progress, mask=mask, min_keys=min_keys, d=d, d_head=d_head,
+                                           **params)
+    width = finite_width(d, d_head, T)
     if min_keys is not None:
         raise ValueError("min_keys applies to masked (causal) stacks, whose rows see different numbers of keys")
     betas, alphas, eps, ipr_threshold = grid_inputs(betas, alphas, eps, criterion, ipr_threshold, params)

@@ -110,10 +110,10 @@ def row_effective(b2: float, T: int, d: int, d_head: int, *, acc: Accuracy = EXA
 
 
 def pair_effective(b2: float, rho: float, T: int, d: int, d_head: int, *, acc: Accuracy = TABLE,
-                   nodes: tuple[int, ...] = N_PAIR, keys=None) -> float:
+                   nodes: tuple[int, ...] = N_PAIR, keys=None, whole: bool = True) -> float:
     """Yp_eff at mean log-weight variance b2 and input cosine rho: E_S[(1 - 2/d) Yp(S) + W(S)/d]
     over the chain's law of S (:func:`numeric.width_law.pair_rule`). ``keys``: None (both rows see the T keys)
-    or (n, m1, m2) of :func:`numeric.two_rows.pair_and_selection` (rows under a mask)."""
+    or (n, m1, m2) of :func:`numeric.two_rows.pair_and_selection` (rows under a mask; ``whole``: as there)."""
     m11, m21, m22, weight = pair_rule(chain_dofs(d, d_head), nodes)
     S11, S12, S22 = gen.covariance_from_factor(b2, rho, m11, m21, m22)
     total = 0.0
@@ -122,7 +122,7 @@ def pair_effective(b2: float, rho: float, T: int, d: int, d_head: int, *, acc: A
             if s11 <= 0.0 or s22 <= 0.0:
                 yp, sel = _uniform_pair(T, keys)          # a row of width 0 attends uniformly
             else:
-                yp, sel = pair_and_selection(float(s11), float(s22), float(s12), T, acc, keys=keys)
+                yp, sel = pair_and_selection(float(s11), float(s22), float(s12), T, acc, keys=keys, whole=whole)
             total += w * float(gen.effective_pair(float(d), yp, sel))
     return total
 

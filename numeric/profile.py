@@ -51,13 +51,12 @@ def prepare(arch, depth, *, beta, T, rho0, activation, params, numpy_map=True, w
     return block, moment_functions(T, width), values, depth, T, rho0
 
 
-def finite_width(d, d_head, T, masked=False):
+def finite_width(d, d_head, T):
     """(d, d_head) checked for a finite-width profile or diagram, or None (``d=None``: infinite width).
 
     Finite width needs a finite T; the effective moments of :func:`numeric.maps.moment_functions` (the
-    NumPy path) and their tables (the fused kernels). A masked stack (a mask given, or a spec carrying one)
-    takes it in a profile only (:mod:`numeric.causal_width`, pair by pair): ``masked`` refuses it by name
-    (critical_alpha, diagrams).
+    NumPy path) and their tables (the fused kernels); a masked stack's increments are
+    :mod:`numeric.causal_width`'s.
     """
     if d is None and d_head is None:
         return None
@@ -65,10 +64,6 @@ def finite_width(d, d_head, T, masked=False):
     d, d_head = width(d, d_head)
     if T is None:
         raise ValueError("d= (finite width) needs a finite T: the key-selection term grows like beta^2 ln T / d")
-    if masked:
-        raise ValueError("d= (finite width) of a masked stack is served in profiles (cosine_profile, "
-                         "position_profile), not in critical_alpha or diagrams: each pair of rows is an integral over "
-                         "the score law (numeric.causal_width)")
     return d, d_head
 
 
@@ -235,13 +230,12 @@ def critical_alpha(arch, depth, *, beta, eps=0.01, T=None, rho0=0.0, activation=
     or among ``tokens`` (e.g. "late"). ``backend``: as :func:`cosine_profile`; the fused kernel is
     then the gap function of the same root finder. ``d``, ``d_head``: finite width (:func:`cosine_profile`).
     """
-    masked = _masked(arch, mask)
-    width = finite_width(d, d_head, T, masked)
-    if masked:
+    if _masked(arch, mask):
         from . import causal
         return causal.critical_alpha(arch, depth, beta=beta, eps=eps, T=T, rho0=rho0, activation=activation,
                                      rtol=rtol, alpha_max=alpha_max, bracket=bracket, mask=mask, tokens=tokens,
-                                     **params)
+                                     d=d, d_head=d_head, **params)
+    width = finite_width(d, d_head, T)
     eps = check.interval("eps", eps, 0.0, 1.0, closed=False)
     if "alpha_sa" in params:
         raise ValueError("critical_alpha solves for alpha_sa: do not pass it")

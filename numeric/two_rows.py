@@ -120,15 +120,16 @@ def _spacing(s1: float, s2: float, sig: float, T: int, acc: Accuracy) -> float:
 
 
 def pair_and_selection(S11: float, S22: float, S12: float, T: int, acc: Accuracy = TABLE,
-                       keys=None) -> tuple[float, float]:
+                       keys=None, whole: bool = True) -> tuple[float, float]:
     """(Yp(S), W(S)) for two rows of T keys with log-weight covariance S = [[S11, S12], [S12, S22]].
 
     S11, S22 > 0; |S12| <= sqrt(S11 S22). See the module docstring for the integrals. ``keys``: None (both
     rows see the same T keys) or (n, m1, m2): n keys both rows see, m1 that row 1 only sees and m2 that row 2
     only sees (a causal or windowed mask; T is then ignored); the terms of those keys are
-    :func:`derive.finite_width.selection_mixed_integrands`.
+    :func:`derive.finite_width.selection_mixed_integrands`. ``whole=False`` takes real counts: the integrals'
+    analytic continuation in (n, m1, m2), which :mod:`numeric.causal_width`'s tables interpolate over.
     """
-    n, m1, m2 = (float(T), 0.0, 0.0) if keys is None else _key_counts(keys)
+    n, m1, m2 = (float(T), 0.0, 0.0) if keys is None else _key_counts(keys, whole)
     n1, n2 = n + m1, n + m2
     s1, s2, r, a, a2, sig1, sig2 = _split(S11, S22, S12)
     h = _spacing(s1, s2, min(sig1, sig2), max(n1, n2), acc)
@@ -169,13 +170,13 @@ def _times(count: float, log):
     return count * log if count != 0 else np.zeros_like(log)
 
 
-def _key_counts(keys) -> tuple[float, float, float]:
-    """(n, m1, m2) checked: whole numbers >= 0 with each row seeing at least one key."""
+def _key_counts(keys, whole: bool = True) -> tuple[float, float, float]:
+    """(n, m1, m2) checked: whole numbers (real ones if not ``whole``) >= 0 with each row seeing at least one key."""
     try:
         n, m1, m2 = (float(k) for k in keys)
     except (TypeError, ValueError):
         raise ValueError(f"keys must be (n, m1, m2): shared keys and each row's own, got {keys!r}") from None
-    if not all(map(math.isfinite, (n, m1, m2))) or any(k != int(k) for k in (n, m1, m2)):
+    if not all(map(math.isfinite, (n, m1, m2))) or (whole and any(k != int(k) for k in (n, m1, m2))):
         raise ValueError(f"keys = {keys!r}: key counts must be whole numbers")
     if min(n, m1, m2) < 0 or n + m1 < 1 or n + m2 < 1:
         raise ValueError(f"keys = {keys!r}: counts must be >= 0 and each row must see at least one key")

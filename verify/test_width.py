@@ -161,14 +161,14 @@ def test_deep_stack_finite_width_profile_is_closer_to_torch():
 def test_causal_stack_finite_width_profile_is_closer_to_torch():
     """The causal (decoder) stack of the deep-stack test above at d = 64 (two heads), T = 256 (T/d = 4), 128
     initialisations, all-pairs rho: the position-resolved profile with the finite-width increments
-    (numeric.causal_width, 8 position groups) deviates less from torch over the first three blocks than the
+    (numeric.causal_width's tables, every position) deviates less from torch over the first three blocks than the
     infinite-width one (every position), and at block 2 the infinite-width rho is off by more than the
     tolerance (k SE + the suite's O(1/d) allowance) that the finite-width one meets."""
     import numeric
     from verify import montecarlo as mc
 
     T, d, heads, depth, params = 256, 64, 2, 3, dict(sigma_v2=4.0, alpha_sa=0.2)
-    finite = numeric.cosine_profile("pre-ln", depth, beta=1.0, T=T, mask="causal", groups=8, d=d,
+    finite = numeric.cosine_profile("pre-ln", depth, beta=1.0, T=T, mask="causal", d=d,
                                     d_head=d // heads, **params)
     infinite = numeric.cosine_profile("pre-ln", depth, beta=1.0, T=T, mask="causal", **params)
     rho = mc.profile("pre-ln", depth, beta=1.0, T=T, d=d, seeds=128, heads=heads, kind="gaussian", seed=5,

@@ -121,8 +121,9 @@ def test_bench_skip_names_the_parts(capsys):
     (["profile", "--T", "64", "--d", "0"], "d must be"),
     (["profile", "--T", "64", "--d", "64", "--d-head", "48"], "d_head = 48 must divide d = 64"),
     (["profile", "--d", "64"], "needs a finite T"),
-    (["alpha-c", "--T", "64", "--d", "64", "--causal"], "not in critical_alpha or diagrams"),
-    (["profile", "--T", "80", "--d", "64", "--causal"], "at most 64 positions"),
+    (["alpha-c", "--T", "64", "--d", "64", "--mask", "sliding:8"], "not in critical_alpha or diagrams"),
+    (["profile", "--T", "80", "--d", "64", "--mask", "sliding:8"], "at most 64 positions"),
+    (["profile", "--T", "600", "--d", "64", "--causal"], "at most 512 positions"),
 ])
 def test_bad_input_is_a_clear_error(capsys, argv, match):
     rc, _, err = run(capsys, *argv)

@@ -255,7 +255,8 @@ def test_fused_finite_width_diagram_is_the_numpy_one(arch, T, d, d_head):
 @pytest.mark.parametrize("kwargs,match", [(dict(d=64, T=None), "needs a finite T"),
                                           (dict(d=64, d_head=48, T=64), "d_head = 48 must divide d = 64"),
                                           (dict(d_head=16, T=64), "needs a finite width d"),
-                                          (dict(d=64, T=65, mask="causal"), "at most 64 positions")])
+                                          (dict(d=64, T=65, mask="sliding:8"), "at most 64 positions"),
+                                          (dict(d=64, T=513, mask="causal"), "at most 512 positions")])
 def test_profile_bad_width_is_a_value_error(kwargs, match):
     with pytest.raises(ValueError, match=match):
         numeric.cosine_profile("pre-ln", 3, beta=1.0, **kwargs)

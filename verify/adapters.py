@@ -193,22 +193,17 @@ def predict_cosine_profile(layers, seq_len: int, *, rho0: float = 0.0, q0: float
     theory is then position-resolved (:mod:`numeric.causal`). ``tokens`` (None,
     "late" = the last quarter of positions, a slice or an index array): q and p
     over those positions only (an unmasked stack's tokens are exchangeable). ``finite_width``: the theory at
-    each layer's own width and head size (issue 19; unmasked encoders: the position-resolved theory of masked
-    stacks and decoders is at infinite width, and refuses it by name).
+    each layer's own width and head size (issue 19): encoders, masked encoder stacks and decoders under a causal
+    mask (:mod:`numeric.causal_width`'s tables; RoPE and sliding windows are refused by name).
     """
-    if finite_width and (mask is not None or adapters_decoders.is_decoder(layers)):
-        raise ValueError("finite_width: a masked stack or decoder is read at infinite width (its finite-width "
-                         "increments cost one score-law integral per pair of positions; numeric.cosine_profile("
-                         "mask=..., d=..., groups=K) serves the named stacks); finite_width=True applies to unmasked "
-                         "encoders")
     if adapters_decoders.is_decoder(layers):
         _decoder_defaults(mask=mask, rho0=rho0, q0=q0)
-        return adapters_decoders.predict(layers, seq_len, tokens=tokens)
+        return adapters_decoders.predict(layers, seq_len, tokens=tokens, finite_width=finite_width)
     T = check.sequence_length(seq_len, name="seq_len", infinite=False)
     rho0, q0 = float(check.rho0(rho0, T)), float(check.positive("q0", q0))
     mask, index = masks.parse(mask), _positions(tokens, T)
     if mask is not None:
-        return causal_run(read(layers), T, mask, rho0=rho0, q0=q0, index=index)
+        return causal_run(read(layers), T, mask, rho0=rho0, q0=q0, index=index, finite_width=finite_width)
     return theory_run(read(layers), T, rho0=rho0, q0=q0, finite_width=finite_width).rho
 
 
@@ -228,16 +223,23 @@ def _positions(tokens, T):
     return None if tokens is None else positions(tokens, T)
 
 
-def causal_run(readings, T: int, mask, *, rho0=0.0, q0=1.0, index=None) -> np.ndarray:
+def causal_run(readings, T: int, mask, *, rho0=0.0, q0=1.0, index=None, finite_width: bool = False) -> np.ndarray:
     """The position-resolved theory through ``readings`` layer by layer: rho (all pairs, or of ``index``).
 
     Each layer's block is its real-LayerNorm spec with the mask (:func:`encoder_spec`) compiled to a map of
     the expected overlap matrix (:func:`numeric.codegen_causal.compile_causal`); heads of different scales
     enter as the w-weighted sum of the closure at each head's beta (the map is linear in the moments).
+    ``finite_width``: the closure at the first layer's width and head size (:mod:`numeric.causal_width`).
     """
     from numeric import causal
 
-    closure = causal.Attention(T, mask)
+    width = None
+    if finite_width:
+        widths = {(r.d, r.d // r.heads) for r in readings}
+        if len(widths) != 1:
+            raise ValueError(f"finite_width: the layers' (d, d_head) differ ({sorted(widths)}); give one width")
+        width = widths.pop()
+    closure = causal.Attention(T, mask, width=width)
     Q = q0 * (rho0 + (1.0 - rho0) * np.eye(T))
     rho = [causal.ratio(Q, index)]
     with np.errstate(all="ignore"):

@@ -86,6 +86,7 @@ class DecoderReading:
     gain_att: float = 1.0
     gain_mlp: float = 1.0
     parallel: bool = False
+    finite_width: bool = False # the closure at the layer's own width d and head size (issue 19)
     handles: dict = field(default=None, compare=False, repr=False)
 
     def beta(self, T: int) -> np.ndarray:
@@ -466,10 +467,31 @@ def _compiled(structure: tuple):
     return compile_causal(decoder_spec(*structure))
 
 
+def closure_of(reading: DecoderReading, T: int):
+    """The position-resolved attention closure of a read layer at T (:class:`numeric.causal.Attention`): its mask,
+    its RoPE, and at finite width its own (d, d_head) (:func:`at_finite_width`)."""
+    rope = None if reading.rope is None else (reading.rope, reading.head_dim)
+    return _closure(T, reading.mask, rope, (reading.d, reading.head_dim) if reading.finite_width else None)
+
+
 @lru_cache(maxsize=16)
-def _closure(T: int, mask: str, rope):
+def _closure(T: int, mask: str, rope, width=None):
     from numeric import causal
-    return causal.Attention(T, masks.parse(mask), rope)
+    return causal.Attention(T, masks.parse(mask), rope, width=width)
+
+
+def at_finite_width(readings) -> list:
+    """The readings with the finite-width closure (issue 19: each layer at its own d and head size, the causal
+    tables of :mod:`numeric.causal_width`). Refused by name where it is not derived or not tabulated: RoPE
+    layers (the LLaMA family) and sliding windows."""
+    for r in readings:
+        if r.rope is not None:
+            raise ValueError(f"finite_width: {r.name} uses RoPE, whose rows' finite-width terms are not derived "
+                             "(GPT-2's learned positions are served)")
+        if r.mask != "causal":
+            raise ValueError(f"finite_width: {r.name} attends through {r.mask}; the finite-width terms are tabulated "
+                             "for the causal mask only")
+    return [replace(r, finite_width=True) for r in readings]
 
 
 @dataclass
@@ -528,7 +550,7 @@ def head_betas(reading: DecoderReading, T: int, beta, shape) -> tuple[np.ndarray
 
 def _layer(reading: DecoderReading, Q, T: int, alpha_sa, beta, shape):
     """One read layer's block on Q (..., T, T): the compiled spec with a closure that sums the heads."""
-    closure = _closure(T, reading.mask, None if reading.rope is None else (reading.rope, reading.head_dim))
+    closure = closure_of(reading, T)
     betas, weights = head_betas(reading, T, beta, shape)
 
     def attention(Q, _beta, sigma_v2, gain):
@@ -565,16 +587,20 @@ def final_norm_of(model):
     return "rmsnorm", eps
 
 
-def predict(model, seq_len: int, *, tokens=None, final_norm: bool = False) -> np.ndarray:
+def predict(model, seq_len: int, *, tokens=None, final_norm: bool = False, finite_width: bool = False) -> np.ndarray:
     """rho of the embedding output (entry 0) and after each decoder layer (entry l), from the model's own weights
     and embedding statistics for random token ids; all pairs, or among ``tokens`` ("late", a slice, indices).
-    ``final_norm``: one more entry, after the final norm (GPT-2's ln_f, LLaMA's norm)."""
+    ``final_norm``: one more entry, after the final norm (GPT-2's ln_f, LLaMA's norm). ``finite_width``: each
+    layer at its own width and head size (:func:`at_finite_width`)."""
     from numeric.causal import positions
 
     base = base_model(model)
     T = check_seq_len(base.config, seq_len)
     index = None if tokens is None else positions(tokens, T)
-    run = decoder_run(read_model(base), embedding_overlaps(base, T), T, index=index,
+    readings = read_model(base)
+    if finite_width:
+        readings = at_finite_width(readings)
+    run = decoder_run(readings, embedding_overlaps(base, T), T, index=index,
                       final_norm=final_norm_of(base) if final_norm else None)
     return run.rho if tokens is None else run.rho_tokens
 

@@ -331,17 +331,15 @@ def recommend(model_or_config, seq_len: int, *, margin: float = 0.25, eps: float
     is answered by :func:`verify.recommend_decoders.recommend`. ``rho0``: the inputs' cosine
     similarity (default: :func:`default_rho0`). ``seed``: the draw of the layer
     built from a config. ``finite_width``: every limit and profile at the model's own width and head size
-    (issue 19's effective moments and finite-width IPR; encoders only).
+    (issue 19's effective moments and finite-width IPR; decoders: GPT-2, the causal tables of
+    :mod:`numeric.causal_width`).
     """
     if _is_decoder(model_or_config):
-        if finite_width:
-            raise ValueError("finite_width: decoders are read at infinite width (their finite-width increments cost "
-                             "one score-law integral per pair of positions); finite_width=True applies to encoders")
         if rho0 is not None or q0 != 1.0:
             raise ValueError("rho0 / q0: a decoder starts from its own embedding statistics; do not pass them")
         from . import recommend_decoders
         return recommend_decoders.recommend(model_or_config, seq_len, margin=margin, eps=eps,
-                                            ipr_threshold=ipr_threshold)
+                                            ipr_threshold=ipr_threshold, finite_width=finite_width)
     T = validation.sequence_length(seq_len, name="seq_len", infinite=False)
     if not (0 < margin < 10):
         raise ValueError(f"margin must lie in (0, 10) (a relative margin), got {margin!r}")

@@ -77,8 +77,7 @@ def late_ipr(readings, Q_att, T: int, beta) -> np.ndarray:
     """The mean IPR of the first attention layer's late rows (the last quarter), every head at ``beta`` (array)."""
     from numeric.causal import late
 
-    first = readings[0]
-    closure = ad._closure(T, first.mask, None if first.rope is None else (first.rope, first.head_dim))
+    closure = ad.closure_of(readings[0], T)
     beta = np.asarray(beta, dtype=float)
     flat = beta.reshape(-1)
     Q = np.ascontiguousarray(np.broadcast_to(Q_att, flat.shape + (T, T)))
@@ -195,8 +194,9 @@ class DecoderRecommendation(Answer):
         L, T, r = self.depth, self.seq_len, self.readings[0]
         kv = f", {r.kv_heads} kv heads" if r.kv_heads != r.heads else ""
         rope = f", RoPE theta {r.rope:g}" if r.rope is not None else ""
+        width = f", finite width (d = {r.d}, d_head = {r.head_dim})" if r.finite_width else ""
         head = (f"# {self.family} decoder ({self.source}), {L} layers, hidden {r.d}, {r.heads} heads{kv}, "
-                f"d_ff {r.d_ff}, {r.activation}{' (gated)' if r.mlp == 'gated' else ''}{rope}, T = {T}")
+                f"d_ff {r.d_ff}, {r.activation}{' (gated)' if r.mlp == 'gated' else ''}{rope}, T = {T}{width}")
         lines = [head,
                  f"as initialised:  beta = {self.beta_model:.4g}, alpha_sa = 1 -> rho after {L} layers "
                  f"{self.rho_model[-1]:.4f} (late quarter {self.rho_model_late[-1]:.4f}), first-layer late IPR "
@@ -220,8 +220,10 @@ class DecoderRecommendation(Answer):
 
 
 def recommend(model_or_config, seq_len: int, *, margin: float = 0.25, eps: float = 0.01,
-              ipr_threshold: float = 0.5) -> DecoderRecommendation:
-    """beta and alpha_sa that put a decoder (model or config) in the trainable region at T = ``seq_len``."""
+              ipr_threshold: float = 0.5, finite_width: bool = False) -> DecoderRecommendation:
+    """beta and alpha_sa that put a decoder (model or config) in the trainable region at T = ``seq_len``.
+    ``finite_width``: every layer at its own width and head size (:func:`verify.adapters_decoders.at_finite_width`:
+    GPT-2; RoPE and sliding windows are refused by name)."""
     from numeric.causal import late
 
     config = model_or_config if is_decoder_config(model_or_config) else ad.base_model(model_or_config).config
@@ -234,6 +236,8 @@ def recommend(model_or_config, seq_len: int, *, margin: float = 0.25, eps: float
     if not (1.0 / T < ipr_threshold < 1):
         raise ValueError(f"ipr_threshold must lie in (1/T, 1) = ({1.0 / T:.4g}, 1), got {ipr_threshold!r}")
     readings, Q0, final, source = state_of(model_or_config, T)
+    if finite_width:
+        readings = ad.at_finite_width(readings)
     beta_model = float(np.mean([r.beta(T).mean() for r in readings]))
     beta_limit = entropy_limit(readings, Q0, T, ipr_threshold=ipr_threshold)
     beta = min(beta_model, beta_limit / (1.0 + margin))

@@ -367,5 +367,5 @@ def test_finite_width_profile_of_a_long_context_encoder_is_the_closer_one():
     with pytest.raises(AssertionError):
         assert_agrees(infinite, measured, allowance=finite_d_allowance(d, infinite), reason=FINITE_D_REASON,
                       skip_first=True, what="infinite-width theory at T/d = 16")
-    with pytest.raises(ValueError, match="finite_width"):
+    with pytest.raises(ValueError, match="at most 512 positions"):
         adapters.predict_cosine_profile(layers, T_long, finite_width=True, mask="causal")

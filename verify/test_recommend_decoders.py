@@ -135,3 +135,20 @@ def test_cli_llama_and_gpt2(capsys):
 def test_cli_bad_input_is_named(argv, match, capsys):
     assert recommend_cli.main(argv) == 2
     assert pytest.importorskip("re").search(match, capsys.readouterr().err)
+
+
+def test_finite_width_recommendation_uses_the_finite_width_closure():
+    """recommend(finite_width=True) for a GPT-2 config of width 64 with 2 heads at T = 200 (std 0.2, so that beta
+    binds): its entropy-collapse limit is where the finite-width IPR of the first layer's late rows reaches the
+    threshold, which differs from the infinite-width limit by more than 0.2 %; the answer says so."""
+    config = transformers.GPT2Config(n_layer=2, n_embd=64, n_head=2, vocab_size=512, n_positions=256,
+                                     initializer_range=0.2)
+    finite, infinite = rd.recommend(config, 200, finite_width=True), rd.recommend(config, 200)
+    readings, Q0, _, _ = rd.state_of(config, 200)
+    wide = ad.at_finite_width(readings)
+    Q_att = rd.first_attention_input(wide, Q0, 200)
+    np.testing.assert_allclose(rd.late_ipr(wide, Q_att, 200, finite.beta_limit), finite.ipr_threshold, atol=1e-6)
+    assert abs(finite.beta_limit / infinite.beta_limit - 1) > 2e-3
+    assert "finite width (d = 64, d_head = 32)" in str(finite)
+    with pytest.raises(ValueError, match="RoPE"):
+        rd.recommend(_llama(), T_, finite_width=True)

@@ -46,6 +46,20 @@ Exact steps, each done below by SymPy:
    inputs, d_h = 32-64, T >> d, sigma_a = 3-5; README "Finite width: attention
    at long context").
 
+5. Normalized tokens (a LayerNorm or RMSNorm before attention, as in every real stack): |x_s|^2 = d q for
+   every token, so A1's fluctuating norms are absent. For p = 0, x_s = z_s u_hat + x_s^perp with
+   |x_s^perp|^2 = d - z_s^2: the diagonal keys give Y2 exactly (no z_s^2/d coupling), the distinct keys
+   the same (Z2 - Z2_diag)/d, with Z2_diag = E sum_s A_s^2 z_s^2 = Y2 + 2 b^2 (2 Y2 - 5 Y3 + 3 Y4)
+   (:func:`selection_diagonal_one_row`, Stein twice), so Y2_eff = Y2_sph + (Z2 - Z2_diag)/d
+   (:func:`normalized_effective_same`). The scores' law changes twice: the query's norm no longer
+   fluctuates (the chain keeps its d_h and d steps), and a key's projection z_s = sqrt(d) x_hat_s.u_hat is a
+   coordinate of a uniform point on the sphere of radius sqrt(d), of density
+   (1 - z^2/d)^((d - 3)/2) (:func:`sphere_projection_density`; kurtosis -6/(d + 2)), not N(0, 1): Y2_sph is
+   the exact finite-n IPR under that law (:mod:`numeric.finite_width`, Gauss-Jacobi nodes). At p > 0 the
+   common part's share of each norm is treated as the private one's (an approximation: the private parts'
+   norms keep a relative fluctuation of order p/sqrt(d)). The two-row terms of normalized tokens are not
+   derived yet.
+
 Assumptions, stated once:
 
 - A1 the tokens are jointly Gaussian with the overlaps (q, p) (exact for the
@@ -219,6 +233,42 @@ def selection_one_row() -> sympy.Expr:
     expr = _stein_once(expr, b2, ("m", "n"))
     expr = g.mean_field(g.contract(expr))
     return sympy.expand(g.attention_moments(expr).subs({q: 1, p: 0}) / b2)
+
+
+@lru_cache(maxsize=None)
+def selection_diagonal_one_row() -> sympy.Expr:
+    """Z2_diag = E sum_s A_s^2 z_s^2: the diagonal (s = s') part of Z2, in attention moments.
+
+    sum_s A_s^2 a_s^2 has two score factors on one key; Stein's lemma twice (as :func:`selection_one_row`),
+    divided by b^2. For keys of fixed norm this part of the Gaussian key-selection term is absent (step 5).
+    """
+    ranges = {"t": T_sym, "s": T_sym}
+    A, a = g.tensor("A", "t", "s", ranges=ranges), g.tensor("a", "t", "s", ranges=ranges)
+    expr = _stein_once((A * A * a * a).summed_over("s"), b2, ("k", "l"))
+    expr = _stein_once(expr, b2, ("m", "n"))
+    expr = g.mean_field(g.contract(expr))
+    return sympy.expand(g.attention_moments(expr).subs({q: 1, p: 0}) / b2)
+
+
+#: The diagonal part of Z2 (a symbol of the numeric quantity).
+Z2_diag = sympy.Symbol("Z2_diag", positive=True)
+
+
+@lru_cache(maxsize=None)
+def normalized_effective_same() -> sympy.Expr:
+    """Y2_eff for tokens of fixed norm (step 5): the Gaussian Y2_eff of :func:`effective_moments` without the
+    diagonal keys' norm coupling, (Z2_diag - Y2)/d: Y2 + (Z2 - Z2_diag)/d."""
+    gaussian = effective_moments()["Y2_eff"]
+    return sympy.expand(gaussian - (Z2_diag - Y2) / d_sym)
+
+
+def sphere_projection_density() -> tuple[sympy.Expr, sympy.Symbol]:
+    """(density, z): the law of z = sqrt(d) x_1 for x uniform on the unit sphere of R^d (a normalized key's
+    projection on a fixed direction, step 5): Gamma(d/2)/(Gamma((d-1)/2) sqrt(pi d)) (1 - z^2/d)^((d-3)/2)
+    on |z| < sqrt(d); it integrates to 1 and tends to N(0, 1) as d -> oo (tests/derive/test_finite_width.py)."""
+    z = sympy.Symbol("z", real=True)
+    norm = sympy.gamma(d_sym / 2) / (sympy.gamma((d_sym - 1) / 2) * sympy.sqrt(sympy.pi * d_sym))
+    return norm * (1 - z ** 2 / d_sym) ** ((d_sym - 3) / 2), z
 
 
 # Laplace/Price form of the two-row selection term (numeric.two_rows evaluates it) ---------

@@ -13,7 +13,8 @@ Contract (docs/design.md)::
 
 Beyond the contract: ``numeric.attention_overlaps(beta, *, q=1.0, p=0.0, T, d=None, d_head=None,
 sigma_v2=1.0)`` (one attention layer's output overlaps with the finite-width terms of issue 19;
-loads SciPy on use), ``numeric.gram_profile`` (the whole overlap matrix at
+loads SciPy on use), ``numeric.output_norm(beta, *, T, n=None, d, inputs="gaussian"|"normalized")`` (one
+row's output norm at finite width, for Gaussian tokens or tokens of fixed norm as after a LayerNorm), ``numeric.gram_profile`` (the whole overlap matrix at
 infinite width, by Monte Carlo over the attention scores; imports SymPy on use).
 
 ``import numeric`` imports NumPy only (no SciPy, SymPy, numba or torch): the block maps were
@@ -30,7 +31,7 @@ from .profile import cosine_profile, critical_alpha
 
 #: Exported names whose modules load on first use (PEP 562): the causal theory's tables (SciPy's
 #: special functions) and sweeps (xarray) are not paid by ``import numeric``.
-_LAZY = {"attention_overlaps": "finite_width", "position_profile": "causal", "sweep": "sweeps"}
+_LAZY = {"attention_overlaps": "finite_width", "output_norm": "finite_width", "position_profile": "causal", "sweep": "sweeps"}
 
 
 def __getattr__(name):
@@ -43,5 +44,5 @@ def __getattr__(name):
 
 
 __all__ = ["Diagram", "GramProfile", "attention_overlaps", "cosine_profile", "critical_alpha", "gram_profile", "ipr",
-           "ipr_pair", "ipr_square", "key_grad_sq_norm", "position_profile", "query_grad_sq_norm", "sweep",
-           "trainability_diagram", "value_grad_sq_norm"]
+           "ipr_pair", "ipr_square", "key_grad_sq_norm", "output_norm", "position_profile", "query_grad_sq_norm",
+           "sweep", "trainability_diagram", "value_grad_sq_norm"]

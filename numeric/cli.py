@@ -66,8 +66,8 @@ def _add_model(parser, *, beta=True, alpha_sa=True):
     parser.add_argument("--rho0", type=float, default=0.0, help="cosine similarity of the input tokens (default: 0)")
     parser.add_argument("--d", type=int, default=None,
                         help="finite width: the model's width d, for the O(1/d) terms of attention at long context "
-                             "(issue 19; needs a finite --T; masked stacks in profile only, at most 64 positions; default: "
-                             "infinite width)")
+                             "(issue 19; needs a finite --T; a causal stack carries at most 512 positions, a sliding window 64 "
+                             "and in profile only; default: infinite width)")
     parser.add_argument("--d-head", "--d_head", dest="d_head", type=int, default=None,
                         help="with --d: the heads' width, dividing d (default: one head, d_head = d)")
     for name, text in PARAMETER_HELP.items():

@@ -34,6 +34,7 @@ profiles and diagrams.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 
@@ -52,8 +53,8 @@ N_XI = 16
 #: Gauss nodes of the two-row average over S (numeric.width_law.pair_rule); see tests/numeric/test_finite_width.py.
 N_PAIR = (3, 4, 4, 3, 8)
 
-__all__ = ["attention_overlaps", "ipr_width", "masked_overlaps", "pair_effective", "row_effective", "row_pair",
-           "width"]
+__all__ = ["attention_overlaps", "ipr_width", "masked_overlaps", "output_norm", "pair_effective", "row_effective",
+           "row_pair", "sphere_row", "width"]
 
 
 def width(d, d_head):
@@ -98,8 +99,22 @@ def _one_row(b: float, T: int, acc: Accuracy) -> tuple[float, float]:
     return y2, frozen + (z2 - frozen) * B_Z / b
 
 
-def row_effective(b2: float, T: int, d: int, d_head: int, *, acc: Accuracy = EXACT, nodes: int = N_XI):
-    """(E_xi Y2, Y2_eff) at mean log-weight variance b2: the finite-width IPR and the effective moment of q_out."""
+#: Inputs of an attention layer: "gaussian" tokens (norms fluctuating, A1) or "normalized" ones (fixed norm, as
+#: after a LayerNorm or RMSNorm: derive.finite_width step 5).
+INPUTS = ("gaussian", "normalized")
+#: Gauss-Jacobi nodes of the sphere law of a normalized key's projection (converged to ~1e-8 at d = 32-4096).
+N_SPHERE = 96
+
+
+def row_effective(b2: float, T: int, d: int, d_head: int, *, acc: Accuracy = EXACT, nodes: int = N_XI,
+                  inputs: str = "gaussian"):
+    """(E_xi Y2, Y2_eff) at mean log-weight variance b2: the finite-width IPR and the effective moment of q_out.
+
+    ``inputs="normalized"``: tokens of fixed norm (derive.finite_width step 5): the scale law without the query
+    token's chi-square, Y2 under the keys' sphere law (:func:`sphere_row`), Y2_eff = Y2 + (Z2 - Z2_diag)/d.
+    """
+    if inputs == "normalized":
+        return _normalized_row(b2, T, d, d_head, nodes)
     xi, weight = product_rule(chain_dofs(d, d_head), nodes)
     ipr = eff = 0.0
     for x, w in zip(xi, weight):
@@ -107,6 +122,40 @@ def row_effective(b2: float, T: int, d: int, d_head: int, *, acc: Accuracy = EXA
         ipr += w * y2
         eff += w * float(gen.effective_same(float(d), y2, z2))
     return ipr, eff
+
+
+def _normalized_row(b2: float, n: float, d: int, d_head: int, nodes: int):
+    """(E_xi Y2_sph, Y2_eff) of a row of n keys of fixed norm (:func:`row_effective`)."""
+    xi, weight = product_rule(chain_dofs(d, d_head)[1:], nodes)     # the query's own norm is fixed
+    ipr = eff = 0.0
+    for x, w in zip(xi, weight):
+        b = math.sqrt(b2 * x)
+        y2 = sphere_row(b, n, d)
+        s = min(b, B_Z)                                  # beyond: frozen, the distinct keys' term ~ 0 (Stein form)
+        m = row_moments(s, n, rs=(2.0, 3.0, 4.0), square=True, acc=EXACT)
+        z2 = float(gen.selection_one_row(s * s, m[2.0], m[3.0], m["square"]))
+        z2_diag = float(gen.selection_diagonal_one_row(s * s, m[2.0], m[3.0], m[4.0]))
+        ipr += w * y2
+        eff += w * float(gen.effective_same_normalized(float(d), y2, z2, z2_diag))
+    return ipr, eff
+
+
+def sphere_row(b: float, n: float, d: int, acc: Accuracy = EXACT) -> float:
+    """E sum_s A_s^2 of a row of n keys with log-weights b z_s, z_s of the sphere law of
+    :func:`derive.finite_width.sphere_projection_density` (a normalized key's projection): the finite-n
+    Laplace form n int M_2(t) L(t)^(n-1) dt (paper eq. 2's exact form, :mod:`numeric.laplace`) with each
+    key's expectations taken over Gauss-Jacobi nodes of the law."""
+    from .laplace import _row_grid
+    from .smoothing import _kernels, log_L
+    if n <= 1:
+        return 1.0
+    if b == 0.0:
+        return 1.0 / n
+    z, w = _sphere_nodes(int(d))
+    t, dt = _row_grid(b, n, 2.0, 2.0, acc, acc.h)
+    G, L, M = _kernels(t[:, None] + b * z[None, :], (2.0,))
+    decay = np.exp((n - 1) * log_L(G @ w, L @ w))
+    return float(n * dt * (M[2.0] @ w) @ decay)
 
 
 def pair_effective(b2: float, rho: float, T: int, d: int, d_head: int, *, acc: Accuracy = TABLE,
@@ -237,6 +286,52 @@ def _effective(beta, q, p, T, d, d_head):
             y2[index] = row_effective(b2, T, d, d_head)[1]
             yp[index] = pair_effective(b2, rho, T, d, d_head)
     return y2, yp
+
+
+#: Beyond this d the sphere law's nodes are a uniform grid on |z| <= 12 (Gauss-Jacobi's recurrence overflows).
+D_JACOBI = 4096
+
+
+@lru_cache(maxsize=16)
+def _sphere_nodes(d: int) -> tuple[np.ndarray, np.ndarray]:
+    """(z, weights) of the sphere law of :func:`sphere_row`: Gauss-Jacobi nodes of (1 - x^2)^((d-3)/2), z =
+    sqrt(d) x; for d > :data:`D_JACOBI` the trapezoid rule on |z| <= 12 with the exact density (it is smooth
+    there and below e^-70 beyond)."""
+    from scipy import special
+    if d < 3:
+        raise ValueError(f"d must be >= 3 for normalized tokens (the sphere law of a key's projection), got {d}")
+    if d <= D_JACOBI:
+        alpha = 0.5 * (d - 3)
+        x, w = special.roots_jacobi(N_SPHERE, alpha, alpha)
+        return math.sqrt(d) * x, w / w.sum()
+    z = np.linspace(-12.0, 12.0, 961)
+    log_density = 0.5 * (d - 3) * np.log1p(-z * z / d)
+    w = np.exp(log_density - log_density.max())
+    return z, w / w.sum()
+
+
+def output_norm(beta, *, q=1.0, p=0.0, T, n=None, d, d_head=None, inputs="gaussian", sigma_v2=1.0) -> float:
+    """E|o_t|^2/d of one attention row of n keys (default T; fewer: a causal row) at finite width, for
+    ``inputs`` "gaussian" (tokens of fluctuating norm, A1: the q_out of :func:`attention_overlaps` and
+    :func:`masked_overlaps`) or "normalized" (tokens of fixed norm |x|^2 = d q, as after a LayerNorm or RMSNorm:
+    derive.finite_width step 5). The log-weight scale is b^2 = beta^2 ln T q (q - p) as for the whole
+    sequence. One point (ValueError naming an array argument)."""
+    d, d_head = width(d, d_head)
+    if d is None:
+        raise ValueError("output_norm needs a finite d (attention_overlaps with d=None is infinite width)")
+    if inputs not in INPUTS:
+        raise ValueError(f"inputs must be one of {INPUTS}, got {inputs!r}")
+    T = check.sequence_length(T, infinite=False)
+    n = T if n is None else check.count("n", n)
+    if n > T:
+        raise ValueError(f"n must lie in [1, T] = [1, {T}] (the row's keys), got {n}")
+    beta = _number("beta", check.positive("beta", beta))
+    q, p = (_number(name, x) for name, x in zip(("q", "p"), check.overlaps(q, p, T)))
+    sigma_v2 = _number("sigma_v2", check.positive("sigma_v2", sigma_v2))
+    finite_state(beta, q, p, T)
+    b2 = beta * beta * math.log(T) * q * (q - p)
+    y2 = 1.0 if n == 1 else row_effective(b2, n, d, d_head, inputs=inputs)[1]
+    return float(gen.attention_output(q, p, sigma_v2, 0.0, y2, y2)[0])
 
 
 def ipr_width(beta, *, q=1.0, p=0.0, T, d, d_head=None):

@@ -186,3 +186,32 @@ def test_masked_samples_bad_input(kwargs, match):
     args = {"rows": (2, 9), "mask": "causal", "T": 16, "d": 8, "seeds": 4, **kwargs}
     with pytest.raises(ValueError, match=match):
         width.masked_overlap_samples(1.0, **args)
+
+
+#: Normalized tokens (|x|^2 = d q, as after a LayerNorm): (T, beta, rho, rows, seeds) at d = 64 with two heads.
+NORMALIZED = [(256, 1.5, 0.0, (128, 255), 4000), (1024, 1.5, 0.0, (512, 1023), 1200)]
+
+
+@pytest.mark.parametrize("point", NORMALIZED, ids=[f"T{p[0]}" for p in NORMALIZED])
+def test_normalized_tokens_row_norms_within_monte_carlo_error(point):
+    """Tokens of fixed norm (derive.finite_width step 5): the causal rows' norms E|o_t|^2/d from
+    numeric.output_norm(inputs="normalized") within k SE (Student t, Bonferroni over the two rows) plus the
+    declared allowance; the Gaussian-token finite-width norms (what masked_overlaps computes: fluctuating norms)
+    and the infinite-width norms are both rejected by the same tolerance. Measured at T = 256: torch 0.353, 0.315;
+    normalized theory 0.356, 0.313; Gaussian-token theory 0.410, 0.374; infinite width 0.344, 0.294."""
+    from numeric import output_norm
+    from numeric.finite_width import masked_overlaps
+    T, beta, rho, rows, seeds = point
+    d, heads = 64, 2
+    estimate = width.masked_overlap_samples(beta, rows=rows, T=T, d=d, seeds=seeds, p=rho, heads=heads, seed=31,
+                                            normalized=True)
+    estimate = Estimate(estimate.samples[:, :2])                                 # the rows' norms
+    theory = np.array([output_norm(beta, T=T, n=r + 1, d=d, d_head=d // heads, p=rho, inputs="normalized")
+                       for r in rows])
+    gaussian = np.array(masked_overlaps(beta, rows=rows, T=T, d=d, d_head=d // heads, p=rho))[:2]
+    infinite = np.array(masked_overlaps(beta, rows=rows, T=T, p=rho))[:2]
+    mean, se = np.asarray(estimate.mean), np.asarray(estimate.se)
+    allow = stats.FINITE_D_COEFF * np.abs(gaussian - infinite) / d
+    tol = stats.tolerance(se, allow, estimate.n, family=2)
+    assert np.all(np.abs(theory - mean) <= tol), (theory, mean, se)
+    assert np.all(np.abs(gaussian - mean) > tol) and np.all(np.abs(infinite - mean) > tol), (gaussian, infinite, mean)

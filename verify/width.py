@@ -90,14 +90,15 @@ def overlap_samples(beta: float, *, T: int, d: int, seeds: int, q: float = 1.0, 
 
 def masked_overlap_samples(beta: float, *, rows, mask="causal", T: int, d: int, seeds: int, q: float = 1.0,
                            p: float = 0.0, heads: int = 1, sigma_v2: float = 1.0, batch: int = 256, device=None,
-                           seed: int = 0):
+                           seed: int = 0, normalized: bool = False):
     """(q_t, q_u, p_tu) Estimates of one masked attention layer's rows t, u (numeric.finite_width.masked_overlaps).
 
     As :func:`overlap_samples` (Gaussian tokens, the layer's weights and score convention, W_V averaged by
     Wick's theorem), with only rows t and u computed, their scores restricted to the keys ``mask`` allows, and
     ``batch`` seeds drawn at once. Control variates of mean exactly 0: p (|c|^2/d - 1) for every entry, and the
     cross term of c with the mean private part of each row's keys, 2 sqrt(p (q - p)) c.g_K/d (the norms) and
-    sqrt(p (q - p)) c.(g_Kt + g_Ku)/d (the overlap).
+    sqrt(p (q - p)) c.(g_Kt + g_Ku)/d (the overlap). ``normalized``: every token rescaled to |x|^2 = d q (as after
+    a LayerNorm or RMSNorm; the control variates keep mean 0).
     """
     from derive import masks
     from numeric import validation as check
@@ -125,6 +126,8 @@ def masked_overlap_samples(beta: float, *, rows, mask="causal", T: int, d: int, 
             draw = lambda *shape: torch.randn(*shape, generator=generator, dtype=torch.float64, device=device)
             c, g = draw(n, 1, d), draw(n, T, d)
             x = math.sqrt(p) * c + math.sqrt(q - p) * g
+            if normalized:
+                x = x * torch.sqrt(q * d / x.pow(2).sum(-1, keepdim=True))
             W_Q, W_K = draw(n, d, d), draw(n, d, d)
             queries = (x[:, [t, u]] @ W_Q.transpose(1, 2)).reshape(n, 2, heads, d_head).transpose(1, 2)
             keys = (x @ W_K.transpose(1, 2)).reshape(n, T, heads, d_head).transpose(1, 2)

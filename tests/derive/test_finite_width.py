@@ -168,3 +168,33 @@ def test_covariance_from_factor_is_the_gram_of_the_bartlett_rows():
         assert abs(float(S["S11"].subs(subs)) - G[0, 0]) < 1e-12
         assert abs(float(S["S12"].subs(subs)) - G[0, 1]) < 1e-12
         assert abs(float(S["S22"].subs(subs)) - G[1, 1]) < 1e-12
+
+
+def test_diagonal_selection_limits_and_normalized_effective_moment():
+    """Z2_diag -> Y2 at b -> 0 and the b^2 term vanishes for a one-hot row (all Y = 1); normalized tokens: Y2_eff -> Y2 as d -> oo, and it differs from the Gaussian Y2_eff by exactly the
+    diagonal keys' norm coupling (Z2_diag - Y2)/d."""
+    diag = fw.selection_diagonal_one_row()
+    Y4 = sympy.Symbol("Y4", positive=True)
+    assert sympy.simplify(diag.subs(fw.b2, 0) - fw.Y2) == 0
+    assert sympy.simplify(diag.subs({fw.Y2: 1, fw.Y3: 1, Y4: 1}) - 1) == 0
+    normalized = fw.normalized_effective_same()
+    d = attention.d_sym
+    assert sympy.limit(normalized, d, sympy.oo) == fw.Y2
+    gaussian = fw.effective_moments()["Y2_eff"]
+    assert sympy.simplify(gaussian - normalized - (fw.Z2_diag - fw.Y2) / d) == 0
+
+
+@pytest.mark.parametrize("d", [4, 7, 40])
+def test_sphere_projection_density_is_a_law_tending_to_the_normal(d):
+    """The law of sqrt(d) x_1 for x uniform on the unit sphere integrates to 1 on |z| < sqrt(d), has variance 1,
+    and at d = 10^8 is N(0, 1) to 1e-7 at z = 0, 1.3, 2.5."""
+    import mpmath
+    density, z = fw.sphere_projection_density()
+    dsym = attention.d_sym
+    f = sympy.lambdify(z, density.subs(dsym, d), "mpmath")
+    half = mpmath.sqrt(d)
+    assert float(mpmath.re(mpmath.quad(f, [-half, 0, half]))) == pytest.approx(1.0, abs=1e-12)
+    assert float(mpmath.re(mpmath.quad(lambda x: x * x * f(x), [-half, 0, half]))) == pytest.approx(1.0, abs=1e-12)
+    wide = sympy.lambdify(z, density.subs(dsym, sympy.Float(1e8)), "mpmath")
+    for x in (0.0, 1.3, 2.5):
+        assert float(wide(x)) == pytest.approx(math.exp(-x * x / 2) / math.sqrt(2 * math.pi), abs=1e-7)

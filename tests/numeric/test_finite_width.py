@@ -373,3 +373,55 @@ def test_masked_layer_bad_input():
                          (dict(rows=(1, 2), beta=[1.0, 2.0]), "beta must be a number")]:
         with pytest.raises(ValueError, match=name):
             fw.masked_overlaps(**{"beta": 1.0, "T": 64, **kwargs})
+
+
+def test_diagonal_selection_term_is_the_monte_carlo_moment():
+    """Z2_diag = E sum_s A_s^2 z_s^2 (derive.finite_width.selection_diagonal_one_row, from the row moments) at
+    b = 2, n = 50 within 4 SE of 200 000 softmax draws; Z2 = E (sum_s A_s z_s)^2 (the whole Gaussian selection term)
+    is rejected at the same draws."""
+    from numeric import _generated_width as gen
+    from numeric.laplace import row_moments
+    from numeric.smoothing import EXACT
+    b, n = 2.0, 50
+    rng = np.random.default_rng(3)
+    z = rng.standard_normal((200_000, n))
+    A = np.exp(b * z - (b * z).max(1, keepdims=True))
+    A /= A.sum(1, keepdims=True)
+    draws = (A * A * z * z).sum(1)
+    m = row_moments(b, n, rs=(2.0, 3.0, 4.0), square=True, acc=EXACT)
+    diag = float(gen.selection_diagonal_one_row(b * b, m[2.0], m[3.0], m[4.0]))
+    whole = float(gen.selection_one_row(b * b, m[2.0], m[3.0], m["square"]))
+    se = draws.std(ddof=1) / math.sqrt(draws.size)
+    assert abs(diag - draws.mean()) < 4 * se
+    assert abs(whole - draws.mean()) > 100 * se
+
+
+@pytest.mark.parametrize("d", [8, 64])
+def test_sphere_row_is_the_ipr_of_keys_of_fixed_norm(d):
+    """sphere_row: E sum_s A_s^2 for log-weights b z_s with z_s = sqrt(d) x_1/|x| (x ~ N(0, I_d)), b = 2, n = 64,
+    within 4 SE of 320 000 draws; the Gaussian-score IPR is rejected (the sphere law's lighter tails lower it)."""
+    from numeric.laplace import row_moments
+    from numeric.smoothing import EXACT
+    b, n = 2.0, 64
+    rng = np.random.default_rng(11)
+    means = []
+    for _ in range(8):
+        g, rest = rng.standard_normal((40_000, n)), rng.chisquare(d - 1, size=(40_000, n))
+        z = math.sqrt(d) * g / np.sqrt(g * g + rest)
+        A = np.exp(b * z - (b * z).max(1, keepdims=True))
+        A /= A.sum(1, keepdims=True)
+        means.append((A * A).sum(1).mean())
+    mean, se = np.mean(means), np.std(means, ddof=1) / math.sqrt(len(means))
+    assert abs(fw.sphere_row(b, n, d) - mean) < 4 * se
+    assert abs(row_moments(b, n, acc=EXACT)[2.0] - mean) > 10 * se
+    assert fw.sphere_row(b, n, 10**7) == pytest.approx(row_moments(b, n, acc=EXACT)[2.0], rel=1e-5)
+
+
+@pytest.mark.parametrize("kwargs,match", [(dict(inputs="layernorm"), "inputs must be one of"),
+                                          (dict(n=300), "n must lie in"), (dict(d=None, d_head=None), "needs a finite d"),
+                                          (dict(d=2, d_head=None, inputs="normalized"), "d must be >= 3"),
+                                          (dict(beta=np.array([1.0, 2.0])), "beta must be a number")])
+def test_output_norm_bad_input(kwargs, match):
+    args = {"beta": 1.0, "T": 256, "d": 64, "d_head": 32, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        fw.output_norm(**args)

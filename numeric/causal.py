@@ -503,8 +503,8 @@ def cosine_profile(arch, depth, *, beta, T, rho0=0.0, activation="relu", mask="c
     Shape (depth + 1, *broadcast of the parameters). ``arch``: a named architecture with ``mask``
     ("causal" or "sliding:W"), or a spec whose attention layers carry a mask. ``groups``: None, or K
     position groups carrying the state (:mod:`numeric.position_groups`: faster at long context).
-    ``d``, ``d_head``: finite width, the increments of :mod:`numeric.causal_width` (at most 64 carried
-    positions; None: infinite width).
+    ``d``, ``d_head``: finite width, the increments of :mod:`numeric.causal_width` (at most 512 carried
+    positions under a causal mask, 64 with a sliding window; None: infinite width).
     """
     block, attention, values, depth, rho0, index = prepare(arch, depth, beta=beta, T=T, rho0=rho0,
                                                            activation=activation, mask=mask, tokens=tokens,
@@ -539,10 +539,10 @@ def critical_alpha(arch, depth, *, beta, T, eps=0.01, rho0=0.0, activation="relu
     eps = check.interval("eps", eps, 0.0, 1.0, closed=False)
     if "alpha_sa" in params:
         raise ValueError("critical_alpha solves for alpha_sa: do not pass it")
+    _tabulated(arch, mask, d)
     block, attention, values, depth, rho0, index = prepare(arch, depth, beta=beta, T=T, rho0=rho0,
                                                            activation=activation, mask=mask, tokens=tokens,
                                                            params=params, groups=groups, d=d, d_head=d_head)
-    _tabulated(attention)
     values = {k: v for k, v in values.items() if k != "alpha_sa"}
     names = tuple(values)
 
@@ -582,10 +582,10 @@ def trainability_diagram(arch, depth, *, betas, alphas, eps=0.01, T, rho0=0.0, a
 
     betas, alphas, eps, ipr_threshold = grid_inputs(betas, alphas, eps, criterion, ipr_threshold, params)
     B, A = np.meshgrid(betas, np.maximum(alphas, ALPHA_ZERO))
+    _tabulated(arch, mask, d)
     block, attention, values, depth, rho0, index = prepare(
         arch, depth, beta=B.ravel(), T=T, rho0=rho0, activation=activation, mask=mask, tokens="late",
         params={**params, "alpha_sa": A.ravel()}, groups=groups, d=d, d_head=d_head)
-    _tabulated(attention)
     judged, weight = _judged_rows(attention, min_keys)
     rho, rho_late, condensed = (np.empty(B.size) for _ in range(3))
     step = max(1, CHUNK_ENTRIES // attention.size ** 2)
@@ -615,10 +615,13 @@ def trainability_diagram(arch, depth, *, betas, alphas, eps=0.01, T, rho0=0.0, a
                    T, criterion, {**params, "activation": activation, "rho0": float(rho0), **width}, late=late_info)
 
 
-def _tabulated(attention: Attention) -> None:
-    """ValueError unless the layer's finite-width terms (if any) are tabulated: a sliding window's are computed
+def _tabulated(arch, mask, d) -> None:
+    """ValueError unless the layers' finite-width terms (if any) are tabulated: a sliding window's are computed
     pair by pair, which serves profiles but not the many evaluations of critical_alpha and diagrams."""
-    if attention.width is not None and attention.width.tables is None:
+    if d is None:
+        return
+    window = spec_mask(arch) if not isinstance(arch, str) else masks.parse(mask)
+    if window is not None and window.window is not None:
         raise ValueError("d= (finite width) with a sliding window is served in profiles (cosine_profile, "
                          "position_profile), not in critical_alpha or diagrams: each pair of rows is an integral over "
                          "the score law (numeric.causal_width tabulates the causal mask only)")

@@ -123,27 +123,28 @@ def _pair_node(args) -> float:
 
 
 def _map(function, items: list, desc: str) -> list:
-    """``[function(x) for x in items]`` over the CPU's cores (forked worker processes, where the platform
-    forks; else in this process), with a progress bar."""
+    """``[function(x) for x in items]`` over the CPU's cores (forked worker processes, on Linux outside daemonic
+    processes such as dask workers; else in this process), with a progress bar opened after the fork."""
     import multiprocessing
     import os
+    import sys
 
     workers = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 16)
-    with progress(len(items), desc, unit="pair") as update:
-        if workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
-            out = []
-            for item in items:
-                out.append(function(item))
-                if update is not None:
-                    update(1)
-            return out
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            out = []
-            for value in pool.imap(function, items, chunksize=4):
+    serial = (workers < 2 or not sys.platform.startswith("linux") or multiprocessing.current_process().daemon)
+    pool = None if serial else multiprocessing.get_context("fork").Pool(workers)
+    try:
+        values = map(function, items) if pool is None else pool.imap(function, items, chunksize=4)
+        out = []
+        with progress(len(items), desc, unit="pair") as update:
+            for value in values:
                 out.append(value)
                 if update is not None:
                     update(1)
-            return out
+        return out
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
 
 
 def _scale(n):
@@ -207,6 +208,8 @@ class CausalTables:
         """dY2 (``kind="norm"``) or dIPR (``"ipr"``) at widths b and key counts n (arrays, broadcast); 0 for
         one-key rows."""
         b, n = np.broadcast_arrays(np.asarray(b, dtype=float), np.asarray(n, dtype=float))
+        if kind not in ("norm", "ipr"):
+            raise ValueError(f"kind must be 'norm' or 'ipr', got {kind!r}")
         table = self._row if kind == "norm" else self._ipr
         value = table(self._n_coordinate(n), _b_coordinate(np.minimum(b, B_MAX), n))
         return np.where(n > 1, value, 0.0)
@@ -256,11 +259,15 @@ class WidthTerms:
     def __init__(self, mask, positions, d: int, d_head: int, T: int):
         positions = np.asarray(positions, dtype=int)
         self.d, self.d_head, self.tables = d, d_head, None
-        limit = MAX_POSITIONS if mask.window is not None else MAX_TABLE_POSITIONS
-        if positions.size > limit:
-            raise ValueError(f"finite width in a position-resolved profile carries at most {limit} positions "
-                             f"(each pair of rows is a look-up or an integral); got {positions.size}: "
-                             f"use groups=K with K <= {limit // 2}")
+        if mask.window is not None and positions.size > MAX_POSITIONS:
+            raise ValueError(f"finite width with a sliding window carries at most {MAX_POSITIONS} positions (each "
+                             f"pair of rows is an integral over the score law): T <= {MAX_POSITIONS}, got "
+                             f"{positions.size}")
+        if positions.size > MAX_TABLE_POSITIONS:
+            raise ValueError(f"finite width in a position-resolved profile carries at most {MAX_TABLE_POSITIONS} "
+                             f"positions (each pair of rows is a table look-up): T (seq_len) <= "
+                             f"{MAX_TABLE_POSITIONS}, or position groups (groups=K, K <= {MAX_TABLE_POSITIONS // 2}) "
+                             f"where the function takes them; got {positions.size}")
         self.n = np.array([mask.key_counts(int(t), int(t))[0] for t in positions], dtype=float)   # each row's own
         self.rows, self.cols = np.triu_indices(positions.size, 1)
         if mask.window is None:

@@ -102,7 +102,7 @@ def _one_row(b: float, T: int, acc: Accuracy) -> tuple[float, float]:
 #: Inputs of an attention layer: "gaussian" tokens (norms fluctuating, A1) or "normalized" ones (fixed norm, as
 #: after a LayerNorm or RMSNorm: derive.finite_width step 5).
 INPUTS = ("gaussian", "normalized")
-#: Gauss-Jacobi nodes of the sphere law of a normalized key's projection (converged to ~1e-8 at d = 32-4096).
+#: Gauss-Jacobi nodes of the sphere law of a normalized key's projection at small d (at least).
 N_SPHERE = 96
 
 
@@ -113,6 +113,8 @@ def row_effective(b2: float, T: int, d: int, d_head: int, *, acc: Accuracy = EXA
     ``inputs="normalized"``: tokens of fixed norm (derive.finite_width step 5): the scale law without the query
     token's chi-square, Y2 under the keys' sphere law (:func:`sphere_row`), Y2_eff = Y2 + (Z2 - Z2_diag)/d.
     """
+    if inputs not in INPUTS:
+        raise ValueError(f"inputs must be one of {INPUTS}, got {inputs!r}")
     if inputs == "normalized":
         return _normalized_row(b2, T, d, d_head, nodes)
     xi, weight = product_rule(chain_dofs(d, d_head), nodes)
@@ -151,7 +153,7 @@ def sphere_row(b: float, n: float, d: int, acc: Accuracy = EXACT) -> float:
         return 1.0
     if b == 0.0:
         return 1.0 / n
-    z, w = _sphere_nodes(int(d))
+    z, w = _sphere_nodes(int(d), _sphere_count(b, d))
     t, dt = _row_grid(b, n, 2.0, 2.0, acc, acc.h)
     G, L, M = _kernels(t[:, None] + b * z[None, :], (2.0,))
     decay = np.exp((n - 1) * log_L(G @ w, L @ w))
@@ -288,25 +290,38 @@ def _effective(beta, q, p, T, d, d_head):
     return y2, yp
 
 
-#: Beyond this d the sphere law's nodes are a uniform grid on |z| <= 12 (Gauss-Jacobi's recurrence overflows).
-D_JACOBI = 4096
+#: Below this d the sphere law's nodes are Gauss-Jacobi (its density has edges at +-sqrt(d)); from it on, the
+#: trapezoid rule in z (the density is smooth, C^6 at least, and a few nodes per 1/b resolve the integrand).
+D_TRAPEZOID = 16
 
 
-@lru_cache(maxsize=16)
-def _sphere_nodes(d: int) -> tuple[np.ndarray, np.ndarray]:
-    """(z, weights) of the sphere law of :func:`sphere_row`: Gauss-Jacobi nodes of (1 - x^2)^((d-3)/2), z =
-    sqrt(d) x; for d > :data:`D_JACOBI` the trapezoid rule on |z| <= 12 with the exact density (it is smooth
-    there and below e^-70 beyond)."""
+def _sphere_count(b: float, d: int) -> int:
+    """The sphere law's node count at width b: Gauss-Jacobi N_SPHERE (at most 20 per unit of b), or the
+    trapezoid rule with spacing min(0.05, 0.25/b) on |z| <= min(sqrt(d), 12)."""
+    if d < D_TRAPEZOID:
+        return max(N_SPHERE, 64 * math.ceil(20.0 * b / 64))
+    z_max = min(math.sqrt(d), 12.0)
+    return 2 * math.ceil(z_max / min(0.05, 0.25 / max(b, 1e-12))) + 1
+
+
+@lru_cache(maxsize=32)
+def _sphere_nodes(d: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """(z, weights) of the sphere law of :func:`sphere_row` (:func:`_sphere_count` nodes): Gauss-Jacobi nodes of
+    (1 - x^2)^((d-3)/2), z = sqrt(d) x, below :data:`D_TRAPEZOID`; else the trapezoid rule on
+    |z| <= min(sqrt(d), 12) with the exact density (below e^-70 beyond 12)."""
     from scipy import special
     if d < 3:
         raise ValueError(f"d must be >= 3 for normalized tokens (the sphere law of a key's projection), got {d}")
-    if d <= D_JACOBI:
+    if d < D_TRAPEZOID:
         alpha = 0.5 * (d - 3)
-        x, w = special.roots_jacobi(N_SPHERE, alpha, alpha)
+        x, w = special.roots_jacobi(count, alpha, alpha)
         return math.sqrt(d) * x, w / w.sum()
-    z = np.linspace(-12.0, 12.0, 961)
-    log_density = 0.5 * (d - 3) * np.log1p(-z * z / d)
+    z_max = min(math.sqrt(d), 12.0)
+    z = np.linspace(-z_max, z_max, count)
+    with np.errstate(divide="ignore"):                 # the edges z = +-sqrt(d) have density 0
+        log_density = 0.5 * (d - 3) * np.log1p(-np.minimum(z * z / d, 1.0))
     w = np.exp(log_density - log_density.max())
+    w[[0, -1]] *= 0.5
     return z, w / w.sum()
 
 

@@ -194,7 +194,8 @@ def predict_cosine_profile(layers, seq_len: int, *, rho0: float = 0.0, q0: float
     "late" = the last quarter of positions, a slice or an index array): q and p
     over those positions only (an unmasked stack's tokens are exchangeable). ``finite_width``: the theory at
     each layer's own width and head size (issue 19): encoders, masked encoder stacks and decoders under a causal
-    mask (:mod:`numeric.causal_width`'s tables; RoPE and sliding windows are refused by name).
+    mask (:mod:`numeric.causal_width`'s tables, at most 512 positions; a sliding window's pairs one by one, at most
+    64; a decoder's RoPE is refused by name).
     """
     if adapters_decoders.is_decoder(layers):
         _decoder_defaults(mask=mask, rho0=rho0, q0=q0)
@@ -229,7 +230,7 @@ def causal_run(readings, T: int, mask, *, rho0=0.0, q0=1.0, index=None, finite_w
     Each layer's block is its real-LayerNorm spec with the mask (:func:`encoder_spec`) compiled to a map of
     the expected overlap matrix (:func:`numeric.codegen_causal.compile_causal`); heads of different scales
     enter as the w-weighted sum of the closure at each head's beta (the map is linear in the moments).
-    ``finite_width``: the closure at the first layer's width and head size (:mod:`numeric.causal_width`).
+    ``finite_width``: the closure at the layers' width and head size, which must agree (:mod:`numeric.causal_width`).
     """
     from numeric import causal
 

@@ -60,8 +60,8 @@ def add_arguments(parser) -> None:
                         help="input cosine similarity (default: 0 torch; BERT's embeddings at random token ids)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the model's initialisation and inputs")
     parser.add_argument("--finite-width", dest="finite_width", action="store_true",
-                        help="torch/bert: the theory at the model's own width and head size (the finite-width "
-                             "attention moments, issue 19) instead of infinite width")
+                        help="torch/bert/gpt2: the theory at the model's own width and head size (the finite-width "
+                             "attention moments, issue 19) instead of infinite width (llama: refused, RoPE)")
     parser.add_argument("--check", action="store_true",
                         help="build the whole model, measure its profile, apply the recommendation, measure again")
     parser.add_argument("--batch", type=int, default=2, help="sequences per measurement with --check (default: 2)")
@@ -150,10 +150,7 @@ def run(args) -> None:
     config = config_of(args)
     options = dict(margin=args.margin, eps=args.eps, rho0=args.rho0, seed=args.seed, finite_width=args.finite_width)
     if args.model in ("gpt2", "llama"):
-        if args.finite_width:
-            raise ValueError("--finite-width applies to --model torch or bert: the decoders' position-resolved "
-                             "theory is at infinite width")
-        options = dict(margin=args.margin, eps=args.eps)
+        options = dict(margin=args.margin, eps=args.eps, finite_width=args.finite_width)
         if args.check:
             options["seed"] = args.seed
     if not args.check:

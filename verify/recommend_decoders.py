@@ -324,5 +324,5 @@ def check(config, seq_len: int, *, batch: int = 4, seed: int = 0, **options):
     before = ad.measure(model, ids)
     result.apply(model)
     after = ad.measure(model, ids)
-    theory_after = ad.predict(model, seq_len)
+    theory_after = ad.predict(model, seq_len, finite_width=result.readings[0].finite_width)
     return Check(result, result.rho_model, before, theory_after, after)

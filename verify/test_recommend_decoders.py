@@ -152,3 +152,13 @@ def test_finite_width_recommendation_uses_the_finite_width_closure():
     assert "finite width (d = 64, d_head = 32)" in str(finite)
     with pytest.raises(ValueError, match="RoPE"):
         rd.recommend(_llama(), T_, finite_width=True)
+
+
+def test_cli_gpt2_finite_width(capsys):
+    """``sigprop recommend --model gpt2 --finite-width`` answers with the finite-width closure (the header says so);
+    LLaMA (RoPE) is refused by name."""
+    argv = ["--model", "gpt2", "--layers", "2", "--d-model", "64", "--heads", "2", "--seq-len", "200"]
+    assert recommend_cli.main([*argv, "--finite-width"]) == 0
+    assert "finite width (d = 64, d_head = 32)" in capsys.readouterr().out
+    assert recommend_cli.main(["--model", "llama", "--finite-width", *argv[2:]]) == 2
+    assert "RoPE" in capsys.readouterr().err

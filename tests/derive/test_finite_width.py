@@ -171,8 +171,8 @@ def test_covariance_from_factor_is_the_gram_of_the_bartlett_rows():
 
 
 def test_diagonal_selection_limits_and_normalized_effective_moment():
-    """Z2_diag -> Y2 at b -> 0 and the b^2 term vanishes for a one-hot row (all Y = 1); normalized tokens: Y2_eff -> Y2 as d -> oo, and it differs from the Gaussian Y2_eff by exactly the
-    diagonal keys' norm coupling (Z2_diag - Y2)/d."""
+    """Z2_diag -> Y2 at b -> 0 and the b^2 term vanishes for a one-hot row (all Y = 1); normalized
+    tokens: Y2_eff -> Y2 as d -> oo."""
     diag = fw.selection_diagonal_one_row()
     Y4 = sympy.Symbol("Y4", positive=True)
     assert sympy.simplify(diag.subs(fw.b2, 0) - fw.Y2) == 0
@@ -180,8 +180,6 @@ def test_diagonal_selection_limits_and_normalized_effective_moment():
     normalized = fw.normalized_effective_same()
     d = attention.d_sym
     assert sympy.limit(normalized, d, sympy.oo) == fw.Y2
-    gaussian = fw.effective_moments()["Y2_eff"]
-    assert sympy.simplify(gaussian - normalized - (fw.Z2_diag - fw.Y2) / d) == 0
 
 
 @pytest.mark.parametrize("d", [4, 7, 40])

@@ -39,7 +39,7 @@ def test_profile_rule_is_close_to_the_full_rule(b2, rho, keys):
 def test_causal_table_matches_the_direct_increments(tables):
     """At 12 random points between the nodes (whole key counts 2 <= n_t <= n_u <= 256, b in [0.1, 8], rho in
     [0, 0.98]) the tables' dYp is within 1.2e-3 of the direct integral (the largest increment there is ~0.09;
-    the tables' worst of 80 points measured: 9.4e-4, at small b and rho > 0.8) and dY2, dIPR within 1e-4. A table
+    the tables' worst of 40 points measured: 9.4e-4, at small b and rho > 0.8) and dY2, dIPR within 1e-4. A table
     with the rows' counts swapped, or a ratio coordinate of n_u/n_t, misses by more than 1e-2."""
     rng = np.random.default_rng(7)
     worst = 0.0

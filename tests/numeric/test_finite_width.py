@@ -417,6 +417,25 @@ def test_sphere_row_is_the_ipr_of_keys_of_fixed_norm(d):
     assert fw.sphere_row(b, n, 10**7) == pytest.approx(row_moments(b, n, acc=EXACT)[2.0], rel=1e-5)
 
 
+def test_sphere_row_resolves_large_widths():
+    """At b = 12 and 20 (n = 4096) the sphere law's nodes follow b: doubling them moves sphere_row by < 1e-9 at
+    d = 8 (Gauss-Jacobi) and d = 256 (trapezoid), and at d = 10^7 it is the Gaussian IPR to 1e-5 (a fixed 96-node
+    rule was 5e-2 off at d = 256, b = 20)."""
+    from numeric.laplace import row_moments
+    from numeric.smoothing import EXACT
+    for b in (12.0, 20.0):
+        for d in (8, 256):
+            refined = fw._sphere_nodes(d, 2 * fw._sphere_count(b, d) - 1)
+            z, w = refined
+            from numeric.laplace import _row_grid
+            from numeric.smoothing import _kernels, log_L
+            t, dt = _row_grid(b, 4096, 2.0, 2.0, EXACT, EXACT.h)
+            G, L, M = _kernels(t[:, None] + b * z[None, :], (2.0,))
+            fine = float(4096 * dt * (M[2.0] @ w) @ np.exp(4095 * log_L(G @ w, L @ w)))
+            assert fw.sphere_row(b, 4096, d) == pytest.approx(fine, abs=1e-9)
+        assert fw.sphere_row(b, 4096, 10**7) == pytest.approx(row_moments(b, 4096, acc=EXACT)[2.0], abs=1e-5)
+
+
 @pytest.mark.parametrize("kwargs,match", [(dict(inputs="layernorm"), "inputs must be one of"),
                                           (dict(n=300), "n must lie in"), (dict(d=None, d_head=None), "needs a finite d"),
                                           (dict(d=2, d_head=None, inputs="normalized"), "d must be >= 3"),

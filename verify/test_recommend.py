@@ -106,7 +106,7 @@ def test_finite_width_recommendation_is_numerics_finite_width_theory(capsys):
     """recommend(finite_width=True) for pre-LN layers of width 64 with 2 heads at T = 1024: its critical alpha_sa
     is numeric.critical_alpha(d=64, d_head=32) of the pooled spec, its entropy limit is where the finite-width IPR
     (numeric.maps.ipr_function) of the first attention layer's input reaches 0.5, and both differ from the
-    infinite-width answer (the limit by > 2 %); a decoder is refused by name."""
+    infinite-width answer (the limit by > 2 %); a RoPE decoder (LLaMA) is refused by name."""
     from numeric.maps import ipr_function
 
     config = EncoderConfig(num_layers=6, d_model=64, nhead=2, dim_feedforward=256, norm_first=True)
@@ -122,7 +122,7 @@ def test_finite_width_recommendation_is_numerics_finite_width_theory(capsys):
     assert finite.finite_width and "finite width (d = 64, d_head = 32)" in str(finite)
     from numeric.cli import main as sigprop
     assert sigprop(["recommend", "--model", "llama", "--finite-width"]) == 2
-    assert "--finite-width applies to --model torch or bert" in capsys.readouterr().err
+    assert "uses RoPE" in capsys.readouterr().err
 
 
 def test_config_and_built_model_give_the_same_recommendation():

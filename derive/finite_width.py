@@ -55,7 +55,7 @@ Exact steps, each done below by SymPy:
    fluctuates (the chain keeps its d_h and d steps), and a key's projection z_s = sqrt(d) x_hat_s.u_hat is a
    coordinate of a uniform point on the sphere of radius sqrt(d), of density
    (1 - z^2/d)^((d - 3)/2) (:func:`sphere_projection_density`; kurtosis -6/(d + 2)), not N(0, 1): Y2_sph is
-   the exact finite-n IPR under that law (:mod:`numeric.finite_width`, Gauss-Jacobi nodes). At p > 0 the
+   the exact finite-n IPR under that law (:func:`numeric.finite_width.sphere_row`). At p > 0 the
    common part's share of each norm is treated as the private one's (an approximation: the private parts'
    norms keep a relative fluctuation of order p/sqrt(d)). The two-row terms of normalized tokens are not
    derived yet.

@@ -169,7 +169,7 @@ class CausalTables:
     ``n_max`` keys: Chebyshev interpolants of the direct increments (module docstring)."""
 
     def __init__(self, d: int, d_head: int, n_max: int, rows=None, pairs=None):
-        self.d, self.d_head, self.n_max = d, d_head, max(int(n_max), 2)
+        self.d, self.d_head, self.n_max = d, d_head, int(n_max)
         self.r_lo = 2.0 / self.n_max                        # n_t >= 2 keys (a one-key row has b = 0)
         if rows is None:
             rows, pairs = self._node_values()
@@ -177,13 +177,9 @@ class CausalTables:
         self._row, self._ipr, self._pair = Chebyshev(rows[..., 0]), Chebyshev(rows[..., 1]), Chebyshev(pairs)
 
     def _n_nodes(self, count: int) -> np.ndarray:
-        if self.n_max == 2:
-            return np.array([2.0])
         return np.exp(lobatto(count, math.log(2.0), math.log(self.n_max)))
 
     def _n_coordinate(self, n):
-        if self.n_max == 2:
-            return np.zeros(np.shape(n))
         return (np.log(np.maximum(n, 2.0)) - math.log(2.0)) / (math.log(self.n_max) - math.log(2.0))
 
     def _node_values(self):
@@ -222,23 +218,23 @@ class CausalTables:
         return np.where(n_t > 1, value, 0.0)
 
 
+#: The modules the causal tables are computed by: their file name carries the digest.
+SOURCES = ("causal_width.py", "finite_width.py", "two_rows.py", "width_law.py", "laplace.py", "smoothing.py",
+           "_generated_width.py", "interpolation.py")
+
+
 @lru_cache(maxsize=8)
 def causal_tables(d: int, d_head: int, n_max: int) -> CausalTables:
     """The :class:`CausalTables` of (d, d_head, n_max): from the disk cache of :mod:`numeric.width_tables` when
     there, else built (about 2.5 minutes of CPU) and saved."""
-    from .width_tables import _save, _source_digest, cache_dir
-    folder = cache_dir()
-    sources = ("causal_width.py", "finite_width.py", "two_rows.py", "width_law.py", "laplace.py", "smoothing.py",
-               "_generated_width.py", "interpolation.py")
-    name = f"causal-d{d}-h{d_head}-n{n_max}-v{VERSION}-{_source_digest(sources)}.npz"
-    path = None if folder is None else folder / name
-    if path is not None and path.exists():
-        with np.load(path) as data:
-            return CausalTables(d, d_head, n_max, rows=data["rows"], pairs=data["pairs"])
-    tables = CausalTables(d, d_head, n_max)
-    if path is not None:
-        _save(path, rows=tables.row_values, pairs=tables.pair_values)
-    return tables
+    from .width_tables import cached_arrays
+
+    def build():
+        tables = CausalTables(d, d_head, n_max)
+        return {"rows": tables.row_values, "pairs": tables.pair_values}
+
+    values = cached_arrays(f"causal-d{d}-h{d_head}-n{n_max}", VERSION, SOURCES, build)
+    return CausalTables(d, d_head, n_max, rows=values["rows"], pairs=values["pairs"])
 
 
 def table_size(T: int) -> int:

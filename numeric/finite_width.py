@@ -113,40 +113,46 @@ def row_effective(b2: float, T: int, d: int, d_head: int, *, acc: Accuracy = EXA
     ``inputs="normalized"``: tokens of fixed norm (derive.finite_width step 5): the scale law without the query
     token's chi-square, Y2 under the keys' sphere law (:func:`sphere_row`), Y2_eff = Y2 + (Z2 - Z2_diag)/d.
     """
-    if inputs not in INPUTS:
-        raise ValueError(f"inputs must be one of {INPUTS}, got {inputs!r}")
-    if inputs == "normalized":
-        return _normalized_row(b2, T, d, d_head, nodes)
-    xi, weight = product_rule(chain_dofs(d, d_head), nodes)
-    ipr = eff = 0.0
-    for x, w in zip(xi, weight):
-        y2, z2 = _one_row(math.sqrt(b2 * x), T, acc)
-        ipr += w * y2
-        eff += w * float(gen.effective_same(float(d), y2, z2))
-    return ipr, eff
-
-
-def _normalized_row(b2: float, n: float, d: int, d_head: int, nodes: int):
-    """(E_xi Y2_sph, Y2_eff) of a row of n keys of fixed norm (:func:`row_effective`)."""
-    xi, weight = product_rule(chain_dofs(d, d_head)[1:], nodes)     # the query's own norm is fixed
+    normalized = _inputs(inputs) == "normalized"
+    dofs = chain_dofs(d, d_head)
+    xi, weight = product_rule(dofs[1:] if normalized else dofs, nodes)   # normalized: the query's norm is fixed
     ipr = eff = 0.0
     for x, w in zip(xi, weight):
         b = math.sqrt(b2 * x)
-        y2 = sphere_row(b, n, d)
-        s = min(b, B_Z)                                  # beyond: frozen, the distinct keys' term ~ 0 (Stein form)
-        m = row_moments(s, n, rs=(2.0, 3.0, 4.0), square=True, acc=EXACT)
-        z2 = float(gen.selection_one_row(s * s, m[2.0], m[3.0], m["square"]))
-        z2_diag = float(gen.selection_diagonal_one_row(s * s, m[2.0], m[3.0], m[4.0]))
+        y2, y2_eff = _normalized_node(b, T, d) if normalized else _gaussian_node(b, T, d, acc)
         ipr += w * y2
-        eff += w * float(gen.effective_same_normalized(float(d), y2, z2, z2_diag))
+        eff += w * y2_eff
     return ipr, eff
+
+
+def _inputs(inputs: str) -> str:
+    """``inputs`` checked: one of :data:`INPUTS`."""
+    if inputs not in INPUTS:
+        raise ValueError(f"inputs must be one of {INPUTS}, got {inputs!r}")
+    return inputs
+
+
+def _gaussian_node(b: float, n: float, d: int, acc: Accuracy) -> tuple[float, float]:
+    """(Y2, Y2_eff) of a row of n Gaussian tokens at width b: (1 - 1/d) Y2 + Z2/d."""
+    y2, z2 = _one_row(b, n, acc)
+    return y2, float(gen.effective_same(float(d), y2, z2))
+
+
+def _normalized_node(b: float, n: float, d: int) -> tuple[float, float]:
+    """(Y2_sph, Y2_eff) of a row of n tokens of fixed norm at width b: Y2_sph + (Z2 - Z2_diag)/d."""
+    y2 = sphere_row(b, n, d)
+    s = min(b, B_Z)                                      # beyond: frozen, the distinct keys' term ~ 0 (Stein form)
+    m = row_moments(s, n, rs=(2.0, 3.0, 4.0), square=True, acc=EXACT)
+    z2 = float(gen.selection_one_row(s * s, m[2.0], m[3.0], m["square"]))
+    z2_diag = float(gen.selection_diagonal_one_row(s * s, m[2.0], m[3.0], m[4.0]))
+    return y2, float(gen.effective_same_normalized(float(d), y2, z2, z2_diag))
 
 
 def sphere_row(b: float, n: float, d: int, acc: Accuracy = EXACT) -> float:
     """E sum_s A_s^2 of a row of n keys with log-weights b z_s, z_s of the sphere law of
     :func:`derive.finite_width.sphere_projection_density` (a normalized key's projection): the finite-n
     Laplace form n int M_2(t) L(t)^(n-1) dt (paper eq. 2's exact form, :mod:`numeric.laplace`) with each
-    key's expectations taken over Gauss-Jacobi nodes of the law."""
+    key's expectations taken over the law's nodes (:func:`_sphere_nodes`)."""
     from .laplace import _row_grid
     from .smoothing import _kernels, log_L
     if n <= 1:
@@ -237,13 +243,13 @@ def row_pair(rows, T: int) -> tuple[int, int]:
     return t, u
 
 
-def _row_moment(b2: float, n: int, d, d_head) -> float:
-    """Y2 of a row of n keys (n = 1: 1, all weight on its one key), effective at finite width."""
+def _row_moment(b2: float, n: int, d, d_head, inputs: str = "gaussian") -> float:
+    """Y2 of a row of n keys (n = 1: 1, all weight on its one key), effective at finite width for ``inputs``."""
     if n == 1:
         return 1.0
     if d is None:
         return _one_row(math.sqrt(b2), n, EXACT)[0]
-    return row_effective(b2, n, d, d_head)[1]
+    return row_effective(b2, n, d, d_head, inputs=inputs)[1]
 
 
 def attention_overlaps(beta, *, q=1.0, p=0.0, T, d=None, d_head=None, sigma_v2=1.0, gain=False):
@@ -334,8 +340,7 @@ def output_norm(beta, *, q=1.0, p=0.0, T, n=None, d, d_head=None, inputs="gaussi
     d, d_head = width(d, d_head)
     if d is None:
         raise ValueError("output_norm needs a finite d (attention_overlaps with d=None is infinite width)")
-    if inputs not in INPUTS:
-        raise ValueError(f"inputs must be one of {INPUTS}, got {inputs!r}")
+    _inputs(inputs)
     T = check.sequence_length(T, infinite=False)
     n = T if n is None else check.count("n", n)
     if n > T:
@@ -345,7 +350,7 @@ def output_norm(beta, *, q=1.0, p=0.0, T, n=None, d, d_head=None, inputs="gaussi
     sigma_v2 = _number("sigma_v2", check.positive("sigma_v2", sigma_v2))
     finite_state(beta, q, p, T)
     b2 = beta * beta * math.log(T) * q * (q - p)
-    y2 = 1.0 if n == 1 else row_effective(b2, n, d, d_head, inputs=inputs)[1]
+    y2 = _row_moment(b2, n, d, d_head, inputs)
     return float(gen.attention_output(q, p, sigma_v2, 0.0, y2, y2)[0])
 
 

@@ -135,6 +135,15 @@ class PairBase:
             cells = bicubic_cells(f, fx, fw, fxw, 1.0 / (FINE_2D[0] - 1), 1.0 / (FINE_2D[1] - 1))
             self.cells[sign] = np.ascontiguousarray(np.moveaxis(cells, 2, -1).reshape(-1, 16, 4))
 
+    @classmethod
+    def from_cells(cls, T: int, plus: np.ndarray, minus: np.ndarray) -> "PairBase":
+        """The base table of T from its cells (:func:`pair_base`'s disk cache)."""
+        table = cls.__new__(cls)
+        table.T, table.scale = T, z_star(T)
+        table.xi_max = S_W / (S_W + table.scale)
+        table.cells = {1.0: plus, -1.0: minus}
+        return table
+
     def at(self, s, r) -> np.ndarray:
         """(..., 4): Yp, W, C_Yp, C_W at widths s >= 0 (read at min(s, S_W)) and correlations r in [-1, 1]."""
         s, r = np.broadcast_arrays(np.minimum(np.asarray(s, dtype=float), S_W), np.asarray(r, dtype=float))
@@ -193,6 +202,21 @@ def _source_digest(sources=BASE_SOURCES) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def cached_arrays(stem: str, version: int, sources: tuple, build) -> dict:
+    """The arrays of one table, kept in :func:`cache_dir` as ``{stem}-v{version}-{digest of sources}.npz``: read
+    back when the file is there, else ``build()`` (a dict of arrays) and saved (:func:`_save`, which removes the
+    same table of other code). Without a writable cache folder, built every session."""
+    folder = cache_dir()
+    path = None if folder is None else folder / f"{stem}-v{version}-{_source_digest(tuple(sources))}.npz"
+    if path is not None and path.exists():
+        with np.load(path) as data:
+            return {name: data[name] for name in data.files}
+    arrays = build()
+    if path is not None:
+        _save(path, **arrays)
+    return arrays
+
+
 def _save(path: pathlib.Path, **arrays) -> None:
     """Write ``arrays`` to ``path`` atomically: a temporary file of this process and thread, then a rename, so
     that concurrent builders (threads, processes) never read or rename a half-written table."""
@@ -235,19 +259,13 @@ def row_base(T: int) -> RowBase:
 def pair_base(T: int) -> PairBase:
     """The :class:`PairBase` of T: from the disk cache when there, else built (about 10 s) and saved."""
     T = check.sequence_length(T, infinite=False)
-    folder = cache_dir()
-    path = None if folder is None else folder / f"pair-T{T}-v{VERSION}-{_source_digest()}.npz"
-    if path is not None and path.exists():
-        with np.load(path) as data:
-            table = PairBase.__new__(PairBase)
-            table.T, table.scale = T, z_star(T)
-            table.xi_max = S_W / (S_W + table.scale)
-            table.cells = {1.0: data["plus"], -1.0: data["minus"]}
-        return table
-    table = PairBase(T)
-    if path is not None:
-        _save(path, plus=table.cells[1.0], minus=table.cells[-1.0])
-    return table
+
+    def build():
+        table = PairBase(T)
+        return {"plus": table.cells[1.0], "minus": table.cells[-1.0]}
+
+    cells = cached_arrays(f"pair-T{T}", VERSION, BASE_SOURCES, build)
+    return PairBase.from_cells(T, cells["plus"], cells["minus"])
 
 
 # --- level 2: the effective moments of one width -----------------------------------------------
@@ -368,15 +386,11 @@ def _direct(b: float, rho: float, T: int, d: int, d_head: int) -> float:
 def width_tables(T: int, d: int, d_head: int):
     """(Y2_eff table, Yp_eff table, finite-width IPR table) of (T, d, d_head): from the disk cache when there
     (:func:`cache_dir`, as the per-T base tables), else built (about 2 s of CPU) and saved."""
-    folder = cache_dir()
-    path = None if folder is None else \
-        folder / f"width-T{T}-d{d}-h{d_head}-v{VERSION}-{_source_digest(WIDTH_SOURCES)}.npz"
-    if path is not None and path.exists():
-        with np.load(path) as data:
-            return (WidthY2Table.from_cells(T, d, d_head, "effective", data["y2"]),
-                    WidthYpTable.from_cells(T, d, d_head, data["yp"]),
-                    WidthY2Table.from_cells(T, d, d_head, "ipr", data["ipr"]))
-    tables = WidthY2Table(T, d, d_head), WidthYpTable(T, d, d_head), WidthY2Table(T, d, d_head, "ipr")
-    if path is not None:
-        _save(path, y2=tables[0]._cells, yp=tables[1]._cells, ipr=tables[2]._cells)
-    return tables
+    def build():
+        return {"y2": WidthY2Table(T, d, d_head)._cells, "yp": WidthYpTable(T, d, d_head)._cells,
+                "ipr": WidthY2Table(T, d, d_head, "ipr")._cells}
+
+    cells = cached_arrays(f"width-T{T}-d{d}-h{d_head}", VERSION, WIDTH_SOURCES, build)
+    return (WidthY2Table.from_cells(T, d, d_head, "effective", cells["y2"]),
+            WidthYpTable.from_cells(T, d, d_head, cells["yp"]),
+            WidthY2Table.from_cells(T, d, d_head, "ipr", cells["ipr"]))

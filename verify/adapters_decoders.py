@@ -86,7 +86,7 @@ class DecoderReading:
     gain_att: float = 1.0
     gain_mlp: float = 1.0
     parallel: bool = False
-    finite_width: bool = False # the closure at the layer's own width d and head size (issue 19)
+    finite_width: bool = False  # the closure at the layer's own width d and head size (issue 19)
     handles: dict = field(default=None, compare=False, repr=False)
 
     def beta(self, T: int) -> np.ndarray:

@@ -9,16 +9,18 @@ series in w by Clenshaw's recurrence (:class:`numeric.row_moments.PairRows`), Pi
 overlap ``attention_overlap`` (or its gain-controlled form) of
 :mod:`numeric._generated_causal`, compiled here from the same generated source.
 Rows run in parallel (``prange``); results equal the NumPy path to rounding.
+:func:`width_pairs` adds the finite-width pair increments of :mod:`numeric.causal_width` the same way.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 from numba import prange
 
 from . import _generated_causal as gen
-from ._jit import _njit, kernel
+from ._jit import _njit, inline, kernel
 
 _overlap = _njit(gen.attention_overlap, inline="always")
 _overlap_gain = _njit(gen.attention_overlap_gain, inline="always")
@@ -58,3 +60,46 @@ def nested_overlaps(Q, C, qbar, pbar, n, kappa, coef, sigma_v2, gain, rotation, 
                 value = _overlap(qbar[b, t], pbar[b, t], r_u, 0.0, 0.0, pi, n_t, n_u, n_t, sigma_v2[b])
             out[b, t, u] = value
             out[b, u, t] = value
+
+
+@kernel
+def width_pairs(Q, spread, x_b, rows, cols, coef, live, out):
+    """Add the finite-width pair increments to ``out`` (B, P, P): spread[b, t] dYp_tu at (t, u) and (u, t) for
+    every pair k = (rows[k], cols[k]) with ``live[k]`` (row t sees more than one key), what
+    :meth:`numeric.causal_width.WidthTerms.add` does with whole arrays.
+
+    dYp_tu is the Chebyshev series with coefficients coef[k] (K, n_b, n_rho) (:class:`numeric.causal_width.
+    CausalLookup`) at row t's width coordinate x_b[b, t] and the queries' correlation rho_tu of Q (B, P, P),
+    both clipped to [0, 1]. Grid points run in parallel.
+    """
+    B, K = Q.shape[0], rows.shape[0]
+    n_b, n_rho = coef.shape[1], coef.shape[2]
+    for i in prange(B):
+        basis_b = np.empty(n_b)
+        basis_rho = np.empty(n_rho)
+        for k in range(K):
+            if not live[k]:
+                continue
+            t, u = rows[k], cols[k]
+            rho = Q[i, t, u] / math.sqrt(Q[i, t, t] * Q[i, u, u])
+            _chebyshev(2.0 * min(max(x_b[i, t], 0.0), 1.0) - 1.0, basis_b)
+            _chebyshev(2.0 * min(max(rho, 0.0), 1.0) - 1.0, basis_rho)
+            value = 0.0
+            for j in range(n_b):
+                inner = 0.0
+                for m in range(n_rho):
+                    inner += coef[k, j, m] * basis_rho[m]
+                value += basis_b[j] * inner
+            value *= spread[i, t]
+            out[i, t, u] += value
+            out[i, u, t] += value
+
+
+@inline
+def _chebyshev(x, basis):
+    """basis[j] = T_j(x) for j < len(basis) by the three-term recurrence."""
+    basis[0] = 1.0
+    if basis.shape[0] > 1:
+        basis[1] = x
+    for j in range(2, basis.shape[0]):
+        basis[j] = 2.0 * x * basis[j - 1] - basis[j - 2]

@@ -301,12 +301,12 @@ def causal(profile_T=1024, profile_depth=60, diagram_T=256, diagram_depth=60, gr
     return out
 
 
-def width(arch="pre-ln", depth=30, grid=128, T=512, d=256, d_head=64, repeats=3) -> dict:
+def width(arch="pre-ln", depth=30, grid=128, T=512, d=256, d_head=64, repeats=3, causal=True) -> dict:
     """A finite-width diagram (issue 19's target: <= 1.5 x the infinite-width one) against the infinite-width
     diagram at the same finite T, both with their critical-alpha boundary, on the fused kernels, timed
     alternately (best of ``repeats`` each, after an untimed round). Apart: building the width tables in an
     empty cache (the per-T base, then the per-(T, d, d_head) tables) and reading the latter back from disk, as
-    a later process does."""
+    a later process does. ``causal``: also a causal diagram's ratio (:func:`_causal_width`)."""
 
     from . import width_tables as wt
     from .columns import clear_cache
@@ -347,8 +347,38 @@ def width(arch="pre-ln", depth=30, grid=128, T=512, d=256, d_head=64, repeats=3)
             if k:
                 best[name] = min(best[name], time.perf_counter() - start)
     out.update({"width_diagram_seconds": best["finite"], "width_infinite_diagram_seconds": best["infinite"],
-                "width_cost_ratio": best["finite"] / best["infinite"],
-                "machine": {"cpus": _cpus(), "load_average": _load()}})
+                "width_cost_ratio": best["finite"] / best["infinite"]})
+    if causal:
+        out.update(_causal_width(repeats))
+    out["machine"] = {"cpus": _cpus(), "load_average": _load()}
+    return out
+
+
+def _causal_width(repeats: int, T=256, d=64, d_head=32, groups=16, grid=32, depth=30) -> dict:
+    """A causal finite-width diagram (pre-LN, sigma_v2 = 4, position groups) against the infinite-width one,
+    timed alternately (best of ``repeats``) once its causal table is on disk (building it is timed apart: the
+    first diagram at a new (d, d_head, T) pays it once)."""
+    from .causal_width import causal_tables, table_size
+    from .diagram import trainability_diagram
+
+    start = time.perf_counter()
+    causal_tables(d, d_head, table_size(T))
+    out = {"causal_width_T": T, "causal_width_d": d, "causal_width_d_head": d_head, "causal_width_groups": groups,
+           "causal_width_grid": [grid, grid], "causal_width_depth": depth,
+           "causal_width_table_seconds": time.perf_counter() - start}
+    kw = dict(betas=np.linspace(0.1, 3.0, grid), alphas=np.linspace(0.0, 2.0, grid), T=T, mask="causal",
+              groups=groups, sigma_v2=4.0)
+    best = {"finite": math.inf, "infinite": math.inf}
+    width = {"finite": {"d": d, "d_head": d_head}, "infinite": {}}
+    for k in range(repeats + 1):
+        for name in best:
+            start = time.perf_counter()
+            trainability_diagram("pre-ln", depth, **kw, **width[name])
+            if k:
+                best[name] = min(best[name], time.perf_counter() - start)
+    out.update({"causal_width_diagram_seconds": best["finite"],
+                "causal_infinite_diagram_seconds": best["infinite"],
+                "causal_width_cost_ratio": best["finite"] / best["infinite"]})
     return out
 
 

@@ -115,6 +115,27 @@ class Chebyshev:
             out[start:start + chunk] = value[:, 0]
         return out.reshape(shape)
 
+    def fixed(self, *x) -> np.ndarray:
+        """The coefficients of the remaining axes at K points of the leading ``len(x)`` axes (arrays of shape
+        (K,), clipped to [0, 1]): shape (K, nodes of the remaining axes...). :func:`evaluate_fixed` evaluates
+        them; contracting fixed axes once makes a look-up cost a polynomial in the remaining axes only."""
+        sizes = self.coef.shape
+        out = None
+        for axis, v in enumerate(x):
+            basis = chebyshev.chebvander(2.0 * np.clip(np.asarray(v, dtype=float), 0.0, 1.0) - 1.0, sizes[axis] - 1)
+            out = (np.tensordot(basis, self.coef, axes=(1, 0)) if out is None
+                   else np.einsum("ki,ki...->k...", basis, out))
+        return out
+
+
+def evaluate_fixed(coef: np.ndarray, *x) -> np.ndarray:
+    """Chebyshev series with per-point coefficients ``coef`` (K, n_1[, n_2]) (:meth:`Chebyshev.fixed`) at
+    coordinates ``x`` (one or two arrays of shape (..., K), clipped to [0, 1])."""
+    basis = [chebyshev.chebvander(2.0 * np.clip(v, 0.0, 1.0) - 1.0, n - 1) for v, n in zip(x, coef.shape[1:])]
+    if len(basis) == 1:
+        return np.einsum("...ki,ki->...k", basis[0], coef)
+    return np.einsum("...ki,kij,...kj->...k", basis[0], coef, basis[1], optimize=True)
+
 
 def _pair_node(args) -> float:
     """One node of the pair table: :func:`pair_increment` at real key counts."""
@@ -213,8 +234,44 @@ class CausalTables:
     def pair(self, b, rho, n_t, n_u) -> np.ndarray:
         """dYp of nested rows (n_t <= n_u keys) at row t's width b and query correlation rho (broadcast)."""
         b, rho, n_t, n_u = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (b, rho, n_t, n_u)))
-        ratio = 1.0 - np.log(n_t / n_u) / math.log(self.r_lo)
-        value = self._pair(self._n_coordinate(n_t), ratio, _b_coordinate(np.minimum(b, B_MAX), n_t), rho)
+        value = self._pair(self._n_coordinate(n_t), self._ratio_coordinate(n_t, n_u),
+                           _b_coordinate(np.minimum(b, B_MAX), n_t), rho)
+        return np.where(n_t > 1, value, 0.0)
+
+    def _ratio_coordinate(self, n_t, n_u):
+        return 1.0 - np.log(n_t / n_u) / math.log(self.r_lo)
+
+    def at(self, n, rows, cols) -> "CausalLookup":
+        """The tables at fixed rows: n keys per row, pairs (rows[k], cols[k]) with n[rows] <= n[cols]."""
+        return CausalLookup(self, np.asarray(n, dtype=float), rows, cols)
+
+
+class CausalLookup:
+    """:class:`CausalTables` at the fixed key counts of one layer's carried rows: the key-count axes are
+    contracted once (:meth:`Chebyshev.fixed`), so a look-up is a polynomial in b (rows) or (b, rho) (pairs):
+    45 coefficients per pair instead of the table's 1575. Same values as the tables' ``row`` and ``pair``."""
+
+    def __init__(self, tables: CausalTables, n: np.ndarray, rows, cols):
+        self.n, self.rows = n, rows
+        x_n = tables._n_coordinate(n)
+        self._row, self._ipr = tables._row.fixed(x_n), tables._ipr.fixed(x_n)
+        self.pair_coef = tables._pair.fixed(x_n[rows], tables._ratio_coordinate(n[rows], n[cols]))
+
+    def b_coordinate(self, b) -> np.ndarray:
+        """Every row's width coordinate of the tables at widths b (..., P)."""
+        return _b_coordinate(np.minimum(b, B_MAX), self.n)
+
+    def row(self, b, kind: str = "norm") -> np.ndarray:
+        """dY2 (``kind="norm"``) or dIPR (``"ipr"``) of every row at widths b (..., P); 0 for one-key rows."""
+        if kind not in ("norm", "ipr"):
+            raise ValueError(f"kind must be 'norm' or 'ipr', got {kind!r}")
+        value = evaluate_fixed(self._row if kind == "norm" else self._ipr, self.b_coordinate(b))
+        return np.where(self.n > 1, value, 0.0)
+
+    def pair(self, b_rows, rho) -> np.ndarray:
+        """dYp of every pair at its row t's width b_rows (..., K) and query correlation rho (..., K)."""
+        n_t = self.n[self.rows]
+        value = evaluate_fixed(self.pair_coef, _b_coordinate(np.minimum(b_rows, B_MAX), n_t), rho)
         return np.where(n_t > 1, value, 0.0)
 
 
@@ -243,6 +300,12 @@ def table_size(T: int) -> int:
     return max(16, 1 << (int(T) - 1).bit_length())
 
 
+def _fused() -> bool:
+    """Whether the pairs' increments run as the numba kernel (:func:`numeric.fused.backend`'s choice)."""
+    from .fused import backend
+    return backend() == "fused"
+
+
 class WidthTerms:
     """The finite-width increments of one masked attention layer's closure at width (d, d_head).
 
@@ -267,33 +330,48 @@ class WidthTerms:
         self.n = np.array([mask.key_counts(int(t), int(t))[0] for t in positions], dtype=float)   # each row's own
         self.rows, self.cols = np.triu_indices(positions.size, 1)
         if mask.window is None:
-            self.tables = causal_tables(d, d_head, table_size(T))
+            self.tables = causal_tables(d, d_head, table_size(T)).at(self.n, self.rows, self.cols)
         else:
             self.keys = [mask.key_counts(int(positions[t]), int(positions[u])) for t, u in zip(self.rows, self.cols)]
 
     def add(self, Q, stats, sigma_v2, out) -> None:
         """Add sigma_v2 (qbar_t - pbar_t) dY2_t to the diagonal and sigma_v2 (qbar_t - pbar_t) dYp_tu to the
         pairs of ``out`` (..., P, P)."""
-        diag = np.diagonal(Q, axis1=-2, axis2=-1)
         batch = Q.shape[:-2]
         spread = np.maximum(stats.qbar - stats.pbar, 0.0) * np.broadcast_to(sigma_v2, batch)[..., None]
-        rho = np.clip(Q[..., self.rows, self.cols] / np.sqrt(diag[..., self.rows] * diag[..., self.cols]), 0.0, 1.0)
         b = np.broadcast_to(stats.b, spread.shape)
-        if self.tables is not None:
-            rows = self.tables.row(b, self.n)
-            pairs = self.tables.pair(b[..., self.rows], rho, self.n[self.rows], self.n[self.cols])
-        else:
-            rows, pairs = self._direct(b, rho)
         index = np.arange(self.n.size)
-        out[..., index, index] += spread * rows
+        if self.tables is not None:
+            out[..., index, index] += spread * self.tables.row(b)
+            if _fused():
+                self._fused_pairs(Q, spread, b, out)
+                return
+            pairs = self.tables.pair(b[..., self.rows], self._rho(Q))
+        else:
+            rows, pairs = self._direct(b, self._rho(Q))
+            out[..., index, index] += spread * rows
         value = spread[..., self.rows] * pairs
         out[..., self.rows, self.cols] += value
         out[..., self.cols, self.rows] += value
 
+    def _rho(self, Q) -> np.ndarray:
+        """The queries' correlation of every pair, clipped to [0, 1] (..., K)."""
+        diag = np.diagonal(Q, axis1=-2, axis2=-1)
+        return np.clip(Q[..., self.rows, self.cols] / np.sqrt(diag[..., self.rows] * diag[..., self.cols]), 0.0, 1.0)
+
+    def _fused_pairs(self, Q, spread, b, out) -> None:
+        """The pairs' increments by :func:`numeric._causal_jit.width_pairs` (same values as the NumPy path)."""
+        from ._causal_jit import width_pairs
+        P = self.n.size
+        flat = lambda a, tail: np.ascontiguousarray(np.broadcast_to(a, Q.shape[:-2] + tail).reshape((-1,) + tail))
+        view = out.reshape((-1, P, P))
+        width_pairs(flat(Q, (P, P)), flat(spread, (P,)), flat(self.tables.b_coordinate(b), (P,)), self.rows,
+                    self.cols, self.tables.pair_coef, self.n[self.rows] > 1, view)
+
     def ipr(self, b) -> np.ndarray:
         """The finite-width increment of each row's IPR at widths b (..., P) (entropy collapse's reading)."""
         if self.tables is not None:
-            return self.tables.row(b, self.n, kind="ipr")
+            return self.tables.row(b, kind="ipr")
         out = np.zeros(np.shape(b))
         for index in np.ndindex(out.shape):
             out[index] = row_increments(float(b[index]), float(self.n[index[-1]]), self.d, self.d_head)[1]

@@ -340,6 +340,12 @@ def _bench_width(bench, args):
     print(f"tables in an empty cache: {r['width_base_table_seconds']:.1f} s per T (shared by every width), "
           f"{r['width_table_seconds']:.1f} s per (T, d, d_head); read back from disk in "
           f"{r['width_table_read_seconds'] * 1e3:.0f} ms")
+    grid = r["causal_width_grid"]
+    print(f"causal finite-width diagram: pre-ln, T = {r['causal_width_T']} on {r['causal_width_groups']} position "
+          f"groups, d = {r['causal_width_d']}, d_head = {r['causal_width_d_head']}, {grid[0]}x{grid[1]} grid, "
+          f"{r['causal_width_depth']} blocks: {r['causal_width_diagram_seconds']:.2f} s; infinite width: "
+          f"{r['causal_infinite_diagram_seconds']:.2f} s; ratio {r['causal_width_cost_ratio']:.2f} (its causal "
+          f"table, read from the disk cache or built once per (d, d_head, T): {r['causal_width_table_seconds']:.1f} s)")
     print(f"on {r['machine']['cpus']} CPUs, load average {r['machine']['load_average']}")
 
 

@@ -56,6 +56,43 @@ def test_causal_table_matches_the_direct_increments(tables):
     assert worst > 1e-2
 
 
+def test_lookup_at_fixed_rows_is_the_table(tables):
+    """CausalLookup contracts the key-count axes once: at 16 carried rows and random widths and correlations
+    its rows and pairs are the tables' own look-ups to rounding, and a lookup built with the pairs' rows and
+    columns swapped is not."""
+    rng = np.random.default_rng(3)
+    n = np.concatenate([[1.0], np.sort(rng.integers(2, 257, 15)).astype(float)])
+    rows, cols = np.triu_indices(n.size, 1)
+    look = tables.at(n, rows, cols)
+    b = rng.uniform(0.0, 14.0, (7, n.size))
+    rho = rng.uniform(0.0, 1.0, (7, rows.size))
+    for kind in ("norm", "ipr"):
+        np.testing.assert_allclose(look.row(b, kind=kind), tables.row(b, n, kind=kind), rtol=0, atol=1e-14)
+    direct = tables.pair(b[:, rows], rho, n[rows], n[cols])
+    np.testing.assert_allclose(look.pair(b[:, rows], rho), direct, rtol=0, atol=1e-14)
+    assert np.abs(direct).max() > 1e-2
+    assert np.abs(tables.at(n, cols, rows).pair(b[:, cols], rho) - direct).max() > 1e-3
+
+
+def test_fused_pairs_are_the_numpy_pairs(tables, monkeypatch):
+    """The numba kernel of the pairs' increments (numeric._causal_jit.width_pairs) gives the NumPy look-ups'
+    layer to 1e-14, for a batch of two grid points with different widths and spreads."""
+    attention = Attention(T_TABLE, masks.parse("causal"), width=(D, D_HEAD), groups=16)
+    P = attention.size
+    rng = np.random.default_rng(5)
+    A = rng.normal(size=(2, P, P + 4))
+    Q = A @ np.swapaxes(A, -1, -2) / (P + 4) + 0.4
+    beta, sigma_v2 = np.array([1.0, 2.5]), np.array([1.0, 3.0])
+    out = {}
+    for name in ("numpy", "fused"):
+        monkeypatch.setenv("SIGPROP_BACKEND", name)
+        out[name] = attention(Q, beta, sigma_v2, False)
+    monkeypatch.setenv("SIGPROP_BACKEND", "numpy")
+    infinite = Attention(T_TABLE, masks.parse("causal"), groups=16)(Q, beta, sigma_v2, False)
+    np.testing.assert_allclose(out["fused"], out["numpy"], rtol=0, atol=1e-14)
+    assert np.abs(out["numpy"] - infinite).max() > 1e-3
+
+
 def test_one_layer_gets_the_masked_layers_increments():
     """One attention layer on Gaussian tokens (Q = (1 - rho) I + rho): the finite-width closure minus the
     infinite-width closure is masked_overlaps(d) - masked_overlaps(None) for every row's norm and every pair.

@@ -57,8 +57,10 @@ Exact steps, each done below by SymPy:
    (1 - z^2/d)^((d - 3)/2) (:func:`sphere_projection_density`; kurtosis -6/(d + 2)), not N(0, 1): Y2_sph is
    the exact finite-n IPR under that law (:func:`numeric.finite_width.sphere_row`). At p > 0 the
    common part's share of each norm is treated as the private one's (an approximation: the private parts'
-   norms keep a relative fluctuation of order p/sqrt(d)). The two-row terms of normalized tokens are not
-   derived yet.
+   norms keep a relative fluctuation of order p/sqrt(d)). Two rows: the same split with k = 2 gives
+   Yp_eff = Yp_sph + (W - W_diag)/d (:func:`normalized_effective_pair`), W_diag the diagonal keys' part of W;
+   Yp_sph takes the keys' two projections from the sphere law (:func:`sphere_pair_density`), and the chain's
+   first step is the query tokens' Gram matrix with unit diagonal (:func:`normalized_chain_factor`).
 
 Assumptions, stated once:
 
@@ -260,6 +262,182 @@ def normalized_effective_same() -> sympy.Expr:
     diagonal keys' norm coupling, (Z2_diag - Y2)/d: Y2 + (Z2 - Z2_diag)/d."""
     gaussian = effective_moments()["Y2_eff"]
     return sympy.expand(gaussian - (Z2_diag - Y2) / d_sym)
+
+
+#: The diagonal keys' part of the two-row term W (a symbol of the numeric quantity).
+W_diag = sympy.Symbol("W_diag", real=True)
+
+
+@lru_cache(maxsize=None)
+def normalized_effective_pair() -> sympy.Expr:
+    """Yp_eff for tokens of fixed norm (step 5, two rows): the Gaussian Yp_eff of :func:`effective_moments`
+    without the diagonal keys' norm coupling. A diagonal key carries |x_s|^2/d = 1 exactly instead of
+    (|zeta_s|^2 + |g_perp|^2)/d (mean (1 - 2/d) + |zeta_s|^2/d), so (W_diag - 2 Yp)/d leaves:
+    Yp + (W - W_diag)/d, with W_diag = E sum_s A_s A'_s |zeta_s|^2 the ``first`` integrand of
+    :func:`selection_pair_integrands` and Yp under the sphere law (:func:`sphere_pair_density`)."""
+    gaussian = effective_moments()["Yp_eff"]
+    return sympy.expand(gaussian - (W_diag - 2 * Yp) / d_sym)
+
+
+def sphere_pair_density() -> tuple[sympy.Expr, sympy.Symbol, sympy.Symbol]:
+    """(density, z1, z2): the law of sqrt(d) (x_1, x_2) for x uniform on the unit sphere of R^d (a normalized
+    key's projections on the two rows' query directions, step 5):
+    Gamma(d/2)/(Gamma((d-2)/2) pi d) (1 - (z1^2 + z2^2)/d)^((d-4)/2) on z1^2 + z2^2 < d; its z2-marginal is
+    :func:`sphere_projection_density` (tests/derive/test_finite_width.py)."""
+    z1, z2 = sympy.symbols("z1 z2", real=True)
+    norm = sympy.gamma(d_sym / 2) / (sympy.gamma((d_sym - 2) / 2) * sympy.pi * d_sym)
+    return norm * (1 - (z1 ** 2 + z2 ** 2) / d_sym) ** ((d_sym - 4) / 2), z1, z2
+
+
+@lru_cache(maxsize=None)
+def normalized_chain_factor():
+    """The chain's factor M for tokens of fixed norm (step 5, two rows): the first step is the two query
+    tokens' Gram matrix with unit diagonal, Cholesky factor [[1, 0], [r, sqrt(1 - r^2)]] (r the cosine of two
+    independent directions in R^(n_1)), followed by the Bartlett factors of the d_h and d steps as in
+    :func:`chain_factor`. Returns the variables, M's entries and the mean and variance of m21 given r and the
+    chi-squares (it is linear in z_2, z_3): what :func:`numeric.width_law.normalized_pair_rule` integrates."""
+    r = sympy.Symbol("r", real=True)
+    c = sympy.symbols("c_2 c_3", positive=True)
+    cp = sympy.symbols("cp_2 cp_3", positive=True)
+    z = sympy.symbols("z_2 z_3", real=True)
+    first = sympy.Matrix([[1, 0], [r, sympy.sqrt(1 - r ** 2)]])
+    L = [sympy.Matrix([[sympy.sqrt(c[k]), 0], [z[k], sympy.sqrt(cp[k])]]) for k in range(2)]
+    M = sympy.expand(first * L[0] * L[1] / sympy.sqrt(n_syms[1] * n_syms[2]))
+    m21 = M[1, 0]
+    mean = m21.subs({z[0]: 0, z[1]: 0})
+    variance = sympy.factor(sum(sympy.diff(m21, zk) ** 2 for zk in z))
+    return {"r": r, "c": c, "cp": cp, "z": z, "m11": M[0, 0], "m21": m21, "m22": M[1, 1],
+            "m21_mean": mean, "m21_variance": variance}
+
+
+# --- 6. normalized tokens at p > 0: the common direction ---------------------------------------------
+
+#: Bookkeeping parameter of the expansion: 1/sqrt(d); the input cosine rho in (0, 1) (positive, so that SymPy
+#: combines its square roots; :data:`rho` is substituted at the end).
+lam = sympy.Symbol("lambda", positive=True)
+rho_in = sympy.Symbol("rho_in", positive=True)
+#: The key's fluctuations: gamma (the common vector's norm, shared by all keys), nu (its private part along the
+#: common direction), omega (the private part's norm), each N(0, 1); z its projection on the query direction.
+gamma_, nu_, omega_, z_ = sympy.symbols("gamma nu omega z", real=True)
+
+
+@lru_cache(maxsize=None)
+def normalized_key():
+    """(kappa, eta): a normalized key's scale and its common-direction share, to O(1/d) (step 6).
+
+    With q = 1, x_s = sqrt(rho) c + sqrt(1 - rho) g_s and x_hat_s = kappa_s x_s of norm sqrt(d):
+    |c|^2/d = 1 + sqrt(2) lam gamma, c_hat.g_s = nu, |g_s|^2/d = 1 + sqrt(2) lam omega + lam^2 (z^2 - 1) +
+    lam^2 (nu^2 - 1) (the query direction's and the common direction's projections split off the chi-square),
+    kappa_s = (|x_s|^2/d)^(-1/2), and x_hat_s.c_hat/sqrt(rho d) = 1 + eta_s. The key's score is b z kappa_s.
+    """
+    C = 1 + sympy.sqrt(2) * lam * gamma_
+    G = 1 + sympy.sqrt(2) * lam * omega_ + lam ** 2 * (z_ ** 2 - 1) + lam ** 2 * (nu_ ** 2 - 1)
+    common, private = sympy.sqrt(rho_in), sympy.sqrt(1 - rho_in)
+    norm2 = rho_in * C + 2 * common * private * lam * nu_ * sympy.sqrt(C) + (1 - rho_in) * G
+    kappa = norm2 ** sympy.Rational(-1, 2)
+    eta = kappa * (sympy.sqrt(C) + private / common * lam * nu_) - 1
+    return kappa, eta
+
+
+def _to_second_order(expr) -> sympy.Expr:
+    return sympy.expand(sympy.series(expr, lam, 0, 3).removeO())
+
+
+def _gaussian_mean(expr, variables) -> sympy.Expr:
+    """E over independent N(0, 1) ``variables`` of a polynomial in them."""
+    out = sympy.Integer(0)
+    for term in sympy.Add.make_args(sympy.expand(expr)):
+        value = term
+        for v in variables:
+            k = sympy.degree(value, v)
+            value = value.subs(v, 1) * (sympy.factorial2(k - 1) if k % 2 == 0 else 0) if k else value
+        out += value
+    return sympy.expand(out)
+
+
+@lru_cache(maxsize=None)
+def common_direction_coefficients() -> dict[str, sympy.Expr]:
+    """The O(1/d) coefficients of the common direction's share for normalized tokens (step 6), times d:
+
+    - ``cosine``: E x_hat_s.x_hat_s'/(rho d) - 1 for two keys without selection (the mean cosine of two
+      normalized Gaussian tokens of correlation rho: -(1 - rho^2)/2);
+    - ``z``: the coefficient of z^2 - 1 in E[eta | z] (a key far along the query direction has less room for
+      the common one);
+    - ``key``: sum over the key's own fluctuations k = nu, omega of d_k kappa d_k eta (Stein: the softmax
+      selects keys of large kappa, i.e. of small raw norm, whose private part points away from c);
+    - ``shared``: d_gamma kappa d_gamma eta (gamma rescales every score of a row alike).
+    """
+    kappa, eta = normalized_key()
+    fluct = (gamma_, nu_, omega_)
+    nu2, omega2, z2 = sympy.symbols("nu_2 omega_2 z_2", real=True)
+    other = eta.subs({nu_: nu2, omega_: omega2, z_: z2})
+    pair = _gaussian_mean(_to_second_order((1 + eta) * (1 + other)), fluct + (nu2, omega2))
+    cosine = sympy.expand(pair.subs({z_ ** 2: 1, z2 ** 2: 1}) - 1)
+    at0 = lambda e, v: sympy.diff(e, v).subs({v_: 0 for v_ in fluct})
+    mean_eta = _gaussian_mean(_to_second_order(eta), fluct)
+    coeff = lambda e: sympy.factor(sympy.expand(e).coeff(lam, 2))
+    out = {"cosine": coeff(cosine), "z": sympy.factor(mean_eta.coeff(z_, 2).coeff(lam, 2)),
+           "key": coeff(sum(_to_second_order(at0(kappa, v) * at0(eta, v)) for v in (nu_, omega_))),
+           "shared": coeff(_to_second_order(at0(kappa, gamma_) * at0(eta, gamma_)))}
+    return {name: sympy.factor(value.subs(rho_in, rho)) for name, value in out.items()}
+
+
+#: Row moments of the selection terms below (symbols of numeric quantities): Y4 = E sum A^4.
+Y4 = sympy.Symbol("Y4", positive=True)
+
+
+def _one_row_stein(expr: g.IndexSum, times: int) -> sympy.Expr:
+    """E of a one-row expression in A and scores a (score variance b2), by Stein's lemma ``times`` times."""
+    for k in range(times):
+        expr = _stein_once(expr, b2, (f"k{k}", f"l{k}"))
+    return sympy.expand(g.attention_moments(g.mean_field(g.contract(expr))).subs({q: 1, p: 0}))
+
+
+@lru_cache(maxsize=None)
+def selection_pulls() -> dict[str, sympy.Expr]:
+    """One row's selection moments of step 6 (Stein's lemma on the scores a = b z):
+
+    - ``X`` = E sum_s A_s z_s^2 - 1 = E sum_s A_s (1 - A_s) b z_s (the pull of the weights A_s);
+    - ``J`` = E sum_s d/dl_s[A_s (1 - A_s)] b z_s (the pull of the off-diagonal weights A_s (1 - A_s));
+    - ``Xoff`` = E sum_s A_s (1 - A_s)(z_s^2 - 1);
+    - ``scale`` = E d/de sum_s A_s (1 - A_s) at scores a (1 + e) (every score of the row rescaled).
+    """
+    ranges = {"t": T_sym, "s": T_sym, "v": T_sym}
+    A, a = g.tensor("A", "t", "s", ranges=ranges), g.tensor("a", "t", "s", ranges=ranges)
+    Av = g.tensor("A", "t", "v", ranges=ranges)
+    one = lambda e, n: _one_row_stein(e.summed_over("s"), n)
+    pull = one(A * a * a, 2) / b2 - 1
+    weights = one(A * a, 1) - 3 * one(A * A * a, 1) + 2 * one(A * A * A * a, 1)
+    square_pull = one(A * A * a, 1) - _one_row_stein((A * a).summed_over("s") * (Av * Av).summed_over("v"), 1)
+    return {"X": sympy.expand(pull), "J": sympy.expand(weights),
+            "Xoff": sympy.expand(pull - (selection_diagonal_one_row() - Y2)),
+            "scale": sympy.expand(-2 * square_pull)}
+
+
+#: Each row's pull X_t, X_u in a pair (symbols of numeric quantities).
+X_t, X_u = sympy.symbols("X_t X_u", real=True)
+
+
+@lru_cache(maxsize=None)
+def common_direction_norm() -> sympy.Expr:
+    """The change of q_out/(sigma_v2 q) for normalized tokens at input cosine rho (step 6), O(1/d):
+
+    q_out = Y2 + sum_{s != s'} A_s A_s' x_hat_s.x_hat_s'/d; the common direction's share of the off-diagonal
+    sum is rho E sum_{s != s'} A_s A_s' (1 + eta_s)(1 + eta_s'), which differs from rho (1 - Y2) by
+    rho (1 - Y2) cosine/d + 2 rho [key J + z Xoff + shared scale]/d (Stein over each key's fluctuations and
+    over the shared gamma; :func:`common_direction_coefficients`, :func:`selection_pulls`)."""
+    c, m = common_direction_coefficients(), selection_pulls()
+    return sympy.expand(rho * ((1 - Y2) * c["cosine"] + 2 * (c["key"] * m["J"] + c["z"] * m["Xoff"]
+                                                             + c["shared"] * m["scale"])) / d_sym)
+
+
+@lru_cache(maxsize=None)
+def common_direction_pair() -> sympy.Expr:
+    """The change of p_out/(sigma_v2 q) for normalized tokens at input cosine rho (step 6), O(1/d), for rows
+    of pulls X_t, X_u: rho (1 - Yp) cosine/d + rho (key + z)(X_t + X_u)/d (each row's weights A sum to 1, so
+    the shared gamma does not select; terms of order Yp/d dropped)."""
+    c = common_direction_coefficients()
+    return sympy.expand(rho * ((1 - Yp) * c["cosine"] + (c["key"] + c["z"]) * (X_t + X_u)) / d_sym)
 
 
 def sphere_projection_density() -> tuple[sympy.Expr, sympy.Symbol]:

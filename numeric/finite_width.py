@@ -44,7 +44,7 @@ from .blas import single_threaded_blas
 from .laplace import finite_state, plain, row_moments
 from .smoothing import EXACT, TABLE, Accuracy
 from .two_rows import pair_and_selection
-from .width_law import chain_dofs, pair_rule, product_rule
+from .width_law import chain_dofs, normalized_pair_rule, pair_rule, product_rule
 
 #: Widths beyond which Z2 is read between Z2(B_Z) and its frozen limit (cancellation in the Stein form).
 B_Z = 30.0
@@ -125,6 +125,19 @@ def row_effective(b2: float, T: int, d: int, d_head: int, *, acc: Accuracy = EXA
     return ipr, eff
 
 
+def _finite_inputs(inputs: str, d) -> str:
+    """``inputs`` checked (:func:`_inputs`); "normalized" needs a finite d >= :data:`D_NORMALIZED`."""
+    if _inputs(inputs) == "normalized" and (d is None or d < D_NORMALIZED):
+        raise ValueError(f"inputs='normalized' needs a finite width d >= {D_NORMALIZED} (the sphere law of the "
+                         f"keys' projections), got d={d!r}")
+    return inputs
+
+
+#: Smallest width of normalized tokens: the two-projection sphere law (1 - |z|^2/d)^((d-4)/2) is sampled on a
+#: lattice, which needs a density bounded at its edge.
+D_NORMALIZED = 8
+
+
 def _inputs(inputs: str) -> str:
     """``inputs`` checked: one of :data:`INPUTS`."""
     if inputs not in INPUTS:
@@ -167,20 +180,31 @@ def sphere_row(b: float, n: float, d: int, acc: Accuracy = EXACT) -> float:
 
 
 def pair_effective(b2: float, rho: float, T: int, d: int, d_head: int, *, acc: Accuracy = TABLE,
-                   nodes: tuple[int, ...] = N_PAIR, keys=None, whole: bool = True) -> float:
+                   nodes: tuple[int, ...] = N_PAIR, keys=None, whole: bool = True, inputs: str = "gaussian") -> float:
     """Yp_eff at mean log-weight variance b2 and input cosine rho: E_S[(1 - 2/d) Yp(S) + W(S)/d]
     over the chain's law of S (:func:`numeric.width_law.pair_rule`). ``keys``: None (both rows see the T keys)
-    or (n, m1, m2) of :func:`numeric.two_rows.pair_and_selection` (rows under a mask; ``whole``: as there)."""
-    m11, m21, m22, weight = pair_rule(chain_dofs(d, d_head), nodes)
+    or (n, m1, m2) of :func:`numeric.two_rows.pair_and_selection` (rows under a mask; ``whole``: as there).
+
+    ``inputs="normalized"``: tokens of fixed norm (derive.finite_width step 5): E_S[Yp_sph(S) + (W - W_diag)/d]
+    over :func:`numeric.width_law.normalized_pair_rule` (``nodes`` there: r, A, c'_2, c'_3, z)."""
+    normalized = _inputs(inputs) == "normalized"
+    dofs = chain_dofs(d, d_head)
+    m11, m21, m22, weight = normalized_pair_rule(dofs, nodes) if normalized else pair_rule(dofs, nodes)
     S11, S12, S22 = gen.covariance_from_factor(b2, rho, m11, m21, m22)
     total = 0.0
     with single_threaded_blas():
         for s11, s12, s22, w in zip(S11, S12, S22, weight):
             if s11 <= 0.0 or s22 <= 0.0:
                 yp, sel = _uniform_pair(T, keys)          # a row of width 0 attends uniformly
+                value = gen.effective_pair(float(d), yp, sel)
+            elif normalized:
+                yp, sel, diag = pair_and_selection(float(s11), float(s22), float(s12), T, acc, keys=keys,
+                                                   whole=whole, sphere=d)
+                value = gen.effective_pair_normalized(float(d), yp, sel, diag)
             else:
                 yp, sel = pair_and_selection(float(s11), float(s22), float(s12), T, acc, keys=keys, whole=whole)
-            total += w * float(gen.effective_pair(float(d), yp, sel))
+                value = gen.effective_pair(float(d), yp, sel)
+            total += w * float(value)
     return total
 
 
@@ -191,7 +215,8 @@ def _uniform_pair(T, keys) -> tuple[float, float]:
     return share, 2.0 * share
 
 
-def masked_overlaps(beta, *, rows, mask="causal", q=1.0, p=0.0, T, d=None, d_head=None, sigma_v2=1.0):
+def masked_overlaps(beta, *, rows, mask="causal", q=1.0, p=0.0, T, d=None, d_head=None, sigma_v2=1.0,
+                    inputs="gaussian"):
     """(q_t, q_u, p_tu): E|o_t|^2/d, E|o_u|^2/d and E o_t.o_u/d of one masked attention layer (rows t != u).
 
     Tokens as in :func:`attention_overlaps` (overlaps q, p); row t sees the keys ``mask`` allows
@@ -199,10 +224,12 @@ def masked_overlaps(beta, *, rows, mask="causal", q=1.0, p=0.0, T, d=None, d_hea
     norms are the one-row effective moments at n_t keys, the overlap the two-row one with n shared keys and
     m1, m2 of each row's own (:func:`derive.finite_width.selection_mixed_integrands`). The log-weight scale
     is b^2 = beta^2 ln T q (q - p) as for the whole sequence. ``d=None``: infinite width (the exact finite-n
-    moments of the rows, without the position-resolved profile's closure of the pair term).
+    moments of the rows, without the position-resolved profile's closure of the pair term). ``inputs``: as
+    :func:`attention_overlaps`.
     """
     from derive import masks
     d, d_head = width(d, d_head)
+    inputs = _finite_inputs(inputs, d)
     T = check.sequence_length(T, infinite=False)
     m = masks.parse(mask)
     if m is None:
@@ -214,14 +241,43 @@ def masked_overlaps(beta, *, rows, mask="causal", q=1.0, p=0.0, T, d=None, d_hea
     finite_state(beta, q, p, T)
     counts = m.key_counts(t, u)
     b2 = beta * beta * math.log(T) * q * (q - p)
-    y2 = [_row_moment(b2, counts[0] + own, d, d_head) for own in counts[1:]]
+    y2 = [_row_moment(b2, counts[0] + own, d, d_head, inputs) for own in counts[1:]]
+    n_rows = [counts[0] + own for own in counts[1:]]
     if d is None:
         S = b2 * np.array([1.0, p / q, 1.0])
         yp = pair_and_selection(S[0], S[2], S[1], None, EXACT, keys=counts)[0] if b2 > 0 else _uniform_pair(0, counts)[0]
     else:
-        yp = pair_effective(b2, p / q, None, d, d_head, keys=counts)
+        yp = pair_effective(b2, p / q, None, d, d_head, keys=counts, inputs=inputs)
     q_t, q_u = (float(gen.attention_output(q, p, sigma_v2, 0.0, y, y)[0]) for y in y2)
-    return q_t, q_u, float(gen.attention_output(q, p, sigma_v2, 0.0, yp, yp)[1])
+    p_tu = float(gen.attention_output(q, p, sigma_v2, 0.0, yp, yp)[1])
+    if inputs == "normalized":
+        (dq_t, dq_u), dp = common_direction(b2, p / q, d, n_rows, yp)
+        q_t, q_u, p_tu = q_t + sigma_v2 * q * dq_t, q_u + sigma_v2 * q * dq_u, p_tu + sigma_v2 * q * dp
+    return q_t, q_u, p_tu
+
+
+def common_direction(b2: float, rho: float, d: int, keys, yp: float):
+    """((dq_t, dq_u), dp): the O(1/d) changes of q_out/(sigma_v2 q) of rows with ``keys`` = (n_t, n_u) keys
+    and of their p_out/(sigma_v2 q), for normalized tokens at input cosine rho > 0 (derive.finite_width step 6:
+    the common direction's share of the outputs; the mean cosine of two normalized keys is below rho, and the
+    softmax selects keys whose normalized common component is smaller). Each row's moments are the
+    infinite-width ones at width b (the change is already O(1/d)); ``yp``: the pair moment."""
+    if rho <= 0.0:
+        return (0.0, 0.0), 0.0
+    norms, pulls = [], []
+    for n in keys:
+        y2, y3, y4, y22 = _row_powers(b2, n)
+        norms.append(float(gen.common_direction_norm(float(d), rho, b2, y2, y3, y4, y22)))
+        pulls.append(float(gen.selection_pull(b2, y2, y3)))
+    return tuple(norms), float(gen.common_direction_pair(float(d), rho, yp, *pulls))
+
+
+def _row_powers(b2: float, n: int) -> tuple[float, float, float, float]:
+    """(Y2, Y3, Y4, Y22) of one row of n keys at width sqrt(b2) (exact finite n; uniform weights at b = 0)."""
+    if b2 == 0.0 or n == 1:
+        return 1.0 / n, 1.0 / n ** 2, 1.0 / n ** 3, 1.0 / n ** 2
+    m = row_moments(math.sqrt(b2), n, rs=(2.0, 3.0, 4.0), square=True, acc=EXACT)
+    return m[2.0], m[3.0], m[4.0], m["square"]
 
 
 def _number(name: str, value) -> float:
@@ -252,15 +308,22 @@ def _row_moment(b2: float, n: int, d, d_head, inputs: str = "gaussian") -> float
     return row_effective(b2, n, d, d_head, inputs=inputs)[1]
 
 
-def attention_overlaps(beta, *, q=1.0, p=0.0, T, d=None, d_head=None, sigma_v2=1.0, gain=False):
+def attention_overlaps(beta, *, q=1.0, p=0.0, T, d=None, d_head=None, sigma_v2=1.0, gain=False,
+                       inputs="gaussian"):
     """(q_out, p_out): E|o_t|^2/d and E o_t.o_t'/d (t != t') of one attention layer at input overlaps (q, p).
 
     ``d=None``: infinite width (the exact finite-T theory, eqs. 2, 22, 23). An integer ``d`` (and
     ``d_head`` dividing it; default one head) adds the finite-width terms of the module docstring.
     ``gain``: gain-controlled attention. ``T``: an integer >= 2 (``None``, the T -> oo limit, only at
-    infinite width). Vectorised over beta, q, p (broadcast); float64.
+    infinite width). Vectorised over beta, q, p (broadcast); float64. ``inputs``: "gaussian" tokens (A1) or
+    "normalized" ones of fixed norm d q (a LayerNorm or RMSNorm before attention; derive.finite_width step 5;
+    finite d only, at least 8).
     """
     d, d_head = width(d, d_head)
+    inputs = _finite_inputs(inputs, d)
+    if gain and inputs == "normalized":
+        raise ValueError("inputs='normalized' with gain=True: gain-controlled attention of normalized tokens is not "
+                         "derived (use inputs='gaussian')")
     T = check.sequence_length(T)
     if T is None and d is not None:
         raise ValueError("finite width needs a finite T: the key-selection term grows like beta^2 ln T / d")
@@ -273,13 +336,25 @@ def attention_overlaps(beta, *, q=1.0, p=0.0, T, d=None, d_head=None, sigma_v2=1
         y2, yp = ipr(beta, q=q, p=p), ipr_pair(beta, q=q, p=p)
     else:
         finite_state(beta, q, p, T)                     # the finite-T domain: 0 <= p < q
-        y2, yp = _effective(beta, q, p, T, d, d_head)
+        y2, yp = _effective(beta, q, p, T, d, d_head, inputs)
     output = gen.attention_output_gain if gain else gen.attention_output
     q_out, p_out = output(q, p, sigma_v2, np.inf if T is None else float(T), y2, yp)
+    if inputs == "normalized":
+        q_out, p_out = _with_common_direction(beta, q, p, T, d, sigma_v2, yp, np.array(q_out), np.array(p_out))
     return plain(np.asarray(q_out, dtype=float)), plain(np.asarray(p_out, dtype=float))
 
 
-def _effective(beta, q, p, T, d, d_head):
+def _with_common_direction(beta, q, p, T, d, sigma_v2, yp, q_out, p_out):
+    """q_out, p_out of normalized tokens plus :func:`common_direction`'s changes, point by point (rows of T keys)."""
+    for index in np.ndindex(beta.shape):
+        b2 = float(beta[index]) ** 2 * math.log(T) * float(q[index]) * float(q[index] - p[index])
+        (dq, _), dp = common_direction(b2, float(p[index] / q[index]), d, (T, T), float(yp[index]))
+        q_out[index] += float(sigma_v2[index]) * float(q[index]) * dq
+        p_out[index] += float(sigma_v2[index]) * float(q[index]) * dp
+    return q_out, p_out
+
+
+def _effective(beta, q, p, T, d, d_head, inputs="gaussian"):
     """(Y2_eff, Yp_eff) per point; at infinite width the exact finite-T Y2 and Yp."""
     y2, yp = np.empty(beta.shape), np.empty(beta.shape)
     for index in np.ndindex(beta.shape):
@@ -291,8 +366,8 @@ def _effective(beta, q, p, T, d, d_head):
             y2[index] = _one_row(b, T, EXACT)[0]
             yp[index] = pair_moment(b, rho, T, EXACT) if rho > 0 else 1.0 / T
         else:
-            y2[index] = row_effective(b2, T, d, d_head)[1]
-            yp[index] = pair_effective(b2, rho, T, d, d_head)
+            y2[index] = row_effective(b2, T, d, d_head, inputs=inputs)[1]
+            yp[index] = pair_effective(b2, rho, T, d, d_head, inputs=inputs)
     return y2, yp
 
 
@@ -351,7 +426,10 @@ def output_norm(beta, *, q=1.0, p=0.0, T, n=None, d, d_head=None, inputs="gaussi
     finite_state(beta, q, p, T)
     b2 = beta * beta * math.log(T) * q * (q - p)
     y2 = _row_moment(b2, n, d, d_head, inputs)
-    return float(gen.attention_output(q, p, sigma_v2, 0.0, y2, y2)[0])
+    q_out = float(gen.attention_output(q, p, sigma_v2, 0.0, y2, y2)[0])
+    if inputs == "normalized":
+        q_out += sigma_v2 * q * common_direction(b2, p / q, d, (n, n), y2)[0][0]
+    return q_out
 
 
 def ipr_width(beta, *, q=1.0, p=0.0, T, d, d_head=None):

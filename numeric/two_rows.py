@@ -49,7 +49,7 @@ from ._generated_width import (
 )
 from .blas import single_threaded_blas
 from .laplace import _pair_window, _t_step
-from .smoothing import EXACT, TABLE, Accuracy, log_L, smooth
+from .smoothing import EXACT, TABLE, Accuracy, _kernels, log_L, smooth
 
 #: Largest c spacing of the lattice's trapezoid sum (error ~ exp(-2 pi^2/h_c^2) ~ 1e-34).
 H_C = 0.5
@@ -120,7 +120,7 @@ def _spacing(s1: float, s2: float, sig: float, T: int, acc: Accuracy) -> float:
 
 
 def pair_and_selection(S11: float, S22: float, S12: float, T: int, acc: Accuracy = TABLE,
-                       keys=None, whole: bool = True) -> tuple[float, float]:
+                       keys=None, whole: bool = True, sphere: int | None = None) -> tuple[float, float]:
     """(Yp(S), W(S)) for two rows of T keys with log-weight covariance S = [[S11, S12], [S12, S22]].
 
     S11, S22 > 0; |S12| <= sqrt(S11 S22). See the module docstring for the integrals. ``keys``: None (both
@@ -128,6 +128,11 @@ def pair_and_selection(S11: float, S22: float, S12: float, T: int, acc: Accuracy
     only sees (a causal or windowed mask; T is then ignored); the terms of those keys are
     :func:`derive.finite_width.selection_mixed_integrands`. ``whole=False`` takes real counts: the integrals'
     analytic continuation in (n, m1, m2), which :mod:`numeric.causal_width`'s tables interpolate over.
+
+    ``sphere=d``: keys of fixed norm in width d (derive.finite_width step 5). Returns (Yp_sph, W, W_diag): Yp
+    with each key's projections zeta of the sphere law of :func:`derive.finite_width.sphere_pair_density`
+    instead of N(0, I_2) (:func:`_sphere_corrections`), and W with its diagonal keys' part W_diag (the
+    ``selection_first`` term), the inputs of :func:`derive.finite_width.normalized_effective_pair`.
     """
     n, m1, m2 = (float(T), 0.0, 0.0) if keys is None else _key_counts(keys, whole)
     n1, n2 = n + m1, n + m2
@@ -141,28 +146,37 @@ def pair_and_selection(S11: float, S22: float, S12: float, T: int, acc: Accuracy
             e = _averages_lattice(win1, win2, h, h2, a, a2, sig1, sig2, acc)
         else:
             e = _averages_hermite(win1, win2, h, h2, a, a2, sig1, sig2, acc)
-    log_k = log_L(e["G"], e["K"])
-    log_1, f_1 = _own_row(win1, h, e["K"].shape[0], s1, acc, m1)
-    log_2, f_2 = _own_row(win2, h2, e["K"].shape[1], s2, acc, m2)
+    G1, L1, f_1 = _own_row(win1, h, e["K"].shape[0], s1, acc, m1)
+    G2, L2, f_2 = _own_row(win2, h2, e["K"].shape[1], s2, acc, m2)
     area = h * h2
 
-    def total(integrand, shared, own1, own2):
+    def total(integrand, shared, own1, own2, pieces):
+        log_k, log_1, log_2 = pieces
         log = _times(shared, log_k) + _times(own1, log_1)[:, None] + _times(own2, log_2)[None, :]
         return area * float(np.sum(integrand * np.exp(log)))
 
-    yp = n * total(e["N"], n - 1, m1, m2) if n > 0 else 0.0
-    w = 0.0
+    gaussian = (log_L(e["G"], e["K"]), log_L(G1, L1), log_L(G2, L2))
+    if sphere is None:
+        yp = n * total(e["N"], n - 1, m1, m2, gaussian) if n > 0 else 0.0
+    else:
+        dN, dK, dL1, dL2 = _sphere_corrections(win1, win2, h, h2, S11, S22, S12, int(sphere), acc, (m1, m2))
+        pieces = (log_L(e["G"] - dK, e["K"] + dK), log_L(G1 - dL1, L1 + dL1), log_L(G2 - dL2, L2 + dL2))
+        yp = n * total(e["N"] + dN, n - 1, m1, m2, pieces) if n > 0 else 0.0
+    w_diag = 0.0                                       # the diagonal keys' part of W
     if n > 0:
-        w += n * total(selection_first(e["N"], e["N_tt"], e["N_tu"], e["N_uu"], S11, S12, S22), n - 1, m1, m2)
+        w_diag = n * total(selection_first(e["N"], e["N_tt"], e["N_tu"], e["N_uu"], S11, S12, S22), n - 1, m1, m2,
+                           gaussian)
+    w = w_diag
     if n > 1:
-        w += n * (n - 1) * total(selection_second(e["N"], e["P_t"], e["Q_u"], S11, S12, S22), n - 2, m1, m2)
+        w += n * (n - 1) * total(selection_second(e["N"], e["P_t"], e["Q_u"], S11, S12, S22), n - 2, m1, m2,
+                                 gaussian)
     if n > 0 and m1 > 0:
-        w += m1 * n * total(selection_third(e["N"], e["Q_u"], f_1[:, None], S11, S12), n - 1, m1 - 1, m2)
+        w += m1 * n * total(selection_third(e["N"], e["Q_u"], f_1[:, None], S11, S12), n - 1, m1 - 1, m2, gaussian)
     if n > 0 and m2 > 0:
-        w += n * m2 * total(selection_fourth(e["N"], e["P_t"], f_2[None, :], S12, S22), n - 1, m1, m2 - 1)
+        w += n * m2 * total(selection_fourth(e["N"], e["P_t"], f_2[None, :], S12, S22), n - 1, m1, m2 - 1, gaussian)
     if m1 > 0 and m2 > 0:
-        w += m1 * m2 * total(selection_fifth(f_1[:, None], f_2[None, :], S12), n, m1 - 1, m2 - 1)
-    return yp, w
+        w += m1 * m2 * total(selection_fifth(f_1[:, None], f_2[None, :], S12), n, m1 - 1, m2 - 1, gaussian)
+    return (yp, w) if sphere is None else (yp, w, w_diag)
 
 
 def _times(count: float, log):
@@ -184,11 +198,86 @@ def _key_counts(keys, whole: bool = True) -> tuple[float, float, float]:
 
 
 def _own_row(win, h: float, size: int, width: float, acc: Accuracy, own: float):
-    """(log L, f') of one row at its full width on its grid: the factors of the keys only that row sees."""
+    """(G, L, f') of one row at its full width on its grid: the factors of the keys only that row sees."""
     if own == 0:
-        return np.zeros(size), np.zeros(size)
+        return np.zeros(size), np.ones(size), np.zeros(size)
     G, L, M = smooth(win[0], h, size, width, (1.0, 2.0), acc)
-    return log_L(G, L), M[1.0] - M[2.0]
+    return G, L, M[1.0] - M[2.0]
+
+
+# --- keys of fixed norm: the sphere law of their projections ------------------------------------------
+
+#: Lattice points per standard deviation of the log-weights' narrowest direction (at least).
+SPHERE_PER_SD = 3.0
+#: Largest refinement of the lattice relative to the t grid (rows of correlation near 1).
+SPHERE_MAX_REFINE = 8
+#: Projections beyond this many units are dropped (both laws are below e^-70 there).
+SPHERE_Z_CUT = 12.0
+
+
+def _sphere_corrections(win1, win2, h, h2, S11, S22, S12, d: int, acc: Accuracy, own):
+    """(dN, dK, dL1, dL2): the per-key expectations under the sphere law minus the Gaussian ones, on the grid.
+
+    A key of fixed norm has projections zeta on the two query directions of density
+    (1 - |zeta|^2/d)^((d-4)/2) (:func:`derive.finite_width.sphere_pair_density`), not N(0, I_2). In the
+    log-weights (l, l') = (v.zeta, v'.zeta), whose Gaussian covariance is S, both densities are sampled on the
+    lattice (a h/k, b h2/k) commensurate with the t and t' grids (k >= 1 resolves the narrowest direction of S)
+    and normalised on it; their difference dP (summing to 0) turns each expectation E F(t + l) F'(t' + l') into
+    H dP H'^T with Hankel matrices of the kernels' values, so the Gaussian expectations of
+    :func:`pair_and_selection` (exact smoothings) keep their accuracy and only the O(1/d) difference is a
+    lattice sum. K = E l l' is computed through G = 1 - l (dK = H_G dP H_G'^T - row and column sums): K^(n-1)
+    needs 1 - K to relative accuracy. dL1, dL2: the one-row marginals (own keys of a masked row), zeros if none.
+    """
+    eig_min = 0.5 * (S11 + S22 - math.hypot(S11 - S22, 2.0 * S12))
+    sd_min = math.sqrt(max(eig_min, 0.0))
+    refine = int(min(SPHERE_MAX_REFINE, max(1, math.ceil(SPHERE_PER_SD * max(h, h2) / max(sd_min, 1e-300)))))
+    z_cut = min(math.sqrt(d), SPHERE_Z_CUT)
+    step1, step2 = h / refine, h2 / refine
+    A = int(math.ceil(z_cut * math.sqrt(S11) / step1))
+    B = int(math.ceil(z_cut * math.sqrt(S22) / step2))
+    x1, x2 = np.meshgrid(step1 * np.arange(-A, A + 1), step2 * np.arange(-B, B + 1), indexing="ij")
+    det = S11 * S22 - S12 * S12
+    form = (S22 * x1 * x1 - 2.0 * S12 * x1 * x2 + S11 * x2 * x2) / max(det, 1e-300)
+    dP = _sphere_minus_gauss(form, d, 2)
+    n1, n2 = _grid_size(win1, h), _grid_size(win2, h2)
+    F1, Gk1 = _hankel(win1[0], step1, refine, n1, A)
+    F2, Gk2 = _hankel(win2[0], step2, refine, n2, B)
+    dN = F1 @ dP @ F2.T
+    dK = Gk1 @ dP @ Gk2.T - (Gk1 @ dP.sum(axis=1))[:, None] - (dP.sum(axis=0) @ Gk2.T)[None, :]
+    dL1 = _sphere_marginal(win1[0], step1, refine, n1, S11, d, z_cut) if own[0] > 0 else np.zeros(n1)
+    dL2 = _sphere_marginal(win2[0], step2, refine, n2, S22, d, z_cut) if own[1] > 0 else np.zeros(n2)
+    return dN, dK, dL1, dL2
+
+
+def _sphere_minus_gauss(form, d: int, k: int) -> np.ndarray:
+    """Lattice weights of the sphere law of k projections, (1 - form/d)^((d-k-2)/2), minus those of N(0, I_k),
+    exp(-form/2), each normalised to sum 1 (``form``: |zeta|^2 at the lattice points)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_sphere = np.where(form < d, 0.5 * (d - k - 2) * np.log1p(-np.minimum(form, d) / d), -np.inf)
+    sphere = np.exp(log_sphere - log_sphere.max())
+    gauss = np.exp(-0.5 * form)
+    return sphere / sphere.sum() - gauss / gauss.sum()
+
+
+def _grid_size(win, h: float) -> int:
+    return int(round((win[1] - win[0]) / h)) + 1
+
+
+def _hankel(t0: float, step: float, refine: int, n: int, half: int):
+    """(H_f, H_g): rows i < n of f and g = 1 - l at t0 + refine step i + step a, a in [-half, half]."""
+    x = t0 + step * np.arange(-half, refine * (n - 1) + half + 1)
+    G, _, M = _kernels(x, (1.0,))
+    view = np.lib.stride_tricks.sliding_window_view
+    return view(M[1.0], 2 * half + 1)[::refine], view(G, 2 * half + 1)[::refine]
+
+
+def _sphere_marginal(t0: float, step: float, refine: int, n: int, S: float, d: int, z_cut: float) -> np.ndarray:
+    """dL of one row's own keys: E l(t + s z) under the one-projection sphere law minus under N(0, 1)."""
+    half = int(math.ceil(z_cut * math.sqrt(S) / step))
+    z2 = (step * np.arange(-half, half + 1)) ** 2 / S
+    dp = _sphere_minus_gauss(z2, d, 1)
+    _, Gk = _hankel(t0, step, refine, n, half)
+    return -(Gk @ dp)
 
 
 def _window(s: float, T: int, acc: Accuracy, h: float) -> tuple[float, float]:

@@ -154,6 +154,40 @@ def pair_rule(dofs: tuple[int, int, int], nodes: tuple[int, int, int, int, int] 
     return np.sqrt(a1_ * A_), z_ * np.sqrt(v), np.sqrt(G_ * g3_), weights
 
 
+@lru_cache(maxsize=64)
+def normalized_pair_rule(dofs: tuple[int, int, int], nodes: tuple[int, int, int, int, int] = (3, 4, 3, 3, 8)):
+    """Quadrature points (m11, m21, m22, weight) of the chain's factor for tokens of fixed norm.
+
+    The first step is the two query tokens' Gram matrix with unit diagonal: its Cholesky factor
+    [[1, 0], [r, sqrt(1 - r^2)]] with r the cosine of two independent directions in R^(n_1), of density
+    (1 - r^2)^((n_1 - 3)/2) (Gauss-Jacobi nodes), in place of the Bartlett factor L_1/sqrt(n_1)
+    (:func:`derive.finite_width.normalized_chain_factor`). Then
+
+        m11^2 = A,   m22^2 = (1 - r^2) (c'_2/n_2)(c'_3/n_3),   m21 = r sqrt(A) + sqrt(v) z,
+        v = (1 - r^2) ((c_3/n_3)/n_2 + (c'_2/n_2)/n_3),   A = (c_2/n_2)(c_3/n_3),
+
+    exactly Gaussian in z given the rest; c_3/n_3 in v is replaced by its log-linear regression on A, as in
+    :func:`pair_rule`. ``nodes``: Gauss nodes for r, A, c'_2/n_2, c'_3/n_3 and z.
+    """
+    from scipy import special
+    n1, n2, n3 = dofs
+    alpha = 0.5 * (n1 - 3)
+    r, wr = special.roots_jacobi(nodes[0], alpha, alpha)
+    wr = wr / wr.sum()
+    A, wA = _scaled_rule((n2, n3), (n2, n3), nodes[1])
+    g2, wg2 = _scaled_rule((n2 - 1,), (n2,), nodes[2])
+    g3, wg3 = _scaled_rule((n3 - 1,), (n3,), nodes[3])
+    z, wz = np.polynomial.hermite_e.hermegauss(nodes[4])
+    wz = wz / wz.sum()
+    grids = np.meshgrid(r, A, g2, g3, z, indexing="ij")
+    weights = np.einsum("a,b,c,d,e->abcde", wr, wA, wg2, wg3, wz).ravel()
+    r_, A_, g2_, g3_, z_ = (g.ravel() for g in grids)
+    slope_a = (1.0 / n3) / (1.0 / n2 + 1.0 / n3)
+    c3 = _normalised(np.exp(slope_a * np.log(A_ / A_.mean())), weights)     # E[c_3/n_3 | A], mean 1
+    v = (1.0 - r_ * r_) * (c3 / n2 + g2_ / n3)
+    return np.sqrt(A_), r_ * np.sqrt(A_) + z_ * np.sqrt(v), np.sqrt((1.0 - r_ * r_) * g2_ * g3_), weights
+
+
 def _normalised(x, w):
     """x divided by its weighted mean (so the regression keeps E mid exactly)."""
     return x / float(np.sum(w * x))

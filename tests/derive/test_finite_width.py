@@ -196,3 +196,80 @@ def test_sphere_projection_density_is_a_law_tending_to_the_normal(d):
     wide = sympy.lambdify(z, density.subs(dsym, sympy.Float(1e8)), "mpmath")
     for x in (0.0, 1.3, 2.5):
         assert float(wide(x)) == pytest.approx(math.exp(-x * x / 2) / math.sqrt(2 * math.pi), abs=1e-7)
+
+
+@pytest.mark.parametrize("d", [6, 40])
+def test_sphere_pair_density_is_a_law_whose_marginal_is_the_one_projection_law(d):
+    """The law of sqrt(d) (x_1, x_2) integrates to 1 on the disc of radius sqrt(d), E z1^2 = 1 and E z1 z2 = 0,
+    and its z2-marginal at z2 = 0.7 and 1.9 is sphere_projection_density there (mpmath quadrature)."""
+    import mpmath
+    density, z1, z2 = fw.sphere_pair_density()
+    dsym = attention.d_sym
+    f = sympy.lambdify((z1, z2), density.subs(dsym, d), "mpmath")
+    one, z = fw.sphere_projection_density()
+    g = sympy.lambdify(z, one.subs(dsym, d), "mpmath")
+    half = mpmath.sqrt(d)
+
+    def disc(h):
+        return float(mpmath.re(mpmath.quad(lambda y: mpmath.quad(lambda x: h(x, y), [-mpmath.sqrt(d - y * y), 0,
+                                                                                  mpmath.sqrt(d - y * y)]),
+                                           [-half, 0, half])))
+    assert disc(f) == pytest.approx(1.0, abs=1e-9)
+    assert disc(lambda x, y: x * x * f(x, y)) == pytest.approx(1.0, abs=1e-9)
+    assert disc(lambda x, y: x * y * f(x, y)) == pytest.approx(0.0, abs=1e-12)
+    for y in (0.7, 1.9):
+        edge = mpmath.sqrt(d - y * y)
+        marginal = mpmath.quad(lambda x: f(x, y), [-edge, 0, edge])
+        assert float(mpmath.re(marginal)) == pytest.approx(float(mpmath.re(g(y))), rel=1e-9)
+
+
+def test_normalized_effective_pair_drops_the_diagonal_keys_coupling():
+    """Two rows of fixed-norm tokens: Yp_eff - Yp = (W - W_diag)/d, which vanishes when every key is diagonal
+    (one shared key: W = W_diag), and at d -> oo Yp_eff -> Yp; the Gaussian form differs by (W_diag - 2 Yp)/d."""
+    normalized = fw.normalized_effective_pair()
+    d = attention.d_sym
+    assert sympy.simplify(normalized.subs(fw.W, fw.W_diag) - fw.Yp) == 0
+    assert sympy.limit(normalized, d, sympy.oo) == fw.Yp
+    gaussian = fw.effective_moments()["Yp_eff"]
+    assert sympy.simplify(gaussian - normalized - (fw.W_diag - 2 * fw.Yp) / d) == 0
+
+
+def test_normalized_chain_factor_against_sampled_unit_gram_chain():
+    """The fixed-norm chain's factor: E[m21 | r, chi-squares] = r m11 and its variance as derived give
+    E S12^2 = E m11^2 (m21_mean^2 + m21_variance) (E r^2 = 1/n1 for uniform directions, chi-square moments);
+    a sampled chain (two random vectors of norm sqrt(n1) in R^n1, then W_Q and W_K of n2 and n3 rows) has
+    E S11 = 1, E S12 = 0, that E S12^2 and E S11^2 = E m11^4 within 4 SE, and rejects the Gaussian tokens' chain
+    (E S11^2 larger by about 2/n1: the query norm's fluctuation; at rho = 0 both chains share E S12^2)."""
+    chain = fw.normalized_chain_factor()
+    n1, n2, n3 = 12, 6, 10
+    c2, c3 = chain["c"]
+    cp2, cp3 = chain["cp"]
+    moments = {chain["r"]: lambda k: sympy.Rational(1, n1) if k == 2 else None,
+               c2: lambda k: sympy.rf(sympy.Rational(n2, 2), k) * 2 ** k,
+               c3: lambda k: sympy.rf(sympy.Rational(n3, 2), k) * 2 ** k,
+               cp2: lambda k: sympy.rf(sympy.Rational(n2 - 1, 2), k) * 2 ** k,
+               cp3: lambda k: sympy.rf(sympy.Rational(n3 - 1, 2), k) * 2 ** k}
+    moment = (chain["m11"] ** 2 * (chain["m21_mean"] ** 2 + chain["m21_variance"])).subs(
+        dict(zip(fw.n_syms, (n1, n2, n3))))
+    expected = sympy.Integer(0)
+    for term in sympy.Add.make_args(sympy.expand(moment)):
+        value = sympy.Integer(1)
+        for base, power in term.as_powers_dict().items():
+            value *= moments[base](int(power)) if base in moments else base ** power
+        expected += value
+    expected = float(expected)
+    rng = np.random.default_rng(4)
+    samples = 200000
+    x = rng.normal(size=(samples, 2, n1))
+    x *= math.sqrt(n1) / np.linalg.norm(x, axis=-1, keepdims=True)
+    y = np.einsum("sij,skj->sik", x, rng.normal(size=(samples, n2, n1))) / math.sqrt(n1)
+    u = np.einsum("sij,skj->sik", y, rng.normal(size=(samples, n3, n2))) / math.sqrt(n2)
+    S = np.einsum("sik,sjk->sij", u, u) / n3
+    se = lambda v: 4 * v.std() / math.sqrt(samples)
+    square = float((chain["m11"] ** 4).subs(dict(zip(fw.n_syms, (n1, n2, n3)))).subs(
+        {c2 ** 2: n2 * (n2 + 2), c3 ** 2: n3 * (n3 + 2)}))
+    for value, target in ((S[:, 0, 0], 1.0), (S[:, 0, 1], 0.0), (S[:, 0, 1] ** 2, expected), (S[:, 0, 0] ** 2, square)):
+        assert abs(value.mean() - target) < se(value), (value.mean(), target)
+    gaussian = 1.0 + float(fw.chain_covariance()[("S11", "S11")].subs(dict(zip(fw.n_syms, (n1, n2, n3)))).subs(
+        fw.rho, 0))
+    assert abs((S[:, 0, 0] ** 2).mean() - gaussian) > se(S[:, 0, 0] ** 2), (gaussian, square)

@@ -444,3 +444,96 @@ def test_output_norm_bad_input(kwargs, match):
     args = {"beta": 1.0, "T": 256, "d": 64, "d_head": 32, **kwargs}
     with pytest.raises(ValueError, match=match):
         fw.output_norm(**args)
+
+
+def _sphere_pair_monte_carlo(S, keys, d, draws, rng):
+    """Yp = E sum A_s A'_s for rows with key counts ``keys`` = (n, m1, m2) whose keys' projections are those of
+    points uniform on the sphere of radius sqrt(d) (zeta = sqrt(d) g_(1,2)/|g|, g ~ N(0, I_d)), log-weights
+    (l, l') = L zeta with L L^T = S; the chi-square of the other d - 2 coordinates is drawn directly."""
+    n, m1, m2 = keys
+    size = n + m1 + m2
+    L = np.linalg.cholesky(np.array([[S[0], S[2]], [S[2], S[1]]]))
+    out = []
+    for _ in range(draws // 2000):
+        g = rng.standard_normal((2000, size, 2))
+        rest = rng.chisquare(d - 2, size=(2000, size, 1))
+        logits = (math.sqrt(d) * g / np.sqrt((g * g).sum(-1, keepdims=True) + rest)) @ L.T
+        rows = [logits[:, :n + m1, 0], np.concatenate([logits[:, :n, 1], logits[:, n + m1:, 1]], axis=1)]
+        A = [np.exp(r - r.max(1, keepdims=True)) for r in rows]
+        A = [a / a.sum(1, keepdims=True) for a in A]
+        out.append((A[0][:, :n] * A[1][:, :n]).sum(1))
+    return np.concatenate(out)
+
+
+@pytest.mark.parametrize("S,keys,d", [((4.5, 4.5, 1.35), (96, 0, 0), 32), ((9.0, 9.0, 5.4), (40, 0, 40), 64),
+                                      ((4.5, 4.5, 0.0), (64, 0, 0), 16)])
+def test_sphere_pair_moment_is_yp_of_keys_of_fixed_norm(S, keys, d):
+    """pair_and_selection(sphere=d): Yp of rows whose keys' two projections follow the sphere law, within 4 SE
+    of 40 000 draws of explicit keys (shared keys, causal prefixes); the Gaussian-key Yp is rejected (measured:
+    12 % higher at d = 64, rho = 0.6; at S12 = 0 the sphere law's dependence lowers Yp below 1/n)."""
+    rng = np.random.default_rng(23)
+    draws = _sphere_pair_monte_carlo(S, keys, d, 40_000, rng)
+    se = draws.std() / math.sqrt(draws.size)
+    yp, w, w_diag = pair_and_selection(S[0], S[1], S[2], None, keys=keys, sphere=d)
+    assert abs(yp - draws.mean()) < 4 * se
+    gaussian, w_gauss = pair_and_selection(S[0], S[1], S[2], None, keys=keys)
+    assert abs(gaussian - draws.mean()) > 6 * se
+    assert w == pytest.approx(w_gauss, rel=1e-12) and 0.0 < w_diag
+
+
+def test_normalized_pair_rule_keeps_the_derived_moments():
+    """normalized_pair_rule (tokens of fixed norm): E m11^2 = E A = 1, E m11 m21 = 0, E m22^2 and E m11^2 m21^2 as
+    derive.finite_width.normalized_chain_factor gives them (E r^2 = 1/n1, chi-square moments), to 2e-3 (the
+    regression of c_3 on A is the rule's one approximation); the Gaussian chain's rule has E m11^4 larger by
+    (2/n1)(1 + 2/n2)(1 + 2/n3)."""
+    from derive import finite_width as dfw
+    from numeric.width_law import normalized_pair_rule
+    d, d_head = 64, 16
+    m11, m21, m22, w = normalized_pair_rule(chain_dofs(d, d_head))
+    n1, n2, n3 = chain_dofs(d, d_head)
+    chain = dfw.normalized_chain_factor()
+    c2, c3 = chain["c"]
+    cp2, cp3 = chain["cp"]
+    moments = {chain["r"]: lambda k: sympy.Rational(1, n1),
+               c2: lambda k: sympy.rf(sympy.Rational(n2, 2), k) * 2 ** k,
+               c3: lambda k: sympy.rf(sympy.Rational(n3, 2), k) * 2 ** k,
+               cp2: lambda k: sympy.rf(sympy.Rational(n2 - 1, 2), k) * 2 ** k,
+               cp3: lambda k: sympy.rf(sympy.Rational(n3 - 1, 2), k) * 2 ** k}
+
+    def mean(expr):
+        total = sympy.Integer(0)
+        for term in sympy.Add.make_args(sympy.expand(expr.subs(dict(zip(dfw.n_syms, (n1, n2, n3)))))):
+            value = sympy.Integer(1)
+            for base, power in term.as_powers_dict().items():
+                value *= moments[base](int(power)) if base in moments else base ** power
+            total += value
+        return float(total)
+    assert float(w @ m11 ** 2) == pytest.approx(1.0, abs=1e-6)          # the product rule's fine grid
+    assert abs(float(w @ (m11 * m21))) < 1e-12
+    assert float(w @ m22 ** 2) == pytest.approx(mean(chain["m22"] ** 2), rel=2e-3)
+    second = chain["m11"] ** 2 * (chain["m21_mean"] ** 2 + chain["m21_variance"])
+    assert float(w @ (m11 * m21) ** 2) == pytest.approx(mean(second), rel=2e-3)
+    g11, _, _, gw = pair_rule(chain_dofs(d, d_head))
+    excess = (2.0 / n1) * (1.0 + 2.0 / n2) * (1.0 + 2.0 / n3)          # E m11^4: the query norm's chi-square
+    assert float(gw @ g11 ** 4) - float(w @ m11 ** 4) == pytest.approx(excess, rel=5e-3)
+
+
+def test_common_direction_is_zero_at_orthogonal_inputs_and_first_order_in_one_over_d():
+    """Step 6 of derive.finite_width: the common direction's changes vanish at rho = 0, scale as 1/d, and at
+    rho = 0.5, b^2 = 2.8 (T = 256, beta = 1) lower the pair overlap by about (1 - rho^2)/(2d) rho plus the
+    pull of both rows (X_t + X_u ~ 4.7: 0.0166 at d = 64, measured against torch in verify/test_width.py)."""
+    assert fw.common_direction(4.0, 0.0, 64, (100, 256), 0.01) == ((0.0, 0.0), 0.0)
+    b2 = math.log(256) * 0.5
+    (dq64, _), dp64 = fw.common_direction(b2, 0.5, 64, (101, 256), 0.0125)
+    (dq640, _), dp640 = fw.common_direction(b2, 0.5, 640, (101, 256), 0.0125)
+    assert dp64 == pytest.approx(10 * dp640, rel=1e-12) and dq64 == pytest.approx(10 * dq640, rel=1e-12)
+    assert -0.018 < dp64 < -0.015
+
+
+@pytest.mark.parametrize("kwargs,match", [(dict(d=None, d_head=None), "needs a finite width"),
+                                          (dict(d=4, d_head=None), "needs a finite width d >= 8"),
+                                          (dict(gain=True), "gain-controlled attention of normalized")])
+def test_normalized_overlaps_bad_input(kwargs, match):
+    args = {"beta": 1.0, "T": 64, "d": 64, "d_head": 32, "inputs": "normalized", **kwargs}
+    with pytest.raises(ValueError, match=match):
+        fw.attention_overlaps(**args)

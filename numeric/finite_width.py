@@ -107,11 +107,12 @@ N_SPHERE = 96
 
 
 def row_effective(b2: float, T: int, d: int, d_head: int, *, acc: Accuracy = EXACT, nodes: int = N_XI,
-                  inputs: str = "gaussian"):
+                  inputs: str = "gaussian", rho: float = 0.0):
     """(E_xi Y2, Y2_eff) at mean log-weight variance b2: the finite-width IPR and the effective moment of q_out.
 
     ``inputs="normalized"``: tokens of fixed norm (derive.finite_width step 5): the scale law without the query
-    token's chi-square, Y2 under the keys' sphere law (:func:`sphere_row`), Y2_eff = Y2 + (Z2 - Z2_diag)/d.
+    token's chi-square, Y2 under the keys' projection law at input cosine ``rho`` (:func:`sphere_row`),
+    Y2_eff = Y2 + (Z2 - Z2_diag)/d.
     """
     normalized = _inputs(inputs) == "normalized"
     dofs = chain_dofs(d, d_head)
@@ -119,7 +120,7 @@ def row_effective(b2: float, T: int, d: int, d_head: int, *, acc: Accuracy = EXA
     ipr = eff = 0.0
     for x, w in zip(xi, weight):
         b = math.sqrt(b2 * x)
-        y2, y2_eff = _normalized_node(b, T, d) if normalized else _gaussian_node(b, T, d, acc)
+        y2, y2_eff = _normalized_node(b, T, d, rho) if normalized else _gaussian_node(b, T, d, acc)
         ipr += w * y2
         eff += w * y2_eff
     return ipr, eff
@@ -151,9 +152,9 @@ def _gaussian_node(b: float, n: float, d: int, acc: Accuracy) -> tuple[float, fl
     return y2, float(gen.effective_same(float(d), y2, z2))
 
 
-def _normalized_node(b: float, n: float, d: int) -> tuple[float, float]:
+def _normalized_node(b: float, n: float, d: int, rho: float = 0.0) -> tuple[float, float]:
     """(Y2_sph, Y2_eff) of a row of n tokens of fixed norm at width b: Y2_sph + (Z2 - Z2_diag)/d."""
-    y2 = sphere_row(b, n, d)
+    y2 = sphere_row(b, n, d, rho=rho)
     s = min(b, B_Z)                                      # beyond: frozen, the distinct keys' term ~ 0 (Stein form)
     m = row_moments(s, n, rs=(2.0, 3.0, 4.0), square=True, acc=EXACT)
     z2 = float(gen.selection_one_row(s * s, m[2.0], m[3.0], m["square"]))
@@ -161,18 +162,19 @@ def _normalized_node(b: float, n: float, d: int) -> tuple[float, float]:
     return y2, float(gen.effective_same_normalized(float(d), y2, z2, z2_diag))
 
 
-def sphere_row(b: float, n: float, d: int, acc: Accuracy = EXACT) -> float:
+def sphere_row(b: float, n: float, d: int, acc: Accuracy = EXACT, rho: float = 0.0) -> float:
     """E sum_s A_s^2 of a row of n keys with log-weights b z_s, z_s of the sphere law of
-    :func:`derive.finite_width.sphere_projection_density` (a normalized key's projection): the finite-n
-    Laplace form n int M_2(t) L(t)^(n-1) dt (paper eq. 2's exact form, :mod:`numeric.laplace`) with each
-    key's expectations taken over the law's nodes (:func:`_sphere_nodes`)."""
+    :func:`derive.finite_width.sphere_projection_density` (a normalized key's projection; at input cosine
+    rho > 0 the law of :func:`numeric.width_law.key_density`): the finite-n Laplace form
+    n int M_2(t) L(t)^(n-1) dt (paper eq. 2's exact form, :mod:`numeric.laplace`) with each key's expectations
+    taken over the law's nodes (:func:`_sphere_nodes`, :func:`_key_nodes`)."""
     from .laplace import _row_grid
     from .smoothing import _kernels, log_L
     if n <= 1:
         return 1.0
     if b == 0.0:
         return 1.0 / n
-    z, w = _sphere_nodes(int(d), _sphere_count(b, d))
+    z, w = _key_nodes(int(d), rho, b) if rho > 0.0 else _sphere_nodes(int(d), _sphere_count(b, d))
     t, dt = _row_grid(b, n, 2.0, 2.0, acc, acc.h)
     G, L, M = _kernels(t[:, None] + b * z[None, :], (2.0,))
     decay = np.exp((n - 1) * log_L(G @ w, L @ w))
@@ -199,7 +201,7 @@ def pair_effective(b2: float, rho: float, T: int, d: int, d_head: int, *, acc: A
                 value = gen.effective_pair(float(d), yp, sel)
             elif normalized:
                 yp, sel, diag = pair_and_selection(float(s11), float(s22), float(s12), T, acc, keys=keys,
-                                                   whole=whole, sphere=d)
+                                                   whole=whole, sphere=d, cosine=rho)
                 value = gen.effective_pair_normalized(float(d), yp, sel, diag)
             else:
                 yp, sel = pair_and_selection(float(s11), float(s22), float(s12), T, acc, keys=keys, whole=whole)
@@ -241,7 +243,7 @@ def masked_overlaps(beta, *, rows, mask="causal", q=1.0, p=0.0, T, d=None, d_hea
     finite_state(beta, q, p, T)
     counts = m.key_counts(t, u)
     b2 = beta * beta * math.log(T) * q * (q - p)
-    y2 = [_row_moment(b2, counts[0] + own, d, d_head, inputs) for own in counts[1:]]
+    y2 = [_row_moment(b2, counts[0] + own, d, d_head, inputs, p / q) for own in counts[1:]]
     n_rows = [counts[0] + own for own in counts[1:]]
     if d is None:
         S = b2 * np.array([1.0, p / q, 1.0])
@@ -299,13 +301,14 @@ def row_pair(rows, T: int) -> tuple[int, int]:
     return t, u
 
 
-def _row_moment(b2: float, n: int, d, d_head, inputs: str = "gaussian") -> float:
-    """Y2 of a row of n keys (n = 1: 1, all weight on its one key), effective at finite width for ``inputs``."""
+def _row_moment(b2: float, n: int, d, d_head, inputs: str = "gaussian", rho: float = 0.0) -> float:
+    """Y2 of a row of n keys (n = 1: 1, all weight on its one key), effective at finite width for ``inputs``
+    (at input cosine ``rho``)."""
     if n == 1:
         return 1.0
     if d is None:
         return _one_row(math.sqrt(b2), n, EXACT)[0]
-    return row_effective(b2, n, d, d_head, inputs=inputs)[1]
+    return row_effective(b2, n, d, d_head, inputs=inputs, rho=rho)[1]
 
 
 def attention_overlaps(beta, *, q=1.0, p=0.0, T, d=None, d_head=None, sigma_v2=1.0, gain=False,
@@ -366,7 +369,7 @@ def _effective(beta, q, p, T, d, d_head, inputs="gaussian"):
             y2[index] = _one_row(b, T, EXACT)[0]
             yp[index] = pair_moment(b, rho, T, EXACT) if rho > 0 else 1.0 / T
         else:
-            y2[index] = row_effective(b2, T, d, d_head, inputs=inputs)[1]
+            y2[index] = row_effective(b2, T, d, d_head, inputs=inputs, rho=rho)[1]
             yp[index] = pair_effective(b2, rho, T, d, d_head, inputs=inputs)
     return y2, yp
 
@@ -406,6 +409,18 @@ def _sphere_nodes(d: int, count: int) -> tuple[np.ndarray, np.ndarray]:
     return z, w / w.sum()
 
 
+def _key_nodes(d: int, rho: float, b: float) -> tuple[np.ndarray, np.ndarray]:
+    """(z, weights): the trapezoid rule of :func:`numeric.width_law.key_density` (k = 1) at input cosine rho, with
+    spacing min(0.05, 0.25/b) on |z| <= the law's edge (at most 12)."""
+    from .width_law import key_density
+    r, density = key_density(d, rho, 1)
+    z_max = min(r[-1], 12.0)
+    z = np.linspace(-z_max, z_max, 2 * math.ceil(z_max / min(0.05, 0.25 / max(b, 1e-12))) + 1)
+    w = np.interp(np.abs(z), r, density, right=0.0)
+    w[[0, -1]] *= 0.5
+    return z, w / w.sum()
+
+
 def output_norm(beta, *, q=1.0, p=0.0, T, n=None, d, d_head=None, inputs="gaussian", sigma_v2=1.0) -> float:
     """E|o_t|^2/d of one attention row of n keys (default T; fewer: a causal row) at finite width, for
     ``inputs`` "gaussian" (tokens of fluctuating norm, A1: the q_out of :func:`attention_overlaps` and
@@ -425,7 +440,7 @@ def output_norm(beta, *, q=1.0, p=0.0, T, n=None, d, d_head=None, inputs="gaussi
     sigma_v2 = _number("sigma_v2", check.positive("sigma_v2", sigma_v2))
     finite_state(beta, q, p, T)
     b2 = beta * beta * math.log(T) * q * (q - p)
-    y2 = _row_moment(b2, n, d, d_head, inputs)
+    y2 = _row_moment(b2, n, d, d_head, inputs, p / q)
     q_out = float(gen.attention_output(q, p, sigma_v2, 0.0, y2, y2)[0])
     if inputs == "normalized":
         q_out += sigma_v2 * q * common_direction(b2, p / q, d, (n, n), y2)[0][0]

@@ -120,7 +120,8 @@ def _spacing(s1: float, s2: float, sig: float, T: int, acc: Accuracy) -> float:
 
 
 def pair_and_selection(S11: float, S22: float, S12: float, T: int, acc: Accuracy = TABLE,
-                       keys=None, whole: bool = True, sphere: int | None = None) -> tuple[float, float]:
+                       keys=None, whole: bool = True, sphere: int | None = None,
+                       cosine: float = 0.0) -> tuple[float, float]:
     """(Yp(S), W(S)) for two rows of T keys with log-weight covariance S = [[S11, S12], [S12, S22]].
 
     S11, S22 > 0; |S12| <= sqrt(S11 S22). See the module docstring for the integrals. ``keys``: None (both
@@ -130,9 +131,10 @@ def pair_and_selection(S11: float, S22: float, S12: float, T: int, acc: Accuracy
     analytic continuation in (n, m1, m2), which :mod:`numeric.causal_width`'s tables interpolate over.
 
     ``sphere=d``: keys of fixed norm in width d (derive.finite_width step 5). Returns (Yp_sph, W, W_diag): Yp
-    with each key's projections zeta of the sphere law of :func:`derive.finite_width.sphere_pair_density`
-    instead of N(0, I_2) (:func:`_sphere_corrections`), and W with its diagonal keys' part W_diag (the
-    ``selection_first`` term), the inputs of :func:`derive.finite_width.normalized_effective_pair`.
+    with each key's projections zeta of the law of :func:`numeric.width_law.key_density` at input ``cosine``
+    (at 0 the sphere law of :func:`derive.finite_width.sphere_pair_density`) instead of N(0, I_2)
+    (:func:`_sphere_corrections`), and W with its diagonal keys' part W_diag (the ``selection_first`` term),
+    the inputs of :func:`derive.finite_width.normalized_effective_pair`.
     """
     n, m1, m2 = (float(T), 0.0, 0.0) if keys is None else _key_counts(keys, whole)
     n1, n2 = n + m1, n + m2
@@ -159,7 +161,8 @@ def pair_and_selection(S11: float, S22: float, S12: float, T: int, acc: Accuracy
     if sphere is None:
         yp = n * total(e["N"], n - 1, m1, m2, gaussian) if n > 0 else 0.0
     else:
-        dN, dK, dL1, dL2 = _sphere_corrections(win1, win2, h, h2, S11, S22, S12, int(sphere), acc, (m1, m2))
+        dN, dK, dL1, dL2 = _sphere_corrections(win1, win2, h, h2, S11, S22, S12, int(sphere), float(cosine), acc,
+                                               (m1, m2))
         pieces = (log_L(e["G"] - dK, e["K"] + dK), log_L(G1 - dL1, L1 + dL1), log_L(G2 - dL2, L2 + dL2))
         yp = n * total(e["N"] + dN, n - 1, m1, m2, pieces) if n > 0 else 0.0
     w_diag = 0.0                                       # the diagonal keys' part of W
@@ -215,11 +218,12 @@ SPHERE_MAX_REFINE = 8
 SPHERE_Z_CUT = 12.0
 
 
-def _sphere_corrections(win1, win2, h, h2, S11, S22, S12, d: int, acc: Accuracy, own):
+def _sphere_corrections(win1, win2, h, h2, S11, S22, S12, d: int, rho: float, acc: Accuracy, own):
     """(dN, dK, dL1, dL2): the per-key expectations under the sphere law minus the Gaussian ones, on the grid.
 
-    A key of fixed norm has projections zeta on the two query directions of density
-    (1 - |zeta|^2/d)^((d-4)/2) (:func:`derive.finite_width.sphere_pair_density`), not N(0, I_2). In the
+    A key of fixed norm has projections zeta on the two query directions of the density of
+    :func:`numeric.width_law.key_density` at input cosine rho (at rho = 0 (1 - |zeta|^2/d)^((d-4)/2),
+    :func:`derive.finite_width.sphere_pair_density`), not N(0, I_2). In the
     log-weights (l, l') = (v.zeta, v'.zeta), whose Gaussian covariance is S, both densities are sampled on the
     lattice (a h/k, b h2/k) commensurate with the t and t' grids (k >= 1 resolves the narrowest direction of S)
     and normalised on it; their difference dP (summing to 0) turns each expectation E F(t + l) F'(t' + l') into
@@ -231,30 +235,36 @@ def _sphere_corrections(win1, win2, h, h2, S11, S22, S12, d: int, acc: Accuracy,
     eig_min = 0.5 * (S11 + S22 - math.hypot(S11 - S22, 2.0 * S12))
     sd_min = math.sqrt(max(eig_min, 0.0))
     refine = int(min(SPHERE_MAX_REFINE, max(1, math.ceil(SPHERE_PER_SD * max(h, h2) / max(sd_min, 1e-300)))))
-    z_cut = min(math.sqrt(d), SPHERE_Z_CUT)
+    z_cut = min(math.sqrt(d / (1.0 - rho)), SPHERE_Z_CUT)
     step1, step2 = h / refine, h2 / refine
     A = int(math.ceil(z_cut * math.sqrt(S11) / step1))
     B = int(math.ceil(z_cut * math.sqrt(S22) / step2))
     x1, x2 = np.meshgrid(step1 * np.arange(-A, A + 1), step2 * np.arange(-B, B + 1), indexing="ij")
     det = S11 * S22 - S12 * S12
     form = (S22 * x1 * x1 - 2.0 * S12 * x1 * x2 + S11 * x2 * x2) / max(det, 1e-300)
-    dP = _sphere_minus_gauss(form, d, 2)
+    dP = _sphere_minus_gauss(form, d, 2, rho)
     n1, n2 = _grid_size(win1, h), _grid_size(win2, h2)
     F1, Gk1 = _hankel(win1[0], step1, refine, n1, A)
     F2, Gk2 = _hankel(win2[0], step2, refine, n2, B)
     dN = F1 @ dP @ F2.T
     dK = Gk1 @ dP @ Gk2.T - (Gk1 @ dP.sum(axis=1))[:, None] - (dP.sum(axis=0) @ Gk2.T)[None, :]
-    dL1 = _sphere_marginal(win1[0], step1, refine, n1, S11, d, z_cut) if own[0] > 0 else np.zeros(n1)
-    dL2 = _sphere_marginal(win2[0], step2, refine, n2, S22, d, z_cut) if own[1] > 0 else np.zeros(n2)
+    dL1 = _sphere_marginal(win1[0], step1, refine, n1, S11, d, rho, z_cut) if own[0] > 0 else np.zeros(n1)
+    dL2 = _sphere_marginal(win2[0], step2, refine, n2, S22, d, rho, z_cut) if own[1] > 0 else np.zeros(n2)
     return dN, dK, dL1, dL2
 
 
-def _sphere_minus_gauss(form, d: int, k: int) -> np.ndarray:
-    """Lattice weights of the sphere law of k projections, (1 - form/d)^((d-k-2)/2), minus those of N(0, I_k),
-    exp(-form/2), each normalised to sum 1 (``form``: |zeta|^2 at the lattice points)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        log_sphere = np.where(form < d, 0.5 * (d - k - 2) * np.log1p(-np.minimum(form, d) / d), -np.inf)
-    sphere = np.exp(log_sphere - log_sphere.max())
+def _sphere_minus_gauss(form, d: int, k: int, rho: float = 0.0) -> np.ndarray:
+    """Lattice weights of a normalized key's k projections, minus those of N(0, I_k), exp(-form/2), each
+    normalised to sum 1 (``form``: |zeta|^2 at the lattice points): at rho = 0 the sphere law
+    (1 - form/d)^((d-k-2)/2), else :func:`numeric.width_law.key_density` (interpolated in |zeta|)."""
+    if rho > 0.0:
+        from .width_law import key_density
+        r, density = key_density(d, rho, k)
+        sphere = np.interp(np.sqrt(form), r, density, right=0.0)
+    else:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_sphere = np.where(form < d, 0.5 * (d - k - 2) * np.log1p(-np.minimum(form, d) / d), -np.inf)
+        sphere = np.exp(log_sphere - log_sphere.max())
     gauss = np.exp(-0.5 * form)
     return sphere / sphere.sum() - gauss / gauss.sum()
 
@@ -271,11 +281,12 @@ def _hankel(t0: float, step: float, refine: int, n: int, half: int):
     return view(M[1.0], 2 * half + 1)[::refine], view(G, 2 * half + 1)[::refine]
 
 
-def _sphere_marginal(t0: float, step: float, refine: int, n: int, S: float, d: int, z_cut: float) -> np.ndarray:
-    """dL of one row's own keys: E l(t + s z) under the one-projection sphere law minus under N(0, 1)."""
+def _sphere_marginal(t0: float, step: float, refine: int, n: int, S: float, d: int, rho: float,
+                     z_cut: float) -> np.ndarray:
+    """dL of one row's own keys: E l(t + s z) under the one-projection key law minus under N(0, 1)."""
     half = int(math.ceil(z_cut * math.sqrt(S) / step))
     z2 = (step * np.arange(-half, half + 1)) ** 2 / S
-    dp = _sphere_minus_gauss(z2, d, 1)
+    dp = _sphere_minus_gauss(z2, d, 1, rho)
     _, Gk = _hankel(t0, step, refine, n, half)
     return -(Gk @ dp)
 

@@ -188,6 +188,44 @@ def normalized_pair_rule(dofs: tuple[int, int, int], nodes: tuple[int, int, int,
     return np.sqrt(A_), r_ * np.sqrt(A_) + z_ * np.sqrt(v), np.sqrt((1.0 - r_ * r_) * g2_ * g3_), weights
 
 
+#: Gauss nodes of each of nu and the chi-square in :func:`key_density`'s mixture.
+N_KEY_LAW = 16
+#: Radial grid of :func:`key_density`'s table.
+KEY_LAW_POINTS = 4001
+
+
+def key_density(d: int, rho: float, k: int):
+    """(r, density): the law of the k projections zeta = kappa z of a normalized key on its rows' query
+    directions (:func:`derive.finite_width.normalized_key`, step 6) at input cosine rho, as a radial density in
+    R^k tabulated on r in [0, min(sqrt(d/(1 - rho)), 14)]. Given the rest of the key's norm,
+    D = (sqrt(rho) + sqrt(1 - rho) nu/sqrt(d))^2 + (1 - rho) R/d (nu ~ N(0, 1) along the common direction,
+    R ~ chi2(d - k - 1)), zeta = z/sqrt(D + (1 - rho)|z|^2/d) with z ~ N(0, I_k), so
+
+        p(zeta | D) = (2 pi)^(-k/2) D^(k/2) (1 - a r^2)^(-(k+2)/2) exp(-D r^2/(2 (1 - a r^2))),  a = (1 - rho)/d,
+
+    averaged over D by Gauss rules (:data:`N_KEY_LAW` nodes each). At rho = 0 it is the sphere law
+    (1 - r^2/d)^((d - k - 2)/2); as d -> oo, N(0, I_k)."""
+    return _key_density(int(d), round(float(rho), 12), int(k))
+
+
+@lru_cache(maxsize=64)
+def _key_density(d: int, rho: float, k: int):
+    a = (1.0 - rho) / d
+    r = np.linspace(0.0, min(math.sqrt(1.0 / a), 14.0), KEY_LAW_POINTS)
+    nu, w_nu = np.polynomial.hermite_e.hermegauss(N_KEY_LAW)
+    R, w_R = product_rule((d - k - 1,), N_KEY_LAW)
+    D = (math.sqrt(rho) + math.sqrt((1.0 - rho) / d) * nu[:, None]) ** 2 + (1.0 - rho) * (d - k - 1) * R[None, :] / d
+    weight = (w_nu / w_nu.sum())[:, None] * w_R[None, :]
+    inside = a * r * r < 1.0 - 1e-9                     # at the edge the density vanishes faster than any power
+    room = 1.0 - a * r[inside] ** 2
+    x = r[inside] ** 2 / room
+    density = np.zeros_like(r)
+    for D_i, w_i in zip(D.ravel(), weight.ravel()):
+        density[inside] += w_i * D_i ** (0.5 * k) * np.exp(-0.5 * D_i * x)
+    density[inside] *= room ** (-0.5 * (k + 2)) * (2.0 * math.pi) ** (-0.5 * k)
+    return r, density
+
+
 def _normalised(x, w):
     """x divided by its weighted mean (so the regression keeps E mid exactly)."""
     return x / float(np.sum(w * x))

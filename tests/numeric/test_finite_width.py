@@ -446,18 +446,27 @@ def test_output_norm_bad_input(kwargs, match):
         fw.output_norm(**args)
 
 
-def _sphere_pair_monte_carlo(S, keys, d, draws, rng):
-    """Yp = E sum A_s A'_s for rows with key counts ``keys`` = (n, m1, m2) whose keys' projections are those of
-    points uniform on the sphere of radius sqrt(d) (zeta = sqrt(d) g_(1,2)/|g|, g ~ N(0, I_d)), log-weights
-    (l, l') = L zeta with L L^T = S; the chi-square of the other d - 2 coordinates is drawn directly."""
+def _key_projections(shape, d, rho, rng):
+    """Explicit normalized keys x = sqrt(rho) c + sqrt(1 - rho) g (|c|^2 = d along axis 3, g ~ N(0, I_d)) scaled to
+    norm sqrt(d): their projections on axes 1 and 2 (orthogonal to c) over sqrt(1 - rho), shape (..., 2); the
+    chi-square of the other d - 3 coordinates is drawn directly."""
+    g = rng.standard_normal(shape + (3,))
+    rest = rng.chisquare(d - 3, size=shape + (1,))
+    norm2 = rho * d + 2.0 * math.sqrt(rho * (1.0 - rho) * d) * g[..., 2:] + (1.0 - rho) * ((g * g).sum(-1, keepdims=True)
+                                                                                         + rest)
+    return math.sqrt(d) * g[..., :2] / np.sqrt(norm2)
+
+
+def _sphere_pair_monte_carlo(S, keys, d, draws, rng, rho=0.0):
+    """Yp = E sum A_s A'_s for rows with key counts ``keys`` = (n, m1, m2) whose keys are normalized tokens at input
+    cosine rho (:func:`_key_projections`; at rho = 0 points uniform on the sphere of radius sqrt(d)), log-weights
+    (l, l') = L zeta with L L^T = S."""
     n, m1, m2 = keys
     size = n + m1 + m2
     L = np.linalg.cholesky(np.array([[S[0], S[2]], [S[2], S[1]]]))
     out = []
     for _ in range(draws // 2000):
-        g = rng.standard_normal((2000, size, 2))
-        rest = rng.chisquare(d - 2, size=(2000, size, 1))
-        logits = (math.sqrt(d) * g / np.sqrt((g * g).sum(-1, keepdims=True) + rest)) @ L.T
+        logits = _key_projections((2000, size), d, rho, rng) @ L.T
         rows = [logits[:, :n + m1, 0], np.concatenate([logits[:, :n, 1], logits[:, n + m1:, 1]], axis=1)]
         A = [np.exp(r - r.max(1, keepdims=True)) for r in rows]
         A = [a / a.sum(1, keepdims=True) for a in A]
@@ -465,20 +474,51 @@ def _sphere_pair_monte_carlo(S, keys, d, draws, rng):
     return np.concatenate(out)
 
 
-@pytest.mark.parametrize("S,keys,d", [((4.5, 4.5, 1.35), (96, 0, 0), 32), ((9.0, 9.0, 5.4), (40, 0, 40), 64),
-                                      ((4.5, 4.5, 0.0), (64, 0, 0), 16)])
-def test_sphere_pair_moment_is_yp_of_keys_of_fixed_norm(S, keys, d):
-    """pair_and_selection(sphere=d): Yp of rows whose keys' two projections follow the sphere law, within 4 SE
-    of 40 000 draws of explicit keys (shared keys, causal prefixes); the Gaussian-key Yp is rejected (measured:
-    12 % higher at d = 64, rho = 0.6; at S12 = 0 the sphere law's dependence lowers Yp below 1/n)."""
+@pytest.mark.parametrize("S,keys,d,rho", [((4.5, 4.5, 1.35), (96, 0, 0), 32, 0.0),
+                                          ((9.0, 9.0, 5.4), (40, 0, 40), 64, 0.0),
+                                          ((4.5, 4.5, 0.0), (64, 0, 0), 16, 0.0),
+                                          ((9.0, 9.0, 2.7), (48, 0, 48), 16, 0.5)])
+def test_sphere_pair_moment_is_yp_of_keys_of_fixed_norm(S, keys, d, rho):
+    """pair_and_selection(sphere=d, cosine=rho): Yp of rows whose keys are normalized tokens, within 4 SE of
+    40 000 draws of explicit keys (shared keys, causal prefixes; at rho = 0.5 the keys' law of
+    numeric.width_law.key_density); the Gaussian-key Yp is rejected (measured: 12 % higher at d = 64,
+    rho = 0.6; at S12 = 0 the sphere law's dependence lowers Yp below 1/n), and so is the sphere law where the
+    input cosine is 0.5."""
     rng = np.random.default_rng(23)
-    draws = _sphere_pair_monte_carlo(S, keys, d, 40_000, rng)
+    draws = _sphere_pair_monte_carlo(S, keys, d, 40_000, rng, rho)
     se = draws.std() / math.sqrt(draws.size)
-    yp, w, w_diag = pair_and_selection(S[0], S[1], S[2], None, keys=keys, sphere=d)
+    yp, w, w_diag = pair_and_selection(S[0], S[1], S[2], None, keys=keys, sphere=d, cosine=rho)
     assert abs(yp - draws.mean()) < 4 * se
     gaussian, w_gauss = pair_and_selection(S[0], S[1], S[2], None, keys=keys)
     assert abs(gaussian - draws.mean()) > 6 * se
     assert w == pytest.approx(w_gauss, rel=1e-12) and 0.0 < w_diag
+    if rho > 0:
+        sphere = pair_and_selection(S[0], S[1], S[2], None, keys=keys, sphere=d)[0]
+        assert abs(sphere - draws.mean()) > 6 * se
+
+
+@pytest.mark.parametrize("rho", [0.3, 0.7])
+def test_key_density_is_the_law_of_normalized_keys(rho):
+    """numeric.width_law.key_density at d = 16: its one-projection moments E zeta^2, E zeta^4 and P(|zeta| > 2.5)
+    within 4 SE of 10^6 explicit normalized keys (:func:`_key_projections`), the sphere law's rejected; at
+    rho -> 0 it is the sphere law pointwise; its two-projection law integrates to 1 with E |zeta|^2 = 2 E zeta^2."""
+    from numeric.width_law import key_density
+    d = 16
+    zeta = _key_projections((1_000_000,), d, rho, np.random.default_rng(29))[:, 0]
+    r, f = key_density(d, rho, 1)
+    sphere = (1.0 - np.minimum(r * r / d, 1.0)) ** (0.5 * (d - 3))
+    sphere /= 2.0 * np.trapezoid(sphere, r)
+    for g, value in ((lambda x: x ** 2, zeta ** 2), (lambda x: x ** 4, zeta ** 4),
+                     (lambda x: (x > 2.5).astype(float), (np.abs(zeta) > 2.5).astype(float))):
+        se = value.std() / math.sqrt(value.size)
+        assert abs(2.0 * np.trapezoid(g(r) * f, r) - value.mean()) < 4 * se
+        assert abs(2.0 * np.trapezoid(g(r) * sphere, r) - value.mean()) > 4 * se
+    r0, f0 = key_density(d, 1e-12, 1)
+    exact = (1.0 - np.minimum(r0 * r0 / d, 1.0)) ** (0.5 * (d - 3))
+    np.testing.assert_allclose(f0, exact / (2.0 * np.trapezoid(exact, r0)), rtol=0, atol=5e-8)   # 16-node mixture
+    r2, f2 = key_density(d, rho, 2)
+    assert np.trapezoid(2 * np.pi * r2 * f2, r2) == pytest.approx(1.0, abs=1e-5)
+    assert np.trapezoid(2 * np.pi * r2 ** 3 * f2, r2) == pytest.approx(2 * 2.0 * np.trapezoid(r * r * f, r), rel=1e-5)
 
 
 def test_normalized_pair_rule_keeps_the_derived_moments():

@@ -414,21 +414,23 @@ def selection_pulls() -> dict[str, sympy.Expr]:
             "scale": sympy.expand(-2 * square_pull)}
 
 
-#: Each row's pull X_t, X_u in a pair (symbols of numeric quantities).
+#: Each row's pull X_t, X_u in a pair, and one row's J and scale pulls (symbols of numeric quantities).
 X_t, X_u = sympy.symbols("X_t X_u", real=True)
+J_pull, scale_pull = sympy.symbols("J scale", real=True)
 
 
 @lru_cache(maxsize=None)
 def common_direction_norm() -> sympy.Expr:
-    """The change of q_out/(sigma_v2 q) for normalized tokens at input cosine rho (step 6), O(1/d):
+    """The change of q_out/(sigma_v2 q) for normalized tokens at input cosine rho (step 6), O(1/d), in the row's
+    pulls J and scale of :func:`selection_pulls` (Xoff = J: the same Stein identity, tests/derive):
 
     q_out = Y2 + sum_{s != s'} A_s A_s' x_hat_s.x_hat_s'/d; the common direction's share of the off-diagonal
     sum is rho E sum_{s != s'} A_s A_s' (1 + eta_s)(1 + eta_s'), which differs from rho (1 - Y2) by
     rho (1 - Y2) cosine/d + 2 rho [key J + z Xoff + shared scale]/d (Stein over each key's fluctuations and
-    over the shared gamma; :func:`common_direction_coefficients`, :func:`selection_pulls`)."""
-    c, m = common_direction_coefficients(), selection_pulls()
-    return sympy.expand(rho * ((1 - Y2) * c["cosine"] + 2 * (c["key"] * m["J"] + c["z"] * m["Xoff"]
-                                                             + c["shared"] * m["scale"])) / d_sym)
+    over the shared gamma; :func:`common_direction_coefficients`)."""
+    c = common_direction_coefficients()
+    return sympy.expand(rho * ((1 - Y2) * c["cosine"] + 2 * ((c["key"] + c["z"]) * J_pull
+                                                             + c["shared"] * scale_pull)) / d_sym)
 
 
 @lru_cache(maxsize=None)

@@ -86,7 +86,7 @@ class Attention:
             if rope is not None:
                 raise ValueError("d= (finite width) with RoPE: the rotary rows' finite-width terms are not derived")
             from .causal_width import WidthTerms
-            self.width = WidthTerms(mask, self.first + self.n.astype(int) - 1, *width, T)   # each row's last key
+            self.width = WidthTerms(mask, self.first + self.n.astype(int) - 1, *width[:2], T, *width[2:])   # last key
 
     def _pairs(self, t, u):
         """Index ranges of the key classes of each pair (t < u): shared S = [f_u, t], K_t - S = [f_t, f_u)."""
@@ -163,7 +163,7 @@ class Attention:
         stats = self._row_stats(Q, C, D, np.asarray(beta, dtype=float))
         if self.width is None:
             return stats.Y2
-        return stats.Y2 + self.width.ipr(np.broadcast_to(stats.b, stats.Y2.shape))
+        return stats.Y2 + self.width.ipr(np.broadcast_to(stats.b, stats.Y2.shape), stats)
 
     def _row_stats(self, Q, C, D, beta):
         """Per row: the class means of its own keys, its width b_t and its IPR Y2(b_t, n_t)."""
@@ -462,12 +462,14 @@ def _describe(values):
     return {k: (float(v) if np.ndim(v) == 0 else f"array{np.shape(v)}") for k, v in values.items()}
 
 
-def prepare(arch, depth, *, beta, T, rho0, activation, mask, tokens, params, groups=None, d=None, d_head=None):
+def prepare(arch, depth, *, beta, T, rho0, activation, mask, tokens, params, groups=None, d=None, d_head=None,
+            inputs="gaussian"):
     """Validate a causal profile's input; return (block, attention, values, depth, rho0, token index).
 
     ``groups``: None (every position carries the state) or the number K of position groups
     (:mod:`numeric.position_groups`; an integer >= 8, a causal mask without RoPE). ``d``, ``d_head``: finite
-    width (:mod:`numeric.causal_width`; None: infinite width).
+    width (:mod:`numeric.causal_width`; None: infinite width); ``inputs``: "gaussian" or "normalized" tokens
+    (:func:`numeric.profile.finite_width`).
     """
     from .profile import block_values, finite_width
 
@@ -486,7 +488,7 @@ def prepare(arch, depth, *, beta, T, rho0, activation, mask, tokens, params, gro
     if groups is not None:
         groups = min(check.count("groups", groups, 8), T)
     values = block_values(arch, beta, params)
-    width = finite_width(d, d_head, T)
+    width = finite_width(d, d_head, T, inputs, masked=True)
     return (block_function(arch, activation), _attention(T, mask, rope, groups, width), values, depth, rho0,
             positions(tokens, T))
 
@@ -497,7 +499,7 @@ def _attention(T: int, mask, rope=None, groups=None, width=None) -> Attention:
 
 
 def cosine_profile(arch, depth, *, beta, T, rho0=0.0, activation="relu", mask="causal", tokens=None, groups=None,
-                   d=None, d_head=None, **params):
+                   d=None, d_head=None, inputs="gaussian", **params):
     """rho before block 1 and after each block of a masked stack: all pairs, or among ``tokens`` if given.
 
     Shape (depth + 1, *broadcast of the parameters). ``arch``: a named architecture with ``mask``
@@ -508,26 +510,29 @@ def cosine_profile(arch, depth, *, beta, T, rho0=0.0, activation="relu", mask="c
     """
     block, attention, values, depth, rho0, index = prepare(arch, depth, beta=beta, T=T, rho0=rho0,
                                                            activation=activation, mask=mask, tokens=tokens,
-                                                           params=params, groups=groups, d=d, d_head=d_head)
+                                                           params=params, groups=groups, d=d, d_head=d_head,
+                                                           inputs=inputs)
     run = iterate(block, attention, values, depth, rho0, index, ipr="none")
     return run.rho if tokens is None else run.rho_tokens
 
 
 def position_profile(arch, depth, *, beta, T, rho0=0.0, activation="relu", mask="causal", groups=None, d=None,
-                     d_head=None, **params):
+                     d_head=None, inputs="gaussian", **params):
     """rho_t of each position with the others, before block 1 and after each block: shape (depth + 1, ..., T).
 
     ``groups``, ``d``, ``d_head``: as :func:`cosine_profile` (constant within a group)."""
     block, attention, values, depth, rho0, index = prepare(arch, depth, beta=beta, T=T, rho0=rho0,
                                                            activation=activation, mask=mask, tokens=None,
-                                                           params=params, groups=groups, d=d, d_head=d_head)
+                                                           params=params, groups=groups, d=d, d_head=d_head,
+                                                           inputs=inputs)
     return iterate(block, attention, values, depth, rho0, index, ipr="none").by_position
 
 
 # --- phases --------------------------------------------------------------------------------------
 
 def critical_alpha(arch, depth, *, beta, T, eps=0.01, rho0=0.0, activation="relu", mask="causal", tokens=None,
-                   rtol=1e-6, alpha_max=1e6, bracket=None, groups=None, d=None, d_head=None, **params):
+                   rtol=1e-6, alpha_max=1e6, bracket=None, groups=None, d=None, d_head=None, inputs="gaussian",
+                   **params):
     """Smallest alpha_sa with rho after ``depth`` blocks <= 1 - eps: all pairs, or among ``tokens``.
 
     The one root finder, :func:`numeric.solve.smallest_alpha`, on the position-resolved profile
@@ -542,7 +547,8 @@ def critical_alpha(arch, depth, *, beta, T, eps=0.01, rho0=0.0, activation="relu
     _tabulated(arch, mask, d)
     block, attention, values, depth, rho0, index = prepare(arch, depth, beta=beta, T=T, rho0=rho0,
                                                            activation=activation, mask=mask, tokens=tokens,
-                                                           params=params, groups=groups, d=d, d_head=d_head)
+                                                           params=params, groups=groups, d=d, d_head=d_head,
+                                                           inputs=inputs)
     values = {k: v for k, v in values.items() if k != "alpha_sa"}
     names = tuple(values)
 
@@ -567,7 +573,7 @@ def min_keys_default(attention: Attention) -> int:
 
 def trainability_diagram(arch, depth, *, betas, alphas, eps=0.01, T, rho0=0.0, activation="relu",
                          criterion="first", ipr_threshold=0.5, progress=None, mask="causal", min_keys=None,
-                         groups=None, d=None, d_head=None, **params):
+                         groups=None, d=None, d_head=None, inputs="gaussian", **params):
     """Phases of a masked stack over the grid (alphas x betas): :class:`numeric.diagram.Diagram` with ``late``.
 
     Rank collapse: rho after the last block > 1 - eps, judged on all pairs (``phase``) and, separately, on
@@ -585,7 +591,7 @@ def trainability_diagram(arch, depth, *, betas, alphas, eps=0.01, T, rho0=0.0, a
     _tabulated(arch, mask, d)
     block, attention, values, depth, rho0, index = prepare(
         arch, depth, beta=B.ravel(), T=T, rho0=rho0, activation=activation, mask=mask, tokens="late",
-        params={**params, "alpha_sa": A.ravel()}, groups=groups, d=d, d_head=d_head)
+        params={**params, "alpha_sa": A.ravel()}, groups=groups, d=d, d_head=d_head, inputs=inputs)
     judged, weight = _judged_rows(attention, min_keys)
     rho, rho_late, condensed = (np.empty(B.size) for _ in range(3))
     step = max(1, CHUNK_ENTRIES // attention.size ** 2)
@@ -603,14 +609,16 @@ def trainability_diagram(arch, depth, *, betas, alphas, eps=0.01, T, rho0=0.0, a
     def phases(r):
         return np.where(condensed, ENTROPY_COLLAPSE, np.where(r.reshape(B.shape) > 1.0 - eps, RANK_COLLAPSE, TRAINABLE))
 
-    kw = dict(eps=eps, T=T, rho0=rho0, activation=activation, mask=mask, groups=groups, d=d, d_head=d_head, **params)
+    kw = dict(eps=eps, T=T, rho0=rho0, activation=activation, mask=mask, groups=groups, d=d, d_head=d_head,
+              inputs=inputs, **params)
     boundary = critical_alpha(arch, depth, beta=betas, bracket=_grid_bracket(rho.reshape(B.shape), A[:, 0], eps), **kw)
     boundary_late = critical_alpha(arch, depth, beta=betas, tokens="late",
                                    bracket=_grid_bracket(rho_late.reshape(B.shape), A[:, 0], eps), **kw)
     late_info = {"rho": rho_late.reshape(B.shape), "phase": phases(rho_late), "critical_alpha": boundary_late,
                  "positions": index, "min_keys": int(attention.n[judged].min()), "mask": attention.mask,
                  "groups": groups}
-    width = {} if attention.width is None else {"d": attention.width.d, "d_head": attention.width.d_head}
+    width = {} if attention.width is None else {"d": attention.width.d, "d_head": attention.width.d_head,
+                                                "inputs": attention.width.inputs}
     return Diagram(betas, alphas, phases(rho), rho.reshape(B.shape), np.asarray(boundary), _name(arch), depth, eps,
                    T, criterion, {**params, "activation": activation, "rho0": float(rho0), **width}, late=late_info)
 

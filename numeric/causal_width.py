@@ -28,6 +28,12 @@ integrals' analytic continuation in the key counts), 1575 pairs (about 2.5 minut
 polynomial evaluation, so causal profiles carry up to :data:`MAX_TABLE_POSITIONS` positions and
 critical_alpha and diagrams take ``d=``. Sliding windows (other key layouts) use the direct increments,
 for at most :data:`MAX_POSITIONS` carried positions (profiles only).
+
+Normalized tokens (``inputs="normalized"``, causal mask): the tables hold the increments of tokens of fixed
+norm (:func:`numeric.finite_width.row_effective` and ``pair_effective`` with that input), the rows' at the
+keys' input cosine rho = pbar_t/qbar_t as a third axis, and each row's pulls (X, J, scale) of
+:func:`numeric.finite_width.row_pulls`, from which :class:`WidthTerms` adds the common direction's share
+(derive.finite_width step 6). Building them costs about twice the Gaussian tables.
 """
 
 from __future__ import annotations
@@ -56,24 +62,40 @@ PAIR_NODES = (7, 5, 9, 5)
 #: Row widths beyond which the tables read the increment at B_MAX (the frozen phase: it varies by O(1/b) there).
 B_MAX = 12.0
 #: Version of the cached causal tables (bump when their definition changes).
-VERSION = 1
+VERSION = 2
 
 
-def row_increments(b: float, n: float, d: int, d_head: int) -> tuple[float, float]:
+def row_increments(b: float, n: float, d: int, d_head: int, inputs: str = "gaussian",
+                   rho: float = 0.0) -> tuple[float, float]:
     """(dY2, dIPR) of a row of n keys (real n >= 1: the analytic continuation) and width b: Y2_eff - Y2, the
-    increment of the output norm, and E_xi Y2 - Y2, the increment of the IPR entropy collapse is judged on."""
+    increment of the output norm, and E_xi Y2 - Y2, the increment of the IPR entropy collapse is judged on.
+    ``inputs="normalized"``: tokens of fixed norm at input cosine ``rho`` (numeric.finite_width.row_effective)."""
     from .finite_width import _one_row, row_effective
     from .smoothing import EXACT
     if n <= 1 or b == 0.0:                              # one key, or uniform weights: no selection
         return 0.0, 0.0
-    ipr, effective = row_effective(b * b, n, d, d_head)
+    ipr, effective = row_effective(b * b, n, d, d_head, inputs=inputs, rho=min(max(rho, 0.0), RHO_MAX))
     y2 = _one_row(b, n, EXACT)[0]
     return effective - y2, ipr - y2
 
 
-def pair_increment(b: float, rho: float, keys, d: int, d_head: int, whole: bool = True) -> float:
+#: Largest input cosine of the normalized tables' nodes (the keys' law is Gaussian at rho = 1).
+RHO_MAX = 1.0 - 1e-6
+
+
+def row_node(b: float, n: float, d: int, d_head: int, inputs: str, rho: float) -> tuple[float, ...]:
+    """One node of the rows' table: (dY2, dIPR) of :func:`row_increments` and the row's pulls (X, J, scale) of
+    :func:`numeric.finite_width.row_pulls` at real n (the common direction's share of normalized tokens)."""
+    from .finite_width import row_pulls
+    pulls = row_pulls(b * b, n) if n > 1 else (0.0, 0.0, 0.0)
+    return row_increments(b, n, d, d_head, inputs, rho) + pulls
+
+
+def pair_increment(b: float, rho: float, keys, d: int, d_head: int, whole: bool = True,
+                   inputs: str = "gaussian") -> float:
     """dYp = Yp_eff - Yp of rows with key counts ``keys`` = (n, m1, m2) at row width b and query correlation
-    rho (``whole=False``: real counts, as the tables' nodes)."""
+    rho (``whole=False``: real counts, as the tables' nodes; ``inputs``: as
+    :func:`numeric.finite_width.pair_effective`, with the keys' input cosine rho)."""
     from .finite_width import pair_effective
     from .smoothing import TABLE
     from .two_rows import pair_and_selection
@@ -81,7 +103,8 @@ def pair_increment(b: float, rho: float, keys, d: int, d_head: int, whole: bool 
         return 0.0
     rho = min(max(rho, 0.0), 1.0 - 1e-12)
     b2 = b * b
-    effective = pair_effective(b2, rho, None, d, d_head, keys=keys, nodes=N_PAIR_PROFILE, whole=whole)
+    effective = pair_effective(b2, rho, None, d, d_head, keys=keys, nodes=N_PAIR_PROFILE, whole=whole,
+                               inputs=inputs)
     return effective - pair_and_selection(b2, b2, rho * b2, None, TABLE, keys=keys, whole=whole)[0]
 
 
@@ -137,10 +160,15 @@ def evaluate_fixed(coef: np.ndarray, *x) -> np.ndarray:
     return np.einsum("...ki,kij,...kj->...k", basis[0], coef, basis[1], optimize=True)
 
 
+def _row_node(args) -> tuple[float, ...]:
+    """One node of the rows' table: :func:`row_node`."""
+    return row_node(*args)
+
+
 def _pair_node(args) -> float:
     """One node of the pair table: :func:`pair_increment` at real key counts."""
-    b, rho, keys, d, d_head = args
-    return pair_increment(b, rho, keys, d, d_head, whole=False)
+    b, rho, keys, d, d_head, inputs = args
+    return pair_increment(b, rho, keys, d, d_head, whole=False, inputs=inputs)
 
 
 def _map(function, items: list, desc: str) -> list:
@@ -156,7 +184,7 @@ def _map(function, items: list, desc: str) -> list:
     try:
         values = map(function, items) if pool is None else pool.imap(function, items, chunksize=4)
         out = []
-        with progress(len(items), desc, unit="pair") as update:
+        with progress(len(items), desc, unit="node") as update:
             for value in values:
                 out.append(value)
                 if update is not None:
@@ -185,17 +213,25 @@ def _b_of_coordinate(x, n):
     return xi * s / (1.0 - xi)
 
 
-class CausalTables:
-    """The causal increments dY2(b, n) and dYp(b, rho, n_t, n_u) at one (d, d_head) for rows of up to
-    ``n_max`` keys: Chebyshev interpolants of the direct increments (module docstring)."""
+#: The rows' table channels: the increments of the norm and of the IPR, and the row's pulls (X, J, scale).
+ROW_CHANNELS = ("norm", "ipr", "X", "J", "scale")
+#: Chebyshev-Lobatto nodes of the normalized rows' input cosine axis (Gaussian tokens: one node, no such axis).
+ROW_RHO_NODES = 5
 
-    def __init__(self, d: int, d_head: int, n_max: int, rows=None, pairs=None):
-        self.d, self.d_head, self.n_max = d, d_head, int(n_max)
+
+class CausalTables:
+    """The causal increments dY2(b, n[, rho]) and dYp(b, rho, n_t, n_u) at one (d, d_head) for rows of up to
+    ``n_max`` keys: Chebyshev interpolants of the direct increments (module docstring). ``inputs``: "gaussian"
+    tokens, or "normalized" ones (the rows' increments then depend on the keys' input cosine rho too)."""
+
+    def __init__(self, d: int, d_head: int, n_max: int, rows=None, pairs=None, inputs: str = "gaussian"):
+        self.d, self.d_head, self.n_max, self.inputs = d, d_head, int(n_max), inputs
         self.r_lo = 2.0 / self.n_max                        # n_t >= 2 keys (a one-key row has b = 0)
         if rows is None:
             rows, pairs = self._node_values()
-        self.row_values, self.pair_values = rows, pairs      # rows: (..., 2) = (dY2, dIPR)
-        self._row, self._ipr, self._pair = Chebyshev(rows[..., 0]), Chebyshev(rows[..., 1]), Chebyshev(pairs)
+        self.row_values, self.pair_values = rows, pairs      # rows: (n, b, rho, channel) of ROW_CHANNELS
+        self._rows = {name: Chebyshev(rows[..., k]) for k, name in enumerate(ROW_CHANNELS)}
+        self._pair = Chebyshev(pairs)
 
     def _n_nodes(self, count: int) -> np.ndarray:
         return np.exp(lobatto(count, math.log(2.0), math.log(self.n_max)))
@@ -204,31 +240,33 @@ class CausalTables:
         return (np.log(np.maximum(n, 2.0)) - math.log(2.0)) / (math.log(self.n_max) - math.log(2.0))
 
     def _node_values(self):
-        """The direct increments at every node: 1575 pairs at ~0.1 s each, over the CPU's cores
-        (:func:`_map`), with a progress bar."""
+        """The direct increments at every node: 1575 pairs at ~0.1 s each (Gaussian tokens; 0.2-1 s normalized)
+        and the rows, over the CPU's cores (:func:`_map`), with progress bars."""
         n_row = self._n_nodes(ROW_NODES[0])
         row_x = lobatto(ROW_NODES[1], 0.0, 1.0)
         n_pair = self._n_nodes(PAIR_NODES[0])
         ratio = np.exp(lobatto(PAIR_NODES[1], math.log(self.r_lo), 0.0))
         pair_x = lobatto(PAIR_NODES[2], 0.0, 1.0)
         rho = lobatto(PAIR_NODES[3], 0.0, 1.0)
-        rows = np.array([[row_increments(float(_b_of_coordinate(x, n)), float(n), self.d, self.d_head)
-                          for x in row_x] for n in n_row])
+        row_rho = lobatto(ROW_RHO_NODES, 0.0, 1.0) if self.inputs == "normalized" else np.zeros(1)
+        row_shape = (n_row.size, row_x.size, row_rho.size)
+        row_args = [(float(_b_of_coordinate(row_x[j], n_row[i])), float(n_row[i]), self.d, self.d_head, self.inputs,
+                     float(row_rho[k])) for i, j, k in np.ndindex(row_shape)]
+        rows = np.array(_map(_row_node, row_args, f"causal width rows (d={self.d}, {self.inputs})")).reshape(
+            row_shape + (len(ROW_CHANNELS),))
         shape = (n_pair.size, ratio.size, pair_x.size, rho.size)
         nodes = [(float(_b_of_coordinate(pair_x[k], n_pair[i])), float(rho[m]),
-                  (float(n_pair[i]), 0.0, float(n_pair[i] / ratio[j] - n_pair[i])), self.d, self.d_head)
-                 for i, j, k, m in np.ndindex(shape)]
-        pairs = _map(_pair_node, nodes, f"causal width table (d={self.d}, d_head={self.d_head})")
+                  (float(n_pair[i]), 0.0, float(n_pair[i] / ratio[j] - n_pair[i])), self.d, self.d_head,
+                  self.inputs) for i, j, k, m in np.ndindex(shape)]
+        pairs = _map(_pair_node, nodes, f"causal width table (d={self.d}, d_head={self.d_head}, {self.inputs})")
         return rows, np.array(pairs).reshape(shape)
 
-    def row(self, b, n, kind: str = "norm") -> np.ndarray:
-        """dY2 (``kind="norm"``) or dIPR (``"ipr"``) at widths b and key counts n (arrays, broadcast); 0 for
-        one-key rows."""
-        b, n = np.broadcast_arrays(np.asarray(b, dtype=float), np.asarray(n, dtype=float))
-        if kind not in ("norm", "ipr"):
-            raise ValueError(f"kind must be 'norm' or 'ipr', got {kind!r}")
-        table = self._row if kind == "norm" else self._ipr
-        value = table(self._n_coordinate(n), _b_coordinate(np.minimum(b, B_MAX), n))
+    def row(self, b, n, kind: str = "norm", rho=0.0) -> np.ndarray:
+        """The rows' channel ``kind`` of :data:`ROW_CHANNELS` (dY2 "norm", dIPR "ipr", the pulls "X", "J",
+        "scale") at widths b, key counts n and the keys' input cosine rho (arrays, broadcast; rho matters for
+        normalized tokens only); 0 for one-key rows."""
+        b, n, rho = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (b, n, rho)))
+        value = _channel(self._rows, kind)(self._n_coordinate(n), _b_coordinate(np.minimum(b, B_MAX), n), rho)
         return np.where(n > 1, value, 0.0)
 
     def pair(self, b, rho, n_t, n_u) -> np.ndarray:
@@ -254,18 +292,18 @@ class CausalLookup:
     def __init__(self, tables: CausalTables, n: np.ndarray, rows, cols):
         self.n, self.rows = n, rows
         x_n = tables._n_coordinate(n)
-        self._row, self._ipr = tables._row.fixed(x_n), tables._ipr.fixed(x_n)
+        self._rows = {name: table.fixed(x_n) for name, table in tables._rows.items()}
         self.pair_coef = tables._pair.fixed(x_n[rows], tables._ratio_coordinate(n[rows], n[cols]))
 
     def b_coordinate(self, b) -> np.ndarray:
         """Every row's width coordinate of the tables at widths b (..., P)."""
         return _b_coordinate(np.minimum(b, B_MAX), self.n)
 
-    def row(self, b, kind: str = "norm") -> np.ndarray:
-        """dY2 (``kind="norm"``) or dIPR (``"ipr"``) of every row at widths b (..., P); 0 for one-key rows."""
-        if kind not in ("norm", "ipr"):
-            raise ValueError(f"kind must be 'norm' or 'ipr', got {kind!r}")
-        value = evaluate_fixed(self._row if kind == "norm" else self._ipr, self.b_coordinate(b))
+    def row(self, b, kind: str = "norm", rho=0.0) -> np.ndarray:
+        """The channel ``kind`` (:meth:`CausalTables.row`) of every row at widths b and the keys' input cosines
+        rho (..., P); 0 for one-key rows."""
+        b = np.asarray(b, dtype=float)
+        value = evaluate_fixed(_channel(self._rows, kind), self.b_coordinate(b), np.broadcast_to(rho, b.shape))
         return np.where(self.n > 1, value, 0.0)
 
     def pair(self, b_rows, rho) -> np.ndarray:
@@ -281,23 +319,30 @@ SOURCES = ("causal_width.py", "finite_width.py", "two_rows.py", "width_law.py", 
 
 
 @lru_cache(maxsize=8)
-def causal_tables(d: int, d_head: int, n_max: int) -> CausalTables:
-    """The :class:`CausalTables` of (d, d_head, n_max): from the disk cache of :mod:`numeric.width_tables` when
-    there, else built (about 2.5 minutes of CPU) and saved."""
+def causal_tables(d: int, d_head: int, n_max: int, inputs: str = "gaussian") -> CausalTables:
+    """The :class:`CausalTables` of (d, d_head, n_max, inputs): from the disk cache of :mod:`numeric.width_tables`
+    when there, else built (1-3 minutes on two cores) and saved."""
     from .width_tables import cached_arrays
 
     def build():
-        tables = CausalTables(d, d_head, n_max)
+        tables = CausalTables(d, d_head, n_max, inputs=inputs)
         return {"rows": tables.row_values, "pairs": tables.pair_values}
 
-    values = cached_arrays(f"causal-d{d}-h{d_head}-n{n_max}", VERSION, SOURCES, build)
-    return CausalTables(d, d_head, n_max, rows=values["rows"], pairs=values["pairs"])
+    values = cached_arrays(f"causal-{inputs}-d{d}-h{d_head}-n{n_max}", VERSION, SOURCES, build)
+    return CausalTables(d, d_head, n_max, rows=values["rows"], pairs=values["pairs"], inputs=inputs)
 
 
 def table_size(T: int) -> int:
     """The largest key count a table for sequences of length T covers: the next power of two (at least 16), so
     that nearby T share one table."""
     return max(16, 1 << (int(T) - 1).bit_length())
+
+
+def _channel(tables: dict, kind: str):
+    """The rows' table of channel ``kind`` (ValueError naming the channels otherwise)."""
+    if kind not in tables:
+        raise ValueError(f"kind must be one of {ROW_CHANNELS}, got {kind!r}")
+    return tables[kind]
 
 
 def _fused() -> bool:
@@ -312,12 +357,19 @@ class WidthTerms:
     ``mask``: the layers' :class:`derive.masks.Mask`; ``positions``: the actual position of each carried row
     (:class:`numeric.causal.Attention`: every position, or the position groups' representatives, increasing);
     ``T``: the sequence length. A causal mask reads :func:`causal_tables`; a sliding window computes each pair
-    directly (:data:`MAX_POSITIONS`).
+    directly (:data:`MAX_POSITIONS`). ``inputs``: "gaussian" tokens or "normalized" ones (a LayerNorm or
+    RMSNorm before attention; causal mask only): then the increments are read at the keys' input cosine
+    rho_t = pbar_t/qbar_t and the common direction's share (:func:`numeric.finite_width.common_direction`) is
+    added, sigma_v2 qbar_t times the derived changes, with the pair's own Yp/d term dropped.
     """
 
-    def __init__(self, mask, positions, d: int, d_head: int, T: int):
+    def __init__(self, mask, positions, d: int, d_head: int, T: int, inputs: str = "gaussian"):
+        from .finite_width import _inputs
         positions = np.asarray(positions, dtype=int)
-        self.d, self.d_head, self.tables = d, d_head, None
+        self.d, self.d_head, self.tables, self.inputs = d, d_head, None, _inputs(inputs)
+        if mask.window is not None and inputs == "normalized":
+            raise ValueError("inputs='normalized' with a sliding window: the normalized increments are tabulated "
+                             "for the causal mask only (use inputs='gaussian')")
         if mask.window is not None and positions.size > MAX_POSITIONS:
             raise ValueError(f"finite width with a sliding window carries at most {MAX_POSITIONS} positions (each "
                              f"pair of rows is an integral over the score law): T <= {MAX_POSITIONS}, got "
@@ -330,7 +382,7 @@ class WidthTerms:
         self.n = np.array([mask.key_counts(int(t), int(t))[0] for t in positions], dtype=float)   # each row's own
         self.rows, self.cols = np.triu_indices(positions.size, 1)
         if mask.window is None:
-            self.tables = causal_tables(d, d_head, table_size(T)).at(self.n, self.rows, self.cols)
+            self.tables = causal_tables(d, d_head, table_size(T), inputs).at(self.n, self.rows, self.cols)
         else:
             self.keys = [mask.key_counts(int(positions[t]), int(positions[u])) for t, u in zip(self.rows, self.cols)]
 
@@ -342,7 +394,10 @@ class WidthTerms:
         b = np.broadcast_to(stats.b, spread.shape)
         index = np.arange(self.n.size)
         if self.tables is not None:
-            out[..., index, index] += spread * self.tables.row(b)
+            rho = self._input_cosine(stats)
+            out[..., index, index] += spread * self.tables.row(b, rho=rho)
+            if self.inputs == "normalized":
+                self._add_common_direction(stats, rho, b, sigma_v2, out)
             if _fused():
                 self._fused_pairs(Q, spread, b, out)
                 return
@@ -351,6 +406,27 @@ class WidthTerms:
             rows, pairs = self._direct(b, self._rho(Q))
             out[..., index, index] += spread * rows
         value = spread[..., self.rows] * pairs
+        out[..., self.rows, self.cols] += value
+        out[..., self.cols, self.rows] += value
+
+    def _input_cosine(self, stats):
+        """The keys' input cosine pbar_t/qbar_t of every row (..., P) for normalized tokens, else 0."""
+        if self.inputs != "normalized":
+            return 0.0
+        return np.clip(stats.pbar / np.maximum(stats.qbar, 1e-300), 0.0, 1.0)
+
+    def _add_common_direction(self, stats, rho, b, sigma_v2, out) -> None:
+        """Add sigma_v2 qbar_t times the common direction's changes (derive.finite_width step 6) of every row's norm
+        and every pair's overlap, with the rows' pulls from the tables and their infinite-width Y2."""
+        from . import _generated_width as gen
+        index = np.arange(self.n.size)
+        pulls = {name: self.tables.row(b, kind=name, rho=rho) for name in ("X", "J", "scale")}
+        scale = np.broadcast_to(sigma_v2, stats.qbar.shape[:-1])[..., None] * stats.qbar
+        d = float(self.d)
+        out[..., index, index] += scale * gen.common_direction_norm(d, rho, stats.Y2, pulls["J"], pulls["scale"])
+        X = pulls["X"]
+        value = scale[..., self.rows] * gen.common_direction_pair(d, rho[..., self.rows], 0.0, X[..., self.rows],
+                                                                  X[..., self.cols])
         out[..., self.rows, self.cols] += value
         out[..., self.cols, self.rows] += value
 
@@ -368,10 +444,11 @@ class WidthTerms:
         width_pairs(flat(Q, (P, P)), flat(spread, (P,)), flat(self.tables.b_coordinate(b), (P,)), self.rows,
                     self.cols, self.tables.pair_coef, self.n[self.rows] > 1, view)
 
-    def ipr(self, b) -> np.ndarray:
-        """The finite-width increment of each row's IPR at widths b (..., P) (entropy collapse's reading)."""
+    def ipr(self, b, stats=None) -> np.ndarray:
+        """The finite-width increment of each row's IPR at widths b (..., P) (entropy collapse's reading; for
+        normalized tokens at the keys' input cosine of ``stats``)."""
         if self.tables is not None:
-            return self.tables.row(b, kind="ipr")
+            return self.tables.row(b, kind="ipr", rho=0.0 if stats is None else self._input_cosine(stats))
         out = np.zeros(np.shape(b))
         for index in np.ndindex(out.shape):
             out[index] = row_increments(float(b[index]), float(self.n[index[-1]]), self.d, self.d_head)[1]

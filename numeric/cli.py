@@ -70,6 +70,10 @@ def _add_model(parser, *, beta=True, alpha_sa=True):
                              "and in profile only; default: infinite width)")
     parser.add_argument("--d-head", "--d_head", dest="d_head", type=int, default=None,
                         help="with --d: the heads' width, dividing d (default: one head, d_head = d)")
+    parser.add_argument("--inputs", choices=("gaussian", "normalized"), default="gaussian",
+                        help="with --d and a causal mask: the attention layers' input tokens, 'gaussian' (norms "
+                             "fluctuate) or 'normalized' (a LayerNorm or RMSNorm before attention, as in pre-LN "
+                             "and every GPT/LLaMA block; default: gaussian)")
     for name, text in PARAMETER_HELP.items():
         if name == "alpha_sa" and not alpha_sa:
             continue
@@ -96,8 +100,11 @@ def _add_mask(parser, *, tokens: bool) -> None:
 def _width(args) -> dict:
     """d= and d_head= of a command (finite width) where --d or --d-head is given."""
     if args.d is None and args.d_head is None:
+        if getattr(args, "inputs", "gaussian") != "gaussian":
+            raise ValueError("--inputs normalized needs --d (the finite-width terms of tokens of fixed norm)")
         return {}
-    return {"d": args.d, "d_head": args.d_head}
+    extra = {} if getattr(args, "inputs", "gaussian") == "gaussian" else {"inputs": args.inputs}
+    return {"d": args.d, "d_head": args.d_head, **extra}
 
 
 def _width_label(args) -> str:
@@ -105,7 +112,8 @@ def _width_label(args) -> str:
     width = _width(args)
     if not width:
         return ""
-    return f", d={width['d']}, d_head={width['d_head'] or width['d']}"
+    inputs = f", {width['inputs']} inputs" if "inputs" in width else ""
+    return f", d={width['d']}, d_head={width['d_head'] or width['d']}{inputs}"
 
 
 def _params(args, *names):

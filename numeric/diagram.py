@@ -114,6 +114,8 @@ class Diagram:
                "criterion": self.criterion, "grid": list(self.phase.shape), "phases": counts}
         if "d" in self.params:
             out["d"], out["d_head"] = self.params["d"], self.params["d_head"]
+            if self.params.get("inputs", "gaussian") != "gaussian":
+                out["inputs"] = self.params["inputs"]
         if self.late:
             out["mask"] = str(self.late["mask"])
             out["phases_late"] = {PHASE_NAMES[k]: int((self.late["phase"] == k).sum()) for k in PHASE_NAMES}
@@ -145,7 +147,7 @@ def _grid(name, values):
 
 def trainability_diagram(arch, depth, *, betas, alphas, eps=0.01, T=None, rho0=0.0, activation="relu",
                          criterion="first", ipr_threshold=0.5, progress=None, mask=None, min_keys=None, backend=None,
-                         d=None, d_head=None, **params):
+                         d=None, d_head=None, inputs="gaussian", **params):
     """Phases over the grid (alphas x betas) for ``depth`` blocks of ``arch`` (see module doc).
 
     ``params``: alpha_mlp, sigma_v2, sigma_w2, sigma_b2 (scalars). ``progress``:
@@ -157,7 +159,8 @@ def trainability_diagram(arch, depth, *, betas, alphas, eps=0.01, T=None, rho0=0
     "auto"/None (``$SIGPROP_BACKEND``, else fused where numba is installed).
     ``d``, ``d_head``: finite width (issue 19; :func:`numeric.cosine_profile`): the block maps with the
     finite-width effective moments, entropy collapse on the finite-width IPR; the fused kernels read the effective
-    moments' tables as they read the infinite-width ones (criterion "any": the NumPy path).
+    moments' tables as they read the infinite-width ones (criterion "any": the NumPy path). ``inputs``:
+    "gaussian" or "normalized" tokens (masked stacks; :func:`numeric.profile.finite_width`).
     """
     from .profile import _masked, finite_width
     if _masked(arch, mask):
@@ -165,8 +168,8 @@ def trainability_diagram(arch, depth, *, betas, alphas, eps=0.01, T=None, rho0=0
         return causal.trainability_diagram(arch, depth, betas=betas, alphas=alphas, eps=eps, T=T, rho0=rho0,
                                            activation=activation, criterion=criterion, ipr_threshold=ipr_threshold,
                                            progress=progress, mask=mask, min_keys=min_keys, d=d, d_head=d_head,
-                                           **params)
-    width = finite_width(d, d_head, T)
+                                           inputs=inputs, **params)
+    width = finite_width(d, d_head, T, inputs)
     if min_keys is not None:
         raise ValueError("min_keys applies to masked (causal) stacks, whose rows see different numbers of keys")
     betas, alphas, eps, ipr_threshold = grid_inputs(betas, alphas, eps, criterion, ipr_threshold, params)

@@ -25,6 +25,14 @@ where b^2 = beta^2 ln T q (q - p) (paper eq. 9 with Result 1's scale) and
   1.6-4 at orthogonal inputs, d_h = 32-64, T >> d) and is kept, not expanded: the averages are Gauss
   quadratures over the exact law, not a Taylor series in 1/d.
 
+Tokens of fixed norm (``inputs="normalized"``: a LayerNorm or RMSNorm before attention, as in every real
+stack; derive.finite_width steps 5-6) change three things: the diagonal keys lose their norm coupling
+(Y2_eff = Y2 + (Z2 - Z2_diag)/d, Yp_eff = Yp + (W - W_diag)/d), the keys' projections follow the law of
+:func:`numeric.width_law.key_density` (the sphere law at p = 0) instead of N(0, 1), and at p > 0 the common
+direction's share of the outputs moves by O(1/d) (:func:`common_direction`): two normalized keys' mean
+cosine is below p/q, and the softmax selects keys of small raw norm, whose normalized common component is
+smaller.
+
 ``d=None`` is infinite width: the exact finite-T theory of :mod:`numeric.finite_t`.
 :func:`attention_overlaps` evaluates the quadratures directly (about 2.5-3 s of
 CPU per point); :mod:`numeric.width_tables` tabulates Y2_eff and Yp_eff for depth
@@ -268,10 +276,17 @@ def common_direction(b2: float, rho: float, d: int, keys, yp: float):
         return (0.0, 0.0), 0.0
     norms, pulls = [], []
     for n in keys:
-        y2, y3, y4, y22 = _row_powers(b2, n)
-        norms.append(float(gen.common_direction_norm(float(d), rho, b2, y2, y3, y4, y22)))
-        pulls.append(float(gen.selection_pull(b2, y2, y3)))
+        X, J, scale = row_pulls(b2, n)
+        norms.append(float(gen.common_direction_norm(float(d), rho, _row_powers(b2, n)[0], J, scale)))
+        pulls.append(X)
     return tuple(norms), float(gen.common_direction_pair(float(d), rho, yp, *pulls))
+
+
+def row_pulls(b2: float, n: int) -> tuple[float, float, float]:
+    """(X, J, scale) of one row of n keys at width sqrt(b2) (derive.finite_width.selection_pulls)."""
+    y2, y3, y4, y22 = _row_powers(b2, n)
+    return (float(gen.selection_pull(b2, y2, y3)), float(gen.selection_pull_offdiagonal(b2, y2, y3, y4)),
+            float(gen.selection_pull_scale(b2, y2, y3, y22)))
 
 
 def _row_powers(b2: float, n: int) -> tuple[float, float, float, float]:

@@ -51,20 +51,29 @@ def prepare(arch, depth, *, beta, T, rho0, activation, params, numpy_map=True, w
     return block, moment_functions(T, width), values, depth, T, rho0
 
 
-def finite_width(d, d_head, T):
-    """(d, d_head) checked for a finite-width profile or diagram, or None (``d=None``: infinite width).
+def finite_width(d, d_head, T, inputs="gaussian", masked=False):
+    """(d, d_head) checked for a finite-width profile or diagram, with "normalized" appended for
+    ``inputs="normalized"``, or None (``d=None``: infinite width).
 
     Finite width needs a finite T; the effective moments of :func:`numeric.maps.moment_functions` (the
     NumPy path) and their tables (the fused kernels); a masked stack's increments are
-    :mod:`numeric.causal_width`'s.
+    :mod:`numeric.causal_width`'s. ``inputs``: "gaussian" tokens (A1) or "normalized" ones (a LayerNorm or
+    RMSNorm before attention, derive.finite_width steps 5-6: masked stacks only, ``masked``).
     """
+    from .finite_width import _inputs, width
+    inputs = _inputs(inputs)
     if d is None and d_head is None:
+        if inputs != "gaussian":
+            raise ValueError("inputs='normalized' needs a finite width d (it selects the finite-width terms of "
+                             "tokens of fixed norm)")
         return None
-    from .finite_width import width
     d, d_head = width(d, d_head)
     if T is None:
         raise ValueError("d= (finite width) needs a finite T: the key-selection term grows like beta^2 ln T / d")
-    return d, d_head
+    if inputs == "normalized" and not masked:
+        raise ValueError("inputs='normalized' is tabulated for masked (causal) stacks only: give mask='causal', or "
+                         "inputs='gaussian' for an encoder")
+    return (d, d_head) if inputs == "gaussian" else (d, d_head, inputs)
 
 
 def block_values(arch, beta, params) -> dict:
@@ -151,7 +160,7 @@ def _scalar_or_array(value):
 
 def cosine_profile(arch, depth, *, beta, T=None, rho0=0.0, alpha_sa=1.0, alpha_mlp=1.0, sigma_v2=1.0,
                    sigma_w2=2.0, sigma_b2=0.0, activation="relu", mask=None, tokens=None, backend=None, d=None,
-                   d_head=None, **extra):
+                   d_head=None, inputs="gaussian", **extra):
     """rho = p/q before block 1 and after each of ``depth`` blocks: shape (depth+1, *broadcast).
 
     ``arch``: "post-ln" (Alg. 1), "pre-ln" (Alg. 2, corrected), "gain-post-ln"
@@ -169,15 +178,16 @@ def cosine_profile(arch, depth, *, beta, T=None, rho0=0.0, alpha_sa=1.0, alpha_m
     ``d``, ``d_head``: finite width (issue 19; integers, d_head dividing d, default one head; finite T):
     every attention layer's output overlaps get the O(1/d) key-selection terms and the score law's
     finite-width spread (:func:`numeric.attention_overlaps`), read from tables built once per (T, d,
-    d_head) (about a minute); the NumPy path. ``d=None``: infinite width.
+    d_head) (about a minute); the NumPy path. ``d=None``: infinite width. ``inputs``: "gaussian" tokens or
+    "normalized" ones (a LayerNorm or RMSNorm before attention; masked stacks, :func:`finite_width`).
     """
     params = dict(alpha_sa=alpha_sa, alpha_mlp=alpha_mlp, sigma_v2=sigma_v2, sigma_w2=sigma_w2, sigma_b2=sigma_b2,
                   **extra)
     if _masked(arch, mask):
         from . import causal
         return causal.cosine_profile(arch, depth, beta=beta, T=T, rho0=rho0, activation=activation,
-                                     mask=mask, tokens=tokens, d=d, d_head=d_head, **params)
-    width = finite_width(d, d_head, T)
+                                     mask=mask, tokens=tokens, d=d, d_head=d_head, inputs=inputs, **params)
+    width = finite_width(d, d_head, T, inputs)
     if width is not None:
         block, moments, values, depth, T, rho0 = prepare(arch, depth, beta=beta, T=T, rho0=rho0,
                                                           activation=activation, params=params, width=width)
@@ -216,7 +226,7 @@ def final_rho(block, moments, values, depth, T, rho0) -> np.ndarray:
 
 def critical_alpha(arch, depth, *, beta, eps=0.01, T=None, rho0=0.0, activation="relu", rtol=1e-6,
                    alpha_max=1e6, bracket=None, mask=None, tokens=None, backend=None, d=None, d_head=None,
-                   **params):
+                   inputs="gaussian", **params):
     """Smallest alpha_sa with rho after ``depth`` blocks <= 1 - eps (Fig. 1c's boundary).
 
     Vectorised over ``beta`` (and any other parameter). Returns 0 where any
@@ -228,14 +238,15 @@ def critical_alpha(arch, depth, *, beta, eps=0.01, T=None, rho0=0.0, activation=
     :func:`numeric.solve.smallest_alpha` (rho_L decreases with alpha_sa).
     ``mask``/``tokens``: a masked stack (:func:`cosine_profile`), rank collapse judged on all pairs
     or among ``tokens`` (e.g. "late"). ``backend``: as :func:`cosine_profile`; the fused kernel is
-    then the gap function of the same root finder. ``d``, ``d_head``: finite width (:func:`cosine_profile`).
+    then the gap function of the same root finder. ``d``, ``d_head``, ``inputs``: finite width
+    (:func:`cosine_profile`).
     """
     if _masked(arch, mask):
         from . import causal
         return causal.critical_alpha(arch, depth, beta=beta, eps=eps, T=T, rho0=rho0, activation=activation,
                                      rtol=rtol, alpha_max=alpha_max, bracket=bracket, mask=mask, tokens=tokens,
-                                     d=d, d_head=d_head, **params)
-    width = finite_width(d, d_head, T)
+                                     d=d, d_head=d_head, inputs=inputs, **params)
+    width = finite_width(d, d_head, T, inputs)
     eps = check.interval("eps", eps, 0.0, 1.0, closed=False)
     if "alpha_sa" in params:
         raise ValueError("critical_alpha solves for alpha_sa: do not pass it")

@@ -211,11 +211,13 @@ def _own_row(win, h: float, size: int, width: float, acc: Accuracy, own: float):
 # --- keys of fixed norm: the sphere law of their projections ------------------------------------------
 
 #: Lattice points per standard deviation of the log-weights' narrowest direction (at least).
-SPHERE_PER_SD = 3.0
+SPHERE_PER_SD = 2.5
 #: Largest refinement of the lattice relative to the t grid (rows of correlation near 1).
-SPHERE_MAX_REFINE = 8
-#: Projections beyond this many units are dropped (both laws are below e^-70 there).
-SPHERE_Z_CUT = 12.0
+SPHERE_MAX_REFINE = 4
+#: Rows whose log-weights' squared correlation reaches this are treated as proportional (one projection).
+SPHERE_DIAGONAL = 0.995 ** 2
+#: Projections beyond this many units are dropped (both laws are below e^-40 there).
+SPHERE_Z_CUT = 9.0
 
 
 def _sphere_corrections(win1, win2, h, h2, S11, S22, S12, d: int, rho: float, acc: Accuracy, own):
@@ -234,8 +236,14 @@ def _sphere_corrections(win1, win2, h, h2, S11, S22, S12, d: int, rho: float, ac
     """
     eig_min = 0.5 * (S11 + S22 - math.hypot(S11 - S22, 2.0 * S12))
     sd_min = math.sqrt(max(eig_min, 0.0))
-    refine = int(min(SPHERE_MAX_REFINE, max(1, math.ceil(SPHERE_PER_SD * max(h, h2) / max(sd_min, 1e-300)))))
     z_cut = min(math.sqrt(d / (1.0 - rho)), SPHERE_Z_CUT)
+    n1, n2 = _grid_size(win1, h), _grid_size(win2, h2)
+    if S12 > 0.0 and S12 * S12 >= SPHERE_DIAGONAL * S11 * S22:
+        dN, dK = _sphere_diagonal(win1[0], win2[0], h, h2, n1, n2, S11, d, rho, z_cut)
+        dL1 = _sphere_marginal(win1[0], h, 1, n1, S11, d, rho, z_cut) if own[0] > 0 else np.zeros(n1)
+        dL2 = _sphere_marginal(win2[0], h2, 1, n2, S22, d, rho, z_cut) if own[1] > 0 else np.zeros(n2)
+        return dN, dK, dL1, dL2
+    refine = int(min(SPHERE_MAX_REFINE, max(1, math.ceil(SPHERE_PER_SD * max(h, h2) / max(sd_min, 1e-300)))))
     step1, step2 = h / refine, h2 / refine
     A = int(math.ceil(z_cut * math.sqrt(S11) / step1))
     B = int(math.ceil(z_cut * math.sqrt(S22) / step2))
@@ -243,7 +251,6 @@ def _sphere_corrections(win1, win2, h, h2, S11, S22, S12, d: int, rho: float, ac
     det = S11 * S22 - S12 * S12
     form = (S22 * x1 * x1 - 2.0 * S12 * x1 * x2 + S11 * x2 * x2) / max(det, 1e-300)
     dP = _sphere_minus_gauss(form, d, 2, rho)
-    n1, n2 = _grid_size(win1, h), _grid_size(win2, h2)
     F1, Gk1 = _hankel(win1[0], step1, refine, n1, A)
     F2, Gk2 = _hankel(win2[0], step2, refine, n2, B)
     dN = F1 @ dP @ F2.T
@@ -251,6 +258,20 @@ def _sphere_corrections(win1, win2, h, h2, S11, S22, S12, d: int, rho: float, ac
     dL1 = _sphere_marginal(win1[0], step1, refine, n1, S11, d, rho, z_cut) if own[0] > 0 else np.zeros(n1)
     dL2 = _sphere_marginal(win2[0], step2, refine, n2, S22, d, rho, z_cut) if own[1] > 0 else np.zeros(n2)
     return dN, dK, dL1, dL2
+
+
+def _sphere_diagonal(t1: float, t2: float, h: float, h2: float, n1: int, n2: int, S11: float, d: int, rho: float,
+                     z_cut: float):
+    """(dN, dK) of rows whose log-weights are proportional (correlation >= sqrt(:data:`SPHERE_DIAGONAL`)): one
+    projection zeta, l = sqrt(S11) zeta and l' = (h2/h) l, so both rows' shifts land on their grids and
+    dE F(t + l) F'(t' + l') = sum_a dp_a F(t_(i+a)) F'(t'_(j+a)) (the one-projection law's difference)."""
+    half = int(math.ceil(z_cut * math.sqrt(S11) / h))
+    dp = _sphere_minus_gauss((h * np.arange(-half, half + 1)) ** 2 / S11, d, 1, rho)
+    F1, Gk1 = _hankel(t1, h, 1, n1, half)
+    F2, Gk2 = _hankel(t2, h2, 1, n2, half)
+    dN = (F1 * dp) @ F2.T
+    dK = (Gk1 * dp) @ Gk2.T - (Gk1 @ dp)[:, None] - (Gk2 @ dp)[None, :]
+    return dN, dK
 
 
 def _sphere_minus_gauss(form, d: int, k: int, rho: float = 0.0) -> np.ndarray:

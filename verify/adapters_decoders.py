@@ -469,9 +469,11 @@ def _compiled(structure: tuple):
 
 def closure_of(reading: DecoderReading, T: int):
     """The position-resolved attention closure of a read layer at T (:class:`numeric.causal.Attention`): its mask,
-    its RoPE, and at finite width its own (d, d_head) (:func:`at_finite_width`)."""
+    its RoPE, and at finite width its own (d, d_head) (:func:`at_finite_width`) with tokens of fixed norm (every
+    read decoder layer normalizes its attention input: derive.finite_width steps 5-6)."""
     rope = None if reading.rope is None else (reading.rope, reading.head_dim)
-    return _closure(T, reading.mask, rope, (reading.d, reading.head_dim) if reading.finite_width else None)
+    width = (reading.d, reading.head_dim, "normalized") if reading.finite_width else None
+    return _closure(T, reading.mask, rope, width)
 
 
 @lru_cache(maxsize=16)

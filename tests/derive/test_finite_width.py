@@ -273,3 +273,65 @@ def test_normalized_chain_factor_against_sampled_unit_gram_chain():
     gaussian = 1.0 + float(fw.chain_covariance()[("S11", "S11")].subs(dict(zip(fw.n_syms, (n1, n2, n3)))).subs(
         fw.rho, 0))
     assert abs((S[:, 0, 0] ** 2).mean() - gaussian) > se(S[:, 0, 0] ** 2), (gaussian, square)
+
+
+def test_selection_pulls_against_explicit_keys():
+    """X = E sum A z^2 - 1, J = E sum d/dl[A (1 - A)] b z and the row-scale pull, as derived in attention moments
+    (Stein's lemma), against 400 000 rows of 6 explicit Gaussian keys at b = 1.3: each within 4 SE of the draws
+    (the moments Y2, Y3, Y4, Y22 from the same draws), and J differs from X (so Xoff = J is an identity, not a
+    relabelling)."""
+    pulls = fw.selection_pulls()
+    rng = np.random.default_rng(41)
+    b, n, draws = 1.3, 6, 400_000
+    z = rng.standard_normal((draws, n))
+    A = np.exp(b * z - (b * z).max(1, keepdims=True))
+    A /= A.sum(1, keepdims=True)
+    Y = {k: (A ** k).sum(1) for k in (2, 3, 4)}
+    moments = {fw.b2: b * b, fw.Y2: Y[2], fw.Y3: Y[3], fw.Y4: Y[4], fw.Y22: Y[2] ** 2}
+
+    def formula(expr):
+        f = sympy.lambdify(list(moments), expr, "numpy")
+        return f(*moments.values())
+    e = 1e-4
+
+    def off_diagonal(scale):
+        a = np.exp(b * scale * z - (b * scale * z).max(1, keepdims=True))
+        a /= a.sum(1, keepdims=True)
+        return (a * (1 - a)).sum(1)
+    draws_of = {"X": (A * z * z).sum(1) - 1, "J": ((1 - 2 * A) * A * (1 - A) * b * z).sum(1),
+                "scale": (off_diagonal(1 + e) - off_diagonal(1 - e)) / (2 * e)}
+    for name, sample in draws_of.items():
+        diff = sample - formula(pulls[name])
+        assert abs(diff.mean()) < 4 * diff.std() / math.sqrt(draws), name
+    gap = draws_of["J"] - draws_of["X"]
+    assert abs(gap.mean()) > 10 * gap.std() / math.sqrt(draws)
+    assert sympy.simplify(pulls["Xoff"] - pulls["J"]) == 0
+
+
+def test_common_direction_pull_against_explicit_normalized_keys():
+    """Step 6 against explicit keys: rows of 8 normalized keys x = sqrt(rho) c + sqrt(1 - rho) g (|c|^2 = d, drawn
+    through z = g.u, nu = c_hat.g and the chi-square of the rest) at d = 200, rho = 0.4, b = 2. The row's common
+    share H = sum_s A_s eta_s (softmax of b kappa_s z_s) has mean (1 - rho)(3 rho - 1)/(4d) (no selection) +
+    (key + z) X/d (selection), within 4 SE of 400 000 rows plus an O(1/d^2) allowance of 3/d^2; dropping the
+    selection term ((key + z) = 0) is rejected."""
+    c = fw.common_direction_coefficients()
+    rho, d, b, n, draws = 0.4, 200, 2.0, 8, 400_000
+    rng = np.random.default_rng(43)
+    z, nu = rng.standard_normal((draws, n)), rng.standard_normal((draws, n))
+    rest = rng.chisquare(d - 2, size=(draws, n))
+    norm2 = rho + 2 * math.sqrt(rho * (1 - rho)) * nu / math.sqrt(d) + (1 - rho) * (z * z + nu * nu + rest) / d
+    kappa = norm2 ** -0.5
+    eta = kappa * (1 + math.sqrt((1 - rho) / rho) * nu / math.sqrt(d)) - 1
+    l = b * kappa * z
+    A = np.exp(l - l.max(1, keepdims=True))
+    A /= A.sum(1, keepdims=True)
+    H = (A * eta).sum(1)
+    w = np.exp(b * z - (b * z).max(1, keepdims=True))
+    w /= w.sum(1, keepdims=True)
+    X = float(((w * z * z).sum(1) - 1).mean())              # the row's pull under Gaussian scores (O(1) accuracy)
+    coefficient = float((c["key"] + c["z"]).subs(fw.rho, rho))
+    no_selection = (1 - rho) * (3 * rho - 1) / (4 * d)
+    se = H.std() / math.sqrt(draws)
+    allowance = 3.0 / d ** 2
+    assert abs(H.mean() - (no_selection + coefficient * X / d)) < 4 * se + allowance
+    assert abs(H.mean() - no_selection) > 4 * se + allowance

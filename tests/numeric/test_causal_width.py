@@ -165,3 +165,78 @@ def test_bad_input_is_refused_by_name():
     with pytest.raises(ValueError, match="whole numbers"):
         fw.pair_and_selection(1.0, 1.0, 0.5, None, keys=(2.5, 0, 3))
     assert math.isfinite(float(numeric.cosine_profile("pre-ln", 1, beta=1.0, T=8, mask="sliding:4", d=64)[-1]))
+
+
+#: The normalized tokens' causal table of these tests and of the GPT-2 adapters' (d, d_head) = (64, 32) for
+#: T <= 256 (built once per session, about four minutes on two cores).
+D_NORM, D_HEAD_NORM, T_NORM = D, D_HEAD, T_TABLE
+
+
+@pytest.fixture(scope="module")
+def normalized_tables():
+    return cw.causal_tables(D_NORM, D_HEAD_NORM, cw.table_size(T_NORM), "normalized")
+
+
+def test_normalized_table_matches_the_direct_increments(normalized_tables):
+    """Tokens of fixed norm: at 6 random points between the nodes (2 <= n_t < n_u <= 256, b in [0.3, 6], the
+    keys' cosine in [0, 0.9]) the tables' pair increment is within 2e-3 of pair_increment(inputs="normalized"),
+    the rows' norm and IPR increments within 2e-4 of row_increments at that cosine and their pulls X, J within
+    2e-3 of row_pulls (relative to their size); the Gaussian tokens' table differs from the normalized one by
+    more than 1e-2 somewhere."""
+    from numeric.finite_width import row_pulls
+    rng = np.random.default_rng(13)
+    differs = 0.0
+    for _ in range(6):
+        n_t = int(rng.integers(2, 200))
+        n_u = int(rng.integers(n_t + 20, 257))
+        b, rho = float(rng.uniform(0.3, 6.0)), float(rng.uniform(0.0, 0.9))
+        direct = cw.pair_increment(b, rho, (n_t, 0, n_u - n_t), D_NORM, D_HEAD_NORM, inputs="normalized")
+        assert float(normalized_tables.pair(b, rho, n_t, n_u)) == pytest.approx(direct, abs=2e-3)
+        norm, ipr = cw.row_increments(b, n_t, D_NORM, D_HEAD_NORM, "normalized", rho)
+        assert float(normalized_tables.row(b, n_t, rho=rho)) == pytest.approx(norm, abs=2e-4)
+        assert float(normalized_tables.row(b, n_t, kind="ipr", rho=rho)) == pytest.approx(ipr, abs=2e-4)
+        X, J, _ = row_pulls(b * b, n_t)
+        assert float(normalized_tables.row(b, n_t, kind="X")) == pytest.approx(X, rel=2e-3, abs=2e-3)
+        assert float(normalized_tables.row(b, n_t, kind="J")) == pytest.approx(J, rel=2e-3, abs=2e-3)
+        gaussian = cw.row_increments(b, n_t, D_NORM, D_HEAD_NORM)[0]
+        differs = max(differs, abs(gaussian - norm))
+    assert differs > 1e-2
+
+
+def test_one_normalized_layer_gets_the_masked_layers_overlaps(normalized_tables):
+    """One causal attention layer on tokens of fixed norm (Q = (1 - rho) I + rho, T = 200, d = 64): the
+    finite-width closure minus the infinite-width one is masked_overlaps(inputs="normalized") minus
+    masked_overlaps(d=None) for the rows' norms and the pairs' overlaps, within the tables' accuracy (2e-4 and 2e-3
+    of sigma_v2 (q - p)) plus the closure's dropped rho (1 - rho^2) Yp/(2d) of the pair; the Gaussian-token
+    closure misses the norms by more than that."""
+    T, beta, sigma_v2 = 200, 1.4, 1.3
+    mask = masks.parse("causal")
+    infinite_layer = Attention(T, mask)
+    for rho, pairs in [(0.0, [(40, 190)]), (0.5, [(20, 150), (120, 199)])]:
+        Q = (1.0 - rho) * np.eye(T) + rho
+        args = (Q, np.array(beta), np.array(sigma_v2), False)
+        infinite = infinite_layer(*args)
+        closure = Attention(T, mask, width=(D_NORM, D_HEAD_NORM, "normalized"))(*args) - infinite
+        gaussian = Attention(T, mask, width=(D_NORM, D_HEAD_NORM))(*args) - infinite
+        scale = sigma_v2 * (1.0 - rho)
+        for t, u in pairs:
+            kw = dict(rows=(t, u), T=T, p=rho, sigma_v2=sigma_v2)
+            layer = np.subtract(fw.masked_overlaps(beta, d=D_NORM, d_head=D_HEAD_NORM, inputs="normalized", **kw),
+                                fw.masked_overlaps(beta, **kw))
+            dropped = sigma_v2 * rho * (1.0 - rho * rho) * 0.5 / D_NORM      # times Yp <= 1
+            assert closure[t, t] == pytest.approx(layer[0], abs=2e-4 * scale + 1e-6)
+            assert closure[u, u] == pytest.approx(layer[1], abs=2e-4 * scale + 1e-6)
+            assert closure[t, u] == pytest.approx(layer[2], abs=2e-3 * scale + dropped)
+            assert abs(gaussian[u, u] - layer[1]) > 2e-4 * scale + 1e-3
+
+
+def test_normalized_inputs_bad_input():
+    """inputs='normalized' needs d, a causal mask (not an encoder, not a sliding window), and a known name."""
+    with pytest.raises(ValueError, match="needs a finite width d"):
+        numeric.cosine_profile("pre-ln", 1, beta=1.0, T=16, mask="causal", inputs="normalized")
+    with pytest.raises(ValueError, match="masked"):
+        numeric.cosine_profile("pre-ln", 1, beta=1.0, T=16, d=32, inputs="normalized")
+    with pytest.raises(ValueError, match="sliding window"):
+        numeric.cosine_profile("pre-ln", 1, beta=1.0, T=16, mask="sliding:4", d=32, inputs="normalized")
+    with pytest.raises(ValueError, match="inputs must be one of"):
+        numeric.cosine_profile("pre-ln", 1, beta=1.0, T=16, mask="causal", d=32, inputs="layernorm")

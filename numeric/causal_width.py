@@ -279,7 +279,7 @@ class CausalTables:
     def _ratio_coordinate(self, n_t, n_u):
         return 1.0 - np.log(n_t / n_u) / math.log(self.r_lo)
 
-    def at(self, n, rows, cols) -> "CausalLookup":
+    def at(self, n, rows, cols) -> CausalLookup:
         """The tables at fixed rows: n keys per row, pairs (rows[k], cols[k]) with n[rows] <= n[cols]."""
         return CausalLookup(self, np.asarray(n, dtype=float), rows, cols)
 

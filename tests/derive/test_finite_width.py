@@ -219,7 +219,7 @@ def test_sphere_pair_density_is_a_law_whose_marginal_is_the_one_projection_law(d
     assert disc(lambda x, y: x * y * f(x, y)) == pytest.approx(0.0, abs=1e-12)
     for y in (0.7, 1.9):
         edge = mpmath.sqrt(d - y * y)
-        marginal = mpmath.quad(lambda x: f(x, y), [-edge, 0, edge])
+        marginal = mpmath.quad(lambda x, y=y: f(x, y), [-edge, 0, edge])
         assert float(mpmath.re(marginal)) == pytest.approx(float(mpmath.re(g(y))), rel=1e-9)
 
 

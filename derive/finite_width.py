@@ -55,12 +55,19 @@ Exact steps, each done below by SymPy:
    fluctuates (the chain keeps its d_h and d steps), and a key's projection z_s = sqrt(d) x_hat_s.u_hat is a
    coordinate of a uniform point on the sphere of radius sqrt(d), of density
    (1 - z^2/d)^((d - 3)/2) (:func:`sphere_projection_density`; kurtosis -6/(d + 2)), not N(0, 1): Y2_sph is
-   the exact finite-n IPR under that law (:func:`numeric.finite_width.sphere_row`). At p > 0 the
-   common part's share of each norm is treated as the private one's (an approximation: the private parts'
-   norms keep a relative fluctuation of order p/sqrt(d)). Two rows: the same split with k = 2 gives
+   the exact finite-n IPR under that law (:func:`numeric.finite_width.sphere_row`; at p > 0 the law of
+   :func:`numeric.width_law.key_density`, a mixture over the rest of the key's norm). Two rows: the same split
+   with k = 2 gives
    Yp_eff = Yp_sph + (W - W_diag)/d (:func:`normalized_effective_pair`), W_diag the diagonal keys' part of W;
    Yp_sph takes the keys' two projections from the sphere law (:func:`sphere_pair_density`), and the chain's
    first step is the query tokens' Gram matrix with unit diagonal (:func:`normalized_chain_factor`).
+
+6. Normalized tokens at p > 0: the common direction. A key's scale kappa_s and its share of the common
+   direction depend on its own fluctuations (:func:`normalized_key`), so two normalized keys' mean cosine is
+   below rho and the softmax, which sees b z_s kappa_s, selects keys whose normalized common component is
+   smaller. Expanding to second order in 1/sqrt(d) and applying Stein's lemma over the fluctuations
+   (:func:`common_direction_coefficients`) times each row's pulls (:func:`selection_pulls`) gives the O(1/d)
+   changes of q_out and p_out (:func:`common_direction_norm`, :func:`common_direction_pair`).
 
 Assumptions, stated once:
 

@@ -82,7 +82,7 @@ class Attention:
             self.rope = Rows(T, self.first, self.n, *rope)
             self.rotation = self.rope.lags.copy()
         self.width = None
-        if width is not None:                                               # (d, d_head): numeric.causal_width
+        if width is not None:                           # (d, d_head[, "normalized"]): numeric.causal_width
             if rope is not None:
                 raise ValueError("d= (finite width) with RoPE: the rotary rows' finite-width terms are not derived")
             from .causal_width import WidthTerms

@@ -79,7 +79,7 @@ def row_increments(b: float, n: float, d: int, d_head: int, inputs: str = "gauss
     return effective - y2, ipr - y2
 
 
-#: Largest input cosine of the normalized tables' nodes (the keys' law is Gaussian at rho = 1).
+#: Largest input cosine of the tables' nodes, rows and pairs (the keys' law is Gaussian at rho = 1).
 RHO_MAX = 1.0 - 1e-6
 
 
@@ -101,7 +101,7 @@ def pair_increment(b: float, rho: float, keys, d: int, d_head: int, whole: bool 
     from .two_rows import pair_and_selection
     if b == 0.0:                                        # uniform weights: no selection
         return 0.0
-    rho = min(max(rho, 0.0), 1.0 - 1e-12)
+    rho = min(max(rho, 0.0), RHO_MAX)
     b2 = b * b
     effective = pair_effective(b2, rho, None, d, d_head, keys=keys, nodes=N_PAIR_PROFILE, whole=whole,
                                inputs=inputs)
@@ -321,8 +321,10 @@ SOURCES = ("causal_width.py", "finite_width.py", "two_rows.py", "width_law.py", 
 @lru_cache(maxsize=8)
 def causal_tables(d: int, d_head: int, n_max: int, inputs: str = "gaussian") -> CausalTables:
     """The :class:`CausalTables` of (d, d_head, n_max, inputs): from the disk cache of :mod:`numeric.width_tables`
-    when there, else built (1-3 minutes on two cores) and saved."""
+    when there, else built (2.5 minutes on two cores for d = 64, n_max = 256; 4.5 minutes normalized) and saved."""
+    from .finite_width import _inputs
     from .width_tables import cached_arrays
+    _inputs(inputs)
 
     def build():
         tables = CausalTables(d, d_head, n_max, inputs=inputs)
@@ -358,9 +360,11 @@ class WidthTerms:
     (:class:`numeric.causal.Attention`: every position, or the position groups' representatives, increasing);
     ``T``: the sequence length. A causal mask reads :func:`causal_tables`; a sliding window computes each pair
     directly (:data:`MAX_POSITIONS`). ``inputs``: "gaussian" tokens or "normalized" ones (a LayerNorm or
-    RMSNorm before attention; causal mask only): then the increments are read at the keys' input cosine
-    rho_t = pbar_t/qbar_t and the common direction's share (:func:`numeric.finite_width.common_direction`) is
-    added, sigma_v2 qbar_t times the derived changes, with the pair's own Yp/d term dropped.
+    RMSNorm before attention; causal mask only): then the rows' increments are read at the keys' input cosine
+    rho_t = pbar_t/qbar_t (the pairs', as for Gaussian tokens, at the queries' correlation rho_tu, which the
+    tables also take as the keys' cosine) and the common direction's share
+    (:func:`numeric.finite_width.common_direction`) is added, sigma_v2 qbar_t times the derived changes, with the
+    pair's own rho (1 - rho^2) Yp/(2d) term dropped.
     """
 
     def __init__(self, mask, positions, d: int, d_head: int, T: int, inputs: str = "gaussian"):
@@ -388,7 +392,8 @@ class WidthTerms:
 
     def add(self, Q, stats, sigma_v2, out) -> None:
         """Add sigma_v2 (qbar_t - pbar_t) dY2_t to the diagonal and sigma_v2 (qbar_t - pbar_t) dYp_tu to the
-        pairs of ``out`` (..., P, P)."""
+        pairs of ``out`` (..., P, P); for normalized tokens also the common direction's share
+        (:meth:`_add_common_direction`)."""
         batch = Q.shape[:-2]
         spread = np.maximum(stats.qbar - stats.pbar, 0.0) * np.broadcast_to(sigma_v2, batch)[..., None]
         b = np.broadcast_to(stats.b, spread.shape)
@@ -421,6 +426,8 @@ class WidthTerms:
         from . import _generated_width as gen
         index = np.arange(self.n.size)
         pulls = {name: self.tables.row(b, kind=name, rho=rho) for name in ("X", "J", "scale")}
+        beyond = np.minimum(1.0, B_MAX / np.maximum(b, 1e-300))        # J and scale fall off like 1/b past B_MAX
+        pulls["J"], pulls["scale"] = pulls["J"] * beyond, pulls["scale"] * beyond
         scale = np.broadcast_to(sigma_v2, stats.qbar.shape[:-1])[..., None] * stats.qbar
         d = float(self.d)
         out[..., index, index] += scale * gen.common_direction_norm(d, rho, stats.Y2, pulls["J"], pulls["scale"])
@@ -444,11 +451,11 @@ class WidthTerms:
         width_pairs(flat(Q, (P, P)), flat(spread, (P,)), flat(self.tables.b_coordinate(b), (P,)), self.rows,
                     self.cols, self.tables.pair_coef, self.n[self.rows] > 1, view)
 
-    def ipr(self, b, stats=None) -> np.ndarray:
+    def ipr(self, b, stats) -> np.ndarray:
         """The finite-width increment of each row's IPR at widths b (..., P) (entropy collapse's reading; for
-        normalized tokens at the keys' input cosine of ``stats``)."""
+        normalized tokens at the keys' input cosine of the rows' ``stats``)."""
         if self.tables is not None:
-            return self.tables.row(b, kind="ipr", rho=0.0 if stats is None else self._input_cosine(stats))
+            return self.tables.row(b, kind="ipr", rho=self._input_cosine(stats))
         out = np.zeros(np.shape(b))
         for index in np.ndindex(out.shape):
             out[index] = row_increments(float(b[index]), float(self.n[index[-1]]), self.d, self.d_head)[1]

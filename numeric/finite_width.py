@@ -199,8 +199,12 @@ def pair_effective(b2: float, rho: float, T: int, d: int, d_head: int, *, acc: A
     over :func:`numeric.width_law.normalized_pair_rule` (``nodes`` there: r, A, c'_2, c'_3, z)."""
     normalized = _inputs(inputs) == "normalized"
     dofs = chain_dofs(d, d_head)
-    m11, m21, m22, weight = normalized_pair_rule(dofs, nodes) if normalized else pair_rule(dofs, nodes)
-    S11, S12, S22 = gen.covariance_from_factor(b2, rho, m11, m21, m22)
+    if normalized:                                    # the rule's factor holds the normalized tokens' cosine
+        m11, m21, m22, weight = normalized_pair_rule(dofs, nodes, rho)
+        S11, S12, S22 = gen.covariance_from_factor(b2, 0.0, m11, m21, m22)
+    else:
+        m11, m21, m22, weight = pair_rule(dofs, nodes)
+        S11, S12, S22 = gen.covariance_from_factor(b2, rho, m11, m21, m22)
     total = 0.0
     with single_threaded_blas():
         for s11, s12, s22, w in zip(S11, S12, S22, weight):
@@ -445,7 +449,7 @@ def output_norm(beta, *, q=1.0, p=0.0, T, n=None, d, d_head=None, inputs="gaussi
     d, d_head = width(d, d_head)
     if d is None:
         raise ValueError("output_norm needs a finite d (attention_overlaps with d=None is infinite width)")
-    _inputs(inputs)
+    _finite_inputs(inputs, d)
     T = check.sequence_length(T, infinite=False)
     n = T if n is None else check.count("n", n)
     if n > T:

@@ -60,7 +60,7 @@ def finite_width(d, d_head, T, inputs="gaussian", masked=False):
     :mod:`numeric.causal_width`'s. ``inputs``: "gaussian" tokens (A1) or "normalized" ones (a LayerNorm or
     RMSNorm before attention, derive.finite_width steps 5-6: masked stacks only, ``masked``).
     """
-    from .finite_width import _inputs, width
+    from .finite_width import _finite_inputs, _inputs, width
     inputs = _inputs(inputs)
     if d is None and d_head is None:
         if inputs != "gaussian":
@@ -68,6 +68,7 @@ def finite_width(d, d_head, T, inputs="gaussian", masked=False):
                              "tokens of fixed norm)")
         return None
     d, d_head = width(d, d_head)
+    _finite_inputs(inputs, d)
     if T is None:
         raise ValueError("d= (finite width) needs a finite T: the key-selection term grows like beta^2 ln T / d")
     if inputs == "normalized" and not masked:

@@ -121,7 +121,7 @@ def _spacing(s1: float, s2: float, sig: float, T: int, acc: Accuracy) -> float:
 
 def pair_and_selection(S11: float, S22: float, S12: float, T: int, acc: Accuracy = TABLE,
                        keys=None, whole: bool = True, sphere: int | None = None,
-                       cosine: float = 0.0) -> tuple[float, float]:
+                       cosine: float = 0.0) -> tuple[float, ...]:
     """(Yp(S), W(S)) for two rows of T keys with log-weight covariance S = [[S11, S12], [S12, S22]].
 
     S11, S22 > 0; |S12| <= sqrt(S11 S22). See the module docstring for the integrals. ``keys``: None (both
@@ -236,7 +236,7 @@ def _sphere_corrections(win1, win2, h, h2, S11, S22, S12, d: int, rho: float, ac
     """
     eig_min = 0.5 * (S11 + S22 - math.hypot(S11 - S22, 2.0 * S12))
     sd_min = math.sqrt(max(eig_min, 0.0))
-    z_cut = min(math.sqrt(d / (1.0 - rho)), SPHERE_Z_CUT)
+    z_cut = SPHERE_Z_CUT          # past the sphere's edge (small d) its law is 0, and the Gaussian must not be cut
     n1, n2 = _grid_size(win1, h), _grid_size(win2, h2)
     if S12 > 0.0 and S12 * S12 >= SPHERE_DIAGONAL * S11 * S22:
         dN, dK = _sphere_diagonal(win1[0], win2[0], h, h2, n1, n2, S11, d, rho, z_cut)

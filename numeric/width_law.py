@@ -154,14 +154,17 @@ def pair_rule(dofs: tuple[int, int, int], nodes: tuple[int, int, int, int, int] 
     return np.sqrt(a1_ * A_), z_ * np.sqrt(v), np.sqrt(G_ * g3_), weights
 
 
-@lru_cache(maxsize=64)
-def normalized_pair_rule(dofs: tuple[int, int, int], nodes: tuple[int, int, int, int, int] = (3, 4, 3, 3, 8)):
-    """Quadrature points (m11, m21, m22, weight) of the chain's factor for tokens of fixed norm.
+def normalized_pair_rule(dofs: tuple[int, int, int], nodes: tuple[int, int, int, int, int] = (3, 4, 3, 3, 8),
+                         rho: float = 0.0):
+    """Quadrature points (m11, m21, m22, weight) of the chain's factor S/b2 = M M^T for tokens of fixed norm at
+    input cosine ``rho`` (the mean's Cholesky factor is inside M: use ``covariance_from_factor`` with rho = 0).
 
     The first step is the two query tokens' Gram matrix with unit diagonal: its Cholesky factor
-    [[1, 0], [r, sqrt(1 - r^2)]] with r the cosine of two independent directions in R^(n_1), of density
-    (1 - r^2)^((n_1 - 3)/2) (Gauss-Jacobi nodes), in place of the Bartlett factor L_1/sqrt(n_1)
-    (:func:`derive.finite_width.normalized_chain_factor`). Then
+    [[1, 0], [c, sqrt(1 - c^2)]] with c = (rho + s r)/sqrt(1 + 2 rho s r), s = sqrt(1 - rho^2), the cosine of
+    the normalized tokens, r the cosine of two independent directions in R^(n_1), of density
+    (1 - r^2)^((n_1 - 3)/2) (Gauss-Jacobi nodes), in place of C L_1/sqrt(n_1)
+    (:func:`derive.finite_width.normalized_chain_factor` at rho = 0; both rows' norms are fixed at every rho).
+    Then, with r read as c,
 
         m11^2 = A,   m22^2 = (1 - r^2) (c'_2/n_2)(c'_3/n_3),   m21 = r sqrt(A) + sqrt(v) z,
         v = (1 - r^2) ((c_3/n_3)/n_2 + (c'_2/n_2)/n_3),   A = (c_2/n_2)(c_3/n_3),
@@ -169,11 +172,18 @@ def normalized_pair_rule(dofs: tuple[int, int, int], nodes: tuple[int, int, int,
     exactly Gaussian in z given the rest; c_3/n_3 in v is replaced by its log-linear regression on A, as in
     :func:`pair_rule`. ``nodes``: Gauss nodes for r, A, c'_2/n_2, c'_3/n_3 and z.
     """
+    return _normalized_pair_rule(tuple(dofs), tuple(nodes), round(float(rho), 12))
+
+
+@lru_cache(maxsize=64)
+def _normalized_pair_rule(dofs, nodes, rho: float):
     from scipy import special
     n1, n2, n3 = dofs
     alpha = 0.5 * (n1 - 3)
     r, wr = special.roots_jacobi(nodes[0], alpha, alpha)
     wr = wr / wr.sum()
+    s = math.sqrt(max(1.0 - rho * rho, 0.0))
+    r = (rho + s * r) / np.sqrt(1.0 + 2.0 * rho * s * r)         # the normalized query tokens' cosine
     A, wA = _scaled_rule((n2, n3), (n2, n3), nodes[1])
     g2, wg2 = _scaled_rule((n2 - 1,), (n2,), nodes[2])
     g3, wg3 = _scaled_rule((n3 - 1,), (n3,), nodes[3])

@@ -205,8 +205,8 @@ def test_normalized_tokens_overlaps_within_monte_carlo_error(point):
     declared allowance. Rejected by the same tolerance: the Gaussian-token finite-width overlaps (fluctuating
     norms: every norm), the infinite-width ones, and at rho > 0 the overlap without step 6 (the common
     direction's share: 25 SE off at rho = 0.3). Measured (2026-12-04, this seed): rho = 0.5 torch 0.5413, 0.5224,
-    0.4988 against 0.5420, 0.5228, 0.4989; rho = 0.3 (condensed) torch 0.6829, 0.6299, 0.3047 against 0.6835,
-    0.6307, 0.3028. At rho = 0, 24 000 seeds: overlap 0.00483 +- 0.00027 against 0.00508 (Gaussian tokens
+    0.4988 against 0.5420, 0.5228, 0.4987; rho = 0.3 (condensed) torch 0.6829, 0.6299, 0.3047 against 0.6835,
+    0.6307, 0.3027. At rho = 0, 24 000 seeds: overlap 0.00483 +- 0.00027 against 0.00508 (Gaussian tokens
     0.00722)."""
     from numeric.finite_width import common_direction, masked_overlaps
     T, beta, rho, rows, seeds = point

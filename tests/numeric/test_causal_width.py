@@ -168,7 +168,7 @@ def test_bad_input_is_refused_by_name():
 
 
 #: The normalized tokens' causal table of these tests and of the GPT-2 adapters' (d, d_head) = (64, 32) for
-#: T <= 256 (built once per session, about four minutes on two cores).
+#: T <= 256 (built once per session, about 4.5 minutes on two cores).
 D_NORM, D_HEAD_NORM, T_NORM = D, D_HEAD, T_TABLE
 
 

@@ -438,7 +438,7 @@ def test_sphere_row_resolves_large_widths():
 
 @pytest.mark.parametrize("kwargs,match", [(dict(inputs="layernorm"), "inputs must be one of"),
                                           (dict(n=300), "n must lie in"), (dict(d=None, d_head=None), "needs a finite d"),
-                                          (dict(d=2, d_head=None, inputs="normalized"), "d must be >= 3"),
+                                          (dict(d=4, d_head=None, inputs="normalized"), "d >= 8"),
                                           (dict(beta=np.array([1.0, 2.0])), "beta must be a number")])
 def test_output_norm_bad_input(kwargs, match):
     args = {"beta": 1.0, "T": 256, "d": 64, "d_head": 32, **kwargs}
@@ -474,7 +474,7 @@ def _sphere_pair_monte_carlo(S, keys, d, draws, rng, rho=0.0):
     return np.concatenate(out)
 
 
-@pytest.mark.parametrize("S,keys,d,rho", [((4.5, 4.5, 1.35), (96, 0, 0), 32, 0.0),
+@pytest.mark.parametrize("S,keys,d,rho", [((4.5, 4.5, 1.35), (96, 0, 0), 32, 0.0), ((4.5, 4.5, 1.35), (32, 0, 0), 8, 0.0),
                                           ((9.0, 9.0, 5.4), (40, 0, 40), 64, 0.0),
                                           ((4.5, 4.5, 0.0), (64, 0, 0), 16, 0.0),
                                           ((9.0, 9.0, 2.7), (48, 0, 48), 16, 0.5)])
@@ -525,7 +525,8 @@ def test_normalized_pair_rule_keeps_the_derived_moments():
     """normalized_pair_rule (tokens of fixed norm): E m11^2 = E A = 1, E m11 m21 = 0, E m22^2 and E m11^2 m21^2 as
     derive.finite_width.normalized_chain_factor gives them (E r^2 = 1/n1, chi-square moments), to 2e-3 (the
     regression of c_3 on A is the rule's one approximation); the Gaussian chain's rule has E m11^4 larger by
-    (2/n1)(1 + 2/n2)(1 + 2/n3)."""
+    (2/n1)(1 + 2/n2)(1 + 2/n3). At rho = 0.5 both rows' S_ii have the same variance (a first version fixed
+    only row 1's norm: 13 % apart) and E S12 is the normalized tokens' mean cosine rho (1 - (1 - rho^2)/(2 n1))."""
     from derive import finite_width as dfw
     from numeric.width_law import normalized_pair_rule
     d, d_head = 64, 16
@@ -554,6 +555,12 @@ def test_normalized_pair_rule_keeps_the_derived_moments():
     second = chain["m11"] ** 2 * (chain["m21_mean"] ** 2 + chain["m21_variance"])
     assert float(w @ (m11 * m21) ** 2) == pytest.approx(mean(second), rel=2e-3)
     g11, _, _, gw = pair_rule(chain_dofs(d, d_head))
+    from numeric._generated_width import covariance_from_factor
+    n11, n21, n22, nw = normalized_pair_rule(chain_dofs(d, d_head), rho=0.5)       # both rows' norms stay fixed
+    S11, S12, S22 = covariance_from_factor(1.0, 0.0, n11, n21, n22)
+    variance = lambda S: float(nw @ S ** 2 - (nw @ S) ** 2)
+    assert variance(S22) == pytest.approx(variance(S11), rel=2e-2)
+    assert float(nw @ S12) == pytest.approx(0.5 * (1.0 - 0.75 / (2 * n1)), abs=2e-3)       # the mean cosine
     excess = (2.0 / n1) * (1.0 + 2.0 / n2) * (1.0 + 2.0 / n3)          # E m11^4: the query norm's chi-square
     assert float(gw @ g11 ** 4) - float(w @ m11 ** 4) == pytest.approx(excess, rel=5e-3)
 

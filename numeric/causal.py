@@ -120,8 +120,8 @@ class Attention:
     @property
     def fused(self) -> bool:
         """Whether the pair loop runs as the numba kernel of :mod:`numeric._causal_jit` (numeric.fused's choice)."""
-        from .fused import backend
-        return backend() == "fused"
+        from .fused import active
+        return active()
 
     def _fused_overlaps(self, Q, C, stats, sigma_v2, gain, out):
         """The off-diagonal of nested causal prefixes by :func:`numeric._causal_jit.nested_overlaps`."""

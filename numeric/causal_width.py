@@ -347,12 +347,6 @@ def _channel(tables: dict, kind: str):
     return tables[kind]
 
 
-def _fused() -> bool:
-    """Whether the pairs' increments run as the numba kernel (:func:`numeric.fused.backend`'s choice)."""
-    from .fused import backend
-    return backend() == "fused"
-
-
 class WidthTerms:
     """The finite-width increments of one masked attention layer's closure at width (d, d_head).
 
@@ -403,7 +397,8 @@ class WidthTerms:
             out[..., index, index] += spread * self.tables.row(b, rho=rho)
             if self.inputs == "normalized":
                 self._add_common_direction(stats, rho, b, sigma_v2, out)
-            if _fused():
+            from .fused import active
+            if active():
                 self._fused_pairs(Q, spread, b, out)
                 return
             pairs = self.tables.pair(b[..., self.rows], self._rho(Q))

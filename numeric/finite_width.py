@@ -163,10 +163,10 @@ def _gaussian_node(b: float, n: float, d: int, acc: Accuracy) -> tuple[float, fl
 def _normalized_node(b: float, n: float, d: int, rho: float = 0.0) -> tuple[float, float]:
     """(Y2_sph, Y2_eff) of a row of n tokens of fixed norm at width b: Y2_sph + (Z2 - Z2_diag)/d."""
     y2 = sphere_row(b, n, d, rho=rho)
-    s = min(b, B_Z)                                      # beyond: frozen, the distinct keys' term ~ 0 (Stein form)
-    m = row_moments(s, n, rs=(2.0, 3.0, 4.0), square=True, acc=EXACT)
-    z2 = float(gen.selection_one_row(s * s, m[2.0], m[3.0], m["square"]))
-    z2_diag = float(gen.selection_diagonal_one_row(s * s, m[2.0], m[3.0], m[4.0]))
+    s2 = min(b, B_Z) ** 2                                # beyond: frozen, the distinct keys' term ~ 0 (Stein form)
+    y2_s, y3, y4, y22 = _row_powers(s2, n)
+    z2 = float(gen.selection_one_row(s2, y2_s, y3, y22))
+    z2_diag = float(gen.selection_diagonal_one_row(s2, y2_s, y3, y4))
     return y2, float(gen.effective_same_normalized(float(d), y2, z2, z2_diag))
 
 
@@ -403,7 +403,11 @@ def _sphere_count(b: float, d: int) -> int:
     trapezoid rule with spacing min(0.05, 0.25/b) on |z| <= min(sqrt(d), 12)."""
     if d < D_TRAPEZOID:
         return max(N_SPHERE, 64 * math.ceil(20.0 * b / 64))
-    z_max = min(math.sqrt(d), 12.0)
+    return _trapezoid_count(min(math.sqrt(d), 12.0), b)
+
+
+def _trapezoid_count(z_max: float, b: float) -> int:
+    """Nodes of the trapezoid rule in a key's projection on |z| <= z_max at width b: spacing min(0.05, 0.25/b)."""
     return 2 * math.ceil(z_max / min(0.05, 0.25 / max(b, 1e-12))) + 1
 
 
@@ -434,7 +438,7 @@ def _key_nodes(d: int, rho: float, b: float) -> tuple[np.ndarray, np.ndarray]:
     from .width_law import key_density
     r, density = key_density(d, rho, 1)
     z_max = min(r[-1], 12.0)
-    z = np.linspace(-z_max, z_max, 2 * math.ceil(z_max / min(0.05, 0.25 / max(b, 1e-12))) + 1)
+    z = np.linspace(-z_max, z_max, _trapezoid_count(z_max, b))
     w = np.interp(np.abs(z), r, density, right=0.0)
     w[[0, -1]] *= 0.5
     return z, w / w.sum()

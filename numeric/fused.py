@@ -67,6 +67,11 @@ def available() -> bool:
     return importlib.util.find_spec("numba") is not None
 
 
+def active() -> bool:
+    """Whether the default backend (:func:`backend` with no request) is the fused one."""
+    return backend() == "fused"
+
+
 def backend(requested=None) -> str:
     """"fused" or "numpy": ``requested``, else ``$SIGPROP_BACKEND``, else "auto" (fused where numba is)."""
     name, source = (requested, "backend") if requested is not None else (os.environ.get(ENV, "auto"), ENV)

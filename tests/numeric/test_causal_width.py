@@ -36,17 +36,22 @@ def test_profile_rule_is_close_to_the_full_rule(b2, rho, keys):
     assert abs(full - infinite) > 0.1 * full
 
 
+def _between_nodes(rng, count: int, b_range: tuple[float, float], rho_max: float):
+    """``count`` random points (n_t, n_u, b, rho) between the causal tables' nodes: whole key counts
+    2 <= n_t < 200, n_t + 20 <= n_u <= 256, b uniform in ``b_range``, rho uniform in [0, rho_max]."""
+    for _ in range(count):
+        n_t = int(rng.integers(2, 200))
+        n_u = int(rng.integers(n_t + 20, 257))
+        yield n_t, n_u, float(rng.uniform(*b_range)), float(rng.uniform(0.0, rho_max))
+
+
 def test_causal_table_matches_the_direct_increments(tables):
     """At 12 random points between the nodes (whole key counts 2 <= n_t <= n_u <= 256, b in [0.1, 8], rho in
     [0, 0.98]) the tables' dYp is within 1.2e-3 of the direct integral (the largest increment there is ~0.09;
     the tables' worst of 40 points measured: 9.4e-4, at small b and rho > 0.8) and dY2, dIPR within 1e-4. A table
     with the rows' counts swapped, or a ratio coordinate of n_u/n_t, misses by more than 1e-2."""
-    rng = np.random.default_rng(7)
     worst = 0.0
-    for _ in range(12):
-        n_t = int(rng.integers(2, 200))
-        n_u = int(rng.integers(n_t + 20, 257))
-        b, rho = float(rng.uniform(0.1, 8.0)), float(rng.uniform(0.0, 0.98))
+    for n_t, n_u, b, rho in _between_nodes(np.random.default_rng(7), 12, (0.1, 8.0), 0.98):
         direct = cw.pair_increment(b, rho, (n_t, 0, n_u - n_t), D, D_HEAD)
         assert float(tables.pair(b, rho, n_t, n_u)) == pytest.approx(direct, abs=1.2e-3)
         worst = max(worst, abs(float(tables.pair(b, rho, n_u, n_t)) - direct))
@@ -184,12 +189,8 @@ def test_normalized_table_matches_the_direct_increments(normalized_tables):
     2e-3 of row_pulls (relative to their size); the Gaussian tokens' table differs from the normalized one by
     more than 1e-2 somewhere."""
     from numeric.finite_width import row_pulls
-    rng = np.random.default_rng(13)
     differs = 0.0
-    for _ in range(6):
-        n_t = int(rng.integers(2, 200))
-        n_u = int(rng.integers(n_t + 20, 257))
-        b, rho = float(rng.uniform(0.3, 6.0)), float(rng.uniform(0.0, 0.9))
+    for n_t, n_u, b, rho in _between_nodes(np.random.default_rng(13), 6, (0.3, 6.0), 0.9):
         direct = cw.pair_increment(b, rho, (n_t, 0, n_u - n_t), D_NORM, D_HEAD_NORM, inputs="normalized")
         assert float(normalized_tables.pair(b, rho, n_t, n_u)) == pytest.approx(direct, abs=2e-3)
         norm, ipr = cw.row_increments(b, n_t, D_NORM, D_HEAD_NORM, "normalized", rho)

@@ -353,20 +353,24 @@ def _fake_run(phase: int, final: float) -> training.TrainResult:
                                 2.6, [1.0], [0.1])
 
 
-def test_a_decoder_grid_is_set_against_the_decoder_diagram_of_its_runs():
+def test_a_decoder_grid_is_set_against_the_decoder_diagram_of_its_runs(monkeypatch):
     """train-diagram of LLaMA (GQA) configs: the theory drawn under the grid is the position-resolved diagram of the
     model built from the grid's config (layers read at alpha_sa = 1, every head set to beta), and at the grid's own
     points it gives what each run predicted for its own model (built at that beta and rescaled by apply_init):
     rho after the last layer to 1e-4 and the same phase. A theory that applied the skip strength to the already
-    rescaled model (alpha_sa twice) fails the rho check."""
+    rescaled model (alpha_sa twice) fails the rho check. The drawn theory runs on 6 x 6 points, not 24 x 24 (its
+    RoPE rows are 80 s of CPU there; none of the claims depends on the resolution)."""
     from verify import adapters_decoders as ad
     from verify import recommend_decoders as rd
     from verify import train_diagram
+
+    monkeypatch.setattr(train_diagram, "DECODER_THEORY_POINTS", 6)
 
     base = dataclasses.replace(DECODERS["llama"], steps=2, eval_every=1, eval_sequences=8, batch=4)
     betas, alphas = [0.3, 4.0], [0.75, 1.5]
     diagram, _ = train_diagram.measure(base, betas, alphas, scheduler="in-process")
     assert diagram.theory.arch == "llama decoder" and diagram.theory.T == base.seq_len
+    assert diagram.theory.rho.shape == (6, 6)
     assert diagram.neighbour == "trigram" and 0.1 < diagram.context_free_loss - diagram.cutoff < 0.25
     model = training.build_model(base)
     at_grid = rd.diagram(model.unit, model.Q0, base.seq_len, betas=betas, alphas=alphas, eps=base.eps,

@@ -67,7 +67,9 @@ Exact steps, each done below by SymPy:
    below rho and the softmax, which sees b z_s kappa_s, selects keys whose normalized common component is
    smaller. Expanding to second order in 1/sqrt(d) and applying Stein's lemma over the fluctuations
    (:func:`common_direction_coefficients`) times each row's pulls (:func:`selection_pulls`) gives the O(1/d)
-   changes of q_out and p_out (:func:`common_direction_norm`, :func:`common_direction_pair`).
+   changes of q_out and p_out (:func:`common_direction_norm`, :func:`common_direction_pair`). A normalized
+   key's k projections given the rest of its norm have the law :func:`normalized_key_density` (a radial change
+   of variables of N(0, I_k)), which :func:`numeric.width_law.key_density` averages over that rest.
 
 Assumptions, stated once:
 
@@ -449,6 +451,17 @@ def common_direction_pair() -> sympy.Expr:
     return sympy.expand(rho * ((1 - Yp) * c["cosine"] + (c["key"] + c["z"]) * (X_t + X_u)) / d_sym)
 
 
+@lru_cache(maxsize=None)
+def common_direction_per_spread() -> tuple[sympy.Expr, sympy.Expr]:
+    """:func:`common_direction_norm` and :func:`common_direction_pair` divided by 1 - rho (every coefficient of
+    :func:`common_direction_coefficients` carries that factor): the common direction's share as a change of the
+    effective moments of rows that see the same keys (an encoder layer), since
+    sigma_v2 (p + (q - p) Y2_eff) + sigma_v2 q dq = sigma_v2 (p + (q - p) (Y2_eff + dq/(1 - rho))) with
+    rho = p/q; finite as rho -> 1."""
+    return tuple(sympy.expand(sympy.cancel(expr / (1 - rho)))
+                 for expr in (common_direction_norm(), common_direction_pair()))
+
+
 def sphere_projection_density() -> tuple[sympy.Expr, sympy.Symbol]:
     """(density, z): the law of z = sqrt(d) x_1 for x uniform on the unit sphere of R^d (a normalized key's
     projection on a fixed direction, step 5): Gamma(d/2)/(Gamma((d-1)/2) sqrt(pi d)) (1 - z^2/d)^((d-3)/2)
@@ -456,6 +469,32 @@ def sphere_projection_density() -> tuple[sympy.Expr, sympy.Symbol]:
     z = sympy.Symbol("z", real=True)
     norm = sympy.gamma(d_sym / 2) / (sympy.gamma((d_sym - 1) / 2) * sympy.sqrt(sympy.pi * d_sym))
     return norm * (1 - z ** 2 / d_sym) ** ((d_sym - 3) / 2), z
+
+
+#: A normalized key's law given the rest of its norm (step 6): the k projections' radius r, the rest D of the
+#: key's squared norm (in units of d, the common direction's part included) and a = (1 - rho)/d.
+key_r, key_D, key_a = sympy.symbols("r D a", positive=True)
+key_k = sympy.Symbol("k", integer=True, positive=True)
+
+
+@lru_cache(maxsize=None)
+def normalized_key_density() -> sympy.Expr:
+    """The radial density in R^k of a normalized key's k projections zeta on its rows' query directions, given
+    the rest D of its squared norm (step 6; :func:`numeric.width_law.key_density` averages it over D).
+
+    The key is z ~ N(0, I_k) on the query directions and the rest, so zeta = z/sqrt(D + a|z|^2): a radial
+    map s = |z| -> r = |zeta|. Inverting it, s(r) = r sqrt(D/(1 - a r^2)), and the density is the Gaussian's
+    at s(r) times the map's Jacobian s'(r) (s/r)^(k-1):
+
+        p(zeta | D) = (2 pi)^(-k/2) D^(k/2) (1 - a r^2)^(-(k+2)/2) exp(-D r^2/(2 (1 - a r^2))),  a r^2 < 1.
+
+    At D = 1, a -> 0 it is N(0, I_k) (tests/derive/test_finite_width.py checks the law of |zeta| against
+    the chi distribution of |z|)."""
+    s_ = sympy.Symbol("s", positive=True)
+    (radius,) = sympy.solve(sympy.Eq(key_r, s_ / sympy.sqrt(key_D + key_a * s_ ** 2)), s_)
+    jacobian = sympy.diff(radius, key_r) * (radius / key_r) ** (key_k - 1)
+    gaussian = (2 * sympy.pi) ** (-key_k / 2) * sympy.exp(-radius ** 2 / 2)
+    return sympy.powsimp(sympy.simplify(gaussian * jacobian), force=True)
 
 
 # Laplace/Price form of the two-row selection term (numeric.two_rows evaluates it) ---------

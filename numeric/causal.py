@@ -126,10 +126,13 @@ class Attention:
     def _fused_overlaps(self, Q, C, stats, sigma_v2, gain, out):
         """The off-diagonal of nested causal prefixes by :func:`numeric._causal_jit.nested_overlaps`."""
         from ._causal_jit import nested_overlaps
+        from .fused import batched
 
         batch = Q.shape[:-2]
         T = self.size
-        flat = lambda a, tail: np.ascontiguousarray(np.broadcast_to(a, batch + tail).reshape((-1,) + tail))
+
+        def flat(a, tail):
+            return batched(a, batch, tail)
         b = flat(stats.b, (T,))
         pairs = self.moments.pair_rows(b, self.n, self._pair_table(self.n))
         view = out.reshape((-1, T, T))
@@ -488,7 +491,7 @@ def prepare(arch, depth, *, beta, T, rho0, activation, mask, tokens, params, gro
     if groups is not None:
         groups = min(check.count("groups", groups, 8), T)
     values = block_values(arch, beta, params)
-    width = finite_width(d, d_head, T, inputs, masked=True)
+    width = finite_width(d, d_head, T, inputs)
     return (block_function(arch, activation), _attention(T, mask, rope, groups, width), values, depth, rho0,
             positions(tokens, T))
 

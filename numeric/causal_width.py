@@ -24,7 +24,8 @@ Cost. Directly, a row costs 16 one-row moments (~3 ms) and a pair one Gauss rule
 :data:`numeric.finite_width.N_PAIR` at d = 64, 2e-3 at d = 32). Under a causal mask the rows' key sets are
 nested prefixes, so an increment depends on (n_t, n_u, b, rho) only: :class:`CausalTables` evaluates the
 direct increments once per (d, d_head, T) at Chebyshev-Lobatto nodes in (ln n_t, ln(n_t/n_u), b, rho) (the
-integrals' analytic continuation in the key counts), 1575 pairs (about 2.5 minutes), kept on disk; a look-up is then a
+integrals' analytic continuation in the key counts), 1575 pairs (about 2.5 minutes), kept on disk (those of
+:data:`SHIPPED` come with the package); a look-up is then a
 polynomial evaluation, so causal profiles carry up to :data:`MAX_TABLE_POSITIONS` positions and
 critical_alpha and diagrams take ``d=``. Sliding windows (other key layouts) use the direct increments,
 for at most :data:`MAX_POSITIONS` carried positions (profiles only).
@@ -85,9 +86,10 @@ RHO_MAX = 1.0 - 1e-6
 
 def row_node(b: float, n: float, d: int, d_head: int, inputs: str, rho: float) -> tuple[float, ...]:
     """One node of the rows' table: (dY2, dIPR) of :func:`row_increments` and the row's pulls (X, J, scale) of
-    :func:`numeric.finite_width.row_pulls` at real n (the common direction's share of normalized tokens)."""
+    :func:`numeric.finite_width.row_pulls` at real n (the common direction's share of normalized tokens; zero for
+    Gaussian tokens, which read no pulls)."""
     from .finite_width import row_pulls
-    pulls = row_pulls(b * b, n) if n > 1 else (0.0, 0.0, 0.0)
+    pulls = row_pulls(b * b, n) if n > 1 and inputs == "normalized" else (0.0, 0.0, 0.0)
     return row_increments(b, n, d, d_head, inputs, rho) + pulls
 
 
@@ -306,6 +308,13 @@ class CausalLookup:
         value = evaluate_fixed(_channel(self._rows, kind), self.b_coordinate(b), np.broadcast_to(rho, b.shape))
         return np.where(self.n > 1, value, 0.0)
 
+    def pulls(self, b, rho) -> dict:
+        """Every row's pulls {"X", "J", "scale"} (:func:`numeric.finite_width.row_pulls`) at widths b and the keys'
+        input cosines rho (..., P); J and scale fall off like 1/b past B_MAX, where the tables stop."""
+        beyond = np.minimum(1.0, B_MAX / np.maximum(b, 1e-300))
+        return {"X": self.row(b, "X", rho), "J": self.row(b, "J", rho) * beyond,
+                "scale": self.row(b, "scale", rho) * beyond}
+
     def pair(self, b_rows, rho) -> np.ndarray:
         """dYp of every pair at its row t's width b_rows (..., K) and query correlation rho (..., K)."""
         n_t = self.n[self.rows]
@@ -318,10 +327,23 @@ SOURCES = ("causal_width.py", "finite_width.py", "two_rows.py", "width_law.py", 
            "_generated_width.py", "interpolation.py")
 
 
+#: The causal tables shipped with the package (numeric/data, :func:`numeric.width_tables.shipped_dir`): the
+#: (d, d_head, n_max, inputs) the test suite, the README's examples and GPT-2 at width 64 read, so that a fresh
+#: installation does not build them (about 7 minutes on two cores). A change of :data:`SOURCES` changes their
+#: digest: ``python -m numeric.causal_width`` then builds them again (tests/numeric/test_causal_width.py fails
+#: until it has).
+SHIPPED = ((64, 32, 256, "gaussian"), (64, 32, 256, "normalized"))
+
+
+def _stem(d: int, d_head: int, n_max: int, inputs: str) -> str:
+    return f"causal-{inputs}-d{d}-h{d_head}-n{n_max}"
+
+
 @lru_cache(maxsize=8)
 def causal_tables(d: int, d_head: int, n_max: int, inputs: str = "gaussian") -> CausalTables:
     """The :class:`CausalTables` of (d, d_head, n_max, inputs): from the disk cache of :mod:`numeric.width_tables`
-    when there, else built (2.5 minutes on two cores for d = 64, n_max = 256; 4.5 minutes normalized) and saved."""
+    or the package's shipped tables (:data:`SHIPPED`) when there, else built (2.5 minutes on two cores for
+    d = 64, n_max = 256; 4.5 minutes normalized) and saved in the cache."""
     from .finite_width import _inputs
     from .width_tables import cached_arrays
     _inputs(inputs)
@@ -330,8 +352,21 @@ def causal_tables(d: int, d_head: int, n_max: int, inputs: str = "gaussian") -> 
         tables = CausalTables(d, d_head, n_max, inputs=inputs)
         return {"rows": tables.row_values, "pairs": tables.pair_values}
 
-    values = cached_arrays(f"causal-{inputs}-d{d}-h{d_head}-n{n_max}", VERSION, SOURCES, build)
+    values = cached_arrays(_stem(d, d_head, n_max, inputs), VERSION, SOURCES, build)
     return CausalTables(d, d_head, n_max, rows=values["rows"], pairs=values["pairs"], inputs=inputs)
+
+
+def ship() -> list:
+    """Write the :data:`SHIPPED` tables of this code into the package's data folder (read from the disk cache, or
+    built), removing those of older code there; returns their paths."""
+    from .width_tables import ship as save
+    paths = []
+    for d, d_head, n_max, inputs in SHIPPED:
+        tables = causal_tables(d, d_head, n_max, inputs)
+        paths.append(save(_stem(d, d_head, n_max, inputs), VERSION, SOURCES,
+                          {"rows": tables.row_values, "pairs": tables.pair_values}))
+    return paths
+
 
 
 def table_size(T: int) -> int:
@@ -420,9 +455,7 @@ class WidthTerms:
         and every pair's overlap, with the rows' pulls from the tables and their infinite-width Y2."""
         from . import _generated_width as gen
         index = np.arange(self.n.size)
-        pulls = {name: self.tables.row(b, kind=name, rho=rho) for name in ("X", "J", "scale")}
-        beyond = np.minimum(1.0, B_MAX / np.maximum(b, 1e-300))        # J and scale fall off like 1/b past B_MAX
-        pulls["J"], pulls["scale"] = pulls["J"] * beyond, pulls["scale"] * beyond
+        pulls = self.tables.pulls(b, rho)
         scale = np.broadcast_to(sigma_v2, stats.qbar.shape[:-1])[..., None] * stats.qbar
         d = float(self.d)
         out[..., index, index] += scale * gen.common_direction_norm(d, rho, stats.Y2, pulls["J"], pulls["scale"])
@@ -440,11 +473,12 @@ class WidthTerms:
     def _fused_pairs(self, Q, spread, b, out) -> None:
         """The pairs' increments by :func:`numeric._causal_jit.width_pairs` (same values as the NumPy path)."""
         from ._causal_jit import width_pairs
-        P = self.n.size
-        flat = lambda a, tail: np.ascontiguousarray(np.broadcast_to(a, Q.shape[:-2] + tail).reshape((-1,) + tail))
+        from .fused import batched
+        P, batch = self.n.size, Q.shape[:-2]
         view = out.reshape((-1, P, P))
-        width_pairs(flat(Q, (P, P)), flat(spread, (P,)), flat(self.tables.b_coordinate(b), (P,)), self.rows,
-                    self.cols, self.tables.pair_coef, self.n[self.rows] > 1, view)
+        width_pairs(batched(Q, batch, (P, P)), batched(spread, batch, (P,)),
+                    batched(self.tables.b_coordinate(b), batch, (P,)), self.rows, self.cols, self.tables.pair_coef,
+                    self.n[self.rows] > 1, view)
 
     def ipr(self, b, stats) -> np.ndarray:
         """The finite-width increment of each row's IPR at widths b (..., P) (entropy collapse's reading; for
@@ -472,3 +506,8 @@ class WidthTerms:
                     if update is not None:
                         update(1)
         return rows, pairs
+
+
+if __name__ == "__main__":
+    for path in ship():
+        print(f"wrote {path}")

@@ -71,9 +71,10 @@ def _add_model(parser, *, beta=True, alpha_sa=True):
     parser.add_argument("--d-head", "--d_head", dest="d_head", type=int, default=None,
                         help="with --d: the heads' width, dividing d (default: one head, d_head = d)")
     parser.add_argument("--inputs", choices=("gaussian", "normalized"), default="gaussian",
-                        help="with --d and a causal mask: the attention layers' input tokens, 'gaussian' (norms "
-                             "fluctuate) or 'normalized' (a LayerNorm or RMSNorm before attention, as in pre-LN "
-                             "and every GPT/LLaMA block; default: gaussian)")
+                        help="with --d: the attention layers' input tokens, 'gaussian' (norms fluctuate) or "
+                             "'normalized' (a LayerNorm or RMSNorm before attention, as in pre-LN, post-LN after "
+                             "the first block and every GPT/LLaMA block; an unmasked stack then runs the NumPy "
+                             "path; default: gaussian)")
     for name, text in PARAMETER_HELP.items():
         if name == "alpha_sa" and not alpha_sa:
             continue

@@ -79,6 +79,13 @@ def definitions() -> list[tuple[str, tuple[str, ...], object, str]]:
          "Change of q_out/(sigma_v2 q) for normalized tokens at input cosine rho: the common direction's share."),
         ("common_direction_pair", ("d", "rho", "Yp", "X_t", "X_u"), fw.common_direction_pair(),
          "Change of p_out/(sigma_v2 q) for normalized tokens at input cosine rho: the common direction's share."),
+        ("common_direction_norm_per_spread", ("d", "rho", "Y2", "J", "scale"), fw.common_direction_per_spread()[0],
+         "common_direction_norm/(1 - rho): the change of Y2_eff of normalized tokens in rows that share their keys."),
+        ("common_direction_pair_per_spread", ("d", "rho", "Yp", "X_t", "X_u"), fw.common_direction_per_spread()[1],
+         "common_direction_pair/(1 - rho): the change of Yp_eff of normalized tokens in rows that share their keys."),
+        ("normalized_key_density", ("k", "D", "a", "r"), fw.normalized_key_density(),
+         "Radial density in R^k of a normalized key's k projections at radius r < 1/sqrt(a), given the rest D of "
+         "its norm (a = (1 - rho)/d; derive.finite_width step 6)."),
         ("covariance_from_factor", ("b2", "rho", "m11", "m21", "m22"),
          tuple(sympy.Symbol("b2") * cov[k] for k in ("S11", "S12", "S22")),
          "(S11, S12, S22) = b2 C M M^T C^T for the Bartlett factor M = [[m11, 0], [m21, m22]]."),

@@ -33,7 +33,7 @@ import numpy as np
 from . import fused
 from . import validation as check
 from .moments import parisi_m
-from .profile import DEFAULTS, critical_alpha, iterate, prepare
+from .profile import DEFAULTS, critical_alpha, iterate, prepare, tabulated
 from .solve import ALPHA_ZERO
 
 TRAINABLE, RANK_COLLAPSE, ENTROPY_COLLAPSE = 0, 1, 2
@@ -162,7 +162,7 @@ def trainability_diagram(arch, depth, *, betas, alphas, eps=0.01, T=None, rho0=0
     moments' tables as they read the infinite-width ones (criterion "any": the NumPy path). ``inputs``:
     "gaussian" or "normalized" tokens (masked stacks; :func:`numeric.profile.finite_width`).
     """
-    from .profile import _masked, finite_width
+    from .profile import _masked, finite_width, numpy_only
     if _masked(arch, mask):
         from . import causal
         return causal.trainability_diagram(arch, depth, betas=betas, alphas=alphas, eps=eps, T=T, rho0=rho0,
@@ -176,7 +176,10 @@ def trainability_diagram(arch, depth, *, betas, alphas, eps=0.01, T=None, rho0=0
     alphas_used = np.maximum(alphas, ALPHA_ZERO)  # alpha_sa = 0 is read as the limit alpha_sa -> 0+
     shape = (alphas.size, betas.size)
     asymptotic = T is None or (isinstance(T, (int, float)) and math.isinf(T))
+    numpy_only(backend, width)
     backend = fused.for_work(backend, alphas.size * betas.size * check.depth(depth), asymptotic)
+    if not tabulated(width):
+        backend = "numpy"
     if backend == "fused":  # grid axes as axes: no per-point parameter arrays
         _, _, values, depth, T, rho0 = prepare(arch, depth, beta=betas[None, :], T=T, rho0=rho0, activation=activation,
                                                params={**params, "alpha_sa": alphas_used[:, None]}, numpy_map=False)
@@ -192,17 +195,17 @@ def trainability_diagram(arch, depth, *, betas, alphas, eps=0.01, T=None, rho0=0
     boundary = critical_alpha(arch, depth, beta=betas, eps=eps, T=T, rho0=rho0, activation=activation,
                               bracket=_grid_bracket(rho.reshape(shape), alphas_used, eps), backend=backend,
                               d=None if width is None else width[0], d_head=None if width is None else width[1],
-                              **params)
+                              inputs=inputs, **params)
     return Diagram(betas, alphas, phase.reshape(shape), rho.reshape(shape), np.asarray(boundary),
                    _name(arch), depth, eps, T, criterion,
                    {**DEFAULTS, **params, "activation": activation, "rho0": float(rho0),
-                    **({} if width is None else {"d": width[0], "d_head": width[1]})})
+                    **({} if width is None else {"d": width[0], "d_head": width[1], "inputs": inputs})})
 
 
 def _columns(T, betas, width=None):
     """The per-beta moment tables of a finite-T grid (numeric.columns; at ``width``, of the effective moments),
     None at T = oo."""
-    if T is None:
+    if T is None or not tabulated(width):
         return None
     from .columns import column_moments                # tables and their quadratures: imported on use
     return column_moments(T, betas, width)

@@ -90,6 +90,12 @@ def backend(requested=None) -> str:
 SMALL_UPDATES = 2**23
 
 
+def batched(a, batch: tuple, tail: tuple) -> np.ndarray:
+    """``a`` broadcast to ``batch + tail`` as a C-contiguous (-1,) + tail array: the layout the position-resolved
+    kernels (:mod:`numeric._causal_jit`) take, one leading row per point of the batch."""
+    return np.ascontiguousarray(np.broadcast_to(a, tuple(batch) + tuple(tail)).reshape((-1,) + tuple(tail)))
+
+
 def for_work(requested, updates: int, asymptotic: bool) -> str:
     """The backend of one diagram: :func:`backend`, except that an "auto" choice of a small asymptotic run in a
     process without numba loaded is "numpy" (:data:`SMALL_UPDATES`). Both give the same numbers to 1e-12."""

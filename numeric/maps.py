@@ -43,8 +43,13 @@ def moment_functions(T, width=None):
     ``width``: (d, d_head) checked (:func:`numeric.finite_width.width`), finite T: the finite-width effective
     moments Y2_eff, Yp_eff of one attention layer (issue 19; :mod:`numeric.width_tables`), which the block
     maps use in place of Y2, Yp (the attention layer's output overlaps are eq. 23 at the effective moments,
-    :func:`derive.finite_width.effective_moments`).
+    :func:`derive.finite_width.effective_moments`); (d, d_head, "normalized"): those of tokens of fixed norm
+    (:mod:`numeric.normalized_width`).
     """
+    if width is not None and width[2:] == ("normalized",):
+        from .normalized_width import normalized_moments
+        moments_ = normalized_moments(int(T), *width[:2])
+        return (lambda beta, q, p, T: moments_.y2(beta, q, p)), (lambda beta, q, p, T: moments_.yp(beta, q, p))
     if width is not None:
         from .width_tables import width_tables
         y2, yp, _ = width_tables(int(T), *width)
@@ -56,7 +61,11 @@ def moment_functions(T, width=None):
 
 def ipr_function(T, width):
     """E sum_s A_ts^2 at finite width as a function of (beta, q, p, T): what entropy collapse reads (the
-    key-selection term belongs to the output overlaps, not to the IPR; :func:`numeric.finite_width.ipr_width`)."""
+    key-selection term belongs to the output overlaps, not to the IPR; :func:`numeric.finite_width.ipr_width`).
+    ``width``: (d, d_head), or (d, d_head, "normalized") for tokens of fixed norm (:mod:`numeric.normalized_width`)."""
+    if width[2:] == ("normalized",):
+        from .normalized_width import normalized_moments
+        return lambda beta, q, p, T: normalized_moments(int(T), *width[:2]).ipr(beta, q, p)
     from .width_tables import width_tables
     table = width_tables(int(T), *width)[2]
     return lambda beta, q, p, T: table.fast(beta, q, p)

@@ -51,14 +51,15 @@ def prepare(arch, depth, *, beta, T, rho0, activation, params, numpy_map=True, w
     return block, moment_functions(T, width), values, depth, T, rho0
 
 
-def finite_width(d, d_head, T, inputs="gaussian", masked=False):
+def finite_width(d, d_head, T, inputs="gaussian"):
     """(d, d_head) checked for a finite-width profile or diagram, with "normalized" appended for
     ``inputs="normalized"``, or None (``d=None``: infinite width).
 
     Finite width needs a finite T; the effective moments of :func:`numeric.maps.moment_functions` (the
     NumPy path) and their tables (the fused kernels); a masked stack's increments are
     :mod:`numeric.causal_width`'s. ``inputs``: "gaussian" tokens (A1) or "normalized" ones (a LayerNorm or
-    RMSNorm before attention, derive.finite_width steps 5-6: masked stacks only, ``masked``).
+    RMSNorm before attention, derive.finite_width steps 5-6): a masked stack reads the causal tables'
+    increments, an unmasked one the effective moments of :mod:`numeric.normalized_width`.
     """
     from .finite_width import _finite_inputs, _inputs, width
     inputs = _inputs(inputs)
@@ -71,10 +72,21 @@ def finite_width(d, d_head, T, inputs="gaussian", masked=False):
     _finite_inputs(inputs, d)
     if T is None:
         raise ValueError("d= (finite width) needs a finite T: the key-selection term grows like beta^2 ln T / d")
-    if inputs == "normalized" and not masked:
-        raise ValueError("inputs='normalized' is tabulated for masked (causal) stacks only: give mask='causal', or "
-                         "inputs='gaussian' for an encoder")
     return (d, d_head) if inputs == "gaussian" else (d, d_head, inputs)
+
+
+def tabulated(width) -> bool:
+    """Whether the fused kernels and the per-beta columns (:mod:`numeric.columns`) hold the attention moments of
+    ``width`` as :func:`finite_width` returns it: infinite width and Gaussian tokens do; normalized tokens'
+    moments (:mod:`numeric.normalized_width`) run on the NumPy path."""
+    return width is None or len(width) == 2
+
+
+def numpy_only(backend, width):
+    """``backend`` checked for ``width``: ValueError for backend="fused" where :func:`tabulated` is False."""
+    if backend == "fused" and not tabulated(width):
+        raise ValueError("backend='fused' with inputs='normalized' in an unmasked stack: the fused kernels read "
+                         "Gaussian-token tables; use backend='numpy' or 'auto'")
 
 
 def block_values(arch, beta, params) -> dict:
@@ -180,7 +192,7 @@ def cosine_profile(arch, depth, *, beta, T=None, rho0=0.0, alpha_sa=1.0, alpha_m
     every attention layer's output overlaps get the O(1/d) key-selection terms and the score law's
     finite-width spread (:func:`numeric.attention_overlaps`), read from tables built once per (T, d,
     d_head) (about a minute); the NumPy path. ``d=None``: infinite width. ``inputs``: "gaussian" tokens or
-    "normalized" ones (a LayerNorm or RMSNorm before attention; masked stacks, :func:`finite_width`).
+    "normalized" ones (a LayerNorm or RMSNorm before attention, :func:`finite_width`).
     """
     params = dict(alpha_sa=alpha_sa, alpha_mlp=alpha_mlp, sigma_v2=sigma_v2, sigma_w2=sigma_w2, sigma_b2=sigma_b2,
                   **extra)
@@ -251,11 +263,12 @@ def critical_alpha(arch, depth, *, beta, eps=0.01, T=None, rho0=0.0, activation=
     eps = check.interval("eps", eps, 0.0, 1.0, closed=False)
     if "alpha_sa" in params:
         raise ValueError("critical_alpha solves for alpha_sa: do not pass it")
-    compiled = fused.backend(backend) == "fused"
+    numpy_only(backend, width)
+    compiled = fused.backend(backend) == "fused" and tabulated(width)
     block, moments, values, depth, T, rho0 = prepare(arch, depth, beta=beta, T=T, rho0=rho0, activation=activation,
                                                       params=params, numpy_map=not compiled, width=width)
     columns = None
-    if T is not None and np.ndim(values["beta"]) > 0:
+    if T is not None and np.ndim(values["beta"]) > 0 and tabulated(width):
         from .columns import column_moments            # tables and their quadratures: imported on use
         columns = column_moments(T, values["beta"], width)
     values = {k: v for k, v in values.items() if k != "alpha_sa"}

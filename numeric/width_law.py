@@ -209,12 +209,10 @@ def key_density(d: int, rho: float, k: int):
     directions (:func:`derive.finite_width.normalized_key`, step 6) at input cosine rho, as a radial density in
     R^k tabulated on r in [0, min(sqrt(d/(1 - rho)), 14)]. Given the rest of the key's norm,
     D = (sqrt(rho) + sqrt(1 - rho) nu/sqrt(d))^2 + (1 - rho) R/d (nu ~ N(0, 1) along the common direction,
-    R ~ chi2(d - k - 1)), zeta = z/sqrt(D + (1 - rho)|z|^2/d) with z ~ N(0, I_k), so
-
-        p(zeta | D) = (2 pi)^(-k/2) D^(k/2) (1 - a r^2)^(-(k+2)/2) exp(-D r^2/(2 (1 - a r^2))),  a = (1 - rho)/d,
-
-    averaged over D by Gauss rules (:data:`N_KEY_LAW` nodes each). At rho = 0 it is the sphere law
-    (1 - r^2/d)^((d - k - 2)/2); as d -> oo, N(0, I_k)."""
+    R ~ chi2(d - k - 1)), zeta = z/sqrt(D + a|z|^2) with z ~ N(0, I_k) and a = (1 - rho)/d, whose density
+    p(zeta | D) is derived in :func:`derive.finite_width.normalized_key_density` (generated:
+    ``_generated_width.normalized_key_density``); it is averaged over D by Gauss rules (:data:`N_KEY_LAW`
+    nodes each). At rho = 0 it is the sphere law (1 - r^2/d)^((d - k - 2)/2); as d -> oo, N(0, I_k)."""
     return _key_density(int(d), round(float(rho), 12), int(k))
 
 
@@ -227,12 +225,9 @@ def _key_density(d: int, rho: float, k: int):
     D = (math.sqrt(rho) + math.sqrt((1.0 - rho) / d) * nu[:, None]) ** 2 + (1.0 - rho) * (d - k - 1) * R[None, :] / d
     weight = (w_nu / w_nu.sum())[:, None] * w_R[None, :]
     inside = a * r * r < 1.0 - 1e-9                     # at the edge the density vanishes faster than any power
-    room = 1.0 - a * r[inside] ** 2
-    x = r[inside] ** 2 / room
     density = np.zeros_like(r)
     for D_i, w_i in zip(D.ravel(), weight.ravel()):
-        density[inside] += w_i * D_i ** (0.5 * k) * np.exp(-0.5 * D_i * x)
-    density[inside] *= room ** (-0.5 * (k + 2)) * (2.0 * math.pi) ** (-0.5 * k)
+        density[inside] += w_i * _generated_width.normalized_key_density(k, D_i, a, r[inside])
     return r, density
 
 

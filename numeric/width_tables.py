@@ -202,19 +202,40 @@ def _source_digest(sources=BASE_SOURCES) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def shipped_dir() -> pathlib.Path:
+    """The package's data folder, where tables built by this code may ship (:data:`numeric.causal_width.SHIPPED`)
+    under the same names as in the cache."""
+    return pathlib.Path(__file__).parent / "data"
+
+
+def _file_name(stem: str, version: int, sources: tuple) -> str:
+    return f"{stem}-v{version}-{_source_digest(tuple(sources))}.npz"
+
+
 def cached_arrays(stem: str, version: int, sources: tuple, build) -> dict:
     """The arrays of one table, kept in :func:`cache_dir` as ``{stem}-v{version}-{digest of sources}.npz``: read
-    back when the file is there, else ``build()`` (a dict of arrays) and saved (:func:`_save`, which removes the
-    same table of other code). Without a writable cache folder, built every session."""
+    back when the file is there or ships with the package (:func:`shipped_dir`, same name: the same code built
+    it), else ``build()`` (a dict of arrays) and saved (:func:`_save`, which removes the same table of other
+    code). Without a writable cache folder, built every session."""
+    name = _file_name(stem, version, sources)
     folder = cache_dir()
-    path = None if folder is None else folder / f"{stem}-v{version}-{_source_digest(tuple(sources))}.npz"
-    if path is not None and path.exists():
-        with np.load(path) as data:
-            return {name: data[name] for name in data.files}
+    path = None if folder is None else folder / name
+    for found in (path, shipped_dir() / name):
+        if found is not None and found.exists():
+            with np.load(found) as data:
+                return {key: data[key] for key in data.files}
     arrays = build()
     if path is not None:
         _save(path, **arrays)
     return arrays
+
+
+def ship(stem: str, version: int, sources: tuple, arrays: dict) -> pathlib.Path:
+    """Save a table's ``arrays`` in :func:`shipped_dir` under its cache name, removing the same table of older
+    code there; returns the path."""
+    path = shipped_dir() / _file_name(stem, version, sources)
+    _save(path, **arrays)
+    return path
 
 
 def _save(path: pathlib.Path, **arrays) -> None:

@@ -182,6 +182,31 @@ def test_diagonal_selection_limits_and_normalized_effective_moment():
     assert sympy.limit(normalized, d, sympy.oo) == fw.Y2
 
 
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_normalized_key_density_is_the_law_of_the_rescaled_gaussian(k):
+    """zeta = z/sqrt(D + a|z|^2), z ~ N(0, I_k): |zeta| < r0 exactly when |z|^2 < r0^2 D/(1 - a r0^2), so the
+    derived radial density's mass in the ball of radius r0 is that chi-square probability (mpmath quadrature
+    over the shell area 2 pi^(k/2)/Gamma(k/2) r^(k-1)), and its mass up to r0 = 0.999/sqrt(a) is 1. A density
+    without the map's angular Jacobian (s/r)^(k-1) misses both at k >= 2 (checked)."""
+    import mpmath
+    from scipy.stats import chi2
+    D, a = 1.3, 0.05
+    density = fw.normalized_key_density().subs({fw.key_k: k, fw.key_D: D, fw.key_a: a})
+    shell = 2 * mpmath.pi ** (k / 2) / mpmath.gamma(k / 2)
+
+    def mass(expr, r0):
+        f = sympy.lambdify(fw.key_r, expr, "mpmath")
+        return float(mpmath.quad(lambda r: shell * r ** (k - 1) * f(r), [0, r0]))
+
+    for r0 in (0.5, 1.5, 3.0):
+        assert mass(density, r0) == pytest.approx(chi2.cdf(r0 * r0 * D / (1 - a * r0 * r0), k), abs=1e-12)
+    assert mass(density, 0.999 / math.sqrt(a)) == pytest.approx(1.0, abs=1e-10)    # the rest: chi2 sf < 1e-300
+    if k >= 2:
+        s = fw.key_r * sympy.sqrt(D / (1 - a * fw.key_r ** 2))
+        flat = density / (s / fw.key_r) ** (k - 1)
+        assert abs(mass(flat, 1.5) - chi2.cdf(1.5 ** 2 * D / (1 - a * 1.5 ** 2), k)) > 0.01
+
+
 @pytest.mark.parametrize("d", [4, 7, 40])
 def test_sphere_projection_density_is_a_law_tending_to_the_normal(d):
     """The law of sqrt(d) x_1 for x uniform on the unit sphere integrates to 1 on |z| < sqrt(d), has variance 1,

@@ -1,0 +1,73 @@
+"""Finite width for tokens of fixed norm in unmasked (encoder) stacks: the effective moments (issue 19).
+
+After a LayerNorm or RMSNorm the tokens' norms do not fluctuate, and their shared direction changes what the
+softmax selects (:mod:`derive.finite_width` steps 5-6; errata 17). One unmasked attention layer of such tokens,
+:func:`numeric.attention_overlaps` with ``inputs="normalized"``, is the infinite-width map (eq. 23) at the
+effective moments
+
+    Y2* = Y2 + dY2(b, T; rho) + common_direction_norm_per_spread(d, rho, Y2, J, scale),
+    Yp* = Yp + dYp(b, rho; T, T) + common_direction_pair_per_spread(d, rho, Yp, X, X),
+
+with b^2 = beta^2 ln T q (q - p) and rho = p/q: Y2, Yp the exact finite-T moments; dY2 and dYp the
+normalized-token increments of one row and of two rows that both see all T keys, which are the causal tables'
+(:func:`numeric.causal_width.causal_tables`, ``inputs="normalized"``) at n_t = n_u = T; X, J, scale the row's
+pulls from the same tables. The common direction's share of q_out and p_out, sigma_v2 q times the changes of
+:func:`derive.finite_width.common_direction_norm` and ``_pair``, is a change of the effective moments once
+divided by the spread 1 - rho (:func:`derive.finite_width.common_direction_per_spread`), since every row of an
+encoder sees the same keys. Profiles, critical_alpha and diagrams of unmasked stacks with ``d=`` and
+``inputs="normalized"`` read these moments on the NumPy path; entropy collapse reads Y2 + dIPR(b, T; rho).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from . import _generated_width as gen
+from .tables import _unchecked_state
+
+
+class NormalizedMoments:
+    """(Y2*, Yp*) and the finite-width IPR of normalized tokens in rows of T keys at width (d, d_head), as block-map
+    moment functions of (beta, q, p) (module docstring)."""
+
+    def __init__(self, T: int, d: int, d_head: int):
+        from .causal_width import causal_tables, table_size
+        self.T, self.d = int(T), int(d)
+        one = np.zeros(1, dtype=int)                        # one row of T keys, paired with itself
+        self.lookup = causal_tables(d, d_head, table_size(T), "normalized").at(np.array([float(T)]), one, one)
+
+    def _state(self, beta, q, p):
+        b, rho = _unchecked_state(beta, q, p, self.T)
+        return np.asarray(b, dtype=float)[..., None], np.asarray(rho, dtype=float)[..., None]
+
+    def y2(self, beta, q, p):
+        """Y2* at (beta, q, p) (arrays, broadcast)."""
+        from .moments import ipr2_finite
+        b, rho = self._state(beta, q, p)
+        y2 = np.asarray(ipr2_finite(beta, q, p, self.T), dtype=float)
+        pulls = self.lookup.pulls(b, rho)
+        common = gen.common_direction_norm_per_spread(float(self.d), rho, y2[..., None], pulls["J"], pulls["scale"])
+        return y2 + (self.lookup.row(b, "norm", rho) + common)[..., 0]
+
+    def yp(self, beta, q, p):
+        """Yp* at (beta, q, p) (arrays, broadcast)."""
+        from .moments import ipr_pair_finite
+        b, rho = self._state(beta, q, p)
+        yp = np.asarray(ipr_pair_finite(beta, q, p, self.T), dtype=float)
+        X = self.lookup.pulls(b, rho)["X"]
+        common = gen.common_direction_pair_per_spread(float(self.d), rho, yp[..., None], X, X)
+        return yp + (self.lookup.pair(b, rho) + common)[..., 0]
+
+    def ipr(self, beta, q, p):
+        """E sum_s A_ts^2 at finite width (what entropy collapse reads) at (beta, q, p)."""
+        from .moments import ipr2_finite
+        b, rho = self._state(beta, q, p)
+        return np.asarray(ipr2_finite(beta, q, p, self.T), dtype=float) + self.lookup.row(b, "ipr", rho)[..., 0]
+
+
+@lru_cache(maxsize=8)
+def normalized_moments(T: int, d: int, d_head: int) -> NormalizedMoments:
+    """The :class:`NormalizedMoments` of (T, d, d_head) (its causal table read from the cache or built once)."""
+    return NormalizedMoments(T, d, d_head)

@@ -221,8 +221,8 @@ def test_finite_width_profile_and_alpha_c_from_the_command_line(capsys):
 
 def test_normalized_inputs_from_the_command_line(capsys):
     """--inputs normalized reaches the causal profile with tokens of fixed norm (the GPT-2 test's table, d = 64,
-    T <= 256): the profile is numeric's with inputs="normalized" and differs from the Gaussian-token one; without
-    --d, or for an encoder, it is refused with the parameter named (exit 2)."""
+    T <= 256): the profile is numeric's with inputs="normalized" and differs from the Gaussian-token one, and so is
+    an encoder's (the same table at n_t = n_u = T); without --d it is refused with the parameter named (exit 2)."""
     common = ["--arch", "pre-ln", "--depth", "2", "--T", "256", "--causal", "--groups", "16", "--d", "64", "--d-head",
               "32", "--sigma_v2", "4", "--alpha_sa", "0.2", "--json"]
     _, out, _ = run(capsys, "profile", *common, "--inputs", "normalized")
@@ -236,6 +236,9 @@ def test_normalized_inputs_from_the_command_line(capsys):
     code, _, err = run(capsys, "profile", "--arch", "pre-ln", "--depth", "2", "--T", "64", "--causal", "--inputs",
                        "normalized")
     assert code == 2 and "--inputs normalized needs --d" in err
-    code, _, err = run(capsys, "profile", "--arch", "pre-ln", "--depth", "2", "--T", "64", "--d", "64", "--inputs",
-                       "normalized")
-    assert code == 2 and "masked" in err
+    encoder = ["--arch", "pre-ln", "--depth", "2", "--T", "256", "--d", "64", "--d-head", "32", "--json"]
+    _, out, _ = run(capsys, "profile", *encoder, "--inputs", "normalized")
+    expected = numeric.cosine_profile("pre-ln", 2, beta=1.0, T=256, d=64, d_head=32, inputs="normalized")
+    assert np.allclose(json.loads(out)["rho"], expected, rtol=1e-9, atol=1e-12)
+    _, out, _ = run(capsys, "profile", *encoder)
+    assert np.abs(np.array(json.loads(out)["rho"]) - expected).max() > 1e-3

@@ -1,0 +1,79 @@
+"""numeric.normalized_width: encoders at finite width with tokens of fixed norm (issue 19).
+
+Every test reads the shipped normalized causal table (d, d_head) = (64, 32), n_max = 256 (128 < T <= 256).
+"""
+
+import numpy as np
+import pytest
+
+import numeric
+from numeric import _generated_width as gen
+from numeric.finite_width import common_direction, row_effective
+from numeric.normalized_width import normalized_moments
+
+D, D_HEAD = 64, 32
+
+
+@pytest.mark.parametrize("T,beta,p", [(256, 1.0, 0.0), (200, 2.0, 0.3)])
+def test_one_layer_is_the_direct_normalized_layer(T, beta, p):
+    """The effective moments through eq. 23 give numeric.attention_overlaps(inputs="normalized") (the direct
+    quadrature: steps 5-6 of derive.finite_width) within the tables' error (measured: q_out 3e-5, p_out 4e-4 at
+    beta = 2, against a finite-width change of 0.05 in q_out); the Gaussian-token overlaps are rejected, and at
+    p > 0 so are those without the common direction's share."""
+    q = 1.0
+    moments = normalized_moments(T, D, D_HEAD)
+    beta_, p_ = np.array(beta), np.array(p)
+    got = np.array(gen.attention_output(q, p, 1.0, float(T), moments.y2(beta_, q, p_), moments.yp(beta_, q, p_)),
+                   dtype=float)
+    direct = np.array(numeric.attention_overlaps(beta, q=q, p=p, T=T, d=D, d_head=D_HEAD, inputs="normalized"))
+    tol = np.array([1e-4, 1e-3])
+    assert np.all(np.abs(got - direct) <= tol), (got, direct)
+    gaussian = np.array(numeric.attention_overlaps(beta, q=q, p=p, T=T, d=D, d_head=D_HEAD))
+    assert np.any(np.abs(gaussian - direct) > 10 * tol)
+    if p > 0:
+        b2 = beta ** 2 * np.log(T) * q * (q - p)
+        (dq, _), dp = common_direction(b2, p / q, D, (T, T), float(moments.yp(beta_, q, p_)))
+        assert abs(dp) * q > 10 * tol[1] and abs(dq) * q > 10 * tol[0]
+
+
+def test_entropy_collapse_reads_the_normalized_ipr():
+    """The IPR entropy collapse reads (numeric.maps.ipr_function at (d, d_head, "normalized")) is the normalized
+    row's E_xi Y2 (numeric.finite_width.row_effective) at the keys' cosine p/q, not the Gaussian tokens'."""
+    from numeric.maps import ipr_function
+    T, beta, q, p = 256, 1.6, 1.0, 0.4
+    b2 = beta ** 2 * np.log(T) * q * (q - p)
+    expected = row_effective(b2, T, D, D_HEAD, inputs="normalized", rho=p / q)[0]
+    got = float(ipr_function(T, (D, D_HEAD, "normalized"))(np.array(beta), q, np.array(p), T))
+    assert got == pytest.approx(expected, rel=2e-3)
+    gaussian = float(ipr_function(T, (D, D_HEAD))(np.array(beta), q, np.array(p), T))
+    assert abs(gaussian - expected) > 10 * 2e-3 * expected
+
+
+def test_profile_and_diagram_read_the_normalized_moments():
+    """A stack of bare attention layers: cosine_profile(d=, inputs="normalized") iterates the normalized layer's
+    (q, p) map; trainability_diagram(inputs="normalized") at each grid point is that profile's final rho and its
+    boundary is critical_alpha(inputs="normalized") (the inputs reach every entry point), which differs from the
+    Gaussian-token boundary."""
+    from derive.layers import SelfAttention, Sequence
+    T, beta = 256, 1.5
+    moments = normalized_moments(T, D, D_HEAD)
+    profile = numeric.cosine_profile(Sequence(SelfAttention()), 2, beta=beta, T=T, rho0=0.2, d=D, d_head=D_HEAD,
+                                     inputs="normalized")
+    q, p = 1.0, 0.2
+    for block in (1, 2):
+        b, q_, p_ = np.array(beta), np.array(q), np.array(p)
+        q, p = (float(x) for x in gen.attention_output(q_, p_, 1.0, float(T), moments.y2(b, q_, p_),
+                                                         moments.yp(b, q_, p_)))
+        assert profile[block] == pytest.approx(p / q, rel=1e-9)
+    kw = dict(T=T, d=D, d_head=D_HEAD, inputs="normalized", sigma_v2=4.0)
+    betas, alphas = np.array([0.8, 2.0]), np.array([0.1, 0.6])
+    diagram = numeric.trainability_diagram("pre-ln", 3, betas=betas, alphas=alphas, **kw)
+    for i, alpha in enumerate(alphas):
+        for j, b in enumerate(betas):
+            rho = numeric.cosine_profile("pre-ln", 3, beta=b, alpha_sa=alpha, **kw)[-1]
+            assert diagram.rho[i, j] == pytest.approx(rho, rel=1e-9)
+    boundary = numeric.critical_alpha("pre-ln", 3, beta=betas, **kw)
+    np.testing.assert_allclose(diagram.critical_alpha, boundary, rtol=1e-5)
+    assert diagram.params["inputs"] == "normalized"
+    gaussian = numeric.critical_alpha("pre-ln", 3, beta=betas, T=T, d=D, d_head=D_HEAD, sigma_v2=4.0)
+    assert boundary[0] > 0 and abs(boundary[0] - gaussian[0]) > 1e-3 * gaussian[0]      # at beta = 2: alpha_c = 0

@@ -25,7 +25,7 @@ Cost. Directly, a row costs 16 one-row moments (~3 ms) and a pair one Gauss rule
 nested prefixes, so an increment depends on (n_t, n_u, b, rho) only: :class:`CausalTables` evaluates the
 direct increments once per (d, d_head, T) at Chebyshev-Lobatto nodes in (ln n_t, ln(n_t/n_u), b, rho) (the
 integrals' analytic continuation in the key counts), 1575 pairs (about 2.5 minutes), kept on disk (those of
-:data:`SHIPPED` come with the package); a look-up is then a
+:data:`numeric.shipped.CAUSAL` come with the package); a look-up is then a
 polynomial evaluation, so causal profiles carry up to :data:`MAX_TABLE_POSITIONS` positions and
 critical_alpha and diagrams take ``d=``. Sliding windows (other key layouts) use the direct increments,
 for at most :data:`MAX_POSITIONS` carried positions (profiles only).
@@ -327,14 +327,6 @@ SOURCES = ("causal_width.py", "finite_width.py", "two_rows.py", "width_law.py", 
            "_generated_width.py", "interpolation.py")
 
 
-#: The causal tables shipped with the package (numeric/data, :func:`numeric.width_tables.shipped_dir`): the
-#: (d, d_head, n_max, inputs) the test suite, the README's examples and GPT-2 at width 64 read, so that a fresh
-#: installation does not build them (about 7 minutes on two cores). A change of :data:`SOURCES` changes their
-#: digest: ``python -m numeric.causal_width`` then builds them again (tests/numeric/test_causal_width.py fails
-#: until it has).
-SHIPPED = ((64, 32, 256, "gaussian"), (64, 32, 256, "normalized"))
-
-
 def _stem(d: int, d_head: int, n_max: int, inputs: str) -> str:
     return f"causal-{inputs}-d{d}-h{d_head}-n{n_max}"
 
@@ -342,7 +334,7 @@ def _stem(d: int, d_head: int, n_max: int, inputs: str) -> str:
 @lru_cache(maxsize=8)
 def causal_tables(d: int, d_head: int, n_max: int, inputs: str = "gaussian") -> CausalTables:
     """The :class:`CausalTables` of (d, d_head, n_max, inputs): from the disk cache of :mod:`numeric.width_tables`
-    or the package's shipped tables (:data:`SHIPPED`) when there, else built (2.5 minutes on two cores for
+    or the package's shipped tables (:mod:`numeric.shipped`) when there, else built (2.5 minutes on two cores for
     d = 64, n_max = 256; 4.5 minutes normalized) and saved in the cache."""
     from .finite_width import _inputs
     from .width_tables import cached_arrays
@@ -354,19 +346,6 @@ def causal_tables(d: int, d_head: int, n_max: int, inputs: str = "gaussian") -> 
 
     values = cached_arrays(_stem(d, d_head, n_max, inputs), VERSION, SOURCES, build)
     return CausalTables(d, d_head, n_max, rows=values["rows"], pairs=values["pairs"], inputs=inputs)
-
-
-def ship() -> list:
-    """Write the :data:`SHIPPED` tables of this code into the package's data folder (read from the disk cache, or
-    built), removing those of older code there; returns their paths."""
-    from .width_tables import ship as save
-    paths = []
-    for d, d_head, n_max, inputs in SHIPPED:
-        tables = causal_tables(d, d_head, n_max, inputs)
-        paths.append(save(_stem(d, d_head, n_max, inputs), VERSION, SOURCES,
-                          {"rows": tables.row_values, "pairs": tables.pair_values}))
-    return paths
-
 
 
 def table_size(T: int) -> int:
@@ -506,8 +485,3 @@ class WidthTerms:
                     if update is not None:
                         update(1)
         return rows, pairs
-
-
-if __name__ == "__main__":
-    for path in ship():
-        print(f"wrote {path}")

@@ -203,8 +203,8 @@ def _source_digest(sources=BASE_SOURCES) -> str:
 
 
 def shipped_dir() -> pathlib.Path:
-    """The package's data folder, where tables built by this code may ship (:data:`numeric.causal_width.SHIPPED`)
-    under the same names as in the cache."""
+    """The package's data folder, where tables built by this code may ship (:mod:`numeric.shipped`) under the same
+    names as in the cache."""
     return pathlib.Path(__file__).parent / "data"
 
 

@@ -138,7 +138,7 @@ def theory_run(readings, T: int, *, rho0=0.0, q0=1.0, alpha_sa=1.0, beta=None, f
     it (what :func:`apply_init` does), else each head's own beta_h. Both may be
     arrays (broadcast): the profile then has shape (L+1, *broadcast). ``finite_width``: each layer's attention
     at its own width d and head size d / heads (issue 19's effective moments, :mod:`numeric.finite_width`)
-    instead of infinite width.
+    instead of infinite width, of normalized tokens where a LayerNorm precedes it (:func:`attention_width`).
     """
     T = check.sequence_length(T, name="seq_len", infinite=False)
     shape = np.broadcast_shapes(np.shape(alpha_sa), np.shape(beta), np.shape(rho0), np.shape(q0))
@@ -146,8 +146,8 @@ def theory_run(readings, T: int, *, rho0=0.0, q0=1.0, alpha_sa=1.0, beta=None, f
     p = q * rho0
     qs, ps, attention = [q], [p], []
     with np.errstate(all="ignore"):
-        for reading in readings:
-            width = (reading.d, reading.d // reading.heads) if finite_width else None
+        for index, reading in enumerate(readings):
+            width = attention_width(reading, index, finite_width)
             q, p, q_att, p_att, betas = _layer(reading, T, q, p, alpha_sa, beta, width)
             if not (np.all(np.isfinite(q)) and np.all(np.isfinite(p))):
                 raise ValueError(f"{reading.name}: the theory's overlaps are not finite (q = {q!r}, p = {p!r})")
@@ -159,6 +159,17 @@ def theory_run(readings, T: int, *, rho0=0.0, q0=1.0, alpha_sa=1.0, beta=None, f
             attention.append((np.broadcast_to(q_att, shape), np.broadcast_to(p_att, shape), betas))
     q, p = np.stack(qs), np.stack(ps)
     return TheoryRun(p / q, q, p, attention)
+
+
+def attention_width(reading: LayerReading, index: int, finite_width: bool):
+    """The width of layer ``index``'s attention for the theory (:func:`numeric.profile.finite_width`'s form): None
+    at infinite width; else (d, d_head, "normalized") where a LayerNorm precedes the attention (pre-LN layers, and
+    post-LN layers after the first, whose input is the previous layer's LayerNorm output: tokens of fixed norm,
+    :mod:`numeric.normalized_width`), and (d, d_head) for the first post-LN layer, which sees the stack's input."""
+    if not finite_width:
+        return None
+    width = (reading.d, reading.d // reading.heads)
+    return width + ("normalized",) if reading.norm_first or index > 0 else width
 
 
 def _layer(reading: LayerReading, T: int, q, p, alpha_sa, beta, width=None):
@@ -230,22 +241,20 @@ def causal_run(readings, T: int, mask, *, rho0=0.0, q0=1.0, index=None, finite_w
     Each layer's block is its real-LayerNorm spec with the mask (:func:`encoder_spec`) compiled to a map of
     the expected overlap matrix (:func:`numeric.codegen_causal.compile_causal`); heads of different scales
     enter as the w-weighted sum of the closure at each head's beta (the map is linear in the moments).
-    ``finite_width``: the closure at the layers' width and head size, which must agree (:mod:`numeric.causal_width`).
+    ``finite_width``: the closure at each layer's width and head size (:mod:`numeric.causal_width`), of normalized
+    tokens where a LayerNorm precedes the attention (:func:`attention_width`).
     """
     from numeric import causal
 
-    width = None
-    if finite_width:
-        widths = {(r.d, r.d // r.heads) for r in readings}
-        if len(widths) != 1:
-            raise ValueError(f"finite_width: the layers' (d, d_head) differ ({sorted(widths)}); give one width")
-        width = widths.pop()
-    closure = causal.Attention(T, mask, width=width)
+    closures = {}
     Q = q0 * (rho0 + (1.0 - rho0) * np.eye(T))
     rho = [causal.ratio(Q, index)]
     with np.errstate(all="ignore"):
-        for reading in readings:
-            Q = _causal_layer(reading, Q, closure, T, mask)
+        for layer, reading in enumerate(readings):
+            width = attention_width(reading, layer, finite_width)
+            if width not in closures:
+                closures[width] = causal.Attention(T, mask, width=width)
+            Q = _causal_layer(reading, Q, closures[width], T, mask)
             if not (np.all(np.isfinite(Q)) and np.all(np.diagonal(Q) > 0)):
                 raise ValueError(f"{reading.name}: the theory's overlaps are not finite or a token vanished")
             rho.append(causal.ratio(Q, index))

@@ -136,8 +136,15 @@ def default_rho0(model_or_config, seq_len: int, seed: int = 0) -> float:
 # --- the two limits ---------------------------------------------------------------------
 
 def width_of(readings, finite_width: bool):
-    """(d, d_head) of the read layers for the finite-width theory (issue 19), None at infinite width."""
-    return (readings[0].d, readings[0].d // readings[0].heads) if finite_width else None
+    """The first attention layer's width for the finite-width theory (issue 19;
+    :func:`verify.adapters.attention_width`: normalized tokens in a pre-LN stack), None at infinite width."""
+    return adapters.attention_width(readings[0], 0, finite_width)
+
+
+def _inputs_of(width) -> str:
+    """The ``inputs`` of numeric's profile API for an attention width of :func:`verify.adapters.attention_width`
+    (a spec's diagram takes one kind for every block: the first layer's)."""
+    return "normalized" if width[2:] == ("normalized",) else "gaussian"
 
 
 def ipr_of(T: int, width):
@@ -185,11 +192,11 @@ def critical_alpha(readings, T: int, beta: float, *, eps: float = 0.01, rho0: fl
     return solve.smallest_alpha(gap, (), rtol=1e-8, alpha_max=ALPHA_MAX)
 
 
-def max_ipr(run, T: int, width=None) -> float:
-    """The largest finite-T IPR over all heads of all attention layers of a theory run (at ``width``, (d, d_head),
-    where given)."""
-    Y2 = ipr_of(T, width)
-    return max(float(np.max(Y2(b, q, p, T))) for q, p, betas in run.attention for b in betas)
+def max_ipr(run, T: int, readings, finite_width: bool = False) -> float:
+    """The largest finite-T IPR over all heads of all attention layers of a theory run of ``readings`` (at each
+    layer's own width, :func:`verify.adapters.attention_width`, where ``finite_width``)."""
+    return max(float(np.max(ipr_of(T, adapters.attention_width(reading, index, finite_width))(b, q, p, T)))
+               for index, (reading, (q, p, betas)) in enumerate(zip(readings, run.attention)) for b in betas)
 
 
 # --- the recommendation -------------------------------------------------------------------
@@ -266,7 +273,8 @@ class Recommendation(Answer):
         return numeric.trainability_diagram(spec, self.depth, betas=betas, alphas=alphas, eps=self.eps,
                                             T=self.seq_len, rho0=self.rho0, criterion="any",
                                             ipr_threshold=self.ipr_threshold, alpha_mlp=1.0,
-                                            **({} if width is None else {"d": width[0], "d_head": width[1]}),
+                                            **({} if width is None else
+                                               {"d": width[0], "d_head": width[1], "inputs": _inputs_of(width)}),
                                             **values)
 
     def __str__(self) -> str:
@@ -356,7 +364,6 @@ def recommend(model_or_config, seq_len: int, *, margin: float = 0.25, eps: float
     rho0 = default_rho0(model_or_config, T, seed) if rho0 is None else float(rho0)
     beta_model = float(np.mean([r.beta(T).mean() for r in readings]))
     fw = dict(finite_width=bool(finite_width))
-    width = width_of(readings, finite_width)
     beta_limit = entropy_limit(readings, T, rho0=rho0, q0=q0, ipr_threshold=ipr_threshold, **fw)
     beta = min(beta_model, beta_limit / (1.0 + margin))
     alpha_c = critical_alpha(readings, T, beta, eps=eps, rho0=rho0, q0=q0, **fw)
@@ -370,8 +377,10 @@ def recommend(model_or_config, seq_len: int, *, margin: float = 0.25, eps: float
                           ipr_threshold=float(ipr_threshold), depth=len(readings),
                           arch="pre-ln" if readings[0].norm_first else "post-ln", rho0=rho0,
                           beta_model=beta_model, beta_limit=beta_limit, alpha_critical=alpha_c,
-                          rho_model=as_is.rho, rho_recommended=after.rho, ipr_model=max_ipr(as_is, T, width),
-                          ipr_recommended=max_ipr(after, T, width), readings=[r.without_handles() for r in readings],
+                          rho_model=as_is.rho, rho_recommended=after.rho,
+                          ipr_model=max_ipr(as_is, T, readings, finite_width),
+                          ipr_recommended=max_ipr(after, T, readings, finite_width),
+                          readings=[r.without_handles() for r in readings],
                           finite_width=bool(finite_width))
 
 

@@ -103,8 +103,9 @@ def test_recommend_agrees_with_numeric_critical_alpha_and_diagram():
 
 
 def test_finite_width_recommendation_is_numerics_finite_width_theory(capsys):
-    """recommend(finite_width=True) for pre-LN layers of width 64 with 2 heads at T = 1024: its critical alpha_sa
-    is numeric.critical_alpha(d=64, d_head=32) of the pooled spec, its entropy limit is where the finite-width IPR
+    """recommend(finite_width=True) for pre-LN layers of width 64 with 2 heads at T = 1024 (LayerNorm'd tokens
+    before every attention layer): its critical alpha_sa is numeric.critical_alpha(d=64, d_head=32,
+    inputs="normalized") of the pooled spec, its entropy limit is where the normalized tokens' finite-width IPR
     (numeric.maps.ipr_function) of the first attention layer's input reaches 0.5, and both differ from the
     infinite-width answer (the limit by > 2 %); a RoPE decoder (LLaMA) is refused by name."""
     from numeric.maps import ipr_function
@@ -113,11 +114,11 @@ def test_finite_width_recommendation_is_numerics_finite_width_theory(capsys):
     finite, infinite = recommend(config, 1024, finite_width=True), recommend(config, 1024)
     spec = adapters.spec_of(finite.readings[0])
     expected = numeric.critical_alpha(spec, 6, beta=finite.beta, T=1024, alpha_mlp=1.0, d=64, d_head=32,
-                                      **pooled_values(finite.readings))
+                                      inputs="normalized", **pooled_values(finite.readings))
     assert finite.alpha_critical == pytest.approx(expected, rel=1e-4)
     q_att, p_att, _ = adapters.theory_run(finite.readings[:1], 1024, finite_width=True).attention[0]
-    assert ipr_function(1024, (64, 32))(finite.beta_limit, float(q_att), float(p_att), 1024) == pytest.approx(0.5,
-                                                                                                          rel=1e-5)
+    ipr = ipr_function(1024, (64, 32, "normalized"))
+    assert ipr(finite.beta_limit, float(q_att), float(p_att), 1024) == pytest.approx(0.5, rel=1e-5)
     assert finite.beta_limit > 1.02 * infinite.beta_limit
     assert finite.finite_width and "finite width (d = 64, d_head = 32)" in str(finite)
     from numeric.cli import main as sigprop

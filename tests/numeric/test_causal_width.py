@@ -1,7 +1,7 @@
 """numeric.causal_width: the finite-width increments of the position-resolved closure (issue 19).
 
 One causal table, (d, d_head) = (64, 32) for T <= 256, serves every test here and verify/test_width.py, and
-one of normalized tokens: both ship with the package (cw.SHIPPED), so a fresh installation reads them.
+one of normalized tokens: both ship with the package (numeric.shipped), so a fresh installation reads them.
 """
 
 import math
@@ -21,28 +21,6 @@ D, D_HEAD, T_TABLE = 64, 32, 256
 @pytest.fixture(scope="module")
 def tables():
     return cw.causal_tables(D, D_HEAD, cw.table_size(T_TABLE))
-
-
-def test_the_shipped_tables_are_this_codes_and_read_without_building(tmp_path, monkeypatch):
-    """Every table of cw.SHIPPED is in the package's data folder under the digest of this code's sources (a change
-    of cw.SOURCES without ``python -m numeric.causal_width`` fails here: a fresh installation would build it),
-    and with an empty cache causal_tables reads it (building refused) as the tables of its own (d, d_head, n_max,
-    inputs); the data folder holds no other causal table (older code's are removed by ship)."""
-    from numeric import width_tables as wt
-
-    shipped = {wt._file_name(cw._stem(*spec), cw.VERSION, cw.SOURCES) for spec in cw.SHIPPED}
-    assert {path.name for path in wt.shipped_dir().glob("causal-*.npz")} == shipped
-    monkeypatch.setenv(wt.CACHE_ENV, str(tmp_path))
-    monkeypatch.setattr(cw.CausalTables, "_node_values", lambda self: pytest.fail("built: the shipped table unread"))
-    cw.causal_tables.cache_clear()
-    try:
-        for d, d_head, n_max, inputs in cw.SHIPPED:
-            table = cw.causal_tables(d, d_head, n_max, inputs)
-            assert (table.d, table.d_head, table.n_max, table.inputs) == (d, d_head, n_max, inputs)
-            assert table.row_values.shape[2] == (cw.ROW_RHO_NODES if inputs == "normalized" else 1)
-    finally:
-        cw.causal_tables.cache_clear()
-    assert not list(tmp_path.iterdir())                             # nothing written to the cache
 
 
 @pytest.mark.parametrize("b2,rho,keys", [(2.25, 0.0, (101, 0, 155)), (4.5, 0.5, (41, 0, 160)),

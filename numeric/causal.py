@@ -332,27 +332,31 @@ def by_position(Q) -> np.ndarray:
 
 # --- profiles ------------------------------------------------------------------------------------
 
+def attention_layers(spec):
+    """Every SelfAttention layer of a spec (a derive.layers.Layer, walked without importing SymPy: Sequence's
+    layers, Parallel's branches, Residual's branch)."""
+    if type(spec).__name__ == "SelfAttention":
+        yield spec
+    for inner in (list(getattr(spec, "layers", ())) + list(getattr(spec, "branches", ()))
+                  + ([spec.branch] if hasattr(spec, "branch") else [])):
+        yield from attention_layers(inner)
+
+
 def is_masked(spec) -> bool:
-    """Whether a spec (a derive.layers.Layer, inspected without importing SymPy) has a masked attention layer."""
-    if getattr(spec, "mask", None) is not None:
-        return True
-    inner = (list(getattr(spec, "layers", ())) + list(getattr(spec, "branches", ()))
-             + ([spec.branch] if hasattr(spec, "branch") else []))
-    return any(is_masked(layer) for layer in inner)
+    """Whether a spec has a masked attention layer."""
+    return any(getattr(layer, "mask", None) is not None for layer in attention_layers(spec))
+
+
+def has_gain(arch) -> bool:
+    """Whether a named architecture or a spec has gain-controlled attention (Alg. 3)."""
+    if isinstance(arch, str):
+        return arch.startswith("gain-")
+    return any(getattr(layer, "gain", None) for layer in attention_layers(arch))
 
 
 def spec_mask(spec):
     """The mask of a spec's attention layers (one mask per spec)."""
-    found = set()
-
-    def walk(layer):
-        if hasattr(layer, "mask") and type(layer).__name__ == "SelfAttention":
-            found.add(layer.mask)
-        for inner in (list(getattr(layer, "layers", ())) + list(getattr(layer, "branches", ()))
-                      + ([layer.branch] if hasattr(layer, "branch") else [])):
-            walk(inner)
-
-    walk(spec)
+    found = {layer.mask for layer in attention_layers(spec)}
     if len(found) != 1 or None in found:
         raise ValueError(f"a position-resolved profile needs one mask on every attention layer, got {found}")
     return found.pop()
@@ -360,17 +364,8 @@ def spec_mask(spec):
 
 def spec_rope(spec):
     """RoPE's (theta, head_dim) of a spec's attention layers (one setting per spec), or None."""
-    found = set()
-
-    def walk(layer):
-        if type(layer).__name__ == "SelfAttention":
-            rope = getattr(layer, "rope", None)
-            found.add(None if rope is None else (rope, layer.rope_dim))
-        for inner in (list(getattr(layer, "layers", ())) + list(getattr(layer, "branches", ()))
-                      + ([layer.branch] if hasattr(layer, "branch") else [])):
-            walk(inner)
-
-    walk(spec)
+    found = {None if getattr(layer, "rope", None) is None else (layer.rope, layer.rope_dim)
+             for layer in attention_layers(spec)}
     if len(found) > 1:
         raise ValueError(f"a position-resolved profile needs one RoPE setting on every attention layer, got {found}")
     return found.pop() if found else None
@@ -491,7 +486,7 @@ def prepare(arch, depth, *, beta, T, rho0, activation, mask, tokens, params, gro
     if groups is not None:
         groups = min(check.count("groups", groups, 8), T)
     values = block_values(arch, beta, params)
-    width = finite_width(d, d_head, T, inputs)
+    width = finite_width(d, d_head, T, inputs, arch)
     return (block_function(arch, activation), _attention(T, mask, rope, groups, width), values, depth, rho0,
             positions(tokens, T))
 

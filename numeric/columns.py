@@ -139,9 +139,13 @@ def _cells_t(u, c, per_xi, per_u, scale):
     return u
 
 
-def column_moments(T, betas, width=None) -> ColumnMoments:
+def column_moments(T, betas, width=None) -> ColumnMoments | None:
     """The :class:`ColumnMoments` for (T, the distinct values of ``betas``, ``width``), built on first use and
-    cached."""
+    cached; None for a width whose moments the columns do not hold (:func:`numeric.profile.tabulated`: normalized
+    tokens), whose runs read their moment functions."""
+    from .profile import tabulated
+    if not tabulated(width):
+        return None
     distinct = np.unique(np.asarray(betas, dtype=float).ravel())
     return _cached_columns(check.sequence_length(T, infinite=False), distinct.tobytes(),
                            None if width is None else tuple(int(x) for x in width))

@@ -33,7 +33,7 @@ import numpy as np
 from . import fused
 from . import validation as check
 from .moments import parisi_m
-from .profile import DEFAULTS, critical_alpha, iterate, prepare, tabulated
+from .profile import DEFAULTS, critical_alpha, iterate, prepare
 from .solve import ALPHA_ZERO
 
 TRAINABLE, RANK_COLLAPSE, ENTROPY_COLLAPSE = 0, 1, 2
@@ -160,26 +160,25 @@ def trainability_diagram(arch, depth, *, betas, alphas, eps=0.01, T=None, rho0=0
     ``d``, ``d_head``: finite width (issue 19; :func:`numeric.cosine_profile`): the block maps with the
     finite-width effective moments, entropy collapse on the finite-width IPR; the fused kernels read the effective
     moments' tables as they read the infinite-width ones (criterion "any": the NumPy path). ``inputs``:
-    "gaussian" or "normalized" tokens (masked stacks; :func:`numeric.profile.finite_width`).
+    "gaussian" or "normalized" tokens (:func:`numeric.profile.finite_width`; an unmasked stack of normalized
+    tokens runs the NumPy path).
     """
-    from .profile import _masked, finite_width, numpy_only
+    from .profile import _masked, backend_for, finite_width
     if _masked(arch, mask):
         from . import causal
         return causal.trainability_diagram(arch, depth, betas=betas, alphas=alphas, eps=eps, T=T, rho0=rho0,
                                            activation=activation, criterion=criterion, ipr_threshold=ipr_threshold,
                                            progress=progress, mask=mask, min_keys=min_keys, d=d, d_head=d_head,
                                            inputs=inputs, **params)
-    width = finite_width(d, d_head, T, inputs)
+    width = finite_width(d, d_head, T, inputs, arch)
     if min_keys is not None:
         raise ValueError("min_keys applies to masked (causal) stacks, whose rows see different numbers of keys")
     betas, alphas, eps, ipr_threshold = grid_inputs(betas, alphas, eps, criterion, ipr_threshold, params)
     alphas_used = np.maximum(alphas, ALPHA_ZERO)  # alpha_sa = 0 is read as the limit alpha_sa -> 0+
     shape = (alphas.size, betas.size)
     asymptotic = T is None or (isinstance(T, (int, float)) and math.isinf(T))
-    numpy_only(backend, width)
-    backend = fused.for_work(backend, alphas.size * betas.size * check.depth(depth), asymptotic)
-    if not tabulated(width):
-        backend = "numpy"
+    backend = backend_for(backend, width, fused.for_work(backend, alphas.size * betas.size * check.depth(depth),
+                                                         asymptotic))
     if backend == "fused":  # grid axes as axes: no per-point parameter arrays
         _, _, values, depth, T, rho0 = prepare(arch, depth, beta=betas[None, :], T=T, rho0=rho0, activation=activation,
                                                params={**params, "alpha_sa": alphas_used[:, None]}, numpy_map=False)
@@ -205,7 +204,7 @@ def trainability_diagram(arch, depth, *, betas, alphas, eps=0.01, T=None, rho0=0
 def _columns(T, betas, width=None):
     """The per-beta moment tables of a finite-T grid (numeric.columns; at ``width``, of the effective moments),
     None at T = oo."""
-    if T is None or not tabulated(width):
+    if T is None:
         return None
     from .columns import column_moments                # tables and their quadratures: imported on use
     return column_moments(T, betas, width)

@@ -46,7 +46,8 @@ def moment_functions(T, width=None):
     :func:`derive.finite_width.effective_moments`); (d, d_head, "normalized"): those of tokens of fixed norm
     (:mod:`numeric.normalized_width`).
     """
-    if width is not None and width[2:] == ("normalized",):
+    from .profile import normalized
+    if normalized(width):
         from .normalized_width import normalized_moments
         moments_ = normalized_moments(int(T), *width[:2])
         return (lambda beta, q, p, T: moments_.y2(beta, q, p)), (lambda beta, q, p, T: moments_.yp(beta, q, p))
@@ -63,7 +64,8 @@ def ipr_function(T, width):
     """E sum_s A_ts^2 at finite width as a function of (beta, q, p, T): what entropy collapse reads (the
     key-selection term belongs to the output overlaps, not to the IPR; :func:`numeric.finite_width.ipr_width`).
     ``width``: (d, d_head), or (d, d_head, "normalized") for tokens of fixed norm (:mod:`numeric.normalized_width`)."""
-    if width[2:] == ("normalized",):
+    from .profile import normalized
+    if normalized(width):
         from .normalized_width import normalized_moments
         return lambda beta, q, p, T: normalized_moments(int(T), *width[:2]).ipr(beta, q, p)
     from .width_tables import width_tables

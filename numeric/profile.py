@@ -51,7 +51,7 @@ def prepare(arch, depth, *, beta, T, rho0, activation, params, numpy_map=True, w
     return block, moment_functions(T, width), values, depth, T, rho0
 
 
-def finite_width(d, d_head, T, inputs="gaussian"):
+def finite_width(d, d_head, T, inputs="gaussian", arch=None):
     """(d, d_head) checked for a finite-width profile or diagram, with "normalized" appended for
     ``inputs="normalized"``, or None (``d=None``: infinite width).
 
@@ -59,7 +59,8 @@ def finite_width(d, d_head, T, inputs="gaussian"):
     NumPy path) and their tables (the fused kernels); a masked stack's increments are
     :mod:`numeric.causal_width`'s. ``inputs``: "gaussian" tokens (A1) or "normalized" ones (a LayerNorm or
     RMSNorm before attention, derive.finite_width steps 5-6): a masked stack reads the causal tables'
-    increments, an unmasked one the effective moments of :mod:`numeric.normalized_width`.
+    increments, an unmasked one the effective moments of :mod:`numeric.normalized_width`. ``arch``: the
+    architecture, checked for gain-controlled attention, whose normalized-token terms are not derived.
     """
     from .finite_width import _finite_inputs, _inputs, width
     inputs = _inputs(inputs)
@@ -72,21 +73,35 @@ def finite_width(d, d_head, T, inputs="gaussian"):
     _finite_inputs(inputs, d)
     if T is None:
         raise ValueError("d= (finite width) needs a finite T: the key-selection term grows like beta^2 ln T / d")
+    if inputs == "normalized" and arch is not None:
+        from .causal import has_gain
+        if has_gain(arch):
+            raise ValueError("inputs='normalized' with gain-controlled attention: its finite-width terms for tokens "
+                             "of fixed norm are not derived (use inputs='gaussian')")
     return (d, d_head) if inputs == "gaussian" else (d, d_head, inputs)
+
+
+def normalized(width) -> bool:
+    """Whether a width as :func:`finite_width` returns it is of normalized tokens."""
+    return width is not None and width[2:] == ("normalized",)
 
 
 def tabulated(width) -> bool:
     """Whether the fused kernels and the per-beta columns (:mod:`numeric.columns`) hold the attention moments of
-    ``width`` as :func:`finite_width` returns it: infinite width and Gaussian tokens do; normalized tokens'
-    moments (:mod:`numeric.normalized_width`) run on the NumPy path."""
-    return width is None or len(width) == 2
+    ``width``: infinite width and Gaussian tokens do; normalized tokens' moments (:mod:`numeric.normalized_width`)
+    run on the NumPy path."""
+    return not normalized(width)
 
 
-def numpy_only(backend, width):
-    """``backend`` checked for ``width``: ValueError for backend="fused" where :func:`tabulated` is False."""
-    if backend == "fused" and not tabulated(width):
+def backend_for(requested, width, chosen: str) -> str:
+    """The backend a run at ``width`` takes: ``chosen`` (what numeric.fused picked for ``requested``), or "numpy"
+    where :func:`tabulated` is False (ValueError if "fused" was requested there)."""
+    if tabulated(width):
+        return chosen
+    if requested == "fused":
         raise ValueError("backend='fused' with inputs='normalized' in an unmasked stack: the fused kernels read "
                          "Gaussian-token tables; use backend='numpy' or 'auto'")
+    return "numpy"
 
 
 def block_values(arch, beta, params) -> dict:
@@ -200,7 +215,7 @@ def cosine_profile(arch, depth, *, beta, T=None, rho0=0.0, alpha_sa=1.0, alpha_m
         from . import causal
         return causal.cosine_profile(arch, depth, beta=beta, T=T, rho0=rho0, activation=activation,
                                      mask=mask, tokens=tokens, d=d, d_head=d_head, inputs=inputs, **params)
-    width = finite_width(d, d_head, T, inputs)
+    width = finite_width(d, d_head, T, inputs, arch)
     if width is not None:
         block, moments, values, depth, T, rho0 = prepare(arch, depth, beta=beta, T=T, rho0=rho0,
                                                           activation=activation, params=params, width=width)
@@ -259,16 +274,15 @@ def critical_alpha(arch, depth, *, beta, eps=0.01, T=None, rho0=0.0, activation=
         return causal.critical_alpha(arch, depth, beta=beta, eps=eps, T=T, rho0=rho0, activation=activation,
                                      rtol=rtol, alpha_max=alpha_max, bracket=bracket, mask=mask, tokens=tokens,
                                      d=d, d_head=d_head, inputs=inputs, **params)
-    width = finite_width(d, d_head, T, inputs)
+    width = finite_width(d, d_head, T, inputs, arch)
     eps = check.interval("eps", eps, 0.0, 1.0, closed=False)
     if "alpha_sa" in params:
         raise ValueError("critical_alpha solves for alpha_sa: do not pass it")
-    numpy_only(backend, width)
-    compiled = fused.backend(backend) == "fused" and tabulated(width)
+    compiled = backend_for(backend, width, fused.backend(backend)) == "fused"
     block, moments, values, depth, T, rho0 = prepare(arch, depth, beta=beta, T=T, rho0=rho0, activation=activation,
                                                       params=params, numpy_map=not compiled, width=width)
     columns = None
-    if T is not None and np.ndim(values["beta"]) > 0 and tabulated(width):
+    if T is not None and np.ndim(values["beta"]) > 0:
         from .columns import column_moments            # tables and their quadratures: imported on use
         columns = column_moments(T, values["beta"], width)
     values = {k: v for k, v in values.items() if k != "alpha_sa"}

@@ -147,7 +147,7 @@ def theory_run(readings, T: int, *, rho0=0.0, q0=1.0, alpha_sa=1.0, beta=None, f
     qs, ps, attention = [q], [p], []
     with np.errstate(all="ignore"):
         for index, reading in enumerate(readings):
-            width = attention_width(reading, index, finite_width)
+            width = attention_width(readings, index, finite_width)
             q, p, q_att, p_att, betas = _layer(reading, T, q, p, alpha_sa, beta, width)
             if not (np.all(np.isfinite(q)) and np.all(np.isfinite(p))):
                 raise ValueError(f"{reading.name}: the theory's overlaps are not finite (q = {q!r}, p = {p!r})")
@@ -161,15 +161,19 @@ def theory_run(readings, T: int, *, rho0=0.0, q0=1.0, alpha_sa=1.0, beta=None, f
     return TheoryRun(p / q, q, p, attention)
 
 
-def attention_width(reading: LayerReading, index: int, finite_width: bool):
+def attention_width(readings, index: int, finite_width: bool, window: bool = False):
     """The width of layer ``index``'s attention for the theory (:func:`numeric.profile.finite_width`'s form): None
-    at infinite width; else (d, d_head, "normalized") where a LayerNorm precedes the attention (pre-LN layers, and
-    post-LN layers after the first, whose input is the previous layer's LayerNorm output: tokens of fixed norm,
-    :mod:`numeric.normalized_width`), and (d, d_head) for the first post-LN layer, which sees the stack's input."""
+    at infinite width; else (d, d_head, "normalized") where a LayerNorm precedes the attention -- a pre-LN layer,
+    or a post-LN layer after a post-LN layer, whose output is its LayerNorm's: tokens of fixed norm,
+    :mod:`numeric.normalized_width` -- and (d, d_head) otherwise (the stack's input, or a pre-LN layer's residual
+    stream, as Gaussian tokens). ``window``: a sliding-window mask, whose normalized increments are not tabulated:
+    Gaussian tokens throughout."""
     if not finite_width:
         return None
+    reading = readings[index]
     width = (reading.d, reading.d // reading.heads)
-    return width + ("normalized",) if reading.norm_first or index > 0 else width
+    after_norm = reading.norm_first or (index > 0 and not readings[index - 1].norm_first)
+    return width + ("normalized",) if after_norm and not window else width
 
 
 def _layer(reading: LayerReading, T: int, q, p, alpha_sa, beta, width=None):
@@ -242,16 +246,18 @@ def causal_run(readings, T: int, mask, *, rho0=0.0, q0=1.0, index=None, finite_w
     the expected overlap matrix (:func:`numeric.codegen_causal.compile_causal`); heads of different scales
     enter as the w-weighted sum of the closure at each head's beta (the map is linear in the moments).
     ``finite_width``: the closure at each layer's width and head size (:mod:`numeric.causal_width`), of normalized
-    tokens where a LayerNorm precedes the attention (:func:`attention_width`).
+    tokens where a LayerNorm precedes the attention (:func:`attention_width`; under a sliding window, Gaussian
+    tokens: the normalized increments are tabulated for the causal mask only).
     """
     from numeric import causal
 
+    window = masks.parse(mask).window is not None
     closures = {}
     Q = q0 * (rho0 + (1.0 - rho0) * np.eye(T))
     rho = [causal.ratio(Q, index)]
     with np.errstate(all="ignore"):
         for layer, reading in enumerate(readings):
-            width = attention_width(reading, layer, finite_width)
+            width = attention_width(readings, layer, finite_width, window)
             if width not in closures:
                 closures[width] = causal.Attention(T, mask, width=width)
             Q = _causal_layer(reading, Q, closures[width], T, mask)

@@ -138,13 +138,14 @@ def default_rho0(model_or_config, seq_len: int, seed: int = 0) -> float:
 def width_of(readings, finite_width: bool):
     """The first attention layer's width for the finite-width theory (issue 19;
     :func:`verify.adapters.attention_width`: normalized tokens in a pre-LN stack), None at infinite width."""
-    return adapters.attention_width(readings[0], 0, finite_width)
+    return adapters.attention_width(readings, 0, finite_width)
 
 
 def _inputs_of(width) -> str:
     """The ``inputs`` of numeric's profile API for an attention width of :func:`verify.adapters.attention_width`
     (a spec's diagram takes one kind for every block: the first layer's)."""
-    return "normalized" if width[2:] == ("normalized",) else "gaussian"
+    from numeric.profile import normalized
+    return "normalized" if normalized(width) else "gaussian"
 
 
 def ipr_of(T: int, width):
@@ -195,8 +196,8 @@ def critical_alpha(readings, T: int, beta: float, *, eps: float = 0.01, rho0: fl
 def max_ipr(run, T: int, readings, finite_width: bool = False) -> float:
     """The largest finite-T IPR over all heads of all attention layers of a theory run of ``readings`` (at each
     layer's own width, :func:`verify.adapters.attention_width`, where ``finite_width``)."""
-    return max(float(np.max(ipr_of(T, adapters.attention_width(reading, index, finite_width))(b, q, p, T)))
-               for index, (reading, (q, p, betas)) in enumerate(zip(readings, run.attention)) for b in betas)
+    return max(float(np.max(ipr_of(T, adapters.attention_width(readings, index, finite_width))(b, q, p, T)))
+               for index, (q, p, betas) in enumerate(run.attention) for b in betas)
 
 
 # --- the recommendation -------------------------------------------------------------------

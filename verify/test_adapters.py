@@ -343,6 +343,24 @@ def test_zero_initialised_projections_are_read_not_refused():
     assert torch.isfinite(layers[0].self_attn.in_proj_weight).all()
 
 
+def test_each_layer_takes_the_input_kind_its_attention_sees():
+    """adapters.attention_width: normalized tokens where a LayerNorm precedes the attention (pre-LN layers, a
+    post-LN layer after a post-LN layer), Gaussian tokens for the stack's input and after a pre-LN layer's
+    residual stream, Gaussian everywhere under a sliding window (not tabulated), None at infinite width."""
+    from types import SimpleNamespace
+    pre, post = (SimpleNamespace(d=64, heads=2, norm_first=first) for first in (True, False))
+    kinds = {(64, 32): "gaussian", (64, 32, "normalized"): "normalized"}
+
+    def layers_kinds(readings, window=False):
+        return [kinds[adapters.attention_width(readings, i, True, window)] for i in range(len(readings))]
+
+    assert layers_kinds([pre, pre, pre]) == ["normalized"] * 3
+    assert layers_kinds([post, post, post]) == ["gaussian", "normalized", "normalized"]
+    assert layers_kinds([pre, post, post]) == ["normalized", "gaussian", "normalized"]
+    assert layers_kinds([pre, post], window=True) == ["gaussian", "gaussian"]
+    assert adapters.attention_width([pre], 0, False) is None
+
+
 def test_finite_width_profile_of_a_long_context_encoder_is_the_closer_one():
     """Issue 19 through the adapters: pre-LN layers of width 64 with 2 heads at T = 1024 (T/d = 16), set by
     apply_init to beta = 1, alpha_sa = 0.3, weights redrawn Gaussian. With ``finite_width=True`` each layer's

@@ -115,3 +115,20 @@ def test_fused_pair_loop_equals_the_numpy_closure(gain, monkeypatch):
     reference = attention(Q, beta, sigma_v2, gain)
     monkeypatch.setenv("SIGPROP_BACKEND", "fused")
     np.testing.assert_allclose(attention(Q, beta, sigma_v2, gain), reference, rtol=1e-12, atol=1e-15)
+
+
+def test_a_specs_attention_layers_are_found_wherever_they_sit():
+    """numeric.causal.attention_layers walks Sequence, Residual and Parallel: it finds both attention layers of a
+    spec with one in a Residual and one in a Parallel branch, so a gain-controlled one anywhere counts
+    (has_gain), as does a mask (is_masked), and mixed masks or RoPE settings are refused by name."""
+    from derive.layers import MLP, LayerNorm, Parallel, Residual, SelfAttention, Sequence
+    plain, gain = SelfAttention(mask="causal"), SelfAttention(gain=True, mask="causal")
+    spec = Sequence(Residual(Sequence(LayerNorm(), plain), "alpha_sa"), LayerNorm(), Parallel(gain, MLP()))
+    assert [layer is plain or layer is gain for layer in causal.attention_layers(spec)] == [True, True]
+    assert causal.has_gain(spec) and causal.is_masked(spec) and causal.spec_mask(spec) == masks.parse("causal")
+    assert not causal.has_gain(Sequence(Residual(plain, "alpha_sa"))) and causal.has_gain("gain-pre-ln")
+    assert not causal.is_masked(Sequence(Residual(SelfAttention(), "alpha_sa")))
+    with pytest.raises(ValueError, match="one mask"):
+        causal.spec_mask(Sequence(plain, SelfAttention(mask="sliding:4")))
+    with pytest.raises(ValueError, match="one RoPE setting"):
+        causal.spec_rope(Sequence(plain, SelfAttention(mask="causal", rope=1e4, rope_dim=8)))

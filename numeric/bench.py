@@ -306,7 +306,8 @@ def width(arch="pre-ln", depth=30, grid=128, T=512, d=256, d_head=64, repeats=3,
     diagram at the same finite T, both with their critical-alpha boundary, on the fused kernels, timed
     alternately (best of ``repeats`` each, after an untimed round). Apart: building the width tables in an
     empty cache (the per-T base, then the per-(T, d, d_head) tables) and reading the latter back from disk, as
-    a later process does. ``causal``: also a causal diagram's ratio (:func:`_causal_width`)."""
+    a later process does. ``causal``: also a causal diagram's ratio (:func:`_causal_width`) and an encoder's
+    with normalized tokens (:func:`_normalized_width`)."""
 
     from . import width_tables as wt
     from .columns import clear_cache
@@ -350,6 +351,7 @@ def width(arch="pre-ln", depth=30, grid=128, T=512, d=256, d_head=64, repeats=3,
                 "width_cost_ratio": best["finite"] / best["infinite"]})
     if causal:
         out.update(_causal_width(repeats))
+        out.update(_normalized_width(repeats))
     out["machine"] = {"cpus": _cpus(), "load_average": _load()}
     return out
 
@@ -380,6 +382,30 @@ def _causal_width(repeats: int, T=256, d=64, d_head=32, groups=16, grid=32, dept
                 "causal_infinite_diagram_seconds": best["infinite"],
                 "causal_width_cost_ratio": best["finite"] / best["infinite"]})
     return out
+
+
+def _normalized_width(repeats: int, T=256, d=64, d_head=32, grid=128, depth=30) -> dict:
+    """An encoder diagram of normalized tokens (pre-LN, sigma_v2 = 4; :mod:`numeric.normalized_width`, the NumPy
+    path) against the same diagram of Gaussian tokens at finite width (fused kernels), timed alternately (best
+    of ``repeats``) once the normalized table is read (it ships for these sizes)."""
+    from .causal_width import causal_tables, table_size
+    from .diagram import trainability_diagram
+
+    causal_tables(d, d_head, table_size(T), "normalized")
+    kw = dict(betas=np.linspace(0.1, 3.0, grid), alphas=np.linspace(0.0, 1.5, grid), T=T, d=d, d_head=d_head,
+              sigma_v2=4.0)
+    best = {"normalized": math.inf, "gaussian": math.inf}
+    for k in range(repeats + 1):
+        for name in best:
+            start = time.perf_counter()
+            trainability_diagram("pre-ln", depth, **kw, inputs=name)
+            if k:
+                best[name] = min(best[name], time.perf_counter() - start)
+    return {"normalized_width_T": T, "normalized_width_d": d, "normalized_width_d_head": d_head,
+            "normalized_width_grid": [grid, grid], "normalized_width_depth": depth,
+            "normalized_width_diagram_seconds": best["normalized"],
+            "normalized_gaussian_diagram_seconds": best["gaussian"],
+            "normalized_width_cost_ratio": best["normalized"] / best["gaussian"]}
 
 
 def _numba_version():

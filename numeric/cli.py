@@ -355,6 +355,11 @@ def _bench_width(bench, args):
           f"{r['causal_width_depth']} blocks: {r['causal_width_diagram_seconds']:.2f} s; infinite width: "
           f"{r['causal_infinite_diagram_seconds']:.2f} s; ratio {r['causal_width_cost_ratio']:.2f} (its causal "
           f"table, read from the disk cache or built once per (d, d_head, T): {r['causal_width_table_seconds']:.1f} s)")
+    grid = r["normalized_width_grid"]
+    print(f"normalized-token encoder diagram (NumPy path): pre-ln, T = {r['normalized_width_T']}, d = "
+          f"{r['normalized_width_d']}, d_head = {r['normalized_width_d_head']}, {grid[0]}x{grid[1]} grid, "
+          f"{r['normalized_width_depth']} blocks: {r['normalized_width_diagram_seconds']:.2f} s; Gaussian tokens "
+          f"(fused): {r['normalized_gaussian_diagram_seconds']:.3f} s; ratio {r['normalized_width_cost_ratio']:.0f}")
     print(f"on {r['machine']['cpus']} CPUs, load average {r['machine']['load_average']}")
 
 
@@ -521,7 +526,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "blocks; an 8x8 causal diagram at T = 256, 60 blocks, and its rate)")
     p.add_argument("--width", action="store_true",
                    help="instead: time a finite-width diagram (pre-LN, T = 512, d = 256, d_head = 64, 128x128, 30 "
-                        "blocks) against the infinite-width one, and the width tables' build and read-back")
+                        "blocks) against the infinite-width one, and the width tables' build and read-back; a "
+                        "causal one, and an encoder's with normalized tokens")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_bench)
 

@@ -60,3 +60,12 @@ def test_width_bench_builds_its_tables_in_a_scratch_cache_and_restores_the_users
                                                        / result["width_infinite_diagram_seconds"])
     for cached in (wt.width_tables, wt.row_base, wt.pair_base):
         cached.cache_clear()
+
+
+def test_normalized_width_bench_times_both_input_kinds_on_the_shipped_table():
+    """bench._normalized_width runs the encoder diagram of normalized tokens and of Gaussian ones at the shipped
+    table's (d, d_head) = (64, 32), T = 256, and reports the ratio of the two times it reports."""
+    result = bench._normalized_width(1, grid=4, depth=2)
+    assert (result["normalized_width_d"], result["normalized_width_T"]) == (64, 256)
+    assert result["normalized_width_cost_ratio"] == pytest.approx(result["normalized_width_diagram_seconds"]
+                                                                  / result["normalized_gaussian_diagram_seconds"])

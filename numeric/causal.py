@@ -130,15 +130,13 @@ class Attention:
 
         batch = Q.shape[:-2]
         T = self.size
-
-        def flat(a, tail):
-            return batched(a, batch, tail)
-        b = flat(stats.b, (T,))
+        b = batched(stats.b, batch, (T,))
         pairs = self.moments.pair_rows(b, self.n, self._pair_table(self.n))
         view = out.reshape((-1, T, T))
-        nested_overlaps(flat(Q, (T, T)), flat(C, (T + 1, T + 1)), flat(stats.qbar, (T,)), flat(stats.pbar, (T,)),
+        nested_overlaps(batched(Q, batch, (T, T)), batched(C, batch, (T + 1, T + 1)), batched(stats.qbar, batch, (T,)),
+                        batched(stats.pbar, batch, (T,)),
                         self.n, np.ascontiguousarray(pairs.kappa.reshape(-1, T)), pairs.coef,
-                        np.ascontiguousarray(np.broadcast_to(sigma_v2, batch).reshape(-1)), bool(gain),
+                        batched(sigma_v2, batch, ()), bool(gain),
                         self.rotation, view)
 
     def _sums(self, Q):

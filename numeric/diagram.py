@@ -163,7 +163,7 @@ def trainability_diagram(arch, depth, *, betas, alphas, eps=0.01, T=None, rho0=0
     "gaussian" or "normalized" tokens (:func:`numeric.profile.finite_width`; an unmasked stack of normalized
     tokens runs the NumPy path).
     """
-    from .profile import _masked, backend_for, finite_width
+    from .profile import _masked, backend_for, finite_width, width_arguments
     if _masked(arch, mask):
         from . import causal
         return causal.trainability_diagram(arch, depth, betas=betas, alphas=alphas, eps=eps, T=T, rho0=rho0,
@@ -193,12 +193,11 @@ def trainability_diagram(arch, depth, *, betas, alphas, eps=0.01, T=None, rho0=0
     phase = np.where(condensed, ENTROPY_COLLAPSE, np.where(rho > 1.0 - eps, RANK_COLLAPSE, TRAINABLE))
     boundary = critical_alpha(arch, depth, beta=betas, eps=eps, T=T, rho0=rho0, activation=activation,
                               bracket=_grid_bracket(rho.reshape(shape), alphas_used, eps), backend=backend,
-                              d=None if width is None else width[0], d_head=None if width is None else width[1],
-                              inputs=inputs, **params)
+                              **width_arguments(width), **params)
     return Diagram(betas, alphas, phase.reshape(shape), rho.reshape(shape), np.asarray(boundary),
                    _name(arch), depth, eps, T, criterion,
                    {**DEFAULTS, **params, "activation": activation, "rho0": float(rho0),
-                    **({} if width is None else {"d": width[0], "d_head": width[1], "inputs": inputs})})
+                    **width_arguments(width)})
 
 
 def _columns(T, betas, width=None):

@@ -67,7 +67,8 @@ def ipr_function(T, width):
     from .profile import normalized
     if normalized(width):
         from .normalized_width import normalized_moments
-        return lambda beta, q, p, T: normalized_moments(int(T), *width[:2]).ipr(beta, q, p)
+        moments_ = normalized_moments(int(T), *width[:2])
+        return lambda beta, q, p, T: moments_.ipr(beta, q, p)
     from .width_tables import width_tables
     table = width_tables(int(T), *width)[2]
     return lambda beta, q, p, T: table.fast(beta, q, p)

@@ -86,6 +86,13 @@ def normalized(width) -> bool:
     return width is not None and width[2:] == ("normalized",)
 
 
+def width_arguments(width) -> dict:
+    """The keywords (d, d_head, inputs) that :func:`finite_width` turns into ``width``; {} at infinite width."""
+    if width is None:
+        return {}
+    return {"d": width[0], "d_head": width[1], "inputs": "normalized" if normalized(width) else "gaussian"}
+
+
 def tabulated(width) -> bool:
     """Whether the fused kernels and the per-beta columns (:mod:`numeric.columns`) hold the attention moments of
     ``width``: infinite width and Gaussian tokens do; normalized tokens' moments (:mod:`numeric.normalized_width`)

@@ -141,13 +141,6 @@ def width_of(readings, finite_width: bool):
     return adapters.attention_width(readings, 0, finite_width)
 
 
-def _inputs_of(width) -> str:
-    """The ``inputs`` of numeric's profile API for an attention width of :func:`verify.adapters.attention_width`
-    (a spec's diagram takes one kind for every block: the first layer's)."""
-    from numeric.profile import normalized
-    return "normalized" if normalized(width) else "gaussian"
-
-
 def ipr_of(T: int, width):
     """E sum_s A_ts^2 as a function of (beta, q, p, T): finite T, at finite width where ``width`` is given
     (:func:`numeric.maps.ipr_function`)."""
@@ -266,6 +259,7 @@ class Recommendation(Answer):
     def diagram(self, betas=None, alphas=None):
         """The model's trainability diagram at T = seq_len (numeric.trainability_diagram, criterion "any")."""
         import numeric
+        from numeric.profile import width_arguments
 
         values, spec = pooled_values(self.readings), adapters.spec_of(self.readings[0])
         betas = np.linspace(0.05, 3.0, 64) if betas is None else betas
@@ -274,9 +268,7 @@ class Recommendation(Answer):
         return numeric.trainability_diagram(spec, self.depth, betas=betas, alphas=alphas, eps=self.eps,
                                             T=self.seq_len, rho0=self.rho0, criterion="any",
                                             ipr_threshold=self.ipr_threshold, alpha_mlp=1.0,
-                                            **({} if width is None else
-                                               {"d": width[0], "d_head": width[1], "inputs": _inputs_of(width)}),
-                                            **values)
+                                            **width_arguments(width), **values)
 
     def __str__(self) -> str:
         L, T = self.depth, self.seq_len

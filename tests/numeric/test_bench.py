@@ -62,10 +62,27 @@ def test_width_bench_builds_its_tables_in_a_scratch_cache_and_restores_the_users
         cached.cache_clear()
 
 
-def test_normalized_width_bench_times_both_input_kinds_on_the_shipped_table():
-    """bench._normalized_width runs the encoder diagram of normalized tokens and of Gaussian ones at the shipped
-    table's (d, d_head) = (64, 32), T = 256, and reports the ratio of the two times it reports."""
-    result = bench._normalized_width(1, grid=4, depth=2)
-    assert (result["normalized_width_d"], result["normalized_width_T"]) == (64, 256)
-    assert result["normalized_width_cost_ratio"] == pytest.approx(result["normalized_width_diagram_seconds"]
-                                                                  / result["normalized_gaussian_diagram_seconds"])
+def test_normalized_width_bench_times_both_input_kinds_on_the_shipped_table(tmp_path, monkeypatch):
+    """bench._normalized_width times the pre-LN encoder diagram with normalized tokens and with Gaussian ones (each
+    repeats + 1 times, at the shipped table's (d, d_head) = (64, 32), T = 256), reading the shipped table from an
+    empty cache without building one, and reports each kind's best time."""
+    from numeric import causal_width as cw
+    from numeric import diagram
+    from numeric import width_tables as wt
+
+    monkeypatch.setenv(wt.CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr(cw.CausalTables, "_node_values", lambda self: pytest.fail("built: the shipped table unread"))
+    cw.causal_tables.cache_clear()
+    real, calls = diagram.trainability_diagram, []
+
+    def recorded(arch, depth, **kw):
+        calls.append((arch, kw["inputs"], kw["d"], kw["d_head"], kw["T"]))
+        return real(arch, depth, **kw)
+
+    monkeypatch.setattr(diagram, "trainability_diagram", recorded)
+    try:
+        result = bench._normalized_width(2, grid=4, depth=2)
+    finally:
+        cw.causal_tables.cache_clear()
+    assert sorted(calls) == sorted([("pre-ln", kind, 64, 32, 256) for kind in ("normalized", "gaussian")] * 3)
+    assert 0 < result["normalized_width_diagram_seconds"] and 0 < result["normalized_gaussian_diagram_seconds"]

@@ -260,3 +260,82 @@ class RopeOverlap(RopeMoment):
 class RopePair(RopeMoment):
     """E sum_s A_ts A_t's of two rows with RoPE: the exchangeable pair term at the effective width, the rows'
     correlation rho = p/q times c(t - t'), averaged over the row pairs; 0 at T = oo (B.2.2)."""
+
+
+# --- finite width (issue 19): what RoPE changes in the O(1/d) terms ------------------------------------------
+
+def _quadratic_form_product(name: str, first: str, second: str, inner: tuple, variance) -> g.IndexSum:
+    """E[(w^T M1 w)(w^T M2 w)] over a Gaussian vector or matrix ``name`` (Wick), M1, M2 deterministic."""
+    j, k, l, m = inner
+    ranges = {**_RANGES, **{i: head_dim for i in inner}}
+    w = lambda i: g.tensor(name, i, ranges=ranges)
+    one = (w(j) * g.tensor(first, j, k, ranges=ranges) * w(k)).summed_over(j, k)
+    two = (w(l) * g.tensor(second, l, m, ranges=ranges) * w(m)).summed_over(l, m)
+    return g.contract(g.wick(one * two, {name: variance}))
+
+
+def _traces(expr: g.IndexSum, D_value) -> sympy.Expr:
+    """Read a contracted product of two rotations R1 = R2 = R_D as traces: R1[j,j] R2[l,l] -> (tr R_D)^2,
+    R1[j,k] R2[j,k] -> tr(R_D^T R_D) = d_h, R1[j,k] R2[k,j] -> tr(R_D R_D) = tr R_2D; tr R_D = d_h c(D)."""
+    c = lambda shift: correlation().subs(D, shift)
+    total = sympy.Integer(0)
+    for term in expr.terms:
+        one, two = term.factors
+        if one.idx[0] == one.idx[1]:
+            value = (head_dim * c(D_value)) ** 2
+        elif one.idx == two.idx:
+            value = head_dim
+        else:
+            value = head_dim * c(2 * D_value)
+        total += term.coeff * value
+    return total
+
+
+@lru_cache(maxsize=None)
+def key_scale_covariance() -> sympy.Expr:
+    """Cov(|W_K^T a|^2, |W_K^T b|^2) over W_K (d_h x d, entries N(0, sigma_K2)) for fixed a, b in R^(d_h): 2 d sigma_K2^2
+    (a.b)^2 (Wick).
+
+    With RoPE key s meets the query direction v = W_Q x_t rotated, a_s = R_(t-s) v, so its score scale
+    |W_K^T a_s|^2 differs from key to key: each is d sigma_K2 |v|^2 (1 + O(1/sqrt d)), and two keys' scales are
+    correlated by (a_s.a_s')^2 / |v|^4 (:func:`key_scale_correlation`). Without RoPE a_s = v for every key: the
+    row shares one scale (the W_K step of the chain, derive.finite_width step 4). Returned in the symbols
+    ``ab`` (a.b), ``aa``, ``bb``.
+    """
+    W = lambda i, a: g.tensor("W_K", i, a, ranges=_RANGES)
+    vec = lambda name, i: g.tensor(name, i, ranges=_RANGES)
+    one = (vec("a", "j") * W("j", "e") * W("k", "e") * vec("a", "k")).summed_over("j", "k", "e")
+    two = (vec("b", "l") * W("l", "f") * W("m", "f") * vec("b", "m")).summed_over("l", "m", "f")
+    second = g.contract(g.wick(one * two, {"W_K": sigma_k2}))
+    first = g.contract(g.wick(one, {"W_K": sigma_k2})), g.contract(g.wick(two, {"W_K": sigma_k2}))
+    ab, aa, bb = sympy.symbols("ab aa bb", real=True)
+    read = lambda expr: sum((t.coeff * _dot_products(t, ab, aa, bb) for t in expr.terms), sympy.Integer(0))
+    return sympy.factor(sympy.expand(read(second) - read(first[0]) * read(first[1]))), ab, aa, bb
+
+
+def _dot_products(term: g.Term, ab, aa, bb) -> sympy.Expr:
+    """A contracted term in the fixed vectors a, b: each shared index pair a_j a_j, a_j b_j, b_j b_j a dot product."""
+    names = {}
+    for factor in term.factors:
+        names.setdefault(factor.idx[0], []).append(factor.name)
+    value = sympy.Integer(1)
+    for pair in names.values():
+        value *= {("a", "a"): aa, ("b", "b"): bb}.get(tuple(sorted(pair)), ab)
+    return value
+
+
+@lru_cache(maxsize=None)
+def key_scale_correlation() -> sympy.Expr:
+    """kappa(D): the correlation of two keys' score scales at position difference D, averaged over the query
+    direction v ~ N(0, I_(d_h)) (:func:`key_scale_covariance` with a.b = v^T R_D v, |a|^2 |b|^2 = |v|^4):
+
+        kappa(D) = E (v^T R_D v)^2 / E |v|^4 = (d_h c(D)^2 + 1 + c(2 D)) / (d_h + 2),
+
+    (Wick over v: (tr R)^2 + tr(R^T R) + tr(R R), with tr R_D = d_h c(D), tr R_D^2 = d_h c(2D); v's direction is
+    independent of its norm). kappa(0) = 1; as |D| grows kappa falls to ~1/d_h: most of the W_K step's
+    fluctuation becomes each key's own.
+    """
+    forms = _quadratic_form_product("v", "R1", "R2", ("j", "k", "l", "m"), sympy.Integer(1))
+    ratio = _traces(forms, D) / _traces(forms, sympy.Integer(0))
+    return sympy.simplify(ratio)
+

@@ -163,26 +163,35 @@ def _gaussian_node(b: float, n: float, d: int, acc: Accuracy) -> tuple[float, fl
 def _normalized_node(b: float, n: float, d: int, rho: float = 0.0) -> tuple[float, float]:
     """(Y2_sph, Y2_eff) of a row of n tokens of fixed norm at width b: Y2_sph + (Z2 - Z2_diag)/d."""
     y2 = sphere_row(b, n, d, rho=rho)
-    s2 = min(b, B_Z) ** 2                                # beyond: frozen, the distinct keys' term ~ 0 (Stein form)
-    y2_s, y3, y4, y22 = _row_powers(s2, n)
-    z2 = float(gen.selection_one_row(s2, y2_s, y3, y22))
-    z2_diag = float(gen.selection_diagonal_one_row(s2, y2_s, y3, y4))
-    return y2, float(gen.effective_same_normalized(float(d), y2, z2, z2_diag))
+    return y2, float(gen.effective_same_normalized(float(d), y2, *selection_terms(b, n)))
+
+
+def selection_terms(b: float, n: float) -> tuple[float, float]:
+    """(Z2, Z2_diag) of a row of n keys at width b: E (sum_s A_s z_s)^2 and its diagonal keys' part
+    E sum_s A_s^2 z_s^2 (derive.finite_width steps 3 and 5), read at min(b, :data:`B_Z`) (beyond, the row is
+    frozen and the distinct keys' term Z2 - Z2_diag ~ 0 in the Stein form)."""
+    s2 = min(b, B_Z) ** 2
+    y2, y3, y4, y22 = _row_powers(s2, n)
+    return float(gen.selection_one_row(s2, y2, y3, y22)), float(gen.selection_diagonal_one_row(s2, y2, y3, y4))
 
 
 def sphere_row(b: float, n: float, d: int, acc: Accuracy = EXACT, rho: float = 0.0) -> float:
     """E sum_s A_s^2 of a row of n keys with log-weights b z_s, z_s of the sphere law of
     :func:`derive.finite_width.sphere_projection_density` (a normalized key's projection; at input cosine
-    rho > 0 the law of :func:`numeric.width_law.key_density`): the finite-n Laplace form
-    n int M_2(t) L(t)^(n-1) dt (paper eq. 2's exact form, :mod:`numeric.laplace`) with each key's expectations
-    taken over the law's nodes (:func:`_sphere_nodes`, :func:`_key_nodes`)."""
+    rho > 0 the law of :func:`numeric.width_law.key_density`): :func:`law_row` at that law's nodes
+    (:func:`_sphere_nodes`, :func:`_key_nodes`)."""
+    if n <= 1 or b == 0.0:
+        return 1.0 / max(n, 1.0)
+    z, w = _key_nodes(int(d), rho, b) if rho > 0.0 else _sphere_nodes(int(d), _sphere_count(b, d))
+    return law_row(b, n, z, w, acc)
+
+
+def law_row(b: float, n: float, z: np.ndarray, w: np.ndarray, acc: Accuracy = EXACT) -> float:
+    """E sum_s A_s^2 of a row of n > 1 keys with i.i.d. log-weights b z_s, z_s of the law with nodes ``z`` and
+    weights ``w`` (summing to 1): the finite-n Laplace form n int M_2(t) L(t)^(n-1) dt (paper eq. 2's exact
+    form, :mod:`numeric.laplace`) with each key's expectations taken over the nodes."""
     from .laplace import _row_grid
     from .smoothing import _kernels, log_L
-    if n <= 1:
-        return 1.0
-    if b == 0.0:
-        return 1.0 / n
-    z, w = _key_nodes(int(d), rho, b) if rho > 0.0 else _sphere_nodes(int(d), _sphere_count(b, d))
     t, dt = _row_grid(b, n, 2.0, 2.0, acc, acc.h)
     G, L, M = _kernels(t[:, None] + b * z[None, :], (2.0,))
     decay = np.exp((n - 1) * log_L(G @ w, L @ w))
@@ -280,15 +289,21 @@ def common_direction(b2: float, rho: float, d: int, keys, yp: float):
         return (0.0, 0.0), 0.0
     norms, pulls = [], []
     for n in keys:
-        X, J, scale = row_pulls(b2, n)
-        norms.append(float(gen.common_direction_norm(float(d), rho, _row_powers(b2, n)[0], J, scale)))
+        powers = _row_powers(b2, n)
+        X, J, scale = _pulls(b2, powers)
+        norms.append(float(gen.common_direction_norm(float(d), rho, powers[0], J, scale)))
         pulls.append(X)
     return tuple(norms), float(gen.common_direction_pair(float(d), rho, yp, *pulls))
 
 
 def row_pulls(b2: float, n: int) -> tuple[float, float, float]:
     """(X, J, scale) of one row of n keys at width sqrt(b2) (derive.finite_width.selection_pulls)."""
-    y2, y3, y4, y22 = _row_powers(b2, n)
+    return _pulls(b2, _row_powers(b2, n))
+
+
+def _pulls(b2: float, powers) -> tuple[float, float, float]:
+    """(X, J, scale) from a row's (Y2, Y3, Y4, Y22) (:func:`_row_powers`)."""
+    y2, y3, y4, y22 = powers
     return (float(gen.selection_pull(b2, y2, y3)), float(gen.selection_pull_offdiagonal(b2, y2, y3, y4)),
             float(gen.selection_pull_scale(b2, y2, y3, y22)))
 

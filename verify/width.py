@@ -90,7 +90,7 @@ def overlap_samples(beta: float, *, T: int, d: int, seeds: int, q: float = 1.0, 
 
 def masked_overlap_samples(beta: float, *, rows, mask="causal", T: int, d: int, seeds: int, q: float = 1.0,
                            p: float = 0.0, heads: int = 1, sigma_v2: float = 1.0, batch: int = 256, device=None,
-                           seed: int = 0, normalized: bool = False):
+                           seed: int = 0, normalized: bool = False, rope: float | None = None, ipr: bool = False):
     """(q_t, q_u, p_tu) Estimates of one masked attention layer's rows t, u (numeric.finite_width.masked_overlaps).
 
     As :func:`overlap_samples` (Gaussian tokens, the layer's weights and score convention, W_V averaged by
@@ -98,7 +98,9 @@ def masked_overlap_samples(beta: float, *, rows, mask="causal", T: int, d: int, 
     ``batch`` seeds drawn at once. Control variates of mean exactly 0: p (|c|^2/d - 1) for every entry, and the
     cross term of c with the mean private part of each row's keys, 2 sqrt(p (q - p)) c.g_K/d (the norms) and
     sqrt(p (q - p)) c.(g_Kt + g_Ku)/d (the overlap). ``normalized``: every token rescaled to |x|^2 = d q (as after
-    a LayerNorm or RMSNorm; the control variates keep mean 0).
+    a LayerNorm or RMSNorm; the control variates keep mean 0). ``rope``: RoPE's base theta (queries and keys of
+    every head rotated to their positions, :meth:`derive.layers.SelfAttention.rotate`). ``ipr``: two more
+    columns, the rows' E sum_s A_s^2 (mean over heads).
     """
     from derive import masks
     from numeric import validation as check
@@ -116,7 +118,7 @@ def masked_overlap_samples(beta: float, *, rows, mask="causal", T: int, d: int, 
     device = resolve_device(device)
     allowed = torch.as_tensor(m.allowed(T)[[t, u]], device=device)                     # (2, T)
     generator = make_generator(seed, None, device)
-    spec = SelfAttention(heads=heads)
+    spec = SelfAttention(heads=heads) if rope is None else SelfAttention(heads=heads, rope=rope, rope_dim=d_head)
     scale = spec.query_key_std(T, d, {"beta": beta}) ** 2 / math.sqrt(d_head)
     cross = math.sqrt(p * (q - p))
     out = []
@@ -129,8 +131,12 @@ def masked_overlap_samples(beta: float, *, rows, mask="causal", T: int, d: int, 
             if normalized:
                 x = x * torch.sqrt(q * d / x.pow(2).sum(-1, keepdim=True))
             W_Q, W_K = draw(n, d, d), draw(n, d, d)
-            queries = (x[:, [t, u]] @ W_Q.transpose(1, 2)).reshape(n, 2, heads, d_head).transpose(1, 2)
             keys = (x @ W_K.transpose(1, 2)).reshape(n, T, heads, d_head).transpose(1, 2)
+            if rope is None:
+                queries = (x[:, [t, u]] @ W_Q.transpose(1, 2)).reshape(n, 2, heads, d_head).transpose(1, 2)
+            else:
+                queries = (x @ W_Q.transpose(1, 2)).reshape(n, T, heads, d_head).transpose(1, 2)
+                queries, keys = spec.rotate(queries)[:, :, [t, u]], spec.rotate(keys)
             scores = (queries @ keys.transpose(-1, -2)) * scale                        # (n, heads, 2, T)
             A = torch.softmax(scores.masked_fill(~allowed, -math.inf), dim=-1)
             y = A @ x[:, None]                                                          # (n, heads, 2, d)
@@ -142,7 +148,10 @@ def masked_overlap_samples(beta: float, *, rows, mask="causal", T: int, d: int, 
             values = torch.stack([norms[:, 0] - common - 2 * cross * c_g[:, 0],
                                   norms[:, 1] - common - 2 * cross * c_g[:, 1],
                                   overlap - common - cross * c_g.sum(-1)], dim=1)
-            out.append(sigma_v2 * values.cpu())
+            values = sigma_v2 * values
+            if ipr:
+                values = torch.cat([values, A.pow(2).sum(-1).mean(1)], dim=1)
+            out.append(values.cpu())
     return Estimate(torch.cat(out).numpy())
 
 

@@ -1,0 +1,163 @@
+"""RoPE at finite width: one attention row's output norm and IPR with the O(1/d) terms, at orthogonal inputs (issue 19).
+
+Without RoPE every key of row t meets the same query direction u = W_K^T W_Q x_t, and the finite-width
+theory of :mod:`numeric.finite_width` follows (derive.finite_width). With RoPE key s meets the direction
+rotated to its position, u_s = W_K^T R_(t-s) W_Q x_t, and two things change (derive.rope, "finite width"):
+
+- **the keys' score scales** |u_s|^2 are no longer the row's: W_K's Wishart step gives each key its own
+  scale, two keys' scales correlated by kappa(s - s') = (d_h c(D)^2 + 1 + c(2D))/(d_h + 2)
+  (:func:`derive.rope.key_scale_correlation`; :func:`scale_correlation`). The closure splits the W_K step by
+  kappa_bar_n, its mean over the row's key pairs (:func:`scale_share`): a share common to the row
+  (chi-square of d/kappa_bar dofs, in the chain of row scales with the query token's d and W_Q's d_h) and
+  each key's own (d/(1 - kappa_bar) dofs), which makes a key's log-weight a Gaussian scale mixture with
+  heavier tails: the row condenses earlier than without RoPE.
+- **the key-selection term** (1/d) sum_(s != s') A_s A_s' zeta_s zeta_s' (u_s.u_s') carries u_s.u_s' = c(s - s')
+  + O(1/sqrt d). At p = 0 the pairs (A_s, zeta_s) are exchangeable and independent of the rotations, so the
+  sum is c_bar_n (:func:`numeric.rope.pair_mean`) times the term without RoPE: Z2 -> Z2_diag + c_bar_n (Z2 -
+  Z2_diag) (:func:`numeric.finite_width.selection_terms`) in the effective moment of eq. 23.
+
+So the row's effective moment is Y2_eff = E_xi [(1 - 1/d) Y2_mix + Z2_rope/d] (Gaussian tokens) or
+E_xi [Y2_mix + (Z2_rope - Z2_diag)/d] (normalized ones), Y2_mix the exact finite-n IPR under the keys'
+scale-mixed projection law (:func:`numeric.finite_width.law_row`), and q_out = sigma_v2 q Y2_eff.
+
+Scope: orthogonal inputs (p = 0), where the derivation is exact up to the kappa split; at p > 0 the row's
+common component becomes a position-dependent field (the tree closure of :mod:`numeric.rope`) that the scale
+mixture multiplies, and the common/private cross term no longer vanishes: not derived (README, errata 18).
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+
+from . import _generated_width as gen
+from . import validation as check
+from .finite_width import N_XI, _inputs, _trapezoid_count, law_row, selection_terms, width
+from .rope import check_rope, correlation, pair_mean
+from .width_law import product_rule
+
+#: Gauss nodes in ln xi of a key's own scale (the mixture of its projection law).
+N_SCALE = 16
+#: Widest |z| of a key's scale-mixed projection kept on the trapezoid grid (the density there is below e^-70).
+Z_MAX = 14.0
+
+__all__ = ["ipr", "output_norm", "scale_correlation", "scale_share"]
+
+
+def scale_correlation(delta, head_dim: int, theta: float) -> np.ndarray:
+    """kappa(D) = (d_h c(D)^2 + 1 + c(2D)) / (d_h + 2): the correlation of two keys' score scales at position
+    difference D (:func:`derive.rope.key_scale_correlation`)."""
+    delta = np.asarray(delta, dtype=float)
+    c, c2 = correlation(delta, head_dim, theta), correlation(2.0 * delta, head_dim, theta)
+    return (head_dim * c * c + 1.0 + c2) / (head_dim + 2.0)
+
+
+@lru_cache(maxsize=256)
+def scale_share(n: int, head_dim: int, theta: float) -> float:
+    """kappa_bar_n: the mean of :func:`scale_correlation` over the n(n - 1) ordered key pairs of a row of n keys
+    (the share of W_K's scale fluctuation the row's keys hold in common)."""
+    if n < 2:
+        return 1.0
+    D = np.arange(1, n)
+    return float(2.0 * np.sum((n - D) * scale_correlation(D, head_dim, theta)) / (n * (n - 1)))
+
+
+def _scale_dofs(d: int, d_head: int, share: float, normalized: bool) -> tuple[tuple[float, ...], float]:
+    """(the row's chain of dofs, a key's own dofs): query token d (Gaussian tokens only), W_Q d_h, W_K's common
+    share d/kappa_bar; each key's own share d/(1 - kappa_bar) (inf: none)."""
+    common = (float(d_head), d / share)
+    return (common if normalized else (float(d),) + common), (d / (1.0 - share) if share < 1.0 else math.inf)
+
+
+@lru_cache(maxsize=64)
+def _scale_rule(dofs: float):
+    """(xi, weights): a key's own scale chi2(dofs)/dofs (one node at 1 without one)."""
+    if math.isinf(dofs):
+        return np.ones(1), np.ones(1)
+    return product_rule((dofs,), N_SCALE)
+
+
+def key_nodes(d: int, normalized: bool, dofs: float, b: float) -> tuple[np.ndarray, np.ndarray]:
+    """(z, weights) of a key's projection times its own scale sqrt(xi): z = y sqrt(xi), y of the sphere law of
+    a normalized key (density prop. to (1 - y^2/d)^((d - 3)/2)) or N(0, 1), xi ~ chi2(dofs)/dofs; the
+    trapezoid rule with spacing min(0.05, 0.25/b) on |z| <= :data:`Z_MAX`."""
+    xi, weight = _scale_rule(dofs)
+    z_max = min(Z_MAX, (math.sqrt(d) if normalized else Z_MAX) * math.sqrt(float(xi.max())))
+    z = np.linspace(-z_max, z_max, _trapezoid_count(z_max, b))
+    density = np.zeros_like(z)
+    for x, w in zip(xi, weight):
+        y2 = z * z / x
+        if normalized:
+            with np.errstate(divide="ignore"):
+                log_density = 0.5 * (d - 3) * np.log1p(-np.minimum(y2 / d, 1.0))
+        else:
+            log_density = -0.5 * y2
+        density += w * np.exp(log_density) / math.sqrt(x)
+    density[[0, -1]] *= 0.5
+    return z, density / density.sum()
+
+
+def row(b2: float, n: int, d: int, d_head: int, head_dim: int, theta: float, inputs: str = "normalized",
+        nodes: int = N_XI) -> tuple[float, float]:
+    """(E Y2, Y2_eff) of a RoPE row of n keys at orthogonal inputs and mean log-weight variance b2 (module
+    docstring): the IPR averaged over the row's scale law and the effective moment of q_out."""
+    normalized = _inputs(inputs) == "normalized"
+    if n < 2 or b2 == 0.0:
+        return 1.0 / n, 1.0 / n
+    chain, own = _scale_dofs(d, d_head, scale_share(n, head_dim, theta), normalized)
+    c_bar = pair_mean(n, head_dim, theta)
+    xi, weight = product_rule(chain, nodes)
+    ipr = eff = 0.0
+    for x, w in zip(xi, weight):
+        b = math.sqrt(b2 * x)
+        y2 = law_row(b, n, *key_nodes(d, normalized, own, b))
+        z2, z2_diag = selection_terms(b, n)
+        z2_rope = z2_diag + c_bar * (z2 - z2_diag)
+        value = gen.effective_same_normalized(float(d), y2, z2_rope, z2_diag) if normalized \
+            else gen.effective_same(float(d), y2, z2_rope)
+        ipr += w * y2
+        eff += w * float(value)
+    return ipr, eff
+
+
+def _arguments(beta, q, p, T, n, d, d_head, rope, inputs):
+    """Checked (b2, n, d, d_head, head_dim, theta, inputs) of :func:`output_norm` and :func:`ipr`."""
+    if d is None:
+        raise ValueError("d must be a finite width (an integer >= 1); for d=None use numeric.rope")
+    d, d_head = width(d, d_head)
+    if rope is None or len(rope) != 2:
+        raise ValueError(f"rope must be RoPE's (theta, head_dim), got {rope!r}")
+    theta, head_dim = check_rope(*rope)
+    if head_dim != d_head:
+        raise ValueError(f"rope head_dim = {head_dim} but d_head = {d_head}: RoPE rotates each head's features")
+    T = check.sequence_length(T, infinite=False)
+    n = T if n is None else check.count("n", n)
+    if n > T:
+        raise ValueError(f"n (the row's keys) must be <= T = {T}, got {n}")
+    beta = float(check.positive("beta", beta))
+    q, p = (float(x) for x in check.overlaps(q, p, T))
+    if p != 0.0:
+        raise ValueError(f"p must be 0 with RoPE at finite width (derived at orthogonal inputs only), got {p!r}")
+    if _inputs(inputs) == "normalized" and d < 3:
+        raise ValueError(f"inputs='normalized' needs d >= 3 (the sphere law of a key's projection), got d={d}")
+    return beta * beta * math.log(T) * q * q, n, d, d_head, head_dim, theta, inputs, q
+
+
+def output_norm(beta, *, T, rope, d, d_head=None, n=None, q=1.0, p=0.0, inputs="normalized",
+                sigma_v2=1.0) -> float:
+    """E|o_t|^2/d of one RoPE attention row of n keys (default T; fewer: a causal row) at width d, heads of
+    d_head features, at orthogonal inputs (p = 0): sigma_v2 q Y2_eff (module docstring; eq. 23 at the
+    effective moment). ``rope``: (theta, head_dim), head_dim = d_head. ``inputs``: "normalized" (tokens of
+    fixed norm, as after RMSNorm) or "gaussian". The log-weight scale is b^2 = beta^2 ln T q^2 (Result 1)."""
+    sigma_v2 = float(check.positive("sigma_v2", sigma_v2))
+    b2, n, d, d_head, head_dim, theta, inputs, q = _arguments(beta, q, p, T, n, d, d_head, rope, inputs)
+    return sigma_v2 * q * row(b2, n, d, d_head, head_dim, theta, inputs)[1]
+
+
+def ipr(beta, *, T, rope, d, d_head=None, n=None, q=1.0, p=0.0, inputs="normalized") -> float:
+    """E sum_s A_ts^2 of one RoPE attention row at finite width (as :func:`output_norm`): the IPR entropy
+    collapse is judged on, averaged over the row's and the keys' own score scales."""
+    b2, n, d, d_head, head_dim, theta, inputs, q = _arguments(beta, q, p, T, n, d, d_head, rope, inputs)
+    return row(b2, n, d, d_head, head_dim, theta, inputs)[0]

@@ -1,0 +1,85 @@
+"""numeric.rope_width: a RoPE row at finite width, its limits and its laws (torch: verify/test_width.py)."""
+
+import math
+
+import numpy as np
+import pytest
+import sympy
+
+from derive import rope as derived
+from numeric import finite_width, rope, rope_width
+
+ROPE = (1e4, 32)
+
+
+def test_scale_correlation_is_derives_expression():
+    """kappa(D) of numeric is derive.rope.key_scale_correlation evaluated, at lags 0 .. 300 (theta = 500, d_h = 16)."""
+    theta, head_dim = 500.0, 16
+    kappa = sympy.lambdify((derived.D,), derived.key_scale_correlation().subs(
+        {derived.head_dim: head_dim, derived.theta_base: theta}).doit())
+    D = np.arange(0, 301, 7)
+    np.testing.assert_allclose(rope_width.scale_correlation(D, head_dim, theta), [float(kappa(int(k))) for k in D],
+                               rtol=1e-12)
+
+
+def test_scale_share_is_the_mean_over_the_rows_pairs():
+    """kappa_bar_n against the explicit mean over the ordered pairs of a row of 50 keys; 1 for one key."""
+    n, theta, head_dim = 50, 1e4, 32
+    D = np.abs(np.arange(n)[:, None] - np.arange(n)[None, :])
+    explicit = rope_width.scale_correlation(D[~np.eye(n, dtype=bool)], head_dim, theta).mean()
+    assert rope_width.scale_share(n, head_dim, theta) == pytest.approx(explicit, rel=1e-12)
+    assert rope_width.scale_share(1, head_dim, theta) == 1.0
+
+
+@pytest.mark.parametrize("normalized", [True, False])
+def test_key_law_is_the_scale_mixture(normalized):
+    """The keys' scale-mixed projection law: unit variance (E y^2 E xi = 1), and the kurtosis of a scale mixture,
+    E xi^2 E y^4 = (1 + 2/nu) 3 (1 - 2/(d + 2) for the sphere law): a mixture in xi instead of sqrt(xi), or
+    without the mixing, fails both."""
+    d, nu, b = 64, 40.0, 1.0
+    z, w = rope_width.key_nodes(d, normalized, nu, b)
+    y4 = 3.0 * (d / (d + 2.0) if normalized else 1.0)
+    assert w @ z ** 2 == pytest.approx(1.0, rel=1e-6)
+    assert w @ z ** 4 == pytest.approx((1.0 + 2.0 / nu) * y4, rel=1e-4)
+
+
+@pytest.mark.parametrize("inputs", ["gaussian", "normalized"])
+def test_without_rotation_the_row_is_the_plain_finite_width_row(inputs, monkeypatch):
+    """With every key meeting the same direction (kappa_bar = c_bar = 1) the RoPE row is the row without RoPE:
+    (E Y2, Y2_eff) equal numeric.finite_width.row_effective to 1e-6 at b^2 = 4, n = 300."""
+    monkeypatch.setattr(rope_width, "scale_share", lambda n, h, t: 1.0)
+    monkeypatch.setattr(rope_width, "pair_mean", lambda n, h, t: 1.0)
+    mine = rope_width.row(4.0, 300, 64, 32, 32, 1e4, inputs)
+    plain = finite_width.row_effective(4.0, 300, 64, 32, inputs=inputs)
+    np.testing.assert_allclose(mine, plain, rtol=1e-6)
+
+
+def test_rope_lowers_selection_and_raises_the_ipr():
+    """At b^2 = 1.7 (T = 1024, d = 64, d_h = 32): the RoPE row's q_out lies between infinite width and the plain
+    finite-width row (the selection term times c_bar_n = 0.32), and its IPR above the plain row's (each key's own
+    scale: heavier tails)."""
+    beta = 0.5
+    kw = dict(T=1024, d=64, d_head=32)
+    mine = rope_width.output_norm(beta, rope=ROPE, **kw)
+    plain = finite_width.output_norm(beta, inputs="normalized", **kw)
+    infinite = float(rope.ipr(beta, 1.0, 0.0, 1024, *ROPE))
+    assert infinite < mine < plain
+    b2 = beta ** 2 * math.log(1024)
+    assert rope_width.row(b2, 1024, 64, 32, 32, 1e4, "normalized")[0] > \
+        finite_width.row_effective(b2, 1024, 64, 32, inputs="normalized")[0]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(p=0.3), "p must be 0 with RoPE at finite width"),
+    (dict(rope=(1e4, 16)), "rope head_dim = 16 but d_head = 32"),
+    (dict(rope=(1e4,)), "rope must be RoPE's (theta, head_dim)"),
+    (dict(rope=(0.5, 32)), "rope theta must be a finite number > 1"),
+    (dict(d=None), "d must be a finite width"),
+    (dict(d=64, d_head=24), "d_head"),
+    (dict(n=2000), "n (the row's keys) must be <= T = 1024"),
+    (dict(inputs="layernorm"), "inputs must be one of"),
+])
+def test_bad_input_is_refused_by_name(kwargs, message):
+    args = {**dict(T=1024, rope=ROPE, d=64, d_head=32), **kwargs}
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        rope_width.output_norm(1.0, **args)

@@ -37,6 +37,8 @@ from . import validation as check
 STEP = 0.05
 #: Gaussian tails kept on the grid, in standard deviations.
 TAILS = 8.0
+#: Entries (keys x neighbour counts) of one chunk of :func:`neighbour_means` (bounds its memory at long rows).
+NEIGHBOUR_CHUNK = 1 << 22
 #: Rows at which the causal theory evaluates the tree (more rows than this: anchors geometric in n).
 ANCHORS = 24
 
@@ -79,14 +81,16 @@ def neighbour_means(n: int, head_dim: int, theta: float) -> np.ndarray:
     """
     c = lags(n, head_dim, theta)
     cum = np.concatenate([[0.0], np.cumsum(c[1:])])                       # Cum(k), k = 0 .. n - 1
-    s = np.arange(n)
-    short = np.minimum(s, n - 1 - s)[:, None]
     m = np.arange(1, n)[None, :]
     half = m // 2
     both = 2.0 * cum[half] + np.where(m % 2 == 1, c[np.minimum(half + 1, n - 1)], 0.0)
-    one = cum[np.clip(m - short, 0, n - 1)] + cum[short]
-    total = np.where(m <= 2 * short, both, one)
-    return total.mean(axis=0) / m[0]
+    total = np.zeros(n - 1)
+    for start in range(0, n, max(1, NEIGHBOUR_CHUNK // n)):              # keys in chunks: memory O(chunk n)
+        s = np.arange(start, min(n, start + max(1, NEIGHBOUR_CHUNK // n)))
+        short = np.minimum(s, n - 1 - s)[:, None]
+        one = cum[np.clip(m - short, 0, n - 1)] + cum[short]
+        total += np.where(m <= 2 * short, both, one).sum(axis=0)
+    return total / n / m[0]
 
 
 def tree(n: int, head_dim: int, theta: float):

@@ -84,7 +84,8 @@ class Attention:
         self.width = None
         if width is not None:                           # (d, d_head[, "normalized"]): numeric.causal_width
             if rope is not None:
-                raise ValueError("d= (finite width) with RoPE: the rotary rows' finite-width terms are not derived")
+                raise ValueError("d= (finite width) with RoPE: the rotary rows' finite-width terms are derived at "
+                                 "orthogonal inputs only (numeric.rope_width), not at a stack's p > 0")
             from .causal_width import WidthTerms
             self.width = WidthTerms(mask, self.first + self.n.astype(int) - 1, *width[:2], T, *width[2:])   # last key
 

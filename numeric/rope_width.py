@@ -34,7 +34,14 @@ import numpy as np
 
 from . import _generated_width as gen
 from . import validation as check
-from .finite_width import N_XI, _inputs, _trapezoid_count, law_row, selection_terms, width
+from .finite_width import (
+    N_XI,
+    _inputs,
+    _trapezoid_count,
+    law_row,
+    selection_terms,
+    width,
+)
 from .rope import check_rope, correlation, pair_mean
 from .width_law import product_rule
 

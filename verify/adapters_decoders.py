@@ -488,8 +488,9 @@ def at_finite_width(readings) -> list:
     layers (the LLaMA family) and sliding windows."""
     for r in readings:
         if r.rope is not None:
-            raise ValueError(f"finite_width: {r.name} uses RoPE, whose rows' finite-width terms are not derived "
-                             "(GPT-2's learned positions are served)")
+            raise ValueError(f"finite_width: {r.name} uses RoPE, whose rows' finite-width terms are derived at "
+                             "orthogonal inputs only (numeric.rope_width), not at a stack's p > 0 (GPT-2's learned "
+                             "positions are served)")
         if r.mask != "causal":
             raise ValueError(f"finite_width: {r.name} attends through {r.mask}; the finite-width terms are tabulated "
                              "for the causal mask only")

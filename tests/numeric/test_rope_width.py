@@ -1,6 +1,7 @@
 """numeric.rope_width: a RoPE row at finite width, its limits and its laws (torch: verify/test_width.py)."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -59,7 +60,7 @@ def test_rope_lowers_selection_and_raises_the_ipr():
     finite-width row (the selection term times c_bar_n = 0.32), and its IPR above the plain row's (each key's own
     scale: heavier tails)."""
     beta = 0.5
-    kw = dict(T=1024, d=64, d_head=32)
+    kw = {"T": 1024, "d": 64, "d_head": 32}
     mine = rope_width.output_norm(beta, rope=ROPE, **kw)
     plain = finite_width.output_norm(beta, inputs="normalized", **kw)
     infinite = float(rope.ipr(beta, 1.0, 0.0, 1024, *ROPE))
@@ -70,16 +71,16 @@ def test_rope_lowers_selection_and_raises_the_ipr():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(p=0.3), "p must be 0 with RoPE at finite width"),
-    (dict(rope=(1e4, 16)), "rope head_dim = 16 but d_head = 32"),
-    (dict(rope=(1e4,)), "rope must be RoPE's (theta, head_dim)"),
-    (dict(rope=(0.5, 32)), "rope theta must be a finite number > 1"),
-    (dict(d=None), "d must be a finite width"),
-    (dict(d=64, d_head=24), "d_head"),
-    (dict(n=2000), "n (the row's keys) must be <= T = 1024"),
-    (dict(inputs="layernorm"), "inputs must be one of"),
+    ({"p": 0.3}, "p must be 0 with RoPE at finite width"),
+    ({"rope": (1e4, 16)}, "rope head_dim = 16 but d_head = 32"),
+    ({"rope": (1e4,)}, "rope must be RoPE's (theta, head_dim)"),
+    ({"rope": (0.5, 32)}, "rope theta must be a finite number > 1"),
+    ({"d": None}, "d must be a finite width"),
+    ({"d": 64, "d_head": 24}, "d_head"),
+    ({"n": 2000}, "n (the row's keys) must be <= T = 1024"),
+    ({"inputs": "layernorm"}, "inputs must be one of"),
 ])
 def test_bad_input_is_refused_by_name(kwargs, message):
-    args = {**dict(T=1024, rope=ROPE, d=64, d_head=32), **kwargs}
-    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    args = {"T": 1024, "rope": ROPE, "d": 64, "d_head": 32, **kwargs}
+    with pytest.raises(ValueError, match=re.escape(message)):
         rope_width.output_norm(1.0, **args)

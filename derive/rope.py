@@ -292,7 +292,7 @@ def _traces(expr: g.IndexSum, D_value) -> sympy.Expr:
 
 
 @lru_cache(maxsize=None)
-def key_scale_covariance() -> sympy.Expr:
+def key_scale_covariance() -> tuple:
     """Cov(|W_K^T a|^2, |W_K^T b|^2) over W_K (d_h x d, entries N(0, sigma_K2)) for fixed a, b in R^(d_h): 2 d sigma_K2^2
     (a.b)^2 (Wick).
 

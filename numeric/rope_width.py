@@ -12,15 +12,17 @@ rotated to its position, u_s = W_K^T R_(t-s) W_Q x_t, and two things change (der
   each key's own (d/(1 - kappa_bar) dofs), which makes a key's log-weight a Gaussian scale mixture with
   heavier tails: the row condenses earlier than without RoPE.
 - **the key-selection term** (1/d) sum_(s != s') A_s A_s' zeta_s zeta_s' (u_s.u_s') carries u_s.u_s' = c(s - s')
-  + O(1/sqrt d). At p = 0 the pairs (A_s, zeta_s) are exchangeable and independent of the rotations, so the
+  + O(1/sqrt d_h). At p = 0 the pairs (A_s, zeta_s) are exchangeable and independent of the rotations, so the
   sum is c_bar_n (:func:`numeric.rope.pair_mean`) times the term without RoPE: Z2 -> Z2_diag + c_bar_n (Z2 -
-  Z2_diag) (:func:`numeric.finite_width.selection_terms`) in the effective moment of eq. 23.
+  Z2_diag) (:func:`numeric.finite_width.selection_terms`) in the effective moment of eq. 23. (u_s.u_s'
+  fluctuates by O(1/sqrt d_h) around c independently of the scores, so only its mean enters; the keys' own
+  scales change Z2 by O(1/d), an O(1/d^2) term in q_out.)
 
 So the row's effective moment is Y2_eff = E_xi [(1 - 1/d) Y2_mix + Z2_rope/d] (Gaussian tokens) or
 E_xi [Y2_mix + (Z2_rope - Z2_diag)/d] (normalized ones), Y2_mix the exact finite-n IPR under the keys'
 scale-mixed projection law (:func:`numeric.finite_width.law_row`), and q_out = sigma_v2 q Y2_eff.
 
-Scope: orthogonal inputs (p = 0), where the derivation is exact up to the kappa split; at p > 0 the row's
+Scope: orthogonal inputs (p = 0), to first order in 1/d with one closure, the kappa split; at p > 0 the row's
 common component becomes a position-dependent field (the tree closure of :mod:`numeric.rope`) that the scale
 mixture multiplies, and the common/private cross term no longer vanishes: not derived (README, errata 18).
 """
@@ -36,18 +38,23 @@ from . import _generated_width as gen
 from . import validation as check
 from .finite_width import (
     N_XI,
+    _finite_inputs,
     _inputs,
+    _number,
+    _one_row,
     _trapezoid_count,
     law_row,
     selection_terms,
     width,
 )
 from .rope import check_rope, correlation, pair_mean
+from .smoothing import EXACT
 from .width_law import product_rule
 
 #: Gauss nodes in ln xi of a key's own scale (the mixture of its projection law).
 N_SCALE = 16
-#: Widest |z| of a key's scale-mixed projection kept on the trapezoid grid (the density there is below e^-70).
+#: Widest |z| of a key's scale-mixed projection kept on the trapezoid grid (the density there is below e^-45 at
+#: the widest own scale of d = 64).
 Z_MAX = 14.0
 
 __all__ = ["ipr", "output_norm", "scale_correlation", "scale_share"]
@@ -121,20 +128,23 @@ def row(b2: float, n: int, d: int, d_head: int, head_dim: int, theta: float, inp
         b = math.sqrt(b2 * x)
         y2 = law_row(b, n, *key_nodes(d, normalized, own, b))
         z2, z2_diag = selection_terms(b, n)
-        z2_rope = z2_diag + c_bar * (z2 - z2_diag)
-        value = gen.effective_same_normalized(float(d), y2, z2_rope, z2_diag) if normalized \
-            else gen.effective_same(float(d), y2, z2_rope)
+        if normalized:
+            value = gen.effective_same_normalized(float(d), y2, z2_diag + c_bar * (z2 - z2_diag), z2_diag)
+        else:                                   # Z2 with its frozen limit beyond B_Z (finite_width._one_row)
+            z2_rope = _one_row(b, n, EXACT)[1] - (1.0 - c_bar) * (z2 - z2_diag)
+            value = gen.effective_same(float(d), y2, z2_rope)
         ipr += w * y2
         eff += w * float(value)
     return ipr, eff
 
 
 def _arguments(beta, q, p, T, n, d, d_head, rope, inputs):
-    """Checked (b2, n, d, d_head, head_dim, theta, inputs) of :func:`output_norm` and :func:`ipr`."""
+    """Checked (b2, n, d, d_head, head_dim, theta, inputs, q) of :func:`output_norm` and :func:`ipr`."""
     if d is None:
         raise ValueError("d must be a finite width (an integer >= 1); for d=None use numeric.rope")
     d, d_head = width(d, d_head)
-    if rope is None or len(rope) != 2:
+    inputs = _finite_inputs(inputs, d)
+    if not isinstance(rope, (tuple, list)) or len(rope) != 2:
         raise ValueError(f"rope must be RoPE's (theta, head_dim), got {rope!r}")
     theta, head_dim = check_rope(*rope)
     if head_dim != d_head:
@@ -143,12 +153,10 @@ def _arguments(beta, q, p, T, n, d, d_head, rope, inputs):
     n = T if n is None else check.count("n", n)
     if n > T:
         raise ValueError(f"n (the row's keys) must be <= T = {T}, got {n}")
-    beta = float(check.positive("beta", beta))
-    q, p = (float(x) for x in check.overlaps(q, p, T))
+    beta = _number("beta", check.positive("beta", beta))
+    q, p = (_number(name, x) for name, x in zip(("q", "p"), check.overlaps(q, p, T)))
     if p != 0.0:
         raise ValueError(f"p must be 0 with RoPE at finite width (derived at orthogonal inputs only), got {p!r}")
-    if _inputs(inputs) == "normalized" and d < 3:
-        raise ValueError(f"inputs='normalized' needs d >= 3 (the sphere law of a key's projection), got d={d}")
     return beta * beta * math.log(T) * q * q, n, d, d_head, head_dim, theta, inputs, q
 
 
@@ -158,7 +166,7 @@ def output_norm(beta, *, T, rope, d, d_head=None, n=None, q=1.0, p=0.0, inputs="
     d_head features, at orthogonal inputs (p = 0): sigma_v2 q Y2_eff (module docstring; eq. 23 at the
     effective moment). ``rope``: (theta, head_dim), head_dim = d_head. ``inputs``: "normalized" (tokens of
     fixed norm, as after RMSNorm) or "gaussian". The log-weight scale is b^2 = beta^2 ln T q^2 (Result 1)."""
-    sigma_v2 = float(check.positive("sigma_v2", sigma_v2))
+    sigma_v2 = _number("sigma_v2", check.positive("sigma_v2", sigma_v2))
     b2, n, d, d_head, head_dim, theta, inputs, q = _arguments(beta, q, p, T, n, d, d_head, rope, inputs)
     return sigma_v2 * q * row(b2, n, d, d_head, head_dim, theta, inputs)[1]
 

@@ -304,7 +304,7 @@ ROPE_POINTS = [(1024, 0.5, "normalized"), (1024, 1.0, "normalized"), (256, 2.0, 
 def test_rope_rows_at_finite_width_within_monte_carlo_error(point, monkeypatch):
     """numeric.rope_width against torch (queries and keys rotated, 1536 seeds): the two causal rows' q_out and IPR
     within k SE (Student t, Bonferroni over the four) plus the declared allowance. The same tolerance rejects, at
-    every point, the closure with one scale per row (W_K's step not split per key: IPR 6-10 SE low at b^2 >= 4) and
+    every point, the closure with one scale per row (W_K's step not split per key: its IPR 5-10 SE low) and
     either infinite width (up to 72 SE) or the finite-width row without RoPE (every key meeting the same direction:
     the selection term not cut by c_bar_n, up to 155 SE). Measured (2048 seeds): T = 1024, beta = 1: q_t torch
     0.1064 +- 0.0016, theory 0.1085, one scale per row 0.0914, without RoPE 0.1409, infinite width 0.0876."""
@@ -315,11 +315,11 @@ def test_rope_rows_at_finite_width_within_monte_carlo_error(point, monkeypatch):
     rows = (T - 1, T // 2 - 1)
     estimate = width.masked_overlap_samples(beta, rows=rows, T=T, d=d, seeds=1536, heads=heads, seed=41,
                                             normalized=inputs == "normalized", rope=theta, ipr=True)
-    kw = dict(T=T, rope=(theta, d // heads), d=d, d_head=d // heads, inputs=inputs)
 
     def theory():
-        return np.array([rope_width.output_norm(beta, n=t + 1, **kw) for t in rows]
-                        + [rope_width.ipr(beta, n=t + 1, **kw) for t in rows])
+        b2 = beta * beta * math.log(T)
+        (ipr_t, q_t), (ipr_u, q_u) = (rope_width.row(b2, t + 1, d, d // heads, d // heads, theta, inputs) for t in rows)
+        return np.array([q_t, q_u, ipr_t, ipr_u])
 
     mean, se = np.asarray(estimate.mean)[[0, 1, 3, 4]], np.asarray(estimate.se)[[0, 1, 3, 4]]
     finite = theory()

@@ -44,15 +44,36 @@ def test_key_law_is_the_scale_mixture(normalized):
     assert w @ z ** 4 == pytest.approx((1.0 + 2.0 / nu) * y4, rel=1e-4)
 
 
-@pytest.mark.parametrize("inputs", ["gaussian", "normalized"])
-def test_without_rotation_the_row_is_the_plain_finite_width_row(inputs, monkeypatch):
+@pytest.mark.parametrize("inputs, b2", [("gaussian", 4.0), ("normalized", 4.0), ("gaussian", 1000.0)])
+def test_without_rotation_the_row_is_the_plain_finite_width_row(inputs, b2, monkeypatch):
     """With every key meeting the same direction (kappa_bar = c_bar = 1) the RoPE row is the row without RoPE:
-    (E Y2, Y2_eff) equal numeric.finite_width.row_effective to 1e-6 at b^2 = 4, n = 300."""
+    (E Y2, Y2_eff) equal numeric.finite_width.row_effective to 1e-6 at n = 300, b^2 = 4 and, for Gaussian tokens,
+    beyond B_Z (b^2 = 1000: Z2 read towards its frozen limit, as there)."""
     monkeypatch.setattr(rope_width, "scale_share", lambda n, h, t: 1.0)
     monkeypatch.setattr(rope_width, "pair_mean", lambda n, h, t: 1.0)
-    mine = rope_width.row(4.0, 300, 64, 32, 32, 1e4, inputs)
-    plain = finite_width.row_effective(4.0, 300, 64, 32, inputs=inputs)
+    mine = rope_width.row(b2, 300, 64, 32, 32, 1e4, inputs)
+    plain = finite_width.row_effective(b2, 300, 64, 32, inputs=inputs)
     np.testing.assert_allclose(mine, plain, rtol=1e-6)
+
+
+@pytest.mark.parametrize("normalized", [True, False])
+def test_mixture_row_ipr_matches_sampled_rows(normalized):
+    """law_row at the heavier-tailed scale-mixed law (own scale of 40 dofs, d = 64), deep in the condensed phase
+    (b = 5, n = 256): within 4 SE of 20 000 sampled rows of i.i.d. log-weights b y sqrt(xi); the same rows reject
+    the law without its mixture (the plain sphere or Gaussian law)."""
+    d, nu, b, n = 64, 40.0, 5.0, 256
+    rng = np.random.default_rng(11)
+    y = rng.standard_normal((20_000, n))
+    if normalized:                                    # a coordinate of a uniform point on the sphere of radius sqrt d
+        y = math.sqrt(d) * y / np.sqrt(y * y + rng.chisquare(d - 1, y.shape))
+    logits = b * y * np.sqrt(rng.chisquare(nu, (20_000, n)) / nu)
+    A = np.exp(logits - logits.max(1, keepdims=True))
+    ipr = ((A / A.sum(1, keepdims=True)) ** 2).sum(1)
+    se = ipr.std() / math.sqrt(ipr.size)
+    theory = finite_width.law_row(b, n, *rope_width.key_nodes(d, normalized, nu, b))
+    without = finite_width.law_row(b, n, *rope_width.key_nodes(d, normalized, math.inf, b))
+    assert abs(theory - ipr.mean()) < 4 * se, (theory, ipr.mean(), se)
+    assert abs(without - ipr.mean()) > 4 * se, (without, ipr.mean(), se)
 
 
 def test_rope_lowers_selection_and_raises_the_ipr():
@@ -79,6 +100,9 @@ def test_rope_lowers_selection_and_raises_the_ipr():
     ({"d": 64, "d_head": 24}, "d_head"),
     ({"n": 2000}, "n (the row's keys) must be <= T = 1024"),
     ({"inputs": "layernorm"}, "inputs must be one of"),
+    ({"rope": 1e4}, "rope must be RoPE's (theta, head_dim)"),
+    ({"d": 6, "d_head": 6, "rope": (1e4, 6)}, "inputs='normalized' needs a finite width d >= 8"),
+    ({"q": [1.0, 2.0]}, "q must be a number"),
 ])
 def test_bad_input_is_refused_by_name(kwargs, message):
     args = {"T": 1024, "rope": ROPE, "d": 64, "d_head": 32, **kwargs}

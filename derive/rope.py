@@ -265,7 +265,7 @@ class RopePair(RopeMoment):
 # --- finite width (issue 19): what RoPE changes in the O(1/d) terms ------------------------------------------
 
 def _quadratic_form_product(name: str, first: str, second: str, inner: tuple, variance) -> g.IndexSum:
-    """E[(w^T M1 w)(w^T M2 w)] over a Gaussian vector or matrix ``name`` (Wick), M1, M2 deterministic."""
+    """E[(w^T M1 w)(w^T M2 w)] over a Gaussian vector ``name`` (Wick), M1, M2 deterministic."""
     j, k, l, m = inner
     ranges = {**_RANGES, **{i: head_dim for i in inner}}
     w = lambda i: g.tensor(name, i, ranges=ranges)

@@ -469,12 +469,7 @@ def output_norm(beta, *, q=1.0, p=0.0, T, n=None, d, d_head=None, inputs="gaussi
     if d is None:
         raise ValueError("output_norm needs a finite d (attention_overlaps with d=None is infinite width)")
     _finite_inputs(inputs, d)
-    T = check.sequence_length(T, infinite=False)
-    n = T if n is None else check.count("n", n)
-    if n > T:
-        raise ValueError(f"n must lie in [1, T] = [1, {T}] (the row's keys), got {n}")
-    beta = _number("beta", check.positive("beta", beta))
-    q, p = (_number(name, x) for name, x in zip(("q", "p"), check.overlaps(q, p, T)))
+    beta, q, p, T, n = row_point(beta, q, p, T, n)
     sigma_v2 = _number("sigma_v2", check.positive("sigma_v2", sigma_v2))
     finite_state(beta, q, p, T)
     b2 = beta * beta * math.log(T) * q * (q - p)
@@ -483,6 +478,17 @@ def output_norm(beta, *, q=1.0, p=0.0, T, n=None, d, d_head=None, inputs="gaussi
     if inputs == "normalized":
         q_out += sigma_v2 * q * common_direction(b2, p / q, d, (n, n), y2)[0][0]
     return q_out
+
+
+def row_point(beta, q, p, T, n) -> tuple[float, float, float, int, int]:
+    """(beta, q, p, T, n) of one attention row checked, each one number: T >= 2, n keys in [1, T] (None: T)."""
+    T = check.sequence_length(T, infinite=False)
+    n = T if n is None else check.count("n", n)
+    if n > T:
+        raise ValueError(f"n must lie in [1, T] = [1, {T}] (the row's keys), got {n}")
+    beta = _number("beta", check.positive("beta", beta))
+    q, p = (_number(name, x) for name, x in zip(("q", "p"), check.overlaps(q, p, T)))
+    return beta, q, p, T, n
 
 
 def ipr_width(beta, *, q=1.0, p=0.0, T, d, d_head=None):

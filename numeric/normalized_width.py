@@ -56,7 +56,7 @@ class NormalizedMoments:
         from .moments import ipr_pair_finite
         b, rho = self._state(beta, q, p)
         yp = np.asarray(ipr_pair_finite(beta, q, p, self.T), dtype=float)
-        X = self.lookup.pulls(b, rho)["X"]
+        X = self.lookup.row(b, "X", rho)
         common = gen.common_direction_pair_per_spread(float(self.d), rho, yp[..., None], X, X)
         return yp + (self.lookup.pair(b, rho) + common)[..., 0]
 

@@ -84,9 +84,9 @@ def neighbour_means(n: int, head_dim: int, theta: float) -> np.ndarray:
     m = np.arange(1, n)[None, :]
     half = m // 2
     both = 2.0 * cum[half] + np.where(m % 2 == 1, c[np.minimum(half + 1, n - 1)], 0.0)
-    total = np.zeros(n - 1)
-    for start in range(0, n, max(1, NEIGHBOUR_CHUNK // n)):              # keys in chunks: memory O(chunk n)
-        s = np.arange(start, min(n, start + max(1, NEIGHBOUR_CHUNK // n)))
+    total, chunk = np.zeros(n - 1), max(1, NEIGHBOUR_CHUNK // n)
+    for start in range(0, n, chunk):                                     # keys in chunks: memory O(chunk n)
+        s = np.arange(start, min(n, start + chunk))
         short = np.minimum(s, n - 1 - s)[:, None]
         one = cum[np.clip(m - short, 0, n - 1)] + cum[short]
         total += np.where(m <= 2 * short, both, one).sum(axis=0)

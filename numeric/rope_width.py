@@ -44,6 +44,7 @@ from .finite_width import (
     _one_row,
     _trapezoid_count,
     law_row,
+    row_point,
     selection_terms,
     width,
 )
@@ -149,12 +150,7 @@ def _arguments(beta, q, p, T, n, d, d_head, rope, inputs):
     theta, head_dim = check_rope(*rope)
     if head_dim != d_head:
         raise ValueError(f"rope head_dim = {head_dim} but d_head = {d_head}: RoPE rotates each head's features")
-    T = check.sequence_length(T, infinite=False)
-    n = T if n is None else check.count("n", n)
-    if n > T:
-        raise ValueError(f"n (the row's keys) must be <= T = {T}, got {n}")
-    beta = _number("beta", check.positive("beta", beta))
-    q, p = (_number(name, x) for name, x in zip(("q", "p"), check.overlaps(q, p, T)))
+    beta, q, p, T, n = row_point(beta, q, p, T, n)
     if p != 0.0:
         raise ValueError(f"p must be 0 with RoPE at finite width (derived at orthogonal inputs only), got {p!r}")
     return beta * beta * math.log(T) * q * q, n, d, d_head, head_dim, theta, inputs, q

@@ -98,7 +98,7 @@ def test_rope_lowers_selection_and_raises_the_ipr():
     ({"rope": (0.5, 32)}, "rope theta must be a finite number > 1"),
     ({"d": None}, "d must be a finite width"),
     ({"d": 64, "d_head": 24}, "d_head"),
-    ({"n": 2000}, "n (the row's keys) must be <= T = 1024"),
+    ({"n": 2000}, "n must lie in [1, T] = [1, 1024] (the row's keys)"),
     ({"inputs": "layernorm"}, "inputs must be one of"),
     ({"rope": 1e4}, "rope must be RoPE's (theta, head_dim)"),
     ({"d": 6, "d_head": 6, "rope": (1e4, 6)}, "inputs='normalized' needs a finite width d >= 8"),

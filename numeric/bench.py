@@ -384,28 +384,37 @@ def _causal_width(repeats: int, T=256, d=64, d_head=32, groups=16, grid=32, dept
     return out
 
 
-def _normalized_width(repeats: int, T=256, d=64, d_head=32, grid=128, depth=30) -> dict:
-    """An encoder diagram of normalized tokens (pre-LN, sigma_v2 = 4; :mod:`numeric.normalized_width`, the NumPy
-    path) against the same diagram of Gaussian tokens at finite width (fused kernels), timed alternately (best
-    of ``repeats``) once the normalized table is read (it ships for these sizes)."""
+def _normalized_width(repeats: int, T=256, d=64, d_head=32, sizes=((128, 30), (256, 60))) -> dict:
+    """An encoder diagram of normalized tokens (pre-LN, sigma_v2 = 4; :mod:`numeric.normalized_width`, read from
+    per-beta columns by the fused kernels) against the same diagram at infinite width and with Gaussian tokens
+    at finite width, each with its critical alpha and its columns built (:func:`numeric.columns.clear_cache`),
+    timed alternately (best of ``repeats``) once the normalized table is read (it ships for these sizes), at
+    each (grid points per axis, blocks) of ``sizes``: the columns cost the same at every grid, so the ratio
+    falls as the grid grows."""
     from .causal_width import causal_tables, table_size
+    from .columns import clear_cache
     from .diagram import trainability_diagram
 
     causal_tables(d, d_head, table_size(T), "normalized")
-    kw = dict(betas=np.linspace(0.1, 3.0, grid), alphas=np.linspace(0.0, 1.5, grid), T=T, d=d, d_head=d_head,
-              sigma_v2=4.0)
-    best = {"normalized": math.inf, "gaussian": math.inf}
-    for k in range(repeats + 1):
-        for name in best:
-            start = time.perf_counter()
-            trainability_diagram("pre-ln", depth, **kw, inputs=name)
-            if k:
-                best[name] = min(best[name], time.perf_counter() - start)
+    width = {"normalized": {"d": d, "d_head": d_head, "inputs": "normalized"},
+             "gaussian": {"d": d, "d_head": d_head, "inputs": "gaussian"},
+             "infinite": {"d": None, "d_head": None, "inputs": "gaussian"}}
+    runs = []
+    for grid, depth in sizes:
+        kw = {"betas": np.linspace(0.1, 3.0, grid), "alphas": np.linspace(0.0, 1.5, grid), "T": T, "sigma_v2": 4.0}
+        best = dict.fromkeys(width, math.inf)
+        for k in range(repeats + 1):
+            for name, sizes_ in width.items():
+                clear_cache()
+                start = time.perf_counter()
+                trainability_diagram("pre-ln", depth, **kw, **sizes_)
+                if k:
+                    best[name] = min(best[name], time.perf_counter() - start)
+        runs.append({"grid": [grid, grid], "depth": depth, "normalized_seconds": best["normalized"],
+                     "gaussian_seconds": best["gaussian"], "infinite_seconds": best["infinite"],
+                     "cost_ratio": best["normalized"] / best["infinite"]})
     return {"normalized_width_T": T, "normalized_width_d": d, "normalized_width_d_head": d_head,
-            "normalized_width_grid": [grid, grid], "normalized_width_depth": depth,
-            "normalized_width_diagram_seconds": best["normalized"],
-            "normalized_gaussian_diagram_seconds": best["gaussian"],
-            "normalized_width_cost_ratio": best["normalized"] / best["gaussian"]}
+            "normalized_width_runs": runs}
 
 
 def _numba_version():

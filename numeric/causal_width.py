@@ -156,10 +156,21 @@ class Chebyshev:
 def evaluate_fixed(coef: np.ndarray, *x) -> np.ndarray:
     """Chebyshev series with per-point coefficients ``coef`` (K, n_1[, n_2]) (:meth:`Chebyshev.fixed`) at
     coordinates ``x`` (one or two arrays of shape (..., K), clipped to [0, 1])."""
-    basis = [chebyshev.chebvander(2.0 * np.clip(v, 0.0, 1.0) - 1.0, n - 1) for v, n in zip(x, coef.shape[1:])]
-    if len(basis) == 1:
-        return np.einsum("...ki,ki->...k", basis[0], coef)
-    return np.einsum("...ki,kij,...kj->...k", basis[0], coef, basis[1], optimize=True)
+    if len(x) == 1:
+        basis = chebyshev.chebvander(2.0 * np.clip(x[0], 0.0, 1.0) - 1.0, coef.shape[1] - 1)
+        return np.einsum("...ki,ki->...k", basis, coef)
+    return evaluate_channels(coef[None], *x)[0]
+
+
+def evaluate_channels(coef: np.ndarray, x1, x2) -> np.ndarray:
+    """Several 2-D Chebyshev series sharing their coordinates: coefficients ``coef`` (C, K, n_1, n_2) at
+    (x1, x2) (arrays of shape (..., K), clipped to [0, 1]); shape (C, ..., K). One basis per coordinate for all
+    C channels; one row (K = 1, an encoder's) is one matrix product per channel."""
+    b1, b2 = (chebyshev.chebvander(2.0 * np.clip(v, 0.0, 1.0) - 1.0, n - 1) for v, n in zip((x1, x2), coef.shape[2:]))
+    if coef.shape[1] == 1:
+        inner = np.tensordot(b1[..., 0, :], coef[:, 0], axes=(-1, 1))      # (..., C, n_2)
+        return np.einsum("...cj,...j->c...", inner, b2[..., 0, :])[..., None]
+    return np.einsum("...ki,ckij,...kj->c...k", b1, coef, b2, optimize=True)
 
 
 def _row_node(args) -> tuple[float, ...]:
@@ -304,16 +315,24 @@ class CausalLookup:
     def row(self, b, kind: str = "norm", rho=0.0) -> np.ndarray:
         """The channel ``kind`` (:meth:`CausalTables.row`) of every row at widths b and the keys' input cosines
         rho (..., P); 0 for one-key rows."""
-        b = np.asarray(b, dtype=float)
-        value = evaluate_fixed(_channel(self._rows, kind), self.b_coordinate(b), np.broadcast_to(rho, b.shape))
-        return np.where(self.n > 1, value, 0.0)
+        return self.channels(b, (kind,), rho)[kind]
 
-    def pulls(self, b, rho) -> dict:
+    def channels(self, b, kinds, rho=0.0) -> dict:
+        """:meth:`row` of each channel in ``kinds`` at once (one Chebyshev basis per coordinate), by name."""
+        b = np.asarray(b, dtype=float)
+        coef = np.stack([_channel(self._rows, kind) for kind in kinds])
+        values = evaluate_channels(coef, self.b_coordinate(b), np.broadcast_to(rho, b.shape))
+        return dict(zip(kinds, np.where(self.n > 1, values, 0.0)))
+
+    def pulls(self, b, rho, also=()) -> dict:
         """Every row's pulls {"X", "J", "scale"} (:func:`numeric.finite_width.row_pulls`) at widths b and the keys'
-        input cosines rho (..., P); J and scale fall off like 1/b past B_MAX, where the tables stop."""
+        input cosines rho (..., P), and the channels ``also`` with them; J and scale fall off like 1/b past B_MAX,
+        where the tables stop."""
+        values = self.channels(b, ("X", "J", "scale") + tuple(also), rho)
         beyond = np.minimum(1.0, B_MAX / np.maximum(b, 1e-300))
-        return {"X": self.row(b, "X", rho), "J": self.row(b, "J", rho) * beyond,
-                "scale": self.row(b, "scale", rho) * beyond}
+        values["J"] = values["J"] * beyond
+        values["scale"] = values["scale"] * beyond
+        return values
 
     def pair(self, b_rows, rho) -> np.ndarray:
         """dYp of every pair at its row t's width b_rows (..., K) and query correlation rho (..., K)."""

@@ -355,11 +355,12 @@ def _bench_width(bench, args):
           f"{r['causal_width_depth']} blocks: {r['causal_width_diagram_seconds']:.2f} s; infinite width: "
           f"{r['causal_infinite_diagram_seconds']:.2f} s; ratio {r['causal_width_cost_ratio']:.2f} (its causal "
           f"table, read from the disk cache or built once per (d, d_head, T): {r['causal_width_table_seconds']:.1f} s)")
-    grid = r["normalized_width_grid"]
-    print(f"normalized-token encoder diagram (NumPy path): pre-ln, T = {r['normalized_width_T']}, d = "
-          f"{r['normalized_width_d']}, d_head = {r['normalized_width_d_head']}, {grid[0]}x{grid[1]} grid, "
-          f"{r['normalized_width_depth']} blocks: {r['normalized_width_diagram_seconds']:.2f} s; Gaussian tokens "
-          f"(fused): {r['normalized_gaussian_diagram_seconds']:.3f} s; ratio {r['normalized_width_cost_ratio']:.0f}")
+    for run in r["normalized_width_runs"]:
+        print(f"normalized-token encoder diagram: pre-ln, T = {r['normalized_width_T']}, d = "
+              f"{r['normalized_width_d']}, d_head = {r['normalized_width_d_head']}, {run['grid'][0]}x{run['grid'][1]} "
+              f"grid, {run['depth']} blocks, with its critical alpha: {run['normalized_seconds']:.3f} s; infinite "
+              f"width: {run['infinite_seconds']:.3f} s; ratio {run['cost_ratio']:.2f} (Gaussian tokens at finite "
+              f"width: {run['gaussian_seconds']:.3f} s)")
     print(f"on {r['machine']['cpus']} CPUs, load average {r['machine']['load_average']}")
 
 

@@ -35,6 +35,7 @@ from functools import lru_cache
 import numpy as np
 
 from . import validation as check
+from .blas import single_threaded_blas
 from .interpolation import cubic_cells, horner_inplace
 from .laplace import z_star
 from .tables import B_PAIR_MAX, Y2_table, Yp_table
@@ -66,7 +67,9 @@ class ColumnMoments:
     Columns with c = beta sqrt(ln T) outside [:data:`C_RANGE`] get no table
     (p_lo = oo): every call on them falls back to the 2-D tables. ``width`` (d, d_head): the columns of the
     finite-width effective moments (:func:`numeric.width_tables.width_tables`, the same coordinates), falling
-    back to their 2-D tables.
+    back to their 2-D tables; (d, d_head, "normalized"): those of tokens of fixed norm
+    (:class:`numeric.normalized_width.NormalizedMoments`, functions of (b, rho) that no 2-D table holds), falling
+    back to those functions.
     """
 
     def __init__(self, T: int, betas, width=None):
@@ -87,7 +90,8 @@ class ColumnMoments:
         self.tables()                                             # built (or read) once, before the threads
         t = np.linspace(0.0, 1.0, CELLS + 1)[:, None]
         rows = [t[k: k + _ROWS] for k in range(0, CELLS + 1, _ROWS)]
-        with ThreadPoolExecutor(max_workers=_workers(len(rows))) as pool:   # NumPy releases the GIL
+        # NumPy releases the GIL; BLAS on one thread: its idle threads would spin, and slow the kernels that follow
+        with single_threaded_blas(), ThreadPoolExecutor(max_workers=_workers(len(rows))) as pool:
             value = np.concatenate(list(pool.map(lambda t_rows: self._moments(self._u_of_t(t_rows, u_hi)), rows)))
         value = value.reshape(CELLS + 1, -1)          # (nodes, columns x 2): one matrix product per node row
         cells = cubic_cells(value, _slope(value, 1.0 / CELLS), 1.0 / CELLS)   # (CELLS, columns x 2, 4)
@@ -110,17 +114,32 @@ class ColumnMoments:
         return np.clip(u, 0.0, u_hi)
 
     def tables(self):
-        """The 2-D (Y2, Yp) tables the columns are cut from and fall back to (infinite or finite width)."""
+        """What the columns are cut from and fall back to: the 2-D (Y2, Yp) tables (infinite width, or Gaussian
+        tokens at finite width), or the :class:`~numeric.normalized_width.NormalizedMoments` of normalized tokens."""
+        from .profile import normalized
         if self.width is None:
             return Y2_table(self.T), Yp_table(self.T)
+        if normalized(self.width):
+            from .normalized_width import normalized_moments
+            return normalized_moments(self.T, *self.width[:2])
         from .width_tables import width_tables
         return width_tables(self.T, *self.width)[:2]
 
+    def fallback(self, which: int):
+        """The moment function (beta, q, p) -> Y2 (``which`` = 0) or Yp (1) for a call the columns do not cover."""
+        source = self.tables()
+        if isinstance(source, tuple):
+            return source[which].fast
+        return (source.y2, source.yp)[which]
+
     def _moments(self, u):
         """(Y2, Yp) at u = sqrt(1 - p) of every column (u shape (n, columns)): shape (n, columns, 2)."""
+        source = self.tables()
+        if not isinstance(source, tuple):                 # normalized tokens: functions of (beta, q = 1, p)
+            return np.stack(source.moments(self.betas, 1.0, 1.0 - u * u), axis=-1)
         b = np.minimum(self.c * u, B_PAIR_MAX)           # c (B_PAIR_MAX / c) may round above it
         rho = np.clip(1.0 - u * u, 0.0, 1.0)
-        y2, yp = self.tables()
+        y2, yp = source
         return np.stack([y2.at_b(b), yp.at(b, rho)], axis=-1)
 
     def bind(self, beta):
@@ -139,16 +158,12 @@ def _cells_t(u, c, per_xi, per_u, scale):
     return u
 
 
-def column_moments(T, betas, width=None) -> ColumnMoments | None:
+def column_moments(T, betas, width=None) -> ColumnMoments:
     """The :class:`ColumnMoments` for (T, the distinct values of ``betas``, ``width``), built on first use and
-    cached; None for a width whose moments the columns do not hold (:func:`numeric.profile.tabulated`: normalized
-    tokens), whose runs read their moment functions."""
-    from .profile import tabulated
-    if not tabulated(width):
-        return None
+    cached."""
     distinct = np.unique(np.asarray(betas, dtype=float).ravel())
     return _cached_columns(check.sequence_length(T, infinite=False), distinct.tobytes(),
-                           None if width is None else tuple(int(x) for x in width))
+                           None if width is None else tuple(x if isinstance(x, str) else int(x) for x in width))
 
 
 @lru_cache(maxsize=8)
@@ -208,7 +223,7 @@ class _Bound:
         last = self._last
         if last is None or last[0] is not p or last[1] is not q or last[2] is not beta:
             if not self._covered(beta, q, p):
-                return self.columns.tables()[which].fast(beta, q, p)
+                return self.columns.fallback(which)(beta, q, p)
             last = self._last = (p, q, beta) + self._gather(np.asarray(p, dtype=float))
         coeffs, s = last[3:]
         out = horner_inplace(np.moveaxis(coeffs[..., 4 * which: 4 * which + 4], -1, 0), s)

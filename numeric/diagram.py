@@ -160,10 +160,10 @@ def trainability_diagram(arch, depth, *, betas, alphas, eps=0.01, T=None, rho0=0
     ``d``, ``d_head``: finite width (issue 19; :func:`numeric.cosine_profile`): the block maps with the
     finite-width effective moments, entropy collapse on the finite-width IPR; the fused kernels read the effective
     moments' tables as they read the infinite-width ones (criterion "any": the NumPy path). ``inputs``:
-    "gaussian" or "normalized" tokens (:func:`numeric.profile.finite_width`; an unmasked stack of normalized
-    tokens runs the NumPy path).
+    "gaussian" or "normalized" tokens (:func:`numeric.profile.finite_width`; the kernels read normalized tokens'
+    moments from their per-beta columns, :mod:`numeric.columns`).
     """
-    from .profile import _masked, backend_for, finite_width, width_arguments
+    from .profile import _masked, finite_width, width_arguments
     if _masked(arch, mask):
         from . import causal
         return causal.trainability_diagram(arch, depth, betas=betas, alphas=alphas, eps=eps, T=T, rho0=rho0,
@@ -177,8 +177,7 @@ def trainability_diagram(arch, depth, *, betas, alphas, eps=0.01, T=None, rho0=0
     alphas_used = np.maximum(alphas, ALPHA_ZERO)  # alpha_sa = 0 is read as the limit alpha_sa -> 0+
     shape = (alphas.size, betas.size)
     asymptotic = T is None or (isinstance(T, (int, float)) and math.isinf(T))
-    backend = backend_for(backend, width, fused.for_work(backend, alphas.size * betas.size * check.depth(depth),
-                                                         asymptotic))
+    backend = fused.for_work(backend, alphas.size * betas.size * check.depth(depth), asymptotic)
     if backend == "fused":  # grid axes as axes: no per-point parameter arrays
         _, _, values, depth, T, rho0 = prepare(arch, depth, beta=betas[None, :], T=T, rho0=rho0, activation=activation,
                                                params={**params, "alpha_sa": alphas_used[:, None]}, numpy_map=False)

@@ -214,10 +214,14 @@ def kernel_dir() -> pathlib.Path:
 def moment_tables(T, columns=None, width=None) -> tuple:
     """The moment tables (M, N, CC) of a kernel (layout: :mod:`numeric._jit`). M: ``[inf]`` at T = oo, else
     the 2-D tables of T (built once per T, shared by every grid at that T); at finite ``width`` (d, d_head) the
-    effective moments' tables of (T, d, d_head) (:mod:`numeric.width_tables`, the same layout). N, CC: the
+    effective moments' tables of (T, d, d_head) (:mod:`numeric.width_tables`, the same layout); of normalized
+    tokens, (d, d_head, "normalized"), no 2-D table holds them (:func:`_columns_only`). N, CC: the
     :class:`numeric.columns.ColumnMoments` of the grid's betas when given (N built once and kept on the
     columns object; CC the columns' cells as they are, not copied), else no columns."""
-    if width is not None:
+    from .profile import normalized
+    if normalized(width):
+        M = _columns_only(int(T))
+    elif width is not None:
         M = _width_tables_of(int(T), *width)
     else:
         M = np.array([math.inf]) if T is None else _tables_of(int(T))
@@ -241,20 +245,30 @@ def _width_tables_of(T: int, d: int, d_head: int) -> np.ndarray:
     return _packed(T, y2, yp, UNCLIPPED)
 
 
+@lru_cache(maxsize=8)
+def _columns_only(T: int) -> np.ndarray:
+    """M of a kernel whose moments only its columns hold (normalized tokens, :mod:`numeric.normalized_width`):
+    the infinite-width tables of T with no pair range (B_PAIR_MAX = NaN), so a point the columns do not cover
+    gets Yp = NaN and goes to the NumPy path, which reads the moments themselves."""
+    from .tables import Y2_table, Yp_table
+    return _packed(T, Y2_table(T), Yp_table(T), (0.0, 1.0), b_pair_max=math.nan)
+
+
 #: The look-up range of the finite-width effective moments: none (Y2_eff, Yp_eff exceed 1 where the softmax
 #: selects aligned keys at small d; the NumPy tables do not clip them either).
 UNCLIPPED = (-math.inf, math.inf)
 
 
-def _packed(T: int, y2, yp, clip) -> np.ndarray:
-    """M of the kernels: the header (with the look-ups' range ``clip``), then the cells of a Y2 and a Yp table
-    (either width's)."""
+def _packed(T: int, y2, yp, clip, b_pair_max=None) -> np.ndarray:
+    """M of the kernels: the header (with the look-ups' range ``clip`` and the pair tables' largest b,
+    ``b_pair_max``, default theirs), then the cells of a Y2 and a Yp table (either width's)."""
     from . import _jit as J
     from .tables import B_PAIR_MAX, FINE_1D, FINE_2D
     header = np.zeros(J.HEADER)
     header[[J.M_T, J.M_LOG_T, J.M_Y2_SCALE, J.M_YP_SCALE, J.M_YP_FACTOR]] = (
         float(T), np.log(T), y2.scale, yp.scale, (1.0 / yp.xi_max) * (FINE_2D[0] - 1))
-    header[[J.M_N1, J.M_NX, J.M_NW, J.M_B_PAIR_MAX]] = (FINE_1D - 1, FINE_2D[0] - 1, FINE_2D[1] - 1, B_PAIR_MAX)
+    header[[J.M_N1, J.M_NX, J.M_NW, J.M_B_PAIR_MAX]] = (FINE_1D - 1, FINE_2D[0] - 1, FINE_2D[1] - 1,
+                                                        B_PAIR_MAX if b_pair_max is None else b_pair_max)
     header[[J.M_FLOOR, J.M_CEIL]] = clip
     header[J.M_Y2_CELLS] = J.HEADER
     header[J.M_YP_CELLS] = J.HEADER + y2._cells.size
@@ -349,7 +363,8 @@ def evaluate(arch, activation, T, values: dict, rho0, depth: int, *, depths=None
     ("none", "first", "all"); at finite T a layer condenses when Y2 > ``threshold``, at T = oo when
     beta > beta_c. ``columns``: the :class:`numeric.columns.ColumnMoments` the NumPy path would bind
     (None: the 2-D tables only), so that both paths look up the same table. ``width``: (d, d_head) at finite T:
-    the kernels read the effective moments' tables (issue 19); entropy collapse reads the finite-width IPR,
+    the kernels read the effective moments' tables (issue 19); (d, d_head, "normalized"): their columns only,
+    every point they do not cover redone on the NumPy path; entropy collapse reads the finite-width IPR,
     computed on the NumPy path from the first attention layer's input (``attention="all"``: every point on the
     NumPy path).
     """

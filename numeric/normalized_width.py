@@ -15,7 +15,8 @@ pulls from the same tables. The common direction's share of q_out and p_out, sig
 :func:`derive.finite_width.common_direction_norm` and ``_pair``, is a change of the effective moments once
 divided by the spread 1 - rho (:func:`derive.finite_width.common_direction_per_spread`), since every row of an
 encoder sees the same keys. Profiles, critical_alpha and diagrams of unmasked stacks with ``d=`` and
-``inputs="normalized"`` read these moments on the NumPy path; entropy collapse reads Y2 + dIPR(b, T; rho).
+``inputs="normalized"`` read these moments (diagrams and critical_alpha from their per-beta columns,
+:mod:`numeric.columns`, on the fused kernels); entropy collapse reads Y2 + dIPR(b, T; rho).
 """
 
 from __future__ import annotations
@@ -44,21 +45,28 @@ class NormalizedMoments:
 
     def y2(self, beta, q, p):
         """Y2* at (beta, q, p) (arrays, broadcast)."""
-        from .moments import ipr2_finite
-        b, rho = self._state(beta, q, p)
-        y2 = np.asarray(ipr2_finite(beta, q, p, self.T), dtype=float)
-        pulls = self.lookup.pulls(b, rho)
-        common = gen.common_direction_norm_per_spread(float(self.d), rho, y2[..., None], pulls["J"], pulls["scale"])
-        return y2 + (self.lookup.row(b, "norm", rho) + common)[..., 0]
+        return self.moments(beta, q, p, pair=False)[0]
 
     def yp(self, beta, q, p):
         """Yp* at (beta, q, p) (arrays, broadcast)."""
-        from .moments import ipr_pair_finite
+        return self.moments(beta, q, p, norm=False)[1]
+
+    def moments(self, beta, q, p, norm=True, pair=True):
+        """(Y2*, Yp*) at (beta, q, p) (arrays, broadcast), their table channels read together; ``norm``,
+        ``pair`` False: that one is None (not computed)."""
+        from .moments import ipr2_finite, ipr_pair_finite
         b, rho = self._state(beta, q, p)
-        yp = np.asarray(ipr_pair_finite(beta, q, p, self.T), dtype=float)
-        X = self.lookup.row(b, "X", rho)
-        common = gen.common_direction_pair_per_spread(float(self.d), rho, yp[..., None], X, X)
-        return yp + (self.lookup.pair(b, rho) + common)[..., 0]
+        pulls = self.lookup.pulls(b, rho, also=("norm",) if norm else ())
+        y2 = yp = None
+        if norm:
+            y2 = np.asarray(ipr2_finite(beta, q, p, self.T), dtype=float)
+            common = gen.common_direction_norm_per_spread(float(self.d), rho, y2[..., None], pulls["J"], pulls["scale"])
+            y2 = y2 + (pulls["norm"] + common)[..., 0]
+        if pair:
+            yp = np.asarray(ipr_pair_finite(beta, q, p, self.T), dtype=float)
+            common = gen.common_direction_pair_per_spread(float(self.d), rho, yp[..., None], pulls["X"], pulls["X"])
+            yp = yp + (self.lookup.pair(b, rho) + common)[..., 0]
+        return y2, yp
 
     def ipr(self, beta, q, p):
         """E sum_s A_ts^2 at finite width (what entropy collapse reads) at (beta, q, p)."""

@@ -93,24 +93,6 @@ def width_arguments(width) -> dict:
     return {"d": width[0], "d_head": width[1], "inputs": "normalized" if normalized(width) else "gaussian"}
 
 
-def tabulated(width) -> bool:
-    """Whether the fused kernels and the per-beta columns (:mod:`numeric.columns`) hold the attention moments of
-    ``width``: infinite width and Gaussian tokens do; normalized tokens' moments (:mod:`numeric.normalized_width`)
-    run on the NumPy path."""
-    return not normalized(width)
-
-
-def backend_for(requested, width, chosen: str) -> str:
-    """The backend a run at ``width`` takes: ``chosen`` (what numeric.fused picked for ``requested``), or "numpy"
-    where :func:`tabulated` is False (ValueError if "fused" was requested there)."""
-    if tabulated(width):
-        return chosen
-    if requested == "fused":
-        raise ValueError("backend='fused' with inputs='normalized' in an unmasked stack: the fused kernels read "
-                         "Gaussian-token tables; use backend='numpy' or 'auto'")
-    return "numpy"
-
-
 def block_values(arch, beta, params) -> dict:
     """beta and ``params`` checked: the contract's block parameters (defaults filled in) and a custom
     spec's own ones (:func:`check_extra_parameters`), by name. ``arch`` as :func:`check.architecture` returns it."""
@@ -285,7 +267,7 @@ def critical_alpha(arch, depth, *, beta, eps=0.01, T=None, rho0=0.0, activation=
     eps = check.interval("eps", eps, 0.0, 1.0, closed=False)
     if "alpha_sa" in params:
         raise ValueError("critical_alpha solves for alpha_sa: do not pass it")
-    compiled = backend_for(backend, width, fused.backend(backend)) == "fused"
+    compiled = fused.backend(backend) == "fused"
     block, moments, values, depth, T, rho0 = prepare(arch, depth, beta=beta, T=T, rho0=rho0, activation=activation,
                                                       params=params, numpy_map=not compiled, width=width)
     columns = None

@@ -62,27 +62,37 @@ def test_width_bench_builds_its_tables_in_a_scratch_cache_and_restores_the_users
         cached.cache_clear()
 
 
-def test_normalized_width_bench_times_both_input_kinds_on_the_shipped_table(tmp_path, monkeypatch):
-    """bench._normalized_width times the pre-LN encoder diagram with normalized tokens and with Gaussian ones (each
-    repeats + 1 times, at the shipped table's (d, d_head) = (64, 32), T = 256), reading the shipped table from an
-    empty cache without building one, and reports each kind's best time."""
+def test_normalized_width_bench_times_three_widths_each_with_its_columns_on_the_shipped_table(tmp_path, monkeypatch):
+    """bench._normalized_width times the pre-LN encoder diagram with normalized tokens, with Gaussian ones and at
+    infinite width (each repeats + 1 times, at the shipped table's (d, d_head) = (64, 32), T = 256), reading the
+    shipped table from an empty cache without building one; every diagram builds its per-beta columns (the
+    normalized moments' fixed cost is timed, not left in a cache from the round before)."""
     from numeric import causal_width as cw
-    from numeric import diagram
+    from numeric import columns, diagram
     from numeric import width_tables as wt
 
     monkeypatch.setenv(wt.CACHE_ENV, str(tmp_path))
     monkeypatch.setattr(cw.CausalTables, "_node_values", lambda self: pytest.fail("built: the shipped table unread"))
     cw.causal_tables.cache_clear()
-    real, calls = diagram.trainability_diagram, []
+    real, real_columns, calls, built = diagram.trainability_diagram, columns.ColumnMoments, [], []
 
     def recorded(arch, depth, **kw):
         calls.append((arch, kw["inputs"], kw["d"], kw["d_head"], kw["T"]))
         return real(arch, depth, **kw)
 
+    def counted(T, betas, width=None):
+        built.append(width)
+        return real_columns(T, betas, width)
+
     monkeypatch.setattr(diagram, "trainability_diagram", recorded)
+    monkeypatch.setattr(columns, "ColumnMoments", counted)
     try:
-        result = bench._normalized_width(2, grid=4, depth=2)
+        result = bench._normalized_width(2, sizes=((4, 2),))
     finally:
         cw.causal_tables.cache_clear()
-    assert sorted(calls) == sorted([("pre-ln", kind, 64, 32, 256) for kind in ("normalized", "gaussian")] * 3)
-    assert 0 < result["normalized_width_diagram_seconds"] and 0 < result["normalized_gaussian_diagram_seconds"]
+    kinds = [("normalized", 64, 32), ("gaussian", 64, 32), ("gaussian", None, None)]
+    assert sorted(calls, key=str) == sorted([("pre-ln", *kind, 256) for kind in kinds] * 3, key=str)
+    assert sorted(built, key=str) == sorted([(64, 32, "normalized"), (64, 32), None] * 3, key=str)
+    (run,) = result["normalized_width_runs"]
+    assert (run["grid"], run["depth"]) == ([4, 4], 2)
+    assert all(0 < run[key] for key in ("normalized_seconds", "gaussian_seconds", "infinite_seconds"))

@@ -233,17 +233,12 @@ def test_one_normalized_layer_gets_the_masked_layers_overlaps(normalized_tables)
 
 def test_normalized_inputs_bad_input():
     """inputs='normalized' needs d, no sliding window, no gain-controlled attention (not derived), and a known
-    name; an encoder's runs on the NumPy path, so backend='fused' is refused by name (before any table is read)."""
+    name."""
     with pytest.raises(ValueError, match="needs a finite width d"):
         numeric.cosine_profile("pre-ln", 1, beta=1.0, T=16, mask="causal", inputs="normalized")
     for arch, mask in (("gain-pre-ln", None), ("gain-post-ln", "causal")):
         with pytest.raises(ValueError, match="gain-controlled"):
             numeric.cosine_profile(arch, 1, beta=1.0, T=16, mask=mask, d=32, inputs="normalized")
-    with pytest.raises(ValueError, match="backend='fused'"):
-        numeric.critical_alpha("pre-ln", 1, beta=1.0, T=16, d=32, inputs="normalized", backend="fused")
-    with pytest.raises(ValueError, match="backend='fused'"):
-        numeric.trainability_diagram("pre-ln", 1, betas=[1.0], alphas=[1.0], T=16, d=32, inputs="normalized",
-                                     backend="fused")
     with pytest.raises(ValueError, match="sliding window"):
         numeric.cosine_profile("pre-ln", 1, beta=1.0, T=16, mask="sliding:4", d=32, inputs="normalized")
     with pytest.raises(ValueError, match="inputs must be one of"):

@@ -167,7 +167,7 @@ def evaluate_channels(coef: np.ndarray, x1, x2) -> np.ndarray:
     (x1, x2) (arrays of shape (..., K), clipped to [0, 1]); shape (C, ..., K). One basis per coordinate for all
     C channels; one row (K = 1, an encoder's) is one matrix product per channel."""
     b1, b2 = (chebyshev.chebvander(2.0 * np.clip(v, 0.0, 1.0) - 1.0, n - 1) for v, n in zip((x1, x2), coef.shape[2:]))
-    if coef.shape[1] == 1:
+    if coef.shape[1] == 1 and np.shape(x1)[-1:] == (1,):
         inner = np.tensordot(b1[..., 0, :], coef[:, 0], axes=(-1, 1))      # (..., C, n_2)
         return np.einsum("...cj,...j->c...", inner, b2[..., 0, :])[..., None]
     return np.einsum("...ki,ckij,...kj->c...k", b1, coef, b2, optimize=True)
@@ -324,14 +324,14 @@ class CausalLookup:
         values = evaluate_channels(coef, self.b_coordinate(b), np.broadcast_to(rho, b.shape))
         return dict(zip(kinds, np.where(self.n > 1, values, 0.0)))
 
-    def pulls(self, b, rho, also=()) -> dict:
+    def pulls(self, b, rho, kinds=("X", "J", "scale")) -> dict:
         """Every row's pulls {"X", "J", "scale"} (:func:`numeric.finite_width.row_pulls`) at widths b and the keys'
-        input cosines rho (..., P), and the channels ``also`` with them; J and scale fall off like 1/b past B_MAX,
-        where the tables stop."""
-        values = self.channels(b, ("X", "J", "scale") + tuple(also), rho)
+        input cosines rho (..., P), or the channels ``kinds`` (read together); J and scale fall off like 1/b past
+        B_MAX, where the tables stop."""
+        values = self.channels(b, kinds, rho)
         beyond = np.minimum(1.0, B_MAX / np.maximum(b, 1e-300))
-        values["J"] = values["J"] * beyond
-        values["scale"] = values["scale"] * beyond
+        for kind in {"J", "scale"} & set(kinds):
+            values[kind] = values[kind] * beyond
         return values
 
     def pair(self, b_rows, rho) -> np.ndarray:

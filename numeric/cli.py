@@ -73,8 +73,7 @@ def _add_model(parser, *, beta=True, alpha_sa=True):
     parser.add_argument("--inputs", choices=("gaussian", "normalized"), default="gaussian",
                         help="with --d: the attention layers' input tokens, 'gaussian' (norms fluctuate) or "
                              "'normalized' (a LayerNorm or RMSNorm before attention, as in pre-LN, post-LN after "
-                             "the first block and every GPT/LLaMA block; an unmasked stack then runs the NumPy "
-                             "path; default: gaussian)")
+                             "the first block and every GPT/LLaMA block; default: gaussian)")
     for name, text in PARAMETER_HELP.items():
         if name == "alpha_sa" and not alpha_sa:
             continue

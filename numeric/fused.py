@@ -369,8 +369,11 @@ def evaluate(arch, activation, T, values: dict, rho0, depth: int, *, depths=None
     NumPy path).
     """
     from . import validation as check
+    from .profile import normalized
     arch = check.architecture(arch)
-    if not supports(arch) or (width is not None and (attention == "all" or not isinstance(arch, str))):
+    on_numpy = (not supports(arch) or (width is not None and (attention == "all" or not isinstance(arch, str)))
+                or (normalized(width) and columns is None))    # only columns hold normalized tokens' moments
+    if on_numpy:
         return evaluate_numpy(arch, activation, T, values, rho0, depth, depths=depths, attention=attention,
                               threshold=threshold, columns=columns, width=width)
     if width is not None and attention == "first":

@@ -35,9 +35,11 @@ class NormalizedMoments:
 
     def __init__(self, T: int, d: int, d_head: int):
         from .causal_width import causal_tables, table_size
+        from .tables import Y2_table, Yp_table
         self.T, self.d = int(T), int(d)
         one = np.zeros(1, dtype=int)                        # one row of T keys, paired with itself
         self.lookup = causal_tables(d, d_head, table_size(T), "normalized").at(np.array([float(T)]), one, one)
+        Y2_table(self.T), Yp_table(self.T)    # the finite-T moments' tables, built here, not in a caller's threads
 
     def _state(self, beta, q, p):
         b, rho = _unchecked_state(beta, q, p, self.T)
@@ -56,7 +58,7 @@ class NormalizedMoments:
         ``pair`` False: that one is None (not computed)."""
         from .moments import ipr2_finite, ipr_pair_finite
         b, rho = self._state(beta, q, p)
-        pulls = self.lookup.pulls(b, rho, also=("norm",) if norm else ())
+        pulls = self.lookup.pulls(b, rho, (("norm", "J", "scale") if norm else ()) + (("X",) if pair else ()))
         y2 = yp = None
         if norm:
             y2 = np.asarray(ipr2_finite(beta, q, p, self.T), dtype=float)

@@ -51,8 +51,9 @@ def test_entropy_collapse_reads_the_normalized_ipr():
 
 def test_profile_and_diagram_read_the_normalized_moments():
     """A stack of bare attention layers: cosine_profile(d=, inputs="normalized") iterates the normalized layer's
-    (q, p) map; trainability_diagram(inputs="normalized") at each grid point is that profile's final rho and its
-    boundary is critical_alpha(inputs="normalized") (the inputs reach every entry point), which differs from the
+    (q, p) map; trainability_diagram(inputs="normalized") at each grid point is that profile's final rho (within
+    1e-7: the diagram reads the moments from per-beta columns, measured 1e-9 apart) and its boundary is
+    critical_alpha(inputs="normalized") (the inputs reach every entry point), which differs from the
     Gaussian-token boundary."""
     from derive.layers import SelfAttention, Sequence
     T, beta = 256, 1.5
@@ -71,7 +72,7 @@ def test_profile_and_diagram_read_the_normalized_moments():
     for i, alpha in enumerate(alphas):
         for j, b in enumerate(betas):
             rho = numeric.cosine_profile("pre-ln", 3, beta=b, alpha_sa=alpha, **kw)[-1]
-            assert diagram.rho[i, j] == pytest.approx(rho, rel=1e-9)
+            assert diagram.rho[i, j] == pytest.approx(rho, rel=1e-7)
     boundary = numeric.critical_alpha("pre-ln", 3, beta=betas, **kw)
     np.testing.assert_allclose(diagram.critical_alpha, boundary, rtol=1e-5)
     assert diagram.params["inputs"] == "normalized"
@@ -109,9 +110,10 @@ def test_columns_hold_the_normalized_moments():
 @pytest.mark.parametrize("arch", ["pre-ln", "post-ln"])
 def test_fused_normalized_diagram_is_the_numpy_one(arch):
     """The fused kernels read normalized tokens' moments from the columns and hand a point they do not cover
-    (beta = 20 below its column's p_lo: no 2-D table holds these moments) to the NumPy path: rho within the
-    columns' interpolation error (1e-8; measured 5e-9) of the NumPy path, the same phases (all three present)
-    and boundary, with criterion "any" too."""
+    (beta = 20 below its column's p_lo: no 2-D table holds these moments) to the NumPy path, whose call then
+    falls back as a whole to the moments themselves (a call the columns do not cover): rho within the columns'
+    interpolation error (1e-8; measured 5e-9), the same phases (all three present) and boundary. With criterion
+    "any" every point of the diagram runs the NumPy path; its boundary's root finder still runs the kernels."""
     betas, alphas = np.array([0.3, 1.0, 1.6, 2.5, 5.0, 20.0]), np.array([0.05, 0.3, 1.0, 3.0])
     kw = {"betas": betas, "alphas": alphas, "T": 256, "d": D, "d_head": D_HEAD, "inputs": "normalized",
           "sigma_v2": 4.0}

@@ -7,7 +7,7 @@ correlation of :func:`correlation`). The pieces, in the order the theory uses th
 - :func:`correlation` — c(D) = (2/d_h) sum_i cos(D theta_i), the expression of
   :func:`derive.rope.correlation` (tests/numeric/test_rope.py evaluates that one);
 - :func:`neighbour_means` — S(m), a key's mean correlation with its m nearest keys in a row
-  of n (averaged over the row's keys);
+  of n (averaged over the row's keys), at the counts the tree reads;
 - :func:`tree` — the level covariances C_k of the count-matched binary tree
   (:func:`derive.rope.level_covariance`) and its branchings;
 - :func:`tree_ipr` — E sum_s A_s^2 of a tree field, exactly, by the recursion of
@@ -37,8 +37,6 @@ from . import validation as check
 STEP = 0.05
 #: Gaussian tails kept on the grid, in standard deviations.
 TAILS = 8.0
-#: Entries (keys x neighbour counts) of one chunk of :func:`neighbour_means` (bounds its memory at long rows).
-NEIGHBOUR_CHUNK = 1 << 22
 #: Rows at which the causal theory evaluates the tree (more rows than this: anchors geometric in n).
 ANCHORS = 24
 
@@ -72,25 +70,26 @@ def lags(T: int, head_dim: int, theta: float) -> np.ndarray:
 
 
 @lru_cache(maxsize=256)
-def neighbour_means(n: int, head_dim: int, theta: float) -> np.ndarray:
-    """S(m), m = 1 .. n - 1: a key's mean correlation with its m nearest keys in a row of n, averaged over keys.
+def neighbour_means(n: int, head_dim: int, theta: float, counts: tuple) -> np.ndarray:
+    """S(m) at the neighbour counts m in ``counts`` (1 <= m <= n - 1): a key's mean correlation with its m nearest
+    keys in a row of n, averaged over keys.
 
     Key s has s keys to its left and n - 1 - s to its right; its nearest m are the distances 1, 1, 2, 2, ... while
     both sides last, then one side's. With Cum(k) = sum_{D <= k} c(D), its sum is 2 Cum(m//2) + (m odd) c(m//2 + 1)
-    for m <= 2 min(left, right), else Cum(m - short) + Cum(short), short = min(left, right).
+    for m <= 2 min(left, right), else Cum(m - short) + Cum(short), short = min(left, right). Each count costs O(n)
+    (the tree reads ~log2 n of them).
     """
     c = lags(n, head_dim, theta)
     cum = np.concatenate([[0.0], np.cumsum(c[1:])])                       # Cum(k), k = 0 .. n - 1
-    m = np.arange(1, n)[None, :]
-    half = m // 2
-    both = 2.0 * cum[half] + np.where(m % 2 == 1, c[np.minimum(half + 1, n - 1)], 0.0)
-    total, chunk = np.zeros(n - 1), max(1, NEIGHBOUR_CHUNK // n)
-    for start in range(0, n, chunk):                                     # keys in chunks: memory O(chunk n)
-        s = np.arange(start, min(n, start + chunk))
-        short = np.minimum(s, n - 1 - s)[:, None]
+    s = np.arange(n)
+    short = np.minimum(s, n - 1 - s)
+    out = np.empty(len(counts))
+    for i, m in enumerate(counts):
+        half = m // 2
+        both = 2.0 * cum[half] + (c[min(half + 1, n - 1)] if m % 2 == 1 else 0.0)
         one = cum[np.clip(m - short, 0, n - 1)] + cum[short]
-        total += np.where(m <= 2 * short, both, one).sum(axis=0)
-    return total / n / m[0]
+        out[i] = np.where(m <= 2 * short, both, one).sum() / n / m
+    return out
 
 
 def tree(n: int, head_dim: int, theta: float):
@@ -100,9 +99,10 @@ def tree(n: int, head_dim: int, theta: float):
     r[k - 1] the branching into level k (2, and n / 2^(K - 1) at the top).
     """
     K = max(1, math.ceil(math.log2(n)))
-    S = neighbour_means(n, head_dim, theta)
-    sizes = np.array([2**k - 1 for k in range(K)] + [n - 1], dtype=float)      # m_0 = 0, ..., m_K = n - 1
-    totals = np.concatenate([[0.0], sizes[1:] * S[sizes[1:].astype(int) - 1]])
+    sizes = [2**k - 1 for k in range(K)] + [n - 1]                              # m_0 = 0, ..., m_K = n - 1
+    S = neighbour_means(n, head_dim, theta, tuple(sizes[1:]))
+    sizes = np.array(sizes, dtype=float)
+    totals = np.concatenate([[0.0], sizes[1:] * S])
     C = np.diff(totals) / np.diff(sizes)
     r = np.array([2.0] * (K - 1) + [n / 2 ** (K - 1)])
     return C, r

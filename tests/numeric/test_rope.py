@@ -25,6 +25,18 @@ def test_pair_mean_is_the_mean_over_ordered_pairs():
     assert math.isclose(rope.pair_mean(n, head_dim, theta), (c.sum() - n) / (n * (n - 1)), rel_tol=1e-12)
 
 
+@pytest.mark.parametrize("n", [2, 9, 40])
+def test_neighbour_means_are_the_mean_over_each_keys_nearest_keys(n):
+    """S(m), the closed form over left and right runs of each key's neighbours, is the brute-force mean over
+    keys s of c(D) summed over the m smallest distances D = |s - r| (r != s), divided by m, at every count m."""
+    head_dim, theta = 8, 50.0
+    c = rope.correlation(np.arange(n), head_dim, theta)
+    distances = [np.sort(np.abs(s - np.delete(np.arange(n), s))) for s in range(n)]
+    brute = [np.mean([c[d[:m]].sum() for d in distances]) / m for m in range(1, n)]
+    np.testing.assert_allclose(rope.neighbour_means(n, head_dim, theta, tuple(range(1, n))), brute, rtol=1e-12,
+                               atol=1e-15)
+
+
 def test_one_level_tree_is_the_exchangeable_row():
     """A tree with only the per-key level (no rotated part) is an exchangeable row: its IPR is Y2(b, n)."""
     n, b = 256, np.array([0.3, 1.0, 2.0, 3.5])

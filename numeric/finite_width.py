@@ -317,9 +317,11 @@ def _row_powers(b2: float, n: int) -> tuple[float, float, float, float]:
 
 
 def _number(name: str, value) -> float:
-    """One point: masked_overlaps is not vectorised (ValueError naming ``name`` for an array)."""
+    """One point: the one-row functions (masked_overlaps, output_norm, rope_width's) are not vectorised
+    (ValueError naming ``name`` for an array)."""
     if np.ndim(value) != 0:
-        raise ValueError(f"{name} must be a number (masked_overlaps evaluates one point), got shape {np.shape(value)}")
+        raise ValueError(f"{name} must be a number (one point: this function is not vectorised), got shape "
+                         f"{np.shape(value)}")
     return float(value)
 
 

@@ -4,7 +4,7 @@ In every named architecture the attention layer sees LayerNorm'd tokens,
 q = 1, so along a column of a trainability diagram (fixed beta) Y2 and Yp
 are functions of the overlap p alone: b = beta sqrt(ln T (1 - p)) and
 rho = p. :class:`ColumnMoments` tabulates both per column once, as cubic
-Hermite cells (:data:`CELLS` per column) in the coordinate
+Hermite cells (:data:`CELLS` per column; :data:`NORMALIZED_CELLS` for normalized tokens) in the coordinate
 
     t = XI_SHARE xi(b)/xi(b_hi) + (1 - XI_SHARE) u/u_hi,   xi(b) = b/(b + sqrt(2 ln T)),   u = sqrt(1 - p).
 
@@ -42,6 +42,9 @@ from .tables import B_PAIR_MAX, Y2_table, Yp_table
 
 #: Hermite cells per column (accuracy measured in tests/numeric/test_columns.py).
 CELLS = 256
+#: Cells per column of normalized tokens' moments: they come from Chebyshev tables within ~1e-4 of the direct
+#: quadrature, which 128 cells interpolate to ~1e-7 (tests/numeric/test_normalized_width.py) at half the cost.
+NORMALIZED_CELLS = 128
 #: Columns get tables for c = beta sqrt(ln T) in this range; others fall back (their constants would over/underflow).
 C_RANGE = (1e-6, 1e6)
 #: Share of t that follows xi(b); the rest follows u = sqrt(1 - p), which resolves p -> 0 on columns of large beta.
@@ -73,8 +76,10 @@ class ColumnMoments:
     """
 
     def __init__(self, T: int, betas, width=None):
+        from .profile import normalized
         self.T = check.sequence_length(T, infinite=False)
         self.width = width
+        self.cells = NORMALIZED_CELLS if normalized(width) else CELLS
         self.betas = np.unique(np.asarray(betas, dtype=float).ravel())
         self.scale = z_star(self.T)
         c = self.betas * np.sqrt(np.log(self.T))                 # b = c sqrt(1 - p)
@@ -83,29 +88,30 @@ class ColumnMoments:
         b_hi = np.minimum(c, B_PAIR_MAX)
         u_hi = b_hi / c                                           # u = sqrt(1 - p) at the column's lowest p
         self.p_lo = np.where(usable, np.maximum(1.0 - u_hi**2, 0.0), np.inf)
-        self.per_xi = XI_SHARE * CELLS * (b_hi + self.scale) / b_hi   # CELLS t = per_xi xi + per_u u
-        self.per_u = (1.0 - XI_SHARE) * CELLS / u_hi
+        self.per_xi = XI_SHARE * self.cells * (b_hi + self.scale) / b_hi   # cells t = per_xi xi + per_u u
+        self.per_u = (1.0 - XI_SHARE) * self.cells / u_hi
         self.c = c
         from .diagram import _workers
         self.tables()                                             # built (or read) once, before the threads
-        t = np.linspace(0.0, 1.0, CELLS + 1)[:, None]
-        rows = [t[k: k + _ROWS] for k in range(0, CELLS + 1, _ROWS)]
+        t = np.linspace(0.0, 1.0, self.cells + 1)[:, None]
+        rows = [t[k: k + _ROWS] for k in range(0, self.cells + 1, _ROWS)]
         with ThreadPoolExecutor(max_workers=_workers(len(rows))) as pool:   # NumPy releases the GIL
             value = np.concatenate(list(pool.map(lambda t_rows: self._moments(self._u_of_t(t_rows, u_hi)), rows)))
-        value = value.reshape(CELLS + 1, -1)          # (nodes, columns x 2): one matrix product per node row
-        cells = cubic_cells(value, _slope(value, 1.0 / CELLS), 1.0 / CELLS)   # (CELLS, columns x 2, 4)
+        value = value.reshape(self.cells + 1, -1)     # (nodes, columns x 2): one matrix product per node row
+        h = 1.0 / self.cells
+        cells = cubic_cells(value, _slope(value, h), h)   # (cells, columns x 2, 4)
         self._cells = np.ascontiguousarray(cells.reshape(-1, 8))   # row cell * columns + column
 
     def _t_of_u(self, u):
         """The column coordinate t at u = sqrt(1 - p) (u shape (n, columns))."""
-        return _cells_t(u.copy(), self.c, self.per_xi, self.per_u, self.scale) / CELLS
+        return _cells_t(u.copy(), self.c, self.per_xi, self.per_u, self.scale) / self.cells
 
     def _u_of_t(self, t, u_hi):
         """u with t(u) = t (t increases with u, from 0 at u = 0 to 1 at u_hi): the positive root of
-        CELLS t (c u + scale) = per_xi c u + per_u u (c u + scale), a quadratic A u^2 + B u - C = 0 with
+        cells t (c u + scale) = per_xi c u + per_u u (c u + scale), a quadratic A u^2 + B u - C = 0 with
         A, C >= 0, in the form without cancellation for either sign of B."""
         c, scale = self.c, self.scale
-        y = t * CELLS
+        y = t * self.cells
         a = self.per_u * c
         b = self.per_xi * c + self.per_u * scale - y * c
         root = np.sqrt(b * b + 4.0 * a * y * scale)
@@ -150,7 +156,7 @@ class ColumnMoments:
 
 
 def _cells_t(u, c, per_xi, per_u, scale):
-    """CELLS t = per_xi xi(c u) + per_u u at u = sqrt(1 - p): the column coordinate, for the tables' nodes
+    """cells t = per_xi xi(c u) + per_u u at u = sqrt(1 - p): the column coordinate, for the tables' nodes
     and the look-ups alike (numeric._jit.column_cell, in the same order). Overwrites u; returns it."""
     xi = u * c                                      # b
     xi /= xi + scale
@@ -213,9 +219,9 @@ class _Bound:
         np.maximum(u, 0.0, out=u)
         np.sqrt(u, out=u)
         x = _cells_t(u, self.c, self.per_xi, self.per_u, self.columns.scale)
-        np.minimum(x, CELLS, out=x)
+        np.minimum(x, self.columns.cells, out=x)
         i = x.astype(np.intp)
-        np.minimum(i, CELLS - 1, out=i)
+        np.minimum(i, self.columns.cells - 1, out=i)
         x -= i
         i *= self.stride
         i += self.column

@@ -278,9 +278,8 @@ def _packed(T: int, y2, yp, clip, b_pair_max=None) -> np.ndarray:
 def _column_constants(columns) -> np.ndarray:
     """N of a :class:`numeric.columns.ColumnMoments`: its header, then its betas, c, per_xi, per_u, p_lo."""
     from . import _jit as J
-    from .columns import CELLS
     header = np.zeros(J.N_HEADER)
-    header[[J.N_NCOLS, J.N_SCALE, J.N_CELLS]] = columns.betas.size, columns.scale, CELLS
+    header[[J.N_NCOLS, J.N_SCALE, J.N_CELLS]] = columns.betas.size, columns.scale, columns.cells
     header[[J.N_FLOOR, J.N_CEIL]] = (0.0, 1.0) if columns.width is None else UNCLIPPED
     vectors = {J.N_BETAS: columns.betas, J.N_C: columns.c, J.N_PER_XI: columns.per_xi,
                J.N_PER_U: columns.per_u, J.N_P_LO: columns.p_lo}

@@ -52,7 +52,7 @@ def test_entropy_collapse_reads_the_normalized_ipr():
 def test_profile_and_diagram_read_the_normalized_moments():
     """A stack of bare attention layers: cosine_profile(d=, inputs="normalized") iterates the normalized layer's
     (q, p) map; trainability_diagram(inputs="normalized") at each grid point is that profile's final rho (within
-    1e-7: the diagram reads the moments from per-beta columns, measured 1e-9 apart) and its boundary is
+    1e-7: the diagram reads the moments from per-beta columns, measured 5e-9 apart) and its boundary is
     critical_alpha(inputs="normalized") (the inputs reach every entry point), which differs from the
     Gaussian-token boundary."""
     from derive.layers import SelfAttention, Sequence
@@ -81,10 +81,10 @@ def test_profile_and_diagram_read_the_normalized_moments():
 
 
 def test_columns_hold_the_normalized_moments():
-    """The per-beta columns the kernels read (numeric.columns at (d, d_head, "normalized")) interpolate the
-    normalized moments within 1e-7 (measured 9e-9) over each column's covered p, where the Gaussian tokens'
+    """The per-beta columns the kernels read (numeric.columns at (d, d_head, "normalized"), 128 cells) interpolate
+    the normalized moments within 1e-6 (measured 1.6e-7) over each column's covered p, where the Gaussian tokens'
     differ by more than 1e-3; on a column that crosses b = B_MAX = 12 (beta = 20), where the tables' frozen-phase
-    end puts a kink in b, within 5e-5 (measured 2.4e-5, below the tables' own error against the direct
+    end puts a kink in b, within 1e-4 (measured 4.9e-5, the order of the tables' own error against the direct
     quadrature). A call they do not cover (p below a column's p_lo, q != 1) reads the moments themselves."""
     from numeric.columns import ColumnMoments
     T, betas = 256, np.array([0.05, 0.7, 1.4, 2.5, 4.0, 20.0])
@@ -98,7 +98,7 @@ def test_columns_hold_the_normalized_moments():
     Y2, Yp = columns.bind(beta)
     error = np.maximum(np.abs(Y2(beta, q, p) - moments.y2(beta, q, p)), np.abs(Yp(beta, q, p) - moments.yp(beta, q, p)))
     kink = beta == 20.0
-    assert error[~kink].max() < 1e-7 and error[kink].max() < 5e-5
+    assert error[~kink].max() < 1e-6 and error[kink].max() < 1e-4
     gaussian = ColumnMoments(T, betas, (D, D_HEAD)).bind(beta)[0]
     assert np.abs(gaussian(beta, q, p) - moments.y2(beta, q, p)).max() > 1e-3
     for q_, p_ in ((q, np.zeros_like(p)), (np.full_like(p, 1.3), p)):
@@ -112,7 +112,7 @@ def test_fused_normalized_diagram_is_the_numpy_one(arch):
     """The fused kernels read normalized tokens' moments from the columns and hand a point they do not cover
     (beta = 20 below its column's p_lo: no 2-D table holds these moments) to the NumPy path, whose call then
     falls back as a whole to the moments themselves (a call the columns do not cover): rho within the columns'
-    interpolation error (1e-8; measured 5e-9), the same phases (all three present) and boundary. With criterion
+    interpolation error (1e-6; measured 1e-7), the same phases (all three present) and boundary. With criterion
     "any" every point of the diagram runs the NumPy path; its boundary's root finder still runs the kernels."""
     betas, alphas = np.array([0.3, 1.0, 1.6, 2.5, 5.0, 20.0]), np.array([0.05, 0.3, 1.0, 3.0])
     kw = {"betas": betas, "alphas": alphas, "T": 256, "d": D, "d_head": D_HEAD, "inputs": "normalized",
@@ -120,7 +120,7 @@ def test_fused_normalized_diagram_is_the_numpy_one(arch):
     for criterion in ("first", "any"):
         runs = {backend: numeric.trainability_diagram(arch, 6, backend=backend, criterion=criterion, **kw)
                 for backend in ("fused", "numpy")}
-        np.testing.assert_allclose(runs["fused"].rho, runs["numpy"].rho, rtol=0, atol=1e-8)
+        np.testing.assert_allclose(runs["fused"].rho, runs["numpy"].rho, rtol=0, atol=1e-6)
         assert np.array_equal(runs["fused"].phase, runs["numpy"].phase)
         assert set(np.unique(runs["numpy"].phase)) == {0, 1, 2}
         np.testing.assert_allclose(runs["fused"].critical_alpha, runs["numpy"].critical_alpha, rtol=1e-5)

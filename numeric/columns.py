@@ -24,7 +24,8 @@ A call the columns do not cover (q != 1, some p < p_lo, a beta array other
 than the bound one) goes to the 2-D tables as a whole, so the bound moment functions are
 drop-in replacements for :func:`numeric.moments.ipr2_finite` and
 :func:`numeric.moments.ipr_pair_finite`. Measured against the 2-D tables: < 1e-8
-absolute (tests/numeric/test_columns.py).
+absolute (tests/numeric/test_columns.py); normalized tokens' columns against their moments: 1.6e-7
+(tests/numeric/test_normalized_width.py).
 """
 
 from __future__ import annotations

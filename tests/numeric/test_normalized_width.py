@@ -107,6 +107,32 @@ def test_columns_hold_the_normalized_moments():
         np.testing.assert_array_equal(Yp(beta, q_, p_), moments.yp(beta, q_, p_))
 
 
+def test_normalized_columns_have_their_own_cell_count_to_both_ends():
+    """Normalized columns have NORMALIZED_CELLS cells (the kernels read that count from their header), and both
+    ends of a column are read from its cells: p = 0 (the last cell's far edge, t = 1) and p = 1 (b = 0) give
+    the moments themselves (1e-6), through the NumPy look-up and the fused kernel's (a one-layer pre-LN block
+    at alpha_sa -> 0 reads Y2 and Yp at the input overlap rho0)."""
+    from numeric import _jit as J
+    from numeric import fused
+    from numeric.columns import CELLS, NORMALIZED_CELLS, ColumnMoments
+    T, betas = 256, np.array([0.7, 1.4, 2.5])
+    columns = ColumnMoments(T, betas, (D, D_HEAD, "normalized"))
+    assert columns.cells == NORMALIZED_CELLS < CELLS == ColumnMoments(T, betas, (D, D_HEAD)).cells
+    assert columns._cells.shape[0] == columns.cells * betas.size
+    assert fused._column_constants(columns)[J.N_CELLS] == columns.cells
+    moments = normalized_moments(T, D, D_HEAD)
+    Y2, Yp = columns.bind(betas)
+    for p in (np.zeros(3), np.ones(3)):
+        assert np.all(p >= columns.p_lo)
+        np.testing.assert_allclose(Y2(betas, np.ones(3), p), moments.y2(betas, 1.0, p), rtol=0, atol=1e-6)
+        np.testing.assert_allclose(Yp(betas, np.ones(3), p), moments.yp(betas, 1.0, p), rtol=0, atol=1e-6)
+    kw = {"betas": betas, "alphas": np.array([0.0]), "T": T, "d": D, "d_head": D_HEAD, "inputs": "normalized"}
+    for rho0 in (0.0, 1.0):
+        runs = [numeric.trainability_diagram("pre-ln", 1, rho0=rho0, backend=backend, **kw).rho
+                for backend in ("fused", "numpy")]
+        np.testing.assert_allclose(runs[0], runs[1], rtol=0, atol=1e-9)
+
+
 @pytest.mark.parametrize("arch", ["pre-ln", "post-ln"])
 def test_fused_normalized_diagram_is_the_numpy_one(arch):
     """The fused kernels read normalized tokens' moments from the columns and hand a point they do not cover

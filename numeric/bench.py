@@ -396,18 +396,18 @@ def _normalized_width(repeats: int, T=256, d=64, d_head=32, sizes=((128, 30), (2
     from .diagram import trainability_diagram
 
     causal_tables(d, d_head, table_size(T), "normalized")
-    width = {"normalized": {"d": d, "d_head": d_head, "inputs": "normalized"},
-             "gaussian": {"d": d, "d_head": d_head, "inputs": "gaussian"},
-             "infinite": {"d": None, "d_head": None, "inputs": "gaussian"}}
+    widths = {"normalized": {"d": d, "d_head": d_head, "inputs": "normalized"},
+              "gaussian": {"d": d, "d_head": d_head, "inputs": "gaussian"},
+              "infinite": {"d": None, "d_head": None, "inputs": "gaussian"}}
     runs = []
     for grid, depth in sizes:
         kw = {"betas": np.linspace(0.1, 3.0, grid), "alphas": np.linspace(0.0, 1.5, grid), "T": T, "sigma_v2": 4.0}
-        best = dict.fromkeys(width, math.inf)
+        best = dict.fromkeys(widths, math.inf)
         for k in range(repeats + 1):
-            for name, sizes_ in width.items():
+            for name, width in widths.items():
                 clear_cache()
                 start = time.perf_counter()
-                trainability_diagram("pre-ln", depth, **kw, **sizes_)
+                trainability_diagram("pre-ln", depth, **kw, **width)
                 if k:
                     best[name] = min(best[name], time.perf_counter() - start)
         runs.append({"grid": [grid, grid], "depth": depth, "normalized_seconds": best["normalized"],

@@ -39,6 +39,7 @@ from . import validation as check
 from .blas import single_threaded_blas
 from .interpolation import cubic_cells, horner_inplace
 from .laplace import z_star
+from .maps import moment_functions
 from .tables import B_PAIR_MAX, Y2_table, Yp_table
 
 #: Hermite cells per column (accuracy measured in tests/numeric/test_columns.py).
@@ -131,19 +132,13 @@ class ColumnMoments:
         from .width_tables import width_tables
         return width_tables(self.T, *self.width)[:2]
 
-    def fallback(self, which: int):
-        """The moment function (beta, q, p) -> Y2 (``which`` = 0) or Yp (1) for a call the columns do not cover."""
-        source = self.tables()
-        if isinstance(source, tuple):
-            return source[which].fast
-        return (source.y2, source.yp)[which]
-
     def _moments(self, u):
         """(Y2, Yp) at u = sqrt(1 - p) of every column (u shape (n, columns)): shape (n, columns, 2). Normalized
         tokens' moments are read with BLAS on one thread: its idle threads would spin after the products and slow
         the kernels that follow (1.7 x at 256 x 256 x 60)."""
+        from .profile import normalized
         source = self.tables()
-        if not isinstance(source, tuple):                 # normalized tokens: functions of (beta, q = 1, p)
+        if normalized(self.width):                        # functions of (beta, q = 1, p)
             with single_threaded_blas():
                 return np.stack(source.moments(self.betas, 1.0, 1.0 - u * u), axis=-1)
         b = np.minimum(self.c * u, B_PAIR_MAX)           # c (B_PAIR_MAX / c) may round above it
@@ -232,7 +227,7 @@ class _Bound:
         last = self._last
         if last is None or last[0] is not p or last[1] is not q or last[2] is not beta:
             if not self._covered(beta, q, p):
-                return self.columns.fallback(which)(beta, q, p)
+                return moment_functions(self.columns.T, self.columns.width)[which](beta, q, p, self.columns.T)
             last = self._last = (p, q, beta) + self._gather(np.asarray(p, dtype=float))
         coeffs, s = last[3:]
         out = horner_inplace(np.moveaxis(coeffs[..., 4 * which: 4 * which + 4], -1, 0), s)

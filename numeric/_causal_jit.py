@@ -70,7 +70,8 @@ def width_pairs(Q, spread, x_b, rows, cols, coef, live, out):
 
     dYp_tu is the Chebyshev series with coefficients coef[k] (K, n_b, n_rho) (:class:`numeric.causal_width.
     CausalLookup`) at row t's width coordinate x_b[b, t] and the queries' correlation rho_tu of Q (B, P, P),
-    both clipped to [0, 1]. Grid points run in parallel.
+    both clipped to [0, 1], times the tables' selection_scale(b_t), which the caller folds into ``spread``.
+    Grid points run in parallel.
     """
     B, K = Q.shape[0], rows.shape[0]
     n_b, n_rho = coef.shape[1], coef.shape[2]

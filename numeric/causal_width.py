@@ -24,7 +24,7 @@ Cost. Directly, a row costs 16 one-row moments (~3 ms) and a pair one Gauss rule
 :data:`numeric.finite_width.N_PAIR` at d = 64, 2e-3 at d = 32). Under a causal mask the rows' key sets are
 nested prefixes, so an increment depends on (n_t, n_u, b, rho) only: :class:`CausalTables` evaluates the
 direct increments once per (d, d_head, T) at Chebyshev-Lobatto nodes in (ln n_t, ln(n_t/n_u), b, rho) (the
-integrals' analytic continuation in the key counts), 1575 pairs (about 2.5 minutes), kept on disk (those of
+integrals' analytic continuation in the key counts), 2625 pairs (about 4 minutes), kept on disk (those of
 :data:`numeric.shipped.CAUSAL` come with the package); a look-up is then a
 polynomial evaluation, so causal profiles carry up to :data:`MAX_TABLE_POSITIONS` positions and
 critical_alpha and diagrams take ``d=``. Sliding windows (other key layouts) use the direct increments,
@@ -35,6 +35,12 @@ norm (:func:`numeric.finite_width.row_effective` and ``pair_effective`` with tha
 keys' input cosine rho = pbar_t/qbar_t as a third axis, and each row's pulls (X, J, scale) of
 :func:`numeric.finite_width.row_pulls`, from which :class:`WidthTerms` adds the common direction's share
 (derive.finite_width step 6). Building them costs about twice the Gaussian tables.
+
+The increments vanish like b^2 as a row's scores flatten (no selection at b = 0) and saturate in the frozen
+phase, so the tables hold increment / :func:`selection_scale` (b^2/(1 + b^2)), which the Chebyshev series
+follow to ~1e-3 relative at every b: a series of the increments themselves is good to ~1e-3 of their largest
+value only, which near rho -> 1 on an encoder's diagonal (b^2 ~ 1 - rho) was +70 % of the pair's and larger
+than the row - pair difference that 1 - rho_out is made of.
 """
 
 from __future__ import annotations
@@ -57,13 +63,26 @@ MAX_POSITIONS = 64
 #: Most carried positions with the causal tables (the pairs' look-ups grow as P^2 per point and layer).
 MAX_TABLE_POSITIONS = 512
 #: Chebyshev-Lobatto nodes of the causal tables: rows in (ln n, b), pairs in (ln n_t, ln(n_t/n_u), b, rho)
-#: (the pair increment grows like ln(n_u/n_t) when row u sees many more keys).
+#: (the pair increment grows like ln(n_u/n_t) when row u sees many more keys). 15 nodes in b hold the pair's
+#: increment/selection_scale within 1.5e-3 relative on b in [0.05, 11] (9 nodes: 3.8e-2; tests/numeric/
+#: test_causal_width.py).
 ROW_NODES = (9, 15)
-PAIR_NODES = (7, 5, 9, 5)
+PAIR_NODES = (7, 5, 15, 5)
 #: Row widths beyond which the tables read the increment at B_MAX (the frozen phase: it varies by O(1/b) there).
 B_MAX = 12.0
-#: Version of the cached causal tables (bump when their definition changes).
-VERSION = 2
+#: Version of the cached causal tables (bump when their definition changes). 3: increments over selection_scale,
+#: 15 pair nodes in b.
+VERSION = 3
+#: The width at which a node at b = 0 reads its increment's b -> 0 limit: increment/b^2 there is within 2e-4
+#: relative of the limit (measured at b = 1e-3 to 0.03).
+B_ZERO = 0.01
+
+
+def selection_scale(b):
+    """b'^2/(1 + b'^2) at b' = min(b, B_MAX): the factor the tables' increments are held over (module docstring):
+    the increments vanish like b^2 as a row's scores flatten and saturate in the frozen phase."""
+    b2 = np.square(np.minimum(np.asarray(b, dtype=float), B_MAX))
+    return b2 / (1.0 + b2)
 
 
 def row_increments(b: float, n: float, d: int, d_head: int, inputs: str = "gaussian",
@@ -85,12 +104,15 @@ RHO_MAX = 1.0 - 1e-6
 
 
 def row_node(b: float, n: float, d: int, d_head: int, inputs: str, rho: float) -> tuple[float, ...]:
-    """One node of the rows' table: (dY2, dIPR) of :func:`row_increments` and the row's pulls (X, J, scale) of
+    """One node of the rows' table: (dY2, dIPR) of :func:`row_increments` over :func:`selection_scale` (for b = 0
+    their b -> 0 limit, read at :data:`B_ZERO`) and the row's pulls (X, J, scale) of
     :func:`numeric.finite_width.row_pulls` at real n (the common direction's share of normalized tokens; zero for
     Gaussian tokens, which read no pulls)."""
     from .finite_width import row_pulls
     pulls = row_pulls(b * b, n) if n > 1 and inputs == "normalized" else (0.0, 0.0, 0.0)
-    return row_increments(b, n, d, d_head, inputs, rho) + pulls
+    at = max(b, B_ZERO)
+    scale = float(selection_scale(at))
+    return tuple(value / scale for value in row_increments(at, n, d, d_head, inputs, rho)) + pulls
 
 
 def pair_increment(b: float, rho: float, keys, d: int, d_head: int, whole: bool = True,
@@ -179,9 +201,11 @@ def _row_node(args) -> tuple[float, ...]:
 
 
 def _pair_node(args) -> float:
-    """One node of the pair table: :func:`pair_increment` at real key counts."""
+    """One node of the pair table: :func:`pair_increment` at real key counts over :func:`selection_scale` (for
+    b = 0 its b -> 0 limit, read at :data:`B_ZERO`)."""
     b, rho, keys, d, d_head, inputs = args
-    return pair_increment(b, rho, keys, d, d_head, whole=False, inputs=inputs)
+    at = max(b, B_ZERO)
+    return pair_increment(at, rho, keys, d, d_head, whole=False, inputs=inputs) / float(selection_scale(at))
 
 
 def _map(function, items: list, desc: str) -> list:
@@ -228,6 +252,8 @@ def _b_of_coordinate(x, n):
 
 #: The rows' table channels: the increments of the norm and of the IPR, and the row's pulls (X, J, scale).
 ROW_CHANNELS = ("norm", "ipr", "X", "J", "scale")
+#: The rows' channels held over :func:`selection_scale` (the increments; the pulls are held as they are).
+SCALED_CHANNELS = ("norm", "ipr")
 #: Chebyshev-Lobatto nodes of the normalized rows' input cosine axis (Gaussian tokens: one node, no such axis).
 ROW_RHO_NODES = 5
 
@@ -280,14 +306,14 @@ class CausalTables:
         normalized tokens only); 0 for one-key rows."""
         b, n, rho = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (b, n, rho)))
         value = _channel(self._rows, kind)(self._n_coordinate(n), _b_coordinate(np.minimum(b, B_MAX), n), rho)
-        return np.where(n > 1, value, 0.0)
+        return np.where(n > 1, value * _held_over(kind, b), 0.0)
 
     def pair(self, b, rho, n_t, n_u) -> np.ndarray:
         """dYp of nested rows (n_t <= n_u keys) at row t's width b and query correlation rho (broadcast)."""
         b, rho, n_t, n_u = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (b, rho, n_t, n_u)))
         value = self._pair(self._n_coordinate(n_t), self._ratio_coordinate(n_t, n_u),
                            _b_coordinate(np.minimum(b, B_MAX), n_t), rho)
-        return np.where(n_t > 1, value, 0.0)
+        return np.where(n_t > 1, value * selection_scale(b), 0.0)
 
     def _ratio_coordinate(self, n_t, n_u):
         return 1.0 - np.log(n_t / n_u) / math.log(self.r_lo)
@@ -322,7 +348,7 @@ class CausalLookup:
         b = np.asarray(b, dtype=float)
         coef = np.stack([_channel(self._rows, kind) for kind in kinds])
         values = evaluate_channels(coef, self.b_coordinate(b), np.broadcast_to(rho, b.shape))
-        return dict(zip(kinds, np.where(self.n > 1, values, 0.0)))
+        return {kind: np.where(self.n > 1, value * _held_over(kind, b), 0.0) for kind, value in zip(kinds, values)}
 
     def pulls(self, b, rho, kinds=("X", "J", "scale")) -> dict:
         """Every row's pulls {"X", "J", "scale"} (:func:`numeric.finite_width.row_pulls`) at widths b and the keys'
@@ -338,7 +364,7 @@ class CausalLookup:
         """dYp of every pair at its row t's width b_rows (..., K) and query correlation rho (..., K)."""
         n_t = self.n[self.rows]
         value = evaluate_fixed(self.pair_coef, _b_coordinate(np.minimum(b_rows, B_MAX), n_t), rho)
-        return np.where(n_t > 1, value, 0.0)
+        return np.where(n_t > 1, value * selection_scale(b_rows), 0.0)
 
 
 #: The modules the causal tables are computed by: their file name carries the digest.
@@ -371,6 +397,12 @@ def table_size(T: int) -> int:
     """The largest key count a table for sequences of length T covers: the next power of two (at least 16), so
     that nearby T share one table."""
     return max(16, 1 << (int(T) - 1).bit_length())
+
+
+def _held_over(kind: str, b):
+    """What the rows' channel ``kind`` is held over in the tables: :func:`selection_scale` (b) for the increments
+    (:data:`SCALED_CHANNELS`), else 1."""
+    return selection_scale(b) if kind in SCALED_CHANNELS else 1.0
 
 
 def _channel(tables: dict, kind: str):
@@ -474,7 +506,7 @@ class WidthTerms:
         from .fused import batched
         P, batch = self.n.size, Q.shape[:-2]
         view = out.reshape((-1, P, P))
-        width_pairs(batched(Q, batch, (P, P)), batched(spread, batch, (P,)),
+        width_pairs(batched(Q, batch, (P, P)), batched(spread * selection_scale(b), batch, (P,)),
                     batched(self.tables.b_coordinate(b), batch, (P,)), self.rows, self.cols, self.tables.pair_coef,
                     self.n[self.rows] > 1, view)
 

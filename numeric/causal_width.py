@@ -40,7 +40,8 @@ The increments vanish like b^2 as a row's scores flatten (no selection at b = 0)
 phase, so the tables hold increment / :func:`selection_scale` (b^2/(1 + b^2)), which the Chebyshev series
 follow to ~1e-3 relative at every b: a series of the increments themselves is good to ~1e-3 of their largest
 value only, which near rho -> 1 on an encoder's diagonal (b^2 ~ 1 - rho) was +70 % of the pair's and larger
-than the row - pair difference that 1 - rho_out is made of.
+than the row - pair difference that 1 - rho_out is made of. The rows' pulls vanish like b^2 too and are held
+the same way (:data:`HELD_OVER`).
 """
 
 from __future__ import annotations
@@ -78,10 +79,15 @@ VERSION = 3
 B_ZERO = 0.01
 
 
+def width_square(b):
+    """b'^2 at b' = min(b, B_MAX): the rows' width as the tables read it, squared."""
+    return np.square(np.minimum(np.asarray(b, dtype=float), B_MAX))
+
+
 def selection_scale(b):
     """b'^2/(1 + b'^2) at b' = min(b, B_MAX): the factor the tables' increments are held over (module docstring):
     the increments vanish like b^2 as a row's scores flatten and saturate in the frozen phase."""
-    b2 = np.square(np.minimum(np.asarray(b, dtype=float), B_MAX))
+    b2 = width_square(b)
     return b2 / (1.0 + b2)
 
 
@@ -104,15 +110,15 @@ RHO_MAX = 1.0 - 1e-6
 
 
 def row_node(b: float, n: float, d: int, d_head: int, inputs: str, rho: float) -> tuple[float, ...]:
-    """One node of the rows' table: (dY2, dIPR) of :func:`row_increments` over :func:`selection_scale` (for b = 0
-    their b -> 0 limit, read at :data:`B_ZERO`) and the row's pulls (X, J, scale) of
-    :func:`numeric.finite_width.row_pulls` at real n (the common direction's share of normalized tokens; zero for
-    Gaussian tokens, which read no pulls)."""
+    """One node of the rows' table, its :data:`ROW_CHANNELS` each over what :data:`HELD_OVER` names (for b = 0
+    their b -> 0 limit, read at :data:`B_ZERO`): (dY2, dIPR) of :func:`row_increments` and the row's pulls
+    (X, J, scale) of :func:`numeric.finite_width.row_pulls` at real n (the common direction's share of normalized
+    tokens; zero for Gaussian tokens, which read no pulls)."""
     from .finite_width import row_pulls
-    pulls = row_pulls(b * b, n) if n > 1 and inputs == "normalized" else (0.0, 0.0, 0.0)
     at = max(b, B_ZERO)
-    scale = float(selection_scale(at))
-    return tuple(value / scale for value in row_increments(at, n, d, d_head, inputs, rho)) + pulls
+    pulls = row_pulls(at * at, n) if n > 1 and inputs == "normalized" else (0.0, 0.0, 0.0)
+    values = row_increments(at, n, d, d_head, inputs, rho) + pulls
+    return tuple(value / float(_held_over(kind, at)) for kind, value in zip(ROW_CHANNELS, values))
 
 
 def pair_increment(b: float, rho: float, keys, d: int, d_head: int, whole: bool = True,
@@ -252,8 +258,11 @@ def _b_of_coordinate(x, n):
 
 #: The rows' table channels: the increments of the norm and of the IPR, and the row's pulls (X, J, scale).
 ROW_CHANNELS = ("norm", "ipr", "X", "J", "scale")
-#: The rows' channels held over :func:`selection_scale` (the increments; the pulls are held as they are).
-SCALED_CHANNELS = ("norm", "ipr")
+#: What the tables hold each rows' channel over (the pairs: over selection_scale). Every channel vanishes like
+#: b^2 at b -> 0; the pulls' scale, -0.008 b^2 there and -0.23 at b = 2, follows a series over b^2 to 0.8 %
+#: (over selection_scale, 3 %), the others one over selection_scale to 4e-4 (tests/numeric/test_causal_width.py).
+HELD_OVER = {"norm": selection_scale, "ipr": selection_scale, "X": selection_scale, "J": selection_scale,
+             "scale": width_square}
 #: Chebyshev-Lobatto nodes of the normalized rows' input cosine axis (Gaussian tokens: one node, no such axis).
 ROW_RHO_NODES = 5
 
@@ -400,9 +409,8 @@ def table_size(T: int) -> int:
 
 
 def _held_over(kind: str, b):
-    """What the rows' channel ``kind`` is held over in the tables: :func:`selection_scale` (b) for the increments
-    (:data:`SCALED_CHANNELS`), else 1."""
-    return selection_scale(b) if kind in SCALED_CHANNELS else 1.0
+    """What the rows' channel ``kind`` is held over in the tables at widths b (:data:`HELD_OVER`)."""
+    return HELD_OVER[kind](b)
 
 
 def _channel(tables: dict, kind: str):

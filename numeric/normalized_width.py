@@ -6,7 +6,7 @@ softmax selects (:mod:`derive.finite_width` steps 5-6; errata 17). One unmasked 
 effective moments
 
     Y2* = Y2 + dY2(b, T; rho) + common_direction_norm_per_spread(d, rho, Y2, J, scale),
-    Yp* = Yp + dYp(b, rho; T, T) + common_direction_pair_per_spread(d, rho, Yp, X, X),
+    Yp* = Yp_eff + common_direction_pair_per_spread(d, rho, Yp_eff, X, X),   Yp_eff = Yp + dYp(b, rho; T, T),
 
 with b^2 = beta^2 ln T q (q - p) and rho = p/q: Y2, Yp the exact finite-T moments; dY2 and dYp the
 normalized-token increments of one row and of two rows that both see all T keys, which are the causal tables'
@@ -14,7 +14,8 @@ normalized-token increments of one row and of two rows that both see all T keys,
 pulls from the same tables. The common direction's share of q_out and p_out, sigma_v2 q times the changes of
 :func:`derive.finite_width.common_direction_norm` and ``_pair``, is a change of the effective moments once
 divided by the spread 1 - rho (:func:`derive.finite_width.common_direction_per_spread`), since every row of an
-encoder sees the same keys. Profiles, critical_alpha and diagrams of unmasked stacks with ``d=`` and
+encoder sees the same keys. The pair's change takes Yp_eff, as :func:`numeric.attention_overlaps` does (Yp
+there is an O(1/d^2) difference: 7 % of 1 - rho_out at rho = 0.9, beta = 1, T = 256, d = 64). Profiles, critical_alpha and diagrams of unmasked stacks with ``d=`` and
 ``inputs="normalized"`` read these moments (diagrams and critical_alpha from their per-beta columns,
 :mod:`numeric.columns`, on the fused kernels); entropy collapse reads Y2 + dIPR(b, T; rho).
 """
@@ -65,9 +66,9 @@ class NormalizedMoments:
             common = gen.common_direction_norm_per_spread(float(self.d), rho, y2[..., None], pulls["J"], pulls["scale"])
             y2 = y2 + (pulls["norm"] + common)[..., 0]
         if pair:
-            yp = np.asarray(ipr_pair_finite(beta, q, p, self.T), dtype=float)
-            common = gen.common_direction_pair_per_spread(float(self.d), rho, yp[..., None], pulls["X"], pulls["X"])
-            yp = yp + (self.lookup.pair(b, rho) + common)[..., 0]
+            yp = np.asarray(ipr_pair_finite(beta, q, p, self.T), dtype=float)[..., None] + self.lookup.pair(b, rho)
+            common = gen.common_direction_pair_per_spread(float(self.d), rho, yp, pulls["X"], pulls["X"])
+            yp = (yp + common)[..., 0]
         return y2, yp
 
     def ipr(self, beta, q, p):

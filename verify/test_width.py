@@ -162,7 +162,7 @@ def test_encoder_stack_with_normalized_tokens_is_closer_at_the_first_block():
     """The pre-LN encoder stack of the deep-stack test above at d = 64 (two heads), T = 256, 128 initialisations:
     its attention layers see LayerNorm'd tokens, and with inputs="normalized" (numeric.normalized_width) block 1's
     rho is within the tolerance (k SE, no allowance) and closer to torch than the Gaussian-token profile's
-    (measured: -1.3 SE against -3.9 SE); the whole profile beats the infinite-width one. Blocks 2-3 are 4 and 9 SE
+    (measured: -1.2 SE against -3.9 SE); the whole profile beats the infinite-width one. Blocks 2-3 are 4 and 9 SE
     high with either input kind (README: not modelled)."""
     import numeric
     from verify import montecarlo as mc
@@ -182,7 +182,7 @@ def test_deep_stack_gap_is_the_structure_of_the_first_blocks_tokens():
     """Why blocks 2-3 of the finite-width profile are high (README, errata 17): an attention-only pre-LN stack
     (alpha_mlp = 0, d = 64, two heads, T = 256, 256 initialisations). Block 2 fed tokens that are a common direction
     plus independent private parts at the theory's block-1 state (q1, p1) gives the theory's rho after block 2
-    within k SE (measured 0.8487 +- 0.0026 against 0.8522; infinite width, 0.8902, is rejected); the same block
+    within k SE (measured 0.8487 +- 0.0026 against 0.8521; infinite width, 0.8902, is rejected); the same block
     fed the real block-1 outputs (same weights: a paired difference) gives a rho lower by 0.032 +- 0.004 (7 SE):
     the one-layer map is right, and what it misses is the block-1 outputs' Gram matrix beyond its mean (its pair cosines spread 0.165
     against 0.104, its second eigenvalue holds 8 % of the trace against 2 %)."""
@@ -229,7 +229,7 @@ def test_causal_stack_finite_width_profile_is_closer_to_torch():
     (numeric.causal_width's tables, every position) deviates less from torch over the first three blocks than the
     infinite-width one (every position), and at block 2 the infinite-width rho is off by more than the
     tolerance (k SE + the suite's O(1/d) allowance) that the finite-width one meets. The stack normalizes before
-    attention: with inputs="normalized" block 1 is closer still (README: 0.2403 against torch 0.2457 and 0.2340
+    attention: with inputs="normalized" block 1 is closer still (README: 0.2404 against torch 0.2457 and 0.2341
     for Gaussian tokens), and the whole profile beats the infinite-width one."""
     import numeric
     from verify import montecarlo as mc

@@ -24,7 +24,7 @@ Cost. Directly, a row costs 16 one-row moments (~3 ms) and a pair one Gauss rule
 :data:`numeric.finite_width.N_PAIR` at d = 64, 2e-3 at d = 32). Under a causal mask the rows' key sets are
 nested prefixes, so an increment depends on (n_t, n_u, b, rho) only: :class:`CausalTables` evaluates the
 direct increments once per (d, d_head, T) at Chebyshev-Lobatto nodes in (ln n_t, ln(n_t/n_u), b, rho) (the
-integrals' analytic continuation in the key counts), 2625 pairs (about 4 minutes), kept on disk (those of
+integrals' analytic continuation in the key counts), 2625 pairs (2.7 minutes on two cores), kept on disk (those of
 :data:`numeric.shipped.CAUSAL` come with the package); a look-up is then a
 polynomial evaluation, so causal profiles carry up to :data:`MAX_TABLE_POSITIONS` positions and
 critical_alpha and diagrams take ``d=``. Sliding windows (other key layouts) use the direct increments,
@@ -115,7 +115,7 @@ def row_node(b: float, n: float, d: int, d_head: int, inputs: str, rho: float) -
     (X, J, scale) of :func:`numeric.finite_width.row_pulls` at real n (the common direction's share of normalized
     tokens; zero for Gaussian tokens, which read no pulls)."""
     from .finite_width import row_pulls
-    at = max(b, B_ZERO)
+    at = _node_width(b)
     pulls = row_pulls(at * at, n) if n > 1 and inputs == "normalized" else (0.0, 0.0, 0.0)
     values = row_increments(at, n, d, d_head, inputs, rho) + pulls
     return tuple(value / float(_held_over(kind, at)) for kind, value in zip(ROW_CHANNELS, values))
@@ -201,17 +201,23 @@ def evaluate_channels(coef: np.ndarray, x1, x2) -> np.ndarray:
     return np.einsum("...ki,ckij,...kj->c...k", b1, coef, b2, optimize=True)
 
 
+def _node_width(b: float) -> float:
+    """The width a table's node at b is evaluated at: b, or :data:`B_ZERO` at b = 0, where every channel over what
+    it is held over (:data:`HELD_OVER`) is read as its b -> 0 limit."""
+    return max(b, B_ZERO)
+
+
 def _row_node(args) -> tuple[float, ...]:
     """One node of the rows' table: :func:`row_node`."""
     return row_node(*args)
 
 
 def _pair_node(args) -> float:
-    """One node of the pair table: :func:`pair_increment` at real key counts over :func:`selection_scale` (for
+    """One node of the pair table: :func:`pair_increment` at real key counts over :data:`HELD_OVER` ["pair"] (for
     b = 0 its b -> 0 limit, read at :data:`B_ZERO`)."""
     b, rho, keys, d, d_head, inputs = args
-    at = max(b, B_ZERO)
-    return pair_increment(at, rho, keys, d, d_head, whole=False, inputs=inputs) / float(selection_scale(at))
+    at = _node_width(b)
+    return pair_increment(at, rho, keys, d, d_head, whole=False, inputs=inputs) / float(_held_over("pair", at))
 
 
 def _map(function, items: list, desc: str) -> list:
@@ -258,11 +264,12 @@ def _b_of_coordinate(x, n):
 
 #: The rows' table channels: the increments of the norm and of the IPR, and the row's pulls (X, J, scale).
 ROW_CHANNELS = ("norm", "ipr", "X", "J", "scale")
-#: What the tables hold each rows' channel over (the pairs: over selection_scale). Every channel vanishes like
-#: b^2 at b -> 0; the pulls' scale, -0.008 b^2 there and -0.23 at b = 2, follows a series over b^2 to 0.8 %
-#: (over selection_scale, 3 %), the others one over selection_scale to 4e-4 (tests/numeric/test_causal_width.py).
+#: What the tables hold each channel over: the rows' :data:`ROW_CHANNELS` and the pairs' increment ("pair").
+#: Every channel vanishes at b -> 0, like b^2 or faster (dIPR like b^4); the pulls' scale, -0.008 b^2 there at
+#: n = 256 and -0.23 at b = 2, follows a series over b^2 to 0.9 % (over selection_scale, 3 %), the others one
+#: over selection_scale to 4e-4 (tests/numeric/test_causal_width.py).
 HELD_OVER = {"norm": selection_scale, "ipr": selection_scale, "X": selection_scale, "J": selection_scale,
-             "scale": width_square}
+             "scale": width_square, "pair": selection_scale}
 #: Chebyshev-Lobatto nodes of the normalized rows' input cosine axis (Gaussian tokens: one node, no such axis).
 ROW_RHO_NODES = 5
 
@@ -288,7 +295,7 @@ class CausalTables:
         return (np.log(np.maximum(n, 2.0)) - math.log(2.0)) / (math.log(self.n_max) - math.log(2.0))
 
     def _node_values(self):
-        """The direct increments at every node: 1575 pairs at ~0.1 s each (Gaussian tokens; 0.2-1 s normalized)
+        """The direct increments at every node: 2625 pairs at ~0.1 s each (Gaussian tokens; 0.2-1 s normalized)
         and the rows, over the CPU's cores (:func:`_map`), with progress bars."""
         n_row = self._n_nodes(ROW_NODES[0])
         row_x = lobatto(ROW_NODES[1], 0.0, 1.0)
@@ -322,7 +329,7 @@ class CausalTables:
         b, rho, n_t, n_u = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (b, rho, n_t, n_u)))
         value = self._pair(self._n_coordinate(n_t), self._ratio_coordinate(n_t, n_u),
                            _b_coordinate(np.minimum(b, B_MAX), n_t), rho)
-        return np.where(n_t > 1, value * selection_scale(b), 0.0)
+        return np.where(n_t > 1, value * _held_over("pair", b), 0.0)
 
     def _ratio_coordinate(self, n_t, n_u):
         return 1.0 - np.log(n_t / n_u) / math.log(self.r_lo)
@@ -335,7 +342,7 @@ class CausalTables:
 class CausalLookup:
     """:class:`CausalTables` at the fixed key counts of one layer's carried rows: the key-count axes are
     contracted once (:meth:`Chebyshev.fixed`), so a look-up is a polynomial in b (rows) or (b, rho) (pairs):
-    45 coefficients per pair instead of the table's 1575. Same values as the tables' ``row`` and ``pair``."""
+    75 coefficients per pair instead of the table's 2625. Same values as the tables' ``row`` and ``pair``."""
 
     def __init__(self, tables: CausalTables, n: np.ndarray, rows, cols):
         self.n, self.rows = n, rows
@@ -373,7 +380,7 @@ class CausalLookup:
         """dYp of every pair at its row t's width b_rows (..., K) and query correlation rho (..., K)."""
         n_t = self.n[self.rows]
         value = evaluate_fixed(self.pair_coef, _b_coordinate(np.minimum(b_rows, B_MAX), n_t), rho)
-        return np.where(n_t > 1, value * selection_scale(b_rows), 0.0)
+        return np.where(n_t > 1, value * _held_over("pair", b_rows), 0.0)
 
 
 #: The modules the causal tables are computed by: their file name carries the digest.
@@ -388,8 +395,8 @@ def _stem(d: int, d_head: int, n_max: int, inputs: str) -> str:
 @lru_cache(maxsize=8)
 def causal_tables(d: int, d_head: int, n_max: int, inputs: str = "gaussian") -> CausalTables:
     """The :class:`CausalTables` of (d, d_head, n_max, inputs): from the disk cache of :mod:`numeric.width_tables`
-    or the package's shipped tables (:mod:`numeric.shipped`) when there, else built (2.5 minutes on two cores for
-    d = 64, n_max = 256; 4.5 minutes normalized) and saved in the cache."""
+    or the package's shipped tables (:mod:`numeric.shipped`) when there, else built (2.7 minutes on two cores for
+    d = 64, n_max = 256; 5 minutes normalized) and saved in the cache."""
     from .finite_width import _inputs
     from .width_tables import cached_arrays
     _inputs(inputs)
@@ -409,7 +416,7 @@ def table_size(T: int) -> int:
 
 
 def _held_over(kind: str, b):
-    """What the rows' channel ``kind`` is held over in the tables at widths b (:data:`HELD_OVER`)."""
+    """What the tables hold channel ``kind`` (a rows' channel or "pair") over, at widths b (:data:`HELD_OVER`)."""
     return HELD_OVER[kind](b)
 
 
@@ -514,7 +521,7 @@ class WidthTerms:
         from .fused import batched
         P, batch = self.n.size, Q.shape[:-2]
         view = out.reshape((-1, P, P))
-        width_pairs(batched(Q, batch, (P, P)), batched(spread * selection_scale(b), batch, (P,)),
+        width_pairs(batched(Q, batch, (P, P)), batched(spread * _held_over("pair", b), batch, (P,)),
                     batched(self.tables.b_coordinate(b), batch, (P,)), self.rows, self.cols, self.tables.pair_coef,
                     self.n[self.rows] > 1, view)
 

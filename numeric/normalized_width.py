@@ -15,9 +15,10 @@ pulls from the same tables. The common direction's share of q_out and p_out, sig
 :func:`derive.finite_width.common_direction_norm` and ``_pair``, is a change of the effective moments once
 divided by the spread 1 - rho (:func:`derive.finite_width.common_direction_per_spread`), since every row of an
 encoder sees the same keys. The pair's change takes Yp_eff, as :func:`numeric.attention_overlaps` does (Yp
-there is an O(1/d^2) difference: 7 % of 1 - rho_out at rho = 0.9, beta = 1, T = 256, d = 64). Profiles, critical_alpha and diagrams of unmasked stacks with ``d=`` and
-``inputs="normalized"`` read these moments (diagrams and critical_alpha from their per-beta columns,
-:mod:`numeric.columns`, on the fused kernels); entropy collapse reads Y2 + dIPR(b, T; rho).
+there is an O(1/d^2) difference, but 8 % of 1 - rho_out at rho = 0.9, beta = 1, T = 256, d = 64). Profiles,
+critical_alpha and diagrams of unmasked stacks with ``d=`` and ``inputs="normalized"`` read these moments
+(diagrams and critical_alpha from their per-beta columns, :mod:`numeric.columns`, on the fused kernels);
+entropy collapse reads Y2 + dIPR(b, T; rho).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The finite-width tables that ship with the package (numeric/data), so that a fresh installation reads them.
 
-A causal table (:func:`numeric.causal_width.causal_tables`) costs 2.5 minutes of two cores to build for
-Gaussian tokens and 4.5 for normalized ones. Those of :data:`CAUSAL` -- what the test suite, the README's
+A causal table (:func:`numeric.causal_width.causal_tables`) costs 2.7 minutes of two cores to build for
+Gaussian tokens and 5 for normalized ones. Those of :data:`CAUSAL` -- what the test suite, the README's
 examples, GPT-2 at width 64 and pre-LN encoders of width 64 at T <= 1024 read -- are kept in numeric/data under
 their cache names (:func:`numeric.width_tables.cached_arrays` looks there after the cache), which carry the
 digest of the code that built them. A change of :data:`numeric.causal_width.SOURCES` changes that digest:

@@ -182,7 +182,7 @@ def test_deep_stack_gap_is_the_structure_of_the_first_blocks_tokens():
     """Why blocks 2-3 of the finite-width profile are high (README, errata 17): an attention-only pre-LN stack
     (alpha_mlp = 0, d = 64, two heads, T = 256, 256 initialisations). Block 2 fed tokens that are a common direction
     plus independent private parts at the theory's block-1 state (q1, p1) gives the theory's rho after block 2
-    within k SE (measured 0.8487 +- 0.0026 against 0.8521; infinite width, 0.8902, is rejected); the same block
+    within k SE (measured 0.8487 +- 0.0026 against 0.8522; infinite width, 0.8902, is rejected); the same block
     fed the real block-1 outputs (same weights: a paired difference) gives a rho lower by 0.032 +- 0.004 (7 SE):
     the one-layer map is right, and what it misses is the block-1 outputs' Gram matrix beyond its mean (its pair cosines spread 0.165
     against 0.104, its second eigenvalue holds 8 % of the trace against 2 %)."""

@@ -65,8 +65,9 @@ def test_causal_table_matches_the_direct_increments(tables):
 def test_row_minus_pair_near_rho_one_on_an_encoders_diagonal(inputs):
     """An encoder's rows see the same T keys (n_t = n_u = 256) and their keys' spread shrinks as the inputs
     align (b^2 = 1 - rho at beta = 1): 1 - rho_out is made of dY2 - dYp there, which vanishes like (1 - rho) b^2.
-    At rho = 0.9, 0.95, 0.98 the tables' difference is within 3 % of the direct one (measured: 1 %); tables of the
-    increments themselves (not over selection_scale) gave it the wrong sign (-4.1e-4 against 4.0e-5 at 0.95)."""
+    At rho = 0.9, 0.95, 0.98 the tables' difference is within 3 % of the direct one (measured: 0.4 %); tables of
+    the increments themselves (not over selection_scale) gave it the wrong sign (Gaussian tokens: -4.1e-4 against
+    4.0e-5 at 0.95)."""
     table = cw.causal_tables(D, D_HEAD, T_TABLE, inputs)
     for rho in (0.9, 0.95, 0.98):
         b = math.sqrt(1.0 - rho)
@@ -76,9 +77,10 @@ def test_row_minus_pair_near_rho_one_on_an_encoders_diagonal(inputs):
         assert tabulated == pytest.approx(direct, rel=3e-2)
 
 
-def test_lookup_at_fixed_rows_is_the_table(tables):
-    """CausalLookup contracts the key-count axes once: at 16 carried rows and random widths and correlations
-    its rows and pairs are the tables' own look-ups to rounding, and a lookup built with the pairs' rows and
+def test_lookup_at_fixed_rows_is_the_table(tables, normalized_tables):
+    """CausalLookup contracts the key-count axes once: at 16 carried rows and random widths (beyond B_MAX too)
+    and correlations its rows and pairs are the tables' own look-ups to rounding, every channel of the normalized
+    tables' rows too (each held over its own factor, HELD_OVER), and a lookup built with the pairs' rows and
     columns swapped is not."""
     rng = np.random.default_rng(3)
     n = np.concatenate([[1.0], np.sort(rng.integers(2, 257, 15)).astype(float)])
@@ -88,6 +90,11 @@ def test_lookup_at_fixed_rows_is_the_table(tables):
     rho = rng.uniform(0.0, 1.0, (7, rows.size))
     for kind in ("norm", "ipr"):
         np.testing.assert_allclose(look.row(b, kind=kind), tables.row(b, n, kind=kind), rtol=0, atol=1e-14)
+    cosine = rng.uniform(0.0, 1.0, b.shape)
+    normalized = normalized_tables.at(n, rows, cols)
+    for kind in cw.ROW_CHANNELS:
+        np.testing.assert_allclose(normalized.row(b, kind=kind, rho=cosine),
+                                   normalized_tables.row(b, n, kind=kind, rho=cosine), rtol=1e-12, atol=1e-14)
     direct = tables.pair(b[:, rows], rho, n[rows], n[cols])
     np.testing.assert_allclose(look.pair(b[:, rows], rho), direct, rtol=0, atol=1e-14)
     assert np.abs(direct).max() > 1e-2
@@ -117,8 +124,8 @@ def test_one_layer_gets_the_masked_layers_increments():
     """One attention layer on Gaussian tokens (Q = (1 - rho) I + rho): the finite-width closure minus the
     infinite-width closure is masked_overlaps(d) - masked_overlaps(None) for every row's norm and every pair.
     Sliding window (direct integrals, T = 12, d = 32): within the profile rule's accuracy (2.5e-3 of the overlap);
-    causal (the tables, T = 200, d = 64): within sigma_v2 (q - p) times the tables' 1.2e-3 (pairs) and 1e-4
-    (norms). The closure's own pair term cancels in the difference."""
+    causal (the tables, T = 200, d = 64): within sigma_v2 (q - p) times 1.2e-3 (pairs; the tables' worst of 40
+    random points is 3.5e-4) and 1e-4 (norms). The closure's own pair term cancels in the difference."""
     for mask, T, d, d_head, rho, pairs in [("sliding:5", 12, 32, 16, 0.3, [(1, 5), (3, 11), (7, 8), (0, 11)]),
                                            ("causal", 200, D, D_HEAD, 0.0, [(20, 150), (120, 199)]),
                                            ("causal", 200, D, D_HEAD, 0.5, [(60, 61), (30, 190)])]:
@@ -188,7 +195,7 @@ def test_bad_input_is_refused_by_name():
 
 
 #: The normalized tokens' causal table of these tests and of the GPT-2 adapters' (d, d_head) = (64, 32) for
-#: T <= 256 (shipped; building it costs about 4.5 minutes on two cores).
+#: T <= 256 (shipped; building it costs about 5 minutes on two cores).
 D_NORM, D_HEAD_NORM, T_NORM = D, D_HEAD, T_TABLE
 
 

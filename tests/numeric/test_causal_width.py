@@ -49,7 +49,7 @@ def test_causal_table_matches_the_direct_increments(tables):
     """At 12 random points between the nodes (whole key counts 2 <= n_t <= n_u <= 256, b in [0.1, 8], rho in
     [0, 0.98]) the tables' dYp is within 1.5 % of the direct integral (the tables' worst of 40 points measured:
     0.7 %; 9.9 % when they held the increments themselves, not over selection_scale) and dY2, dIPR within 1e-4.
-    A table with the rows' counts swapped, or a ratio coordinate of n_u/n_t, misses by more than 1e-2."""
+    The tables read with the rows' counts swapped (row u's count, and the ratio n_u/n_t) miss by more than 1e-2."""
     worst = 0.0
     for n_t, n_u, b, rho in _between_nodes(np.random.default_rng(7), 12, (0.1, 8.0), 0.98):
         direct = cw.pair_increment(b, rho, (n_t, 0, n_u - n_t), D, D_HEAD)

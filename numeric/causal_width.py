@@ -66,8 +66,9 @@ MAX_TABLE_POSITIONS = 512
 #: Chebyshev-Lobatto nodes of the causal tables: rows in (ln n, b), pairs in (ln n_t, ln(n_t/n_u), b, rho)
 #: (the pair increment grows like ln(n_u/n_t) when row u sees many more keys). 15 nodes in b hold the pair's
 #: increment/selection_scale within 1.5e-3 relative on b in [0.05, 11] (9 nodes: 3.8e-2; tests/numeric/
-#: test_causal_width.py).
-ROW_NODES = (9, 15)
+#: test_causal_width.py). The rows' IPR increment turns from ~b^4 to O(1) where the row condenses: 25 nodes in b
+#: hold it within 3e-5 of the IPR (15 nodes: 1.6e-2, at b = 0.8, n = 1024); rows are cheap (1125 nodes).
+ROW_NODES = (9, 25)
 PAIR_NODES = (7, 5, 15, 5)
 #: Row widths beyond which the tables read the increment at B_MAX (the frozen phase: it varies by O(1/b) there).
 B_MAX = 12.0
@@ -266,8 +267,8 @@ def _b_of_coordinate(x, n):
 ROW_CHANNELS = ("norm", "ipr", "X", "J", "scale")
 #: What the tables hold each channel over: the rows' :data:`ROW_CHANNELS` and the pairs' increment ("pair").
 #: Every channel vanishes at b -> 0, like b^2 or faster (dIPR like b^4); the pulls' scale, -0.008 b^2 there at
-#: n = 256 and -0.23 at b = 2, follows a series over b^2 to 0.9 % (over selection_scale, 3 %), the others one
-#: over selection_scale to 4e-4 (tests/numeric/test_causal_width.py).
+#: n = 256 and -0.23 at b = 2, follows a series over b^2 to 0.4 % (over selection_scale, 3 % with 15 nodes in
+#: b), the others one over selection_scale to 2e-4 (tests/numeric/test_causal_width.py).
 HELD_OVER = {"norm": selection_scale, "ipr": selection_scale, "X": selection_scale, "J": selection_scale,
              "scale": width_square, "pair": selection_scale}
 #: Chebyshev-Lobatto nodes of the normalized rows' input cosine axis (Gaussian tokens: one node, no such axis).

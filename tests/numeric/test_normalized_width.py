@@ -102,7 +102,7 @@ def test_columns_hold_the_normalized_moments():
     """The per-beta columns the kernels read (numeric.columns at (d, d_head, "normalized"), 128 cells) interpolate
     the normalized moments within 1e-6 (measured 1.6e-7) over each column's covered p, where the Gaussian tokens'
     differ by more than 1e-3; on a column that crosses b = B_MAX = 12 (beta = 20), where the tables' frozen-phase
-    end puts a kink in b, within 1e-4 (measured 4.9e-5, the order of the tables' own error against the direct
+    end puts a kink in b, within 1e-4 (measured 4.6e-5, the order of the tables' own error against the direct
     quadrature). A call they do not cover (p below a column's p_lo, q != 1) reads the moments themselves."""
     from numeric.columns import ColumnMoments
     T, betas = 256, np.array([0.05, 0.7, 1.4, 2.5, 4.0, 20.0])

@@ -82,10 +82,13 @@ class Attention:
             self.rope = Rows(T, self.first, self.n, *rope)
             self.rotation = self.rope.lags.copy()
         self.width = None
-        if width is not None:                           # (d, d_head[, "normalized"]): numeric.causal_width
-            if rope is not None:
-                raise ValueError("d= (finite width) with RoPE: the rotary rows' finite-width terms are derived at "
-                                 "orthogonal inputs only (numeric.rope_width), not at a stack's p > 0")
+        if width is not None and rope is not None:      # RoPE's rows at finite width: numeric.rope_width
+            if mask.window is not None:
+                raise ValueError("d= (finite width) with RoPE and a sliding window: the RoPE rows' finite-width "
+                                 "terms are tabulated for the causal mask only")
+            from .rope_width import RowTerms
+            self.width = RowTerms(self.n, *width[:2], T, *rope, *width[2:])
+        elif width is not None:                         # (d, d_head[, "normalized"]): numeric.causal_width
             from .causal_width import WidthTerms
             self.width = WidthTerms(mask, self.first + self.n.astype(int) - 1, *width[:2], T, *width[2:])   # last key
 

@@ -172,3 +172,110 @@ def ipr(beta, *, T, rope, d, d_head=None, n=None, q=1.0, p=0.0, inputs="normaliz
     collapse is judged on, averaged over the row's and the keys' own score scales."""
     b2, n, d, d_head, head_dim, theta, inputs, q = _arguments(beta, q, p, T, n, d, d_head, rope, inputs)
     return row(b2, n, d, d_head, head_dim, theta, inputs)[0]
+
+
+# --- a stack's RoPE rows at finite width -------------------------------------------------------------------
+
+#: Nodes in xi = b/(b + sqrt(2 ln n)) of a row's effective width on [0, XI_MAX] (beyond, the row is condensed
+#: and its increments are held at the last node's), and key counts (geometric in n) at which they are computed.
+XI_NODES, XI_MAX, ANCHORS = 13, 0.85, 12
+
+
+class RowTerms:
+    """The finite-width increments of the rows of a causal RoPE layer (:class:`numeric.causal.Attention` with
+    ``rope`` and ``width``), for tokens of fixed norm.
+
+    A closure at p > 0: row t's field and private parts are first reduced to the exchangeable row of the same
+    IPR, b_t (the tree closure, :class:`numeric.rope.Rows`), and that row is then taken at finite width as a RoPE
+    row at orthogonal inputs of log-weight variance b_t^2 (:func:`row`: the keys' own score scales, the row's
+    chain, the sphere law, the selection term cut by c_bar_n). Exact at p = 0 (the first block of a stack, whose
+    tokens are near orthogonal); at p > 0 it treats the field as part of the spread, which is right to first
+    order in p/q. Per row: dIPR = E Y2 - Y2(b_t, n_t) and dnorm = Y2_eff - Y2(b_t, n_t), tabulated on
+    :data:`XI_NODES` widths at :data:`ANCHORS` key counts (cubic in xi, linear in ln n).
+    Pairs keep their infinite-width term; the normalized tokens' common-direction share is not added (with RoPE
+    the common part is the row's field). Both are measured, not derived (README "RoPE at finite width").
+    """
+
+    def __init__(self, n, d: int, d_head: int, T: int, theta: float, head_dim: int, inputs: str = "gaussian"):
+        if _inputs(inputs) != "normalized":
+            raise ValueError("inputs='gaussian' with RoPE at finite width: at p > 0 Gaussian tokens add the "
+                             "common/private cross term (2/d) b^2 p E sum_s A_s (1 - 2A_s)(1 - sum_r c A_r) "
+                             "(docs/errata.md 18), which is not computed; use inputs='normalized' (tokens after "
+                             "a LayerNorm or RMSNorm)")
+        if head_dim != d_head:
+            raise ValueError(f"rope head_dim = {head_dim} but d_head = {d_head}: RoPE rotates each head's features")
+        self.d, self.d_head, self.inputs = d, d_head, "normalized"
+        self.n = np.asarray(n, dtype=float)
+        self.table = _row_table(d, d_head, theta, head_dim, _anchors(self.n))
+
+    def _increments(self, b) -> tuple[np.ndarray, np.ndarray]:
+        """(dIPR, dnorm) of every row at effective widths b (..., P)."""
+        anchors, xi_nodes, values = self.table
+        from .row_moments import _z
+        z = _z(np.maximum(self.n, 2.0))
+        xi = np.clip(b / (b + z), 0.0, XI_MAX)
+        at_anchor = np.stack([_cubic(xi_nodes, values[k], xi) for k in range(anchors.size)], axis=-2)  # (..., P, A, 2)
+        x, xs = np.log(np.maximum(self.n, 1.0)), np.log(anchors)
+        upper = np.clip(np.searchsorted(xs, x), 1, xs.size - 1)
+        frac = np.clip((x - xs[upper - 1]) / (xs[upper] - xs[upper - 1]), 0.0, 1.0)[:, None]
+        index = np.arange(self.n.size)
+        lo, hi = at_anchor[..., index, upper - 1, :], at_anchor[..., index, upper, :]
+        out = (1.0 - frac) * lo + frac * hi
+        out = np.where((self.n >= 2)[:, None], out, 0.0)
+        return out[..., 0], out[..., 1]
+
+    def add(self, Q, stats, sigma_v2, out) -> None:
+        """Add sigma_v2 (qbar_t - pbar_t) dnorm_t to the diagonal of ``out`` (..., P, P)."""
+        spread = np.maximum(stats.qbar - stats.pbar, 0.0) * np.broadcast_to(sigma_v2, Q.shape[:-2])[..., None]
+        index = np.arange(self.n.size)
+        out[..., index, index] += spread * self._increments(np.broadcast_to(stats.b, spread.shape))[1]
+
+    def ipr(self, b, stats) -> np.ndarray:
+        """dIPR of every row at widths b (..., P): entropy collapse's reading at finite width."""
+        return self._increments(np.asarray(b, dtype=float))[0]
+
+
+def _anchors(n: np.ndarray) -> np.ndarray:
+    """Key counts at which the table is computed: every distinct count >= 2, or :data:`ANCHORS` of them geometric
+    in n (with the largest)."""
+    distinct = np.unique(n[n >= 2]).astype(int)
+    if distinct.size == 0:
+        return np.array([2.0, 3.0])
+    if distinct.size > ANCHORS:
+        grid = np.unique(np.round(np.geomspace(distinct.min(), distinct.max(), ANCHORS)).astype(int))
+        distinct = np.unique(np.concatenate([grid, [distinct.max()]]))
+    if distinct.size == 1:
+        distinct = np.array([distinct[0], distinct[0] + 1])
+    return distinct.astype(float)
+
+
+@lru_cache(maxsize=16)
+def _row_table_cached(d, d_head, theta, head_dim, anchors: tuple):
+    from .progress import progress
+    from .row_moments import RowMoments, _z
+    moments = RowMoments()
+    xi_nodes = np.linspace(0.0, XI_MAX, XI_NODES)
+    values = np.zeros((len(anchors), XI_NODES, 2))
+    with progress(len(anchors) * XI_NODES, "RoPE rows at finite width", unit="row") as update:
+        for k, n in enumerate(anchors):
+            z = float(_z(n))
+            for j, xi in enumerate(xi_nodes):
+                b = z * xi / (1.0 - xi)
+                if b > 0.0:
+                    ipr, eff = row(b * b, int(n), d, d_head, head_dim, theta, "normalized")
+                    exchangeable = float(moments.y2(b, n))
+                    values[k, j] = ipr - exchangeable, eff - exchangeable
+                if update is not None:
+                    update(1)
+    return np.asarray(anchors, dtype=float), xi_nodes, values
+
+
+def _row_table(d, d_head, theta, head_dim, anchors: np.ndarray):
+    """(anchors, xi nodes, values (A, XI_NODES, 2)): dIPR and dnorm of :class:`RowTerms`, cached per layer kind."""
+    return _row_table_cached(int(d), int(d_head), float(theta), int(head_dim), tuple(int(a) for a in anchors))
+
+
+def _cubic(nodes: np.ndarray, values: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """The natural cubic spline through (nodes, values (N, k)) at x (...): (..., k)."""
+    from scipy.interpolate import CubicSpline
+    return CubicSpline(nodes, values, axis=0, bc_type="natural")(x)

@@ -483,14 +483,10 @@ def _closure(T: int, mask: str, rope, width=None):
 
 
 def at_finite_width(readings) -> list:
-    """The readings with the finite-width closure (issue 19: each layer at its own d and head size, the causal
-    tables of :mod:`numeric.causal_width`). Refused by name where it is not derived or not tabulated: RoPE
-    layers (the LLaMA family) and sliding windows."""
+    """The readings with the finite-width closure (issue 19: each layer at its own d and head size; the causal
+    tables of :mod:`numeric.causal_width`, RoPE layers' rows by :class:`numeric.rope_width.RowTerms`). Refused by
+    name where it is not tabulated: sliding windows."""
     for r in readings:
-        if r.rope is not None:
-            raise ValueError(f"finite_width: {r.name} uses RoPE, whose rows' finite-width terms are derived at "
-                             "orthogonal inputs only (numeric.rope_width), not at a stack's p > 0 (GPT-2's learned "
-                             "positions are served)")
         if r.mask != "causal":
             raise ValueError(f"finite_width: {r.name} attends through {r.mask}; the finite-width terms are tabulated "
                              "for the causal mask only")

@@ -60,8 +60,9 @@ def add_arguments(parser) -> None:
                         help="input cosine similarity (default: 0 torch; BERT's embeddings at random token ids)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the model's initialisation and inputs")
     parser.add_argument("--finite-width", dest="finite_width", action="store_true",
-                        help="torch/bert/gpt2: the theory at the model's own width and head size (the finite-width "
-                             "attention moments, issue 19) instead of infinite width (llama: refused, RoPE)")
+                        help="the theory at the model's own width and head size (the finite-width attention moments, "
+                             "issue 19; RoPE layers' rows by numeric.rope_width) instead of infinite width (sliding "
+                             "windows: refused)")
     parser.add_argument("--check", action="store_true",
                         help="build the whole model, measure its profile, apply the recommendation, measure again")
     parser.add_argument("--batch", type=int, default=2, help="sequences per measurement with --check (default: 2)")

@@ -108,3 +108,45 @@ def test_bad_input_is_refused_by_name(kwargs, message):
     args = {"T": 1024, "rope": ROPE, "d": 64, "d_head": 32, **kwargs}
     with pytest.raises(ValueError, match=re.escape(message)):
         rope_width.output_norm(1.0, **args)
+
+
+@pytest.fixture(scope="module")
+def rope_stack():
+    """A causal RoPE layer of T = 64 at width 64 with 2 heads (d_h = 32, theta = 1e4), tokens of fixed norm."""
+    from derive import masks
+    from numeric import causal
+    return causal.Attention(64, masks.parse("causal"), ROPE, width=(64, 32, "normalized"))
+
+
+@pytest.mark.parametrize("beta", [0.7, 1.3, 2.2])
+def test_stack_rows_at_orthogonal_inputs_are_the_rope_rows(rope_stack, beta):
+    """At orthogonal inputs (Q = I) every row of the stack's closure (numeric.rope_width.RowTerms: its table in
+    (xi, ln n), the tree's width at p = 0) gives rope_width.output_norm and rope_width.ipr of its n = t + 1 keys to
+    3e-4, rows on and between the table's key counts; the infinite-width rows differ by more than ten times that
+    (the increments are read, not dropped)."""
+    T = 64
+    Q = np.eye(T)
+    out = rope_stack(Q, np.array(beta), np.array(1.0), False)
+    ipr = rope_stack.row_ipr(Q, np.array(beta))
+    rows = np.array([1, 5, 20, 37, 63])
+    norm = [rope_width.output_norm(beta, T=T, rope=ROPE, d=64, d_head=32, n=int(t) + 1) for t in rows]
+    iprs = [rope_width.ipr(beta, T=T, rope=ROPE, d=64, d_head=32, n=int(t) + 1) for t in rows]
+    np.testing.assert_allclose(out[rows, rows], norm, rtol=3e-4)
+    np.testing.assert_allclose(ipr[rows], iprs, rtol=3e-4)
+    from derive import masks
+    from numeric import causal
+    infinite = causal.Attention(T, masks.parse("causal"), ROPE)(Q, np.array(beta), np.array(1.0), False)
+    assert np.max(np.abs(infinite[rows, rows] / np.array(norm) - 1.0)) > 3e-3
+
+
+def test_stack_rows_refuse_what_is_not_computed():
+    """RoPE at finite width in a stack: Gaussian tokens (the cross term at p > 0), a sliding window and a head
+    dimension other than d_head are refused by name."""
+    from derive import masks
+    from numeric import causal
+    with pytest.raises(ValueError, match="inputs='gaussian' with RoPE at finite width"):
+        causal.Attention(32, masks.parse("causal"), ROPE, width=(64, 32))
+    with pytest.raises(ValueError, match="sliding window"):
+        causal.Attention(32, masks.parse("sliding:8"), ROPE, width=(64, 32, "normalized"))
+    with pytest.raises(ValueError, match="head_dim = 32 but d_head = 16"):
+        causal.Attention(32, masks.parse("causal"), ROPE, width=(64, 16, "normalized"))

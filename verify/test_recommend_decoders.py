@@ -150,15 +150,46 @@ def test_finite_width_recommendation_uses_the_finite_width_closure():
     np.testing.assert_allclose(rd.late_ipr(wide, Q_att, 200, finite.beta_limit), finite.ipr_threshold, atol=1e-6)
     assert abs(finite.beta_limit / infinite.beta_limit - 1) > 2e-3
     assert "finite width (d = 64, d_head = 32)" in str(finite)
-    with pytest.raises(ValueError, match="RoPE"):
-        rd.recommend(_llama(), T_, finite_width=True)
+
+
+def test_llama_first_layer_ipr_at_finite_width_is_torchs():
+    """The entropy-collapse reading of a LLaMA at its own width: 32 models of width 64 with 2 heads (d_h = 32,
+    theta = 1e4), apply_init to beta = 2.3 at T = 256 (near the IPR threshold 0.5), 4 sequences of random ids
+    each; torch's late-row IPR of the first layer (the attention weights themselves) within k SE plus an O(1/d^2)
+    allowance of the finite-width theory (RoPE rows at finite width, numeric.rope_width: derived at the
+    orthogonal inputs the first layer sees); the infinite-width IPR is rejected by the same tolerance. Measured:
+    torch 0.4875 +- 0.0024, finite width 0.4902, infinite width 0.5072 (8 SE high)."""
+    import torch
+
+    from verify import stats
+    from verify.montecarlo import Estimate
+    T, beta = 256, 2.3
+    config = transformers.LlamaConfig(num_hidden_layers=1, hidden_size=64, num_attention_heads=2,
+                                      num_key_value_heads=2, intermediate_size=160, vocab_size=2048,
+                                      max_position_embeddings=T, attn_implementation="eager")
+    measured, finite, infinite = [], [], []
+    for seed in range(32):
+        model = rd.build(config, seed)
+        ad.apply_init(model, beta, 1.0, seq_len=T)
+        base = ad.base_model(model)
+        with torch.no_grad():
+            A = base(input_ids=ad.random_ids(model, T, batch=4, seed=900 + seed), output_attentions=True).attentions[0]
+        measured.append(float(A[:, :, 3 * T // 4:].double().pow(2).sum(-1).mean()))
+        readings, Q0 = ad.read_model(base), ad.embedding_overlaps(base, T)
+        finite.append(rd.max_ipr(ad.at_finite_width(readings), Q0, T, None))
+        infinite.append(rd.max_ipr(readings, Q0, T, None))
+    estimate = Estimate(np.array(measured)[:, None])
+    finite, infinite = np.mean(finite), np.mean(infinite)
+    tol = stats.tolerance(estimate.se[0], stats.FINITE_D_COEFF * abs(finite - infinite) / 64, estimate.n)
+    assert abs(finite - estimate.mean[0]) <= tol, (finite, estimate.mean, estimate.se, tol)
+    assert abs(infinite - estimate.mean[0]) > tol, (infinite, estimate.mean, tol)
 
 
 def test_cli_gpt2_finite_width(capsys):
-    """``sigprop recommend --model gpt2 --finite-width`` answers with the finite-width closure (the header says so);
-    LLaMA (RoPE) is refused by name."""
+    """``sigprop recommend --model gpt2|llama --finite-width`` answers with the finite-width closure (the header says
+    so; LLaMA's RoPE layers by numeric.rope_width)."""
     argv = ["--model", "gpt2", "--layers", "2", "--d-model", "64", "--heads", "2", "--seq-len", "200"]
     assert recommend_cli.main([*argv, "--finite-width"]) == 0
     assert "finite width (d = 64, d_head = 32)" in capsys.readouterr().out
-    assert recommend_cli.main(["--model", "llama", "--finite-width", *argv[2:]]) == 2
-    assert "RoPE" in capsys.readouterr().err
+    assert recommend_cli.main(["--model", "llama", "--finite-width", *argv[2:]]) == 0
+    assert "finite width (d = 64, d_head = 32)" in capsys.readouterr().out

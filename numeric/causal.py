@@ -83,9 +83,6 @@ class Attention:
             self.rotation = self.rope.lags.copy()
         self.width = None
         if width is not None and rope is not None:      # RoPE's rows at finite width: numeric.rope_width
-            if mask.window is not None:
-                raise ValueError("d= (finite width) with RoPE and a sliding window: the RoPE rows' finite-width "
-                                 "terms are tabulated for the causal mask only")
             from .rope_width import RowTerms
             self.width = RowTerms(self.n, *width[:2], T, *rope, *width[2:])
         elif width is not None:                         # (d, d_head[, "normalized"]): numeric.causal_width
@@ -625,11 +622,13 @@ def trainability_diagram(arch, depth, *, betas, alphas, eps=0.01, T, rho0=0.0, a
 
 def _tabulated(arch, mask, d) -> None:
     """ValueError unless the layers' finite-width terms (if any) are tabulated: a sliding window's are computed
-    pair by pair, which serves profiles but not the many evaluations of critical_alpha and diagrams."""
+    pair by pair, which serves profiles but not the many evaluations of critical_alpha and diagrams (with RoPE
+    the rows' table of numeric.rope_width serves any mask)."""
     if d is None:
         return
     window = spec_mask(arch) if not isinstance(arch, str) else masks.parse(mask)
-    if window is not None and window.window is not None:
+    rotary = not isinstance(arch, str) and spec_rope(arch) is not None
+    if window is not None and window.window is not None and not rotary:
         raise ValueError("d= (finite width) with a sliding window is served in profiles (cosine_profile, "
                          "position_profile), not in critical_alpha or diagrams: each pair of rows is an integral over "
                          "the score law (numeric.causal_width tabulates the causal mask only)")

@@ -484,12 +484,12 @@ def _closure(T: int, mask: str, rope, width=None):
 
 def at_finite_width(readings) -> list:
     """The readings with the finite-width closure (issue 19: each layer at its own d and head size; the causal
-    tables of :mod:`numeric.causal_width`, RoPE layers' rows by :class:`numeric.rope_width.RowTerms`). Refused by
-    name where it is not tabulated: sliding windows."""
+    tables of :mod:`numeric.causal_width`, RoPE layers' rows by :class:`numeric.rope_width.RowTerms` under any
+    mask). Refused by name where it is not tabulated: a sliding window without RoPE."""
     for r in readings:
-        if r.mask != "causal":
-            raise ValueError(f"finite_width: {r.name} attends through {r.mask}; the finite-width terms are tabulated "
-                             "for the causal mask only")
+        if r.mask != "causal" and r.rope is None:
+            raise ValueError(f"finite_width: {r.name} attends through {r.mask} without RoPE; those finite-width terms "
+                             "are tabulated for the causal mask only")
     return [replace(r, finite_width=True) for r in readings]
 
 

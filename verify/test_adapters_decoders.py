@@ -191,8 +191,8 @@ def test_finite_width_reaches_each_layer_at_its_own_width():
     """predict_cosine_profile(finite_width=True) of GPT-2 (width 64, 2 heads of 32, T = 200): every layer's closure
     carries the finite-width terms at the model's own (d, d_head) = (64, 32), and the profile moves off the
     infinite-width one by more than 1e-3 (apply_init to beta = 1.5, alpha_sa = 0.3: the regime where the terms
-    matter). LLaMA's RoPE layers carry the RoPE rows' terms (numeric.rope_width.RowTerms) at their own width;
-    Mistral's sliding window is refused by name."""
+    matter). LLaMA's and Mistral's RoPE layers (Mistral's under its sliding window) carry the RoPE rows' terms
+    (numeric.rope_width.RowTerms) at their own width, each row with its own key count."""
     from numeric.rope_width import RowTerms
     config = transformers.GPT2Config(n_layer=2, n_embd=64, n_head=2, vocab_size=2048, n_positions=256)
     model = _build(config, 0)
@@ -206,5 +206,5 @@ def test_finite_width_reaches_each_layer_at_its_own_width():
     llama = _build(_config("llama", layers=1), 0)
     closure = ad.closure_of(ad.at_finite_width(ad.read_model(llama))[0], 64)
     assert isinstance(closure.width, RowTerms) and (closure.width.d, closure.width.d_head) == (D, D // 4)
-    with pytest.raises(ValueError, match="attends through sliding"):
-        adapters.predict_cosine_profile(_build(_config("mistral", layers=1), 0), 64, finite_width=True)
+    mistral = ad.closure_of(ad.at_finite_width(ad.read_model(_build(_config("mistral", layers=1), 0)))[0], 64)
+    assert isinstance(mistral.width, RowTerms) and mistral.width.n.max() == SLIDING_WINDOW

@@ -139,14 +139,25 @@ def test_stack_rows_at_orthogonal_inputs_are_the_rope_rows(rope_stack, beta):
     assert np.max(np.abs(infinite[rows, rows] / np.array(norm) - 1.0)) > 3e-3
 
 
+def test_stack_rows_under_a_sliding_window_have_the_windows_key_counts():
+    """Under a sliding window of 12 keys every row t takes rope_width's row of min(t + 1, 12) keys (to 3e-4), at
+    orthogonal inputs: the rows' table is indexed by key count, whatever the mask."""
+    from derive import masks
+    from numeric import causal
+    T, beta = 40, 1.3
+    layer = causal.Attention(T, masks.parse("sliding:12"), ROPE, width=(64, 32, "normalized"))
+    out = layer(np.eye(T), np.array(beta), np.array(1.0), False)
+    rows = np.array([3, 11, 25, 39])
+    norm = [rope_width.output_norm(beta, T=T, rope=ROPE, d=64, d_head=32, n=min(int(t) + 1, 12)) for t in rows]
+    np.testing.assert_allclose(out[rows, rows], norm, rtol=3e-4)
+
+
 def test_stack_rows_refuse_what_is_not_computed():
-    """RoPE at finite width in a stack: Gaussian tokens (the cross term at p > 0), a sliding window and a head
-    dimension other than d_head are refused by name."""
+    """RoPE at finite width in a stack: Gaussian tokens (the cross term at p > 0) and a head dimension other than
+    d_head are refused by name."""
     from derive import masks
     from numeric import causal
     with pytest.raises(ValueError, match="inputs='gaussian' with RoPE at finite width"):
         causal.Attention(32, masks.parse("causal"), ROPE, width=(64, 32))
-    with pytest.raises(ValueError, match="sliding window"):
-        causal.Attention(32, masks.parse("sliding:8"), ROPE, width=(64, 32, "normalized"))
     with pytest.raises(ValueError, match="head_dim = 32 but d_head = 16"):
         causal.Attention(32, masks.parse("causal"), ROPE, width=(64, 16, "normalized"))

@@ -240,6 +240,16 @@ def pair(beta, q, p, T, theta, head_dim):
 
 # --- causal rows ------------------------------------------------------------------------------------------
 
+def anchor_counts(n, count: int) -> np.ndarray:
+    """The key counts at which per-row quantities are computed and then interpolated in ln n: every distinct count
+    >= 2 of the rows' ``n``, or ``count`` of them geometric in n (with the largest)."""
+    distinct = np.unique(np.asarray(n)[np.asarray(n) >= 2]).astype(int)
+    if distinct.size > count:
+        grid = np.unique(np.round(np.geomspace(distinct.min(), distinct.max(), count)).astype(int))
+        distinct = np.unique(np.concatenate([grid, [distinct.max()]]))
+    return distinct
+
+
 class Rows:
     """Per-row widths of a masked attention layer with RoPE (numeric.causal.Attention calls it).
 
@@ -257,11 +267,7 @@ class Rows:
         t = np.arange(T)
         self.C = self.lags[np.abs(t[:, None] - t[None, :])]                  # c(s - s') on the T x T grid
         self.cbar = np.array([pair_mean(int(k), self.head_dim, self.theta) for k in self.n])
-        distinct = np.unique(self.n[self.n >= 2]).astype(int)
-        if distinct.size > ANCHORS:
-            grid = np.unique(np.round(np.geomspace(distinct.min(), distinct.max(), ANCHORS)).astype(int))
-            distinct = np.unique(np.concatenate([grid, [distinct.max()]]))
-        self.anchors = distinct
+        self.anchors = anchor_counts(self.n, ANCHORS)
         self.first = np.asarray(first)
 
     def rotated_mean(self, QC_prefix, D, lo, hi):

@@ -236,16 +236,11 @@ class RowTerms:
 
 
 def _anchors(n: np.ndarray) -> np.ndarray:
-    """Key counts at which the table is computed: every distinct count >= 2, or :data:`ANCHORS` of them geometric
-    in n (with the largest)."""
-    distinct = np.unique(n[n >= 2]).astype(int)
-    if distinct.size == 0:
-        return np.array([2.0, 3.0])
-    if distinct.size > ANCHORS:
-        grid = np.unique(np.round(np.geomspace(distinct.min(), distinct.max(), ANCHORS)).astype(int))
-        distinct = np.unique(np.concatenate([grid, [distinct.max()]]))
-    if distinct.size == 1:
-        distinct = np.array([distinct[0], distinct[0] + 1])
+    """Key counts of the table (:func:`numeric.rope.anchor_counts`, :data:`ANCHORS` of them), at least two."""
+    from .rope import anchor_counts
+    distinct = anchor_counts(n, ANCHORS)
+    if distinct.size < 2:
+        distinct = np.array([2, 3]) if distinct.size == 0 else np.array([distinct[0], distinct[0] + 1])
     return distinct.astype(float)
 
 

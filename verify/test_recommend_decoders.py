@@ -188,7 +188,7 @@ def test_llama_first_layer_ipr_at_finite_width_is_torchs():
 def test_cli_gpt2_finite_width(capsys):
     """``sigprop recommend --model gpt2|llama --finite-width`` answers with the finite-width closure (the header says
     so; LLaMA's RoPE layers by numeric.rope_width)."""
-    argv = ["--model", "gpt2", "--layers", "2", "--d-model", "64", "--heads", "2", "--seq-len", "200"]
+    argv = ["--model", "gpt2", "--layers", "2", "--d-model", "64", "--heads", "2", "--seq-len", "256"]
     assert recommend_cli.main([*argv, "--finite-width"]) == 0
     assert "finite width (d = 64, d_head = 32)" in capsys.readouterr().out
     assert recommend_cli.main(["--model", "llama", "--finite-width", *argv[2:]]) == 0

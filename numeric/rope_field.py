@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy.fft import irfft, next_fast_len, rfft
 from scipy.special import logsumexp
 
 from . import validation as check
@@ -103,16 +104,16 @@ def _given_fields(m: np.ndarray, sigma: float, n: int) -> np.ndarray:
     """E_zeta sum_s A_s^2 for each row of field values m (samples, n), by two FFT correlations per row."""
     m_lo, m_hi = float(m.min()) - 2 * STEP, float(m.max()) + 2 * STEP
     size_m = math.ceil((m_hi - m_lo) / STEP) + 2
-    y_lo = -math.log(n) - m_hi - 10.0 * sigma - 8.0
-    y_hi = -m_lo + 10.0 * sigma + 8.0
+    y_lo = -math.log(n) - m_hi - 7.0 * sigma - 6.0
+    y_hi = -m_lo + 7.0 * sigma + 6.0
     size_y = math.ceil((y_hi - y_lo) / STEP) + 1
     size_x = size_y + size_m - 1
     x = y_lo + m_lo + STEP * np.arange(size_x)                  # x_(j + k) = y_j + m_k
     log_f, ratio = _kernels(sigma, x)
-    length = 1 << math.ceil(math.log2(size_x + size_m))
-    H = np.conj(np.fft.rfft(_histograms(m, m_lo, size_m), n=length, axis=1))
-    S = np.fft.irfft(H * np.fft.rfft(log_f, n=length), n=length, axis=1)[:, :size_y]
-    R = np.fft.irfft(H * np.fft.rfft(ratio, n=length), n=length, axis=1)[:, :size_y]
+    length = next_fast_len(size_x + size_m, real=True)
+    H = np.conj(rfft(_histograms(m, m_lo, size_m), n=length, axis=1))
+    S = irfft(H * rfft(log_f, n=length), n=length, axis=1)[:, :size_y]
+    R = irfft(H * rfft(ratio, n=length), n=length, axis=1)[:, :size_y]
     return STEP * np.sum(np.maximum(R, 0.0) * np.exp(np.minimum(S, 0.0)), axis=1)
 
 

@@ -84,7 +84,7 @@ class Attention:
         self.width = None
         if width is not None and rope is not None:      # RoPE's rows at finite width: numeric.rope_width
             from .rope_width import RowTerms
-            self.width = RowTerms(self.n, *width[:2], T, *rope, *width[2:])
+            self.width = RowTerms(self.n, *width[:2], T, *rope, *width[2:], causal=self.n.max() == T)
         elif width is not None:                         # (d, d_head[, "normalized"]): numeric.causal_width
             from .causal_width import WidthTerms
             self.width = WidthTerms(mask, self.first + self.n.astype(int) - 1, *width[:2], T, *width[2:])   # last key

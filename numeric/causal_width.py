@@ -428,6 +428,15 @@ def _channel(tables: dict, kind: str):
     return tables[kind]
 
 
+def check_table_positions(size: int) -> None:
+    """ValueError beyond :data:`MAX_TABLE_POSITIONS` carried positions (each pair of rows is a table look-up)."""
+    if size > MAX_TABLE_POSITIONS:
+        raise ValueError(f"finite width in a position-resolved profile carries at most {MAX_TABLE_POSITIONS} "
+                         f"positions (each pair of rows is a table look-up): T (seq_len) <= "
+                         f"{MAX_TABLE_POSITIONS}, or position groups (groups=K, K <= {MAX_TABLE_POSITIONS // 2}) "
+                         f"where the function takes them; got {size}")
+
+
 class WidthTerms:
     """The finite-width increments of one masked attention layer's closure at width (d, d_head).
 
@@ -453,11 +462,7 @@ class WidthTerms:
             raise ValueError(f"finite width with a sliding window carries at most {MAX_POSITIONS} positions (each "
                              f"pair of rows is an integral over the score law): T <= {MAX_POSITIONS}, got "
                              f"{positions.size}")
-        if positions.size > MAX_TABLE_POSITIONS:
-            raise ValueError(f"finite width in a position-resolved profile carries at most {MAX_TABLE_POSITIONS} "
-                             f"positions (each pair of rows is a table look-up): T (seq_len) <= "
-                             f"{MAX_TABLE_POSITIONS}, or position groups (groups=K, K <= {MAX_TABLE_POSITIONS // 2}) "
-                             f"where the function takes them; got {positions.size}")
+        check_table_positions(positions.size)
         self.n = np.array([mask.key_counts(int(t), int(t))[0] for t in positions], dtype=float)   # each row's own
         self.rows, self.cols = np.triu_indices(positions.size, 1)
         if mask.window is None:

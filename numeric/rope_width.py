@@ -189,14 +189,20 @@ class RowTerms:
     IPR, b_t (the tree closure, :class:`numeric.rope.Rows`), and that row is then taken at finite width as a RoPE
     row at orthogonal inputs of log-weight variance b_t^2 (:func:`row`: the keys' own score scales, the row's
     chain, the sphere law, the selection term cut by c_bar_n). Exact at p = 0 (the first block of a stack, whose
-    tokens are near orthogonal); at p > 0 it treats the field as part of the spread, which is right to first
-    order in p/q. Per row: dIPR = E Y2 - Y2(b_t, n_t) and dnorm = Y2_eff - Y2(b_t, n_t), tabulated on
-    :data:`XI_NODES` widths at :data:`ANCHORS` key counts (cubic in xi, linear in ln n).
-    Pairs keep their infinite-width term; the normalized tokens' common-direction share is not added (with RoPE
-    the common part is the row's field). Both are measured, not derived (README "RoPE at finite width").
+    tokens are near orthogonal). At input cosine rho = pbar_t/qbar_t > 0 the normalized tokens' common-direction
+    share (derive.finite_width step 6, :func:`numeric.finite_width.common_direction`) is added to the norms and
+    the pairs with its selection pulls X, J and scale cut by c_bar_n, as the selection term is (the pull is
+    coherent along one query direction, which RoPE turns from key to key); its normalization terms are kept
+    whole. The pairs' selection increment dYp of the causal tables (:mod:`numeric.causal_width`, normalized
+    tokens) is added cut the same way, by c_bar of the row whose keys the pair shares; under a sliding window
+    shorter than T (whose pairs the tables do not hold) it is left out. Per row: dIPR = E Y2 - Y2(b_t, n_t),
+    dnorm = Y2_eff - Y2(b_t, n_t) and the pulls, tabulated on :data:`XI_NODES` widths at :data:`ANCHORS` key
+    counts (cubic in xi, linear in ln n). The p > 0 part is measured against torch, not derived (README "RoPE
+    rows in a stack").
     """
 
-    def __init__(self, n, d: int, d_head: int, T: int, theta: float, head_dim: int, inputs: str = "gaussian"):
+    def __init__(self, n, d: int, d_head: int, T: int, theta: float, head_dim: int, inputs: str = "gaussian",
+                 causal: bool = True):
         if _inputs(inputs) != "normalized":
             raise ValueError("inputs='gaussian' with RoPE at finite width: at p > 0 Gaussian tokens add the "
                              "common/private cross term (2/d) b^2 p E sum_s A_s (1 - 2A_s)(1 - sum_r c A_r) "
@@ -206,33 +212,56 @@ class RowTerms:
             raise ValueError(f"rope head_dim = {head_dim} but d_head = {d_head}: RoPE rotates each head's features")
         self.d, self.d_head, self.inputs = d, d_head, "normalized"
         self.n = np.asarray(n, dtype=float)
+        self.rows, self.cols = np.triu_indices(self.n.size, 1)
+        self.coherence = np.array([pair_mean(int(k), head_dim, theta) if k >= 2 else 0.0 for k in self.n])
         self.table = _row_table(d, d_head, theta, head_dim, _anchors(self.n))
+        self.pairs = None
+        if causal:
+            from .causal_width import causal_tables, check_table_positions, table_size
+            check_table_positions(self.n.size)
+            self.pairs = causal_tables(d, d_head, table_size(T), "normalized").at(self.n, self.rows, self.cols)
 
-    def _increments(self, b) -> tuple[np.ndarray, np.ndarray]:
-        """(dIPR, dnorm) of every row at effective widths b (..., P)."""
+    def _read(self, b) -> np.ndarray:
+        """The table's channels (dIPR, dnorm, X, J, scale) of every row at effective widths b: (..., P, 5)."""
         anchors, xi_nodes, values = self.table
         from .row_moments import _z
         z = _z(np.maximum(self.n, 2.0))
         xi = np.clip(b / (b + z), 0.0, XI_MAX)
-        at_anchor = np.stack([_cubic(xi_nodes, values[k], xi) for k in range(anchors.size)], axis=-2)  # (..., P, A, 2)
+        at_anchor = np.stack([_cubic(xi_nodes, values[k], xi) for k in range(anchors.size)], axis=-2)  # (..., P, A, 5)
         x, xs = np.log(np.maximum(self.n, 1.0)), np.log(anchors)
         upper = np.clip(np.searchsorted(xs, x), 1, xs.size - 1)
         frac = np.clip((x - xs[upper - 1]) / (xs[upper] - xs[upper - 1]), 0.0, 1.0)[:, None]
         index = np.arange(self.n.size)
         lo, hi = at_anchor[..., index, upper - 1, :], at_anchor[..., index, upper, :]
-        out = (1.0 - frac) * lo + frac * hi
-        out = np.where((self.n >= 2)[:, None], out, 0.0)
-        return out[..., 0], out[..., 1]
+        return np.where((self.n >= 2)[:, None], (1.0 - frac) * lo + frac * hi, 0.0)
 
     def add(self, Q, stats, sigma_v2, out) -> None:
-        """Add sigma_v2 (qbar_t - pbar_t) dnorm_t to the diagonal of ``out`` (..., P, P)."""
-        spread = np.maximum(stats.qbar - stats.pbar, 0.0) * np.broadcast_to(sigma_v2, Q.shape[:-2])[..., None]
-        index = np.arange(self.n.size)
-        out[..., index, index] += spread * self._increments(np.broadcast_to(stats.b, spread.shape))[1]
+        """Add sigma_v2 (qbar_t - pbar_t) dnorm_t and sigma_v2 qbar_t times the common direction's share of the
+        norm to the diagonal of ``out`` (..., P, P), and sigma_v2 qbar_t times its share of the overlap to the
+        pairs."""
+        from . import _generated_width as gen
+        sv = np.broadcast_to(sigma_v2, Q.shape[:-2])[..., None]
+        table = self._read(np.broadcast_to(stats.b, stats.qbar.shape))
+        X, J, pull_scale = (self.coherence * table[..., k] for k in (2, 3, 4))
+        rho = np.clip(stats.pbar / np.maximum(stats.qbar, 1e-300), 0.0, 1.0)
+        d, index = float(self.d), np.arange(self.n.size)
+        out[..., index, index] += sv * (np.maximum(stats.qbar - stats.pbar, 0.0) * table[..., 1]
+                                        + stats.qbar * gen.common_direction_norm(d, rho, stats.Y2, J, pull_scale))
+        rows, cols = self.rows, self.cols
+        value = (sv * stats.qbar)[..., rows] * gen.common_direction_pair(d, rho[..., rows], 0.0, X[..., rows],
+                                                                         X[..., cols])
+        if self.pairs is not None:
+            spread = sv * np.maximum(stats.qbar - stats.pbar, 0.0) * self.coherence
+            diag = np.diagonal(Q, axis1=-2, axis2=-1)
+            queries = np.clip(Q[..., rows, cols] / np.sqrt(diag[..., rows] * diag[..., cols]), 0.0, 1.0)
+            b = np.broadcast_to(stats.b, stats.qbar.shape)
+            value = value + spread[..., rows] * self.pairs.pair(b[..., rows], queries)
+        out[..., rows, cols] += value
+        out[..., cols, rows] += value
 
     def ipr(self, b, stats) -> np.ndarray:
         """dIPR of every row at widths b (..., P): entropy collapse's reading at finite width."""
-        return self._increments(np.asarray(b, dtype=float))[0]
+        return self._read(np.asarray(b, dtype=float))[..., 0]
 
 
 def _anchors(n: np.ndarray) -> np.ndarray:
@@ -248,9 +277,10 @@ def _anchors(n: np.ndarray) -> np.ndarray:
 def _row_table_cached(d, d_head, theta, head_dim, anchors: tuple):
     from .progress import progress
     from .row_moments import RowMoments, _z
+    from .finite_width import row_pulls
     moments = RowMoments()
     xi_nodes = np.linspace(0.0, XI_MAX, XI_NODES)
-    values = np.zeros((len(anchors), XI_NODES, 2))
+    values = np.zeros((len(anchors), XI_NODES, 5))
     with progress(len(anchors) * XI_NODES, "RoPE rows at finite width", unit="row") as update:
         for k, n in enumerate(anchors):
             z = float(_z(n))
@@ -259,14 +289,15 @@ def _row_table_cached(d, d_head, theta, head_dim, anchors: tuple):
                 if b > 0.0:
                     ipr, eff = row(b * b, int(n), d, d_head, head_dim, theta, "normalized")
                     exchangeable = float(moments.y2(b, n))
-                    values[k, j] = ipr - exchangeable, eff - exchangeable
+                    values[k, j] = (ipr - exchangeable, eff - exchangeable, *row_pulls(b * b, int(n)))
                 if update is not None:
                     update(1)
     return np.asarray(anchors, dtype=float), xi_nodes, values
 
 
 def _row_table(d, d_head, theta, head_dim, anchors: np.ndarray):
-    """(anchors, xi nodes, values (A, XI_NODES, 2)): dIPR and dnorm of :class:`RowTerms`, cached per layer kind."""
+    """(anchors, xi nodes, values (A, XI_NODES, 5)): dIPR, dnorm and the pulls (X, J, scale) of :class:`RowTerms`,
+    cached per layer kind."""
     return _row_table_cached(int(d), int(d_head), float(theta), int(head_dim), tuple(int(a) for a in anchors))
 
 

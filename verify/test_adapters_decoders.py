@@ -203,8 +203,9 @@ def test_finite_width_reaches_each_layer_at_its_own_width():
     finite = adapters.predict_cosine_profile(model, 200, finite_width=True)
     infinite = adapters.predict_cosine_profile(model, 200)
     assert np.abs(finite - infinite).max() > 1e-3
-    llama = _build(_config("llama", layers=1), 0)
-    closure = ad.closure_of(ad.at_finite_width(ad.read_model(llama))[0], 64)
-    assert isinstance(closure.width, RowTerms) and (closure.width.d, closure.width.d_head) == (D, D // 4)
+    llama = _build(transformers.LlamaConfig(num_hidden_layers=1, hidden_size=64, num_attention_heads=2,
+                                            intermediate_size=160, vocab_size=512, max_position_embeddings=256), 0)
+    closure = ad.closure_of(ad.at_finite_width(ad.read_model(llama))[0], 256)
+    assert isinstance(closure.width, RowTerms) and (closure.width.d, closure.width.d_head) == (64, 32)
     mistral = ad.closure_of(ad.at_finite_width(ad.read_model(_build(_config("mistral", layers=1), 0)))[0], 64)
     assert isinstance(mistral.width, RowTerms) and mistral.width.n.max() == SLIDING_WINDOW

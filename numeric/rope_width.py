@@ -275,9 +275,11 @@ def _anchors(n: np.ndarray) -> np.ndarray:
 
 @lru_cache(maxsize=16)
 def _row_table_cached(d, d_head, theta, head_dim, anchors: tuple):
+    """:func:`_row_table`'s values: :func:`row` and :func:`numeric.finite_width.row_pulls` at every (anchor, xi)
+    node (b = 0: no increment and no pull), with a progress bar."""
+    from .finite_width import row_pulls
     from .progress import progress
     from .row_moments import RowMoments, _z
-    from .finite_width import row_pulls
     moments = RowMoments()
     xi_nodes = np.linspace(0.0, XI_MAX, XI_NODES)
     values = np.zeros((len(anchors), XI_NODES, 5))

@@ -359,11 +359,13 @@ def test_rope_rows_at_positive_overlap_within_monte_carlo_error():
         mean, se = np.asarray(estimate.mean)[:3], np.asarray(estimate.se)[:3]
         Q = (1.0 - p) * np.eye(T) + p
 
-        def entries(layer):
-            out = layer(Q, np.array(beta), np.array(1.0), False)
-            return np.array([out[t, t], out[u, u], out[u, t]])
-
-        finite, infinite = entries(finite_layer), entries(infinite_layer)
+        finite, infinite = (_rows_and_pair(layer(Q, np.array(beta), np.array(1.0), False), t, u)
+                            for layer in (finite_layer, infinite_layer))
         tol = stats.tolerance(se, stats.FINITE_D_COEFF * np.abs(finite - infinite) / d, estimate.n, family=family)
         assert np.all(np.abs(finite - mean) <= tol), (p, beta, finite, mean, se, tol)
         assert np.any(np.abs(infinite - mean) > tol), (p, beta, infinite, mean, tol)
+
+
+def _rows_and_pair(out, t, u) -> np.ndarray:
+    """(q_t, q_u, p_tu) of a layer's output overlaps ``out``."""
+    return np.array([out[t, t], out[u, u], out[u, t]])

@@ -428,6 +428,31 @@ def _channel(tables: dict, kind: str):
     return tables[kind]
 
 
+def input_cosine(stats) -> np.ndarray:
+    """The keys' input cosine pbar_t/qbar_t of every row (..., P), clipped to [0, 1]."""
+    return np.clip(stats.pbar / np.maximum(stats.qbar, 1e-300), 0.0, 1.0)
+
+
+def query_correlation(Q, rows, cols) -> np.ndarray:
+    """The queries' correlation of every pair (rows[k], cols[k]) of the overlaps Q, clipped to [0, 1] (..., K)."""
+    diag = np.diagonal(Q, axis1=-2, axis2=-1)
+    return np.clip(Q[..., rows, cols] / np.sqrt(diag[..., rows] * diag[..., cols]), 0.0, 1.0)
+
+
+def add_common_direction(out, stats, rho, sigma_v2, d: int, pulls, rows, cols) -> None:
+    """Add sigma_v2 qbar_t times the common direction's changes (derive.finite_width step 6) of every row's norm
+    and every pair's (rows[k] < cols[k]) overlap to ``out`` (..., P, P), at the rows' input cosines rho, their
+    infinite-width Y2 and their selection pulls (X, J, scale) (..., P)."""
+    from . import _generated_width as gen
+    X, J, pull_scale = pulls
+    index = np.arange(out.shape[-1])
+    scale = np.broadcast_to(sigma_v2, stats.qbar.shape[:-1])[..., None] * stats.qbar
+    out[..., index, index] += scale * gen.common_direction_norm(float(d), rho, stats.Y2, J, pull_scale)
+    value = scale[..., rows] * gen.common_direction_pair(float(d), rho[..., rows], 0.0, X[..., rows], X[..., cols])
+    out[..., rows, cols] += value
+    out[..., cols, rows] += value
+
+
 def check_table_positions(size: int) -> None:
     """ValueError beyond :data:`MAX_TABLE_POSITIONS` carried positions (each pair of rows is a table look-up)."""
     if size > MAX_TABLE_POSITIONS:
@@ -496,30 +521,17 @@ class WidthTerms:
         out[..., self.cols, self.rows] += value
 
     def _input_cosine(self, stats):
-        """The keys' input cosine pbar_t/qbar_t of every row (..., P) for normalized tokens, else 0."""
-        if self.inputs != "normalized":
-            return 0.0
-        return np.clip(stats.pbar / np.maximum(stats.qbar, 1e-300), 0.0, 1.0)
+        """The keys' input cosine of every row (:func:`input_cosine`) for normalized tokens, else 0."""
+        return input_cosine(stats) if self.inputs == "normalized" else 0.0
 
     def _add_common_direction(self, stats, rho, b, sigma_v2, out) -> None:
-        """Add sigma_v2 qbar_t times the common direction's changes (derive.finite_width step 6) of every row's norm
-        and every pair's overlap, with the rows' pulls from the tables and their infinite-width Y2."""
-        from . import _generated_width as gen
-        index = np.arange(self.n.size)
+        """:func:`add_common_direction` with the rows' pulls from the tables."""
         pulls = self.tables.pulls(b, rho)
-        scale = np.broadcast_to(sigma_v2, stats.qbar.shape[:-1])[..., None] * stats.qbar
-        d = float(self.d)
-        out[..., index, index] += scale * gen.common_direction_norm(d, rho, stats.Y2, pulls["J"], pulls["scale"])
-        X = pulls["X"]
-        value = scale[..., self.rows] * gen.common_direction_pair(d, rho[..., self.rows], 0.0, X[..., self.rows],
-                                                                  X[..., self.cols])
-        out[..., self.rows, self.cols] += value
-        out[..., self.cols, self.rows] += value
+        add_common_direction(out, stats, rho, sigma_v2, self.d, (pulls["X"], pulls["J"], pulls["scale"]),
+                             self.rows, self.cols)
 
     def _rho(self, Q) -> np.ndarray:
-        """The queries' correlation of every pair, clipped to [0, 1] (..., K)."""
-        diag = np.diagonal(Q, axis1=-2, axis2=-1)
-        return np.clip(Q[..., self.rows, self.cols] / np.sqrt(diag[..., self.rows] * diag[..., self.cols]), 0.0, 1.0)
+        return query_correlation(Q, self.rows, self.cols)
 
     def _fused_pairs(self, Q, spread, b, out) -> None:
         """The pairs' increments by :func:`numeric._causal_jit.width_pairs` (same values as the NumPy path)."""

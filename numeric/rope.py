@@ -51,6 +51,13 @@ def check_rope(theta, head_dim) -> tuple[float, int]:
     return float(theta), int(head_dim)
 
 
+def rope_setting(rope) -> tuple[float, int]:
+    """RoPE's (theta, head_dim) as one argument: a pair, checked by :func:`check_rope`."""
+    if not isinstance(rope, (tuple, list)) or len(rope) != 2:
+        raise ValueError(f"rope must be RoPE's (theta, head_dim), got {rope!r}")
+    return check_rope(*rope)
+
+
 def frequencies(head_dim: int, theta: float) -> np.ndarray:
     """theta_i = theta^(-2i/d_h), i = 0 .. d_h/2 - 1."""
     return theta ** (-np.arange(0, head_dim, 2) / head_dim)

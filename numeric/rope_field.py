@@ -36,7 +36,7 @@ from scipy.fft import irfft, next_fast_len, rfft
 from scipy.special import logsumexp
 
 from . import validation as check
-from .rope import check_rope, frequencies, pair_mean
+from .rope import frequencies, pair_mean, rope_setting
 
 #: Grid step in y = ln tau and in the field's values.
 STEP = 0.04
@@ -56,8 +56,7 @@ __all__ = ["SPECTRA", "field_ipr", "fields"]
 def fields(n: int, head_dim: int, theta: float, spectrum: str = "query", samples: int = SAMPLES,
            seed: int = SEED) -> np.ndarray:
     """(samples, n) unit-variance rotary fields g_s of a row of n consecutive keys (module docstring)."""
-    if spectrum not in SPECTRA:
-        raise ValueError(f"spectrum must be one of {SPECTRA}, got {spectrum!r}")
+    _check_spectrum(spectrum)
     rng = np.random.default_rng(seed)
     freq = frequencies(head_dim, theta)
     omega = rng.exponential(size=(samples, freq.size)) if spectrum == "query" else np.ones((samples, freq.size))
@@ -65,6 +64,11 @@ def fields(n: int, head_dim: int, theta: float, spectrum: str = "query", samples
     cos_part, sin_part = np.sqrt(omega / freq.size) * rng.standard_normal((2, samples, freq.size))
     phase = np.arange(n)[:, None] * freq[None, :]
     return cos_part @ np.cos(phase).T + sin_part @ np.sin(phase).T
+
+
+def _check_spectrum(spectrum) -> None:
+    if spectrum not in SPECTRA:
+        raise ValueError(f"spectrum must be one of {SPECTRA}, got {spectrum!r}")
 
 
 def _chunks(n: int, head_dim: int, theta: float, spectrum: str):
@@ -122,7 +126,7 @@ def field_ipr(beta, *, T, rope, q=1.0, p=0.0, n=None, spectrum="query") -> tuple
     the IPR exact given the field, averaged over :data:`SAMPLES` fields of the law ``spectrum`` (module
     docstring), the log-weight scale b0^2 = beta^2 ln T q (Result 1, eq. 3) split into the i.i.d. part
     b0^2 (q - p) and the field b0^2 p. ``rope``: (theta, head_dim)."""
-    theta, head_dim = _rope(rope)
+    theta, head_dim = rope_setting(rope)
     T = check.sequence_length(T, infinite=False)
     n = T if n is None else check.count("n", n, 1)
     if n > T:
@@ -131,8 +135,7 @@ def field_ipr(beta, *, T, rope, q=1.0, p=0.0, n=None, spectrum="query") -> tuple
     q, p = (float(x) for x in check.overlaps(q, p, T))
     if p < 0:
         raise ValueError(f"p must be >= 0 (the keys' common part drives the rotary field), got {p!r}")
-    if spectrum not in SPECTRA:
-        raise ValueError(f"spectrum must be one of {SPECTRA}, got {spectrum!r}")
+    _check_spectrum(spectrum)
     if n == 1:
         return 1.0, 0.0
     b0sq = beta * beta * math.log(T) * q
@@ -152,9 +155,3 @@ def _control(values: np.ndarray, control: np.ndarray, control_mean: float) -> tu
     slope = float(np.dot(c, values - values.mean()) / max(np.dot(c, c), 1e-300))
     adjusted = values - slope * (control - control_mean)
     return float(adjusted.mean()), float(adjusted.std(ddof=1) / math.sqrt(values.size))
-
-
-def _rope(rope) -> tuple[float, int]:
-    if not isinstance(rope, (tuple, list)) or len(rope) != 2:
-        raise ValueError(f"rope must be RoPE's (theta, head_dim), got {rope!r}")
-    return check_rope(*rope)

@@ -48,7 +48,7 @@ from .finite_width import (
     selection_terms,
     width,
 )
-from .rope import check_rope, correlation, pair_mean
+from .rope import correlation, pair_mean, rope_setting
 from .smoothing import EXACT
 from .width_law import product_rule
 
@@ -145,9 +145,7 @@ def _arguments(beta, q, p, T, n, d, d_head, rope, inputs):
         raise ValueError("d must be a finite width (an integer >= 1); for d=None use numeric.rope")
     d, d_head = width(d, d_head)
     inputs = _finite_inputs(inputs, d)
-    if not isinstance(rope, (tuple, list)) or len(rope) != 2:
-        raise ValueError(f"rope must be RoPE's (theta, head_dim), got {rope!r}")
-    theta, head_dim = check_rope(*rope)
+    theta, head_dim = rope_setting(rope)
     if head_dim != d_head:
         raise ValueError(f"rope head_dim = {head_dim} but d_head = {d_head}: RoPE rotates each head's features")
     beta, q, p, T, n = row_point(beta, q, p, T, n)
@@ -236,28 +234,22 @@ class RowTerms:
         return np.where((self.n >= 2)[:, None], (1.0 - frac) * lo + frac * hi, 0.0)
 
     def add(self, Q, stats, sigma_v2, out) -> None:
-        """Add sigma_v2 (qbar_t - pbar_t) dnorm_t and sigma_v2 qbar_t times the common direction's share of the
-        norm to the diagonal of ``out`` (..., P, P), and sigma_v2 qbar_t times its share of the overlap to the
-        pairs."""
-        from . import _generated_width as gen
-        sv = np.broadcast_to(sigma_v2, Q.shape[:-2])[..., None]
-        table = self._read(np.broadcast_to(stats.b, stats.qbar.shape))
-        X, J, pull_scale = (self.coherence * table[..., k] for k in (2, 3, 4))
-        rho = np.clip(stats.pbar / np.maximum(stats.qbar, 1e-300), 0.0, 1.0)
-        d, index = float(self.d), np.arange(self.n.size)
-        out[..., index, index] += sv * (np.maximum(stats.qbar - stats.pbar, 0.0) * table[..., 1]
-                                        + stats.qbar * gen.common_direction_norm(d, rho, stats.Y2, J, pull_scale))
-        rows, cols = self.rows, self.cols
-        value = (sv * stats.qbar)[..., rows] * gen.common_direction_pair(d, rho[..., rows], 0.0, X[..., rows],
-                                                                         X[..., cols])
+        """Add sigma_v2 (qbar_t - pbar_t) dnorm_t to the diagonal of ``out`` (..., P, P), the common direction's
+        share with the pulls cut by c_bar_n (:func:`numeric.causal_width.add_common_direction`) and, under a
+        causal mask, sigma_v2 (qbar_t - pbar_t) c_bar dYp_tu to the pairs."""
+        from .causal_width import add_common_direction, input_cosine, query_correlation
+        spread = np.maximum(stats.qbar - stats.pbar, 0.0) * np.broadcast_to(sigma_v2, Q.shape[:-2])[..., None]
+        b = np.broadcast_to(stats.b, spread.shape)
+        table = self._read(b)
+        index, rows, cols = np.arange(self.n.size), self.rows, self.cols
+        out[..., index, index] += spread * table[..., 1]
+        pulls = tuple(self.coherence * table[..., k] for k in (2, 3, 4))
+        add_common_direction(out, stats, input_cosine(stats), sigma_v2, self.d, pulls, rows, cols)
         if self.pairs is not None:
-            spread = sv * np.maximum(stats.qbar - stats.pbar, 0.0) * self.coherence
-            diag = np.diagonal(Q, axis1=-2, axis2=-1)
-            queries = np.clip(Q[..., rows, cols] / np.sqrt(diag[..., rows] * diag[..., cols]), 0.0, 1.0)
-            b = np.broadcast_to(stats.b, stats.qbar.shape)
-            value = value + spread[..., rows] * self.pairs.pair(b[..., rows], queries)
-        out[..., rows, cols] += value
-        out[..., cols, rows] += value
+            dYp = self.pairs.pair(b[..., rows], query_correlation(Q, rows, cols))
+            value = (spread * self.coherence)[..., rows] * dYp
+            out[..., rows, cols] += value
+            out[..., cols, rows] += value
 
     def ipr(self, b, stats) -> np.ndarray:
         """dIPR of every row at widths b (..., P): entropy collapse's reading at finite width."""
